@@ -1,0 +1,3 @@
+from dwtrio.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,26 @@
+"""Starts every background loop under the one supervisor nursery.
+
+Each loop is ``async def run_<name>_loop(rt, *, task_status)`` and reports
+readiness with ``task_status.started()``; ``start_all`` starts them in a fixed
+order with ``nursery.start`` so a loop that fails while starting fails the
+server's startup. The loops themselves arrive with the features that need them
+(task repair, timers, schedules); the list is empty until then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from dwtrio.runtime import Runtime
+
+Loop = Callable[..., Awaitable[Any]]
+
+LOOPS: tuple[Loop, ...] = ()
+
+
+async def start_all(nursery: trio.Nursery, rt: Runtime, loops: tuple[Loop, ...] = LOOPS) -> None:
+    for loop in loops:
+        await nursery.start(loop, rt)

@@ -1,0 +1,97 @@
+"""``dwtrio`` command line: serve, bootstrap, config.
+
+Every setting has a ``--flag`` and an environment twin (shown in ``--help``);
+a flag wins over the environment, which wins over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from dwtrio import __version__
+from dwtrio.errors import DwtrioError
+from dwtrio.observability import configure_logging
+from dwtrio.settings import Settings, iter_settings, parse_value
+
+log = logging.getLogger("dwtrio")
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-").removesuffix("-s")
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (each also read from its environment variable)")
+    for field in iter_settings():
+        env = field.metadata["env"]
+        kind = str(field.type)
+        metavar = "BOOL" if "bool" in kind else ("N" if ("int" in kind or "float" in kind) else "VALUE")
+        group.add_argument(
+            flag_name(field.name),
+            dest=field.name,
+            metavar=metavar,
+            default=None,
+            help=f"{field.metadata['doc']} [env {env}]",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dwtrio", description="Durable Workflow server on Trio.")
+    parser.add_argument("--version", action="version", version=f"dwtrio {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP server (embedded Postgres unless DW_DATABASE_URL is set)")
+    bootstrap = sub.add_parser("bootstrap", help="apply migrations and seed the default namespace, then exit")
+    config = sub.add_parser("config", help="print the effective configuration (secrets redacted)")
+    for p in (serve, bootstrap, config):
+        _add_setting_flags(p)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for field in iter_settings():
+        raw = getattr(args, field.name, None)
+        if raw is not None:
+            overrides[field.name] = parse_value(field, raw)
+    return Settings.from_env(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except DwtrioError as exc:
+        print(f"dwtrio: configuration error: {exc.message}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        if args.command == "serve":
+            from dwtrio.main import run
+
+            run(settings)
+        elif args.command == "bootstrap":
+            from dwtrio.main import database, run_bootstrap
+
+            with database(settings) as dsn:
+                report = trio.run(run_bootstrap, settings, dsn)
+            applied = ", ".join(report.applied) or "none"
+            print(f"migrations applied: {applied} (already applied: {report.already_applied}); "
+                  f"default namespace {'created' if report.namespace_created else 'present'}")
+        elif args.command == "config":
+            for field in iter_settings():
+                value = getattr(settings, field.name)
+                if field.metadata["secret"] and value:
+                    value = "<redacted>"
+                print(f"{field.metadata['env']}={'' if value is None else value}")
+    except DwtrioError as exc:
+        log.error("%s", exc.message)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,173 @@
+"""The dwtrio error tree.
+
+Every error the server can answer with is a `DwtrioError` subclass carrying a
+stable ``reason`` (the wire's snake_case code) and an ``http_status``. Extra
+wire fields travel in ``fields``. The mapping to the HTTP envelope happens in
+exactly one place, ``dwtrio/http/envelope.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+
+class DwtrioError(Exception):
+    """Something went wrong in dwtrio."""
+
+    reason: ClassVar[str] = "server_error"
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str | None = None, **fields: Any) -> None:
+        self.message = message or (self.__doc__ or self.reason).strip().splitlines()[0]
+        self.fields: dict[str, Any] = fields
+        super().__init__(self.message)
+
+
+class SettingsError(DwtrioError):
+    """The configuration is invalid."""
+
+
+# --- infrastructure ------------------------------------------------------------------
+class StoreUnavailableError(DwtrioError):
+    """The database is unreachable."""
+
+    reason = "backend_unavailable"
+    http_status = 503
+
+
+class RetryableStoreError(DwtrioError):
+    """A transaction hit a serialization failure or deadlock; retry it."""
+
+    reason = "backend_unavailable"
+    http_status = 503
+
+
+class WakeBusUnavailableError(DwtrioError):
+    """The wake bus (Redis) is unreachable; wakes fall back to periodic rechecks."""
+
+
+# --- request pipeline ----------------------------------------------------------------
+class PayloadTooLargeError(DwtrioError):
+    """The request body is larger than the server accepts."""
+
+    reason = "payload_too_large"
+    http_status = 413
+
+
+class UnsupportedMediaTypeError(DwtrioError):
+    """Request bodies must be JSON (Content-Type: application/json)."""
+
+    reason = "unsupported_media_type"
+    http_status = 415
+
+
+class MalformedJsonError(DwtrioError):
+    """The request body is not valid JSON."""
+
+    reason = "malformed_json"
+    http_status = 400
+
+
+class AuthMisconfiguredError(DwtrioError):
+    """Authentication is not configured on this server."""
+
+    reason = "server_error"
+    http_status = 500
+
+
+class UnauthorizedError(DwtrioError):
+    """Missing or invalid credentials."""
+
+    reason = "unauthorized"
+    http_status = 401
+
+
+class ForbiddenError(DwtrioError):
+    """The credential's role may not use this route."""
+
+    reason = "forbidden"
+    http_status = 403
+
+
+class MissingControlPlaneVersionError(DwtrioError):
+    """The X-Durable-Workflow-Control-Plane-Version header is required."""
+
+    reason = "missing_control_plane_version"
+    http_status = 400
+
+
+class UnsupportedControlPlaneVersionError(DwtrioError):
+    """This server speaks control-plane version 2 only."""
+
+    reason = "unsupported_control_plane_version"
+    http_status = 400
+
+
+class MissingProtocolVersionError(DwtrioError):
+    """The X-Durable-Workflow-Protocol-Version header is required on worker routes."""
+
+    reason = "missing_protocol_version"
+    http_status = 400
+
+
+class UnsupportedProtocolVersionError(DwtrioError):
+    """The requested worker protocol version is not supported."""
+
+    reason = "unsupported_protocol_version"
+    http_status = 400
+
+
+class NamespaceNotFoundError(DwtrioError):
+    """The namespace does not exist."""
+
+    reason = "namespace_not_found"
+    http_status = 404
+
+
+class RouteNotFoundError(DwtrioError):
+    """No such route."""
+
+    reason = "not_found"
+    http_status = 404
+
+
+class MethodNotAllowedError(DwtrioError):
+    """The route does not accept this method."""
+
+    reason = "method_not_allowed"
+    http_status = 405
+
+
+class ValidationFailedError(DwtrioError):
+    """The request is invalid."""
+
+    reason = "validation_failed"
+    http_status = 422
+
+    def __init__(self, errors: Mapping[str, list[str]], message: str | None = None) -> None:
+        self.errors = {k: list(v) for k, v in errors.items()}
+        if message is None:
+            first = next(iter(self.errors.values()), ["The request is invalid."])[0]
+            more = sum(len(v) for v in self.errors.values()) - 1
+            message = first if more <= 0 else f"{first} (and {more} more error{'s' if more > 1 else ''})"
+        super().__init__(message)
+
+
+# --- resources -----------------------------------------------------------------------
+class NamespaceAlreadyExistsError(DwtrioError):
+    """A namespace with this name already exists."""
+
+    reason = "namespace_already_exists"
+    http_status = 409
+
+
+class AlreadyExistsError(DwtrioError):
+    """A row with this key already exists."""
+
+    reason = "already_exists"
+    http_status = 409
+
+    def __init__(self, constraint: str | None = None) -> None:
+        self.constraint = constraint
+        super().__init__(f"unique constraint {constraint!r} violated")

@@ -1,0 +1,110 @@
+"""/api/health (liveness) and /api/ready (readiness): public probes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from quart import Blueprint, Response
+
+from dwtrio import wire
+from dwtrio.errors import DwtrioError
+from dwtrio.http.auth import auth_config_problem
+from dwtrio.http.envelope import json_response
+from dwtrio.runtime import Runtime
+from dwtrio.store import migrate, namespaces
+from dwtrio.store.pool import Conn
+
+PROBE_TIMEOUT_S = 2.0
+
+
+async def _ping(conn: Conn) -> int:
+    return int(await conn.fetchval("SELECT 1"))
+
+
+async def _database_check(rt: Runtime) -> dict[str, Any]:
+    try:
+        with trio.fail_after(PROBE_TIMEOUT_S):
+            await rt.store.read(_ping)
+    except (DwtrioError, trio.TooSlowError) as exc:
+        return {"status": "unavailable", "message": str(exc) or "timed out"}
+    return {"status": "ok"}
+
+
+async def _migrations_check(rt: Runtime) -> dict[str, Any]:
+    try:
+        with trio.fail_after(PROBE_TIMEOUT_S):
+            missing = await rt.store.read(migrate.pending_migrations)
+    except (DwtrioError, trio.TooSlowError) as exc:
+        return {"status": "unavailable", "message": str(exc) or "timed out"}
+    if missing:
+        return {
+            "status": "missing",
+            "missing_migrations": missing,
+            "remediation": "Run `dwtrio bootstrap` against this database.",
+        }
+    return {"status": "ok"}
+
+
+async def _namespace_check(rt: Runtime) -> dict[str, Any]:
+    name = rt.settings.default_namespace.lower()
+    try:
+        with trio.fail_after(PROBE_TIMEOUT_S):
+            exists = await rt.store.read(namespaces.namespace_exists, name)
+    except (DwtrioError, trio.TooSlowError) as exc:
+        return {"status": "unavailable", "namespace": name, "message": str(exc) or "timed out"}
+    except Exception as exc:  # e.g. the namespaces table does not exist yet
+        return {"status": "unavailable", "namespace": name, "message": type(exc).__name__}
+    if not exists:
+        return {"status": "missing", "namespace": name, "remediation": "Run `dwtrio bootstrap`."}
+    return {"status": "ok", "namespace": name}
+
+
+def _auth_check(rt: Runtime) -> dict[str, Any]:
+    problem = auth_config_problem(rt.settings)
+    if problem is None:
+        return {"status": "ok", "driver": rt.settings.auth_driver}
+    status, remediation = problem
+    return {"status": status, "driver": rt.settings.auth_driver, "remediation": remediation}
+
+
+def blueprint(rt: Runtime) -> Blueprint:
+    bp = Blueprint("health", __name__)
+
+    @bp.get("/api/health")
+    async def health() -> Response:
+        db = await _database_check(rt)
+        ok = db["status"] == "ok"
+        return json_response(
+            {
+                "status": "serving" if ok else "degraded",
+                "timestamp": wire.iso_offset(wire.now_utc()),
+                "checks": {"database": "ok" if ok else "unavailable"},
+            },
+            200 if ok else 503,
+        )
+
+    @bp.get("/api/ready")
+    async def ready() -> Response:
+        checks: dict[str, Any] = {"database": await _database_check(rt)}
+        if checks["database"]["status"] == "ok":
+            checks["migrations"] = await _migrations_check(rt)
+            checks["default_namespace"] = await _namespace_check(rt)
+        else:
+            checks["migrations"] = {"status": "unavailable", "message": "database unavailable"}
+            checks["default_namespace"] = {"status": "unavailable", "message": "database unavailable"}
+        checks["cache"] = rt.wake_bus_health()
+        checks["auth"] = _auth_check(rt)
+        if rt.draining.is_set():
+            checks["draining"] = {"status": "draining"}
+        ok = all(c["status"] == "ok" for c in checks.values())
+        return json_response(
+            {
+                "status": "ready" if ok else "not_ready",
+                "timestamp": wire.iso_offset(wire.now_utc()),
+                "checks": checks,
+            },
+            200 if ok else 503,
+        )
+
+    return bp

@@ -1,0 +1,74 @@
+"""/api/namespaces: list, create, describe, update, external storage policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, Response, g
+
+from dwtrio import wire
+from dwtrio.http.envelope import json_response
+from dwtrio.protocol.namespaces import CreateNamespace, SetExternalStorage, UpdateNamespace
+from dwtrio.runtime import Runtime
+from dwtrio.store import namespaces as store
+from dwtrio.store.namespaces import NamespaceRow
+
+
+def namespace_body(row: NamespaceRow, *, created: bool = True, updated: bool = True) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": row.name,
+        "description": row.description,
+        "retention_days": row.retention_days,
+        "status": row.status,
+        "external_payload_storage": row.external_payload_storage,
+    }
+    if created:
+        body["created_at"] = wire.iso_offset(row.created_at)
+    if updated:
+        body["updated_at"] = wire.iso_offset(row.updated_at)
+    return body
+
+
+def blueprint(rt: Runtime) -> Blueprint:
+    bp = Blueprint("namespaces", __name__)
+
+    @bp.get("/api/namespaces")
+    async def list_namespaces() -> Response:
+        rows = await rt.store.read(store.list_namespaces)
+        return json_response({"namespaces": [namespace_body(r) for r in rows]})
+
+    @bp.post("/api/namespaces")
+    async def create_namespace() -> Response:
+        req = wire.structure(g.json or {}, CreateNamespace)
+        retention = req.retention_days or rt.settings.history_retention_days
+        row = await rt.store.transaction(
+            store.create_namespace, req.name.lower(), req.description, retention
+        )
+        return json_response(namespace_body(row, updated=False), 201)
+
+    @bp.get("/api/namespaces/<name>")
+    async def describe_namespace(name: str) -> Response:
+        row = await rt.store.read(store.get_namespace, name.lower())
+        return json_response(namespace_body(row))
+
+    @bp.put("/api/namespaces/<name>")
+    async def update_namespace(name: str) -> Response:
+        req = wire.structure(g.json or {}, UpdateNamespace)
+        row = await rt.store.transaction(
+            store.update_namespace, name.lower(), req.description, req.retention_days
+        )
+        return json_response(namespace_body(row, created=False))
+
+    @bp.put("/api/namespaces/<name>/external-storage")
+    async def set_external_storage(name: str) -> Response:
+        req = wire.structure(g.json or {}, SetExternalStorage)
+        policy: dict[str, Any] = {"driver": req.driver, "enabled": req.enabled}
+        if req.threshold_bytes is not None:
+            policy["threshold_bytes"] = req.threshold_bytes
+        config = {k: v for k, v in wire.unstructure(req.config or {}).items() if v not in (None, "")}
+        if config:
+            policy["config"] = config
+        row = await rt.store.transaction(store.set_external_storage, name.lower(), policy)
+        return json_response(namespace_body(row))
+
+    return bp

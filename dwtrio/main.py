@@ -1,0 +1,201 @@
+"""The composition root: dwtrio owns ``trio.run``.
+
+Process shape (one server process)::
+
+    trio.run
+      trio-asyncio loop          (ancestor of every request task: asyncpg lives there)
+        store (asyncpg pool)
+          supervisor nursery
+            background loops     (nursery.start, in a fixed order)
+            Hypercorn            (programmatic serve, shutdown_trigger = our drain)
+            signal watcher       (SIGTERM / SIGINT -> drain)
+
+Shutdown order: the draining flag is set (open long-polls answer at once),
+Hypercorn stops accepting and finishes in-flight requests within the graceful
+timeout, then the supervisor nursery is cancelled and the pool closes.
+
+With ``DW_WORKERS > 1`` the parent binds the socket once, bootstraps the
+database once and starts that many server processes sharing the socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio_asyncio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
+
+from dwtrio.background import supervisor
+from dwtrio.embedded import EmbeddedPostgres
+from dwtrio.http.app import create_app
+from dwtrio.runtime import Runtime
+from dwtrio.settings import Settings
+from dwtrio.store import migrate
+from dwtrio.store.migrate import BootstrapReport
+from dwtrio.store.pool import connect_once, open_store
+
+log = logging.getLogger(__name__)
+
+
+def hypercorn_config(settings: Settings) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [settings.bind]
+    config.backlog = settings.backlog
+    config.graceful_timeout = settings.graceful_timeout_s
+    config.keep_alive_max_requests = 1_000_000
+    config.include_server_header = False
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The DSN to use: DW_DATABASE_URL, or an embedded Postgres owned for the block's duration."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    data_dir = Path(settings.data_dir)
+    log.info("no DW_DATABASE_URL: starting embedded Postgres in %s", data_dir)
+    with EmbeddedPostgres(data_dir) as dsn:
+        yield dsn
+
+
+async def bootstrap(settings: Settings, dsn: str) -> BootstrapReport:
+    """Apply migrations and seed the default namespace, retrying while the database starts."""
+    attempts = max(1, settings.bootstrap_retries)
+    for attempt in range(1, attempts + 1):
+        try:
+            return await connect_once(
+                dsn,
+                migrate.bootstrap,
+                default_namespace=settings.default_namespace,
+                retention_days=settings.history_retention_days,
+            )
+        except Exception as exc:
+            if attempt == attempts:
+                raise
+            log.warning("bootstrap attempt %d/%d failed: %s", attempt, attempts, exc)
+            await trio.sleep(settings.bootstrap_delay_s)
+    raise AssertionError("unreachable")
+
+
+async def run_bootstrap(settings: Settings, dsn: str) -> BootstrapReport:
+    async with trio_asyncio.open_loop():
+        return await bootstrap(settings, dsn)
+
+
+async def _watch_signals(stop: trio.Event, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for signum in signals:
+            log.info("received %s: draining", signal.Signals(signum).name)
+            stop.set()
+
+
+async def serve(
+    settings: Settings,
+    dsn: str,
+    *,
+    stop: trio.Event | None = None,
+    sockets: Sockets | None = None,
+    handle_signals: bool = False,
+    bootstrap_first: bool | None = None,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``stop`` is set (or a signal arrives); reports the bound URLs when listening."""
+    stop = stop or trio.Event()
+    async with trio_asyncio.open_loop():
+        if settings.auto_bootstrap if bootstrap_first is None else bootstrap_first:
+            report = await bootstrap(settings, dsn)
+            if report.applied:
+                log.info("applied migrations: %s", ", ".join(report.applied))
+        async with open_store(
+            dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
+        ) as store:
+            rt = Runtime.build(settings, store)
+            app = create_app(rt)
+
+            async def drain() -> None:
+                await stop.wait()
+                rt.draining.set()
+
+            async with trio.open_nursery() as nursery:  # the supervisor nursery
+                await supervisor.start_all(nursery, rt)
+                if handle_signals:
+                    await nursery.start(_watch_signals, stop)
+
+                async def run_http(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                    try:
+                        await worker_serve(
+                            wrap_app(app, 0, "asgi"),
+                            hypercorn_config(settings),
+                            sockets=sockets,
+                            shutdown_trigger=drain,
+                            task_status=task_status,
+                        )
+                    finally:
+                        nursery.cancel_scope.cancel()
+
+                binds = await nursery.start(run_http)
+                log.info("dwtrio serving on %s", ", ".join(binds))
+                task_status.started(binds)
+
+
+def _serve_process(settings: Settings, dsn: str, sockets: Sockets) -> None:
+    from dwtrio.observability import configure_logging
+
+    configure_logging(settings.log_level)
+    trio.run(partial(serve, settings, dsn, sockets=sockets, handle_signals=True, bootstrap_first=False))
+
+
+def run(settings: Settings) -> None:
+    """`dwtrio serve`: run until SIGTERM/SIGINT, owning any embedded Postgres."""
+    with database(settings) as dsn:
+        if settings.workers == 1:
+            trio.run(partial(serve, settings, dsn, handle_signals=True))
+            return
+        if settings.auto_bootstrap:
+            trio.run(run_bootstrap, settings, dsn)
+        config = hypercorn_config(settings)
+        sockets = config.create_sockets()
+        for sock in sockets.insecure_sockets:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.listen(settings.backlog)
+        ctx = multiprocessing.get_context("spawn")
+        children = [
+            ctx.Process(target=_serve_process, args=(settings, dsn, sockets), name=f"dwtrio-{i}")
+            for i in range(settings.workers)
+        ]
+        for child in children:
+            child.start()
+        log.info("started %d server processes", len(children))
+
+        def forward(signum: int, _frame: Any) -> None:
+            for child in children:
+                if child.is_alive() and child.pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child.pid, signal.SIGTERM)
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for child in children:
+                child.join()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            for sock in sockets.insecure_sockets:
+                sock.close()

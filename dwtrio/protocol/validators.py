@@ -1,0 +1,57 @@
+"""attrs validators that produce the wire's validation messages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection
+from typing import Any
+
+import attrs
+
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+
+def _label(attribute: attrs.Attribute[Any]) -> str:
+    return attribute.name.replace("_", " ")
+
+
+def max_length(n: int) -> Validator:
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and len(value) > n:
+            raise ValueError(f"The {_label(attribute)} may not be greater than {n} characters.")
+
+    return check
+
+
+def not_blank(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not value.strip():
+        raise ValueError(f"The {_label(attribute)} field is required.")
+
+
+def matches(pattern: str, description: str) -> Validator:
+    compiled = re.compile(pattern)
+
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and not compiled.fullmatch(value):
+            raise ValueError(f"The {_label(attribute)} {description}.")
+
+    return check
+
+
+def between(low: int, high: int | None = None) -> Validator:
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None:
+            return
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ValueError(f"The {_label(attribute)} must be {bound}.")
+
+    return check
+
+
+def one_of(choices: Collection[str]) -> Validator:
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and value not in choices:
+            raise ValueError(f"The selected {_label(attribute)} is invalid; use one of {', '.join(choices)}.")
+
+    return check

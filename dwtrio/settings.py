@@ -1,0 +1,257 @@
+"""Every knob dwtrio has, read once from the environment (and CLI flags).
+
+`Settings` is the only place that reads ``os.environ``. Each field carries its
+environment variable name in its metadata; the CLI derives one ``--flag`` per
+field from the same table, so every flag has an env twin and the configuration
+reference in ``docs/configuration.md`` can be checked against this module.
+
+Names follow the reference server's ``DW_*`` variables wherever one exists, so
+operators moving from it keep their configuration. dwtrio's own knobs (database
+and Redis URLs, bind address, process count, data dir) use new ``DW_*`` names.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from dwtrio.errors import SettingsError
+
+log = logging.getLogger(__name__)
+
+SECONDS = 1
+BYTES = 1
+
+# Reference variables that dwtrio knows about but does not use (yet). They are
+# accepted silently so a configuration copied from the reference boots cleanly.
+# Anything else with the DW_ prefix is reported as unknown (and fails a strict boot).
+RECOGNISED_UNUSED = frozenset(
+    {
+        "DW_MODE",
+        "DW_SERVER_KEY",
+        "DW_TASK_DISPATCH_MODE",
+        "DW_AUTH_PROVIDER",
+        "DW_TRUST_FORWARDED_ATTRIBUTION_HEADERS",
+        "DW_CALLER_TYPE_HEADER",
+        "DW_CALLER_LABEL_HEADER",
+        "DW_AUTH_STATUS_HEADER",
+        "DW_AUTH_METHOD_HEADER",
+        "DW_WORKER_POLL_SIGNAL_CHECK_INTERVAL_MS",
+        "DW_POLLING_CACHE_PATH",
+        "DW_WAKE_SIGNAL_TTL_SECONDS",
+        "DW_MAX_TASKS_PER_POLL",
+        "DW_EXPIRED_WORKFLOW_TASK_RECOVERY_SCAN_LIMIT",
+        "DW_EXPIRED_WORKFLOW_TASK_RECOVERY_TTL_SECONDS",
+        "DW_QUERY_TASK_LEASE_TIMEOUT",
+        "DW_QUERY_TASK_TTL_SECONDS",
+        "DW_MAX_HISTORY_EVENTS",
+        "DW_EXPOSE_PACKAGE_PROVENANCE",
+        "DW_PACKAGE_PROVENANCE_PATH",
+        "DW_SERVER_IMAGE",
+        "DW_SERVER_TAG",
+        "DW_SERIALIZER",
+    }
+)
+
+
+def _setting(
+    env: str,
+    default: Any,
+    doc: str,
+    *,
+    secret: bool = False,
+    factory: bool = False,
+) -> Any:
+    """Declare one setting: its env variable, its default and a one-line description."""
+    meta = {"env": env, "doc": doc, "secret": secret}
+    if factory:
+        return attrs.field(factory=default, metadata=meta)
+    return attrs.field(default=default, metadata=meta)
+
+
+def _default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "dwtrio")
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """The whole configuration of one dwtrio process. Units are in the names."""
+
+    # --- identity and serving --------------------------------------------------
+    server_id: str = _setting("DW_SERVER_ID", socket.gethostname, "Identifier of this node, shown in cluster info.", factory=True)
+    bind: str = _setting("DW_BIND", "127.0.0.1:8080", "host:port the HTTP server listens on.")
+    workers: int = _setting("DW_WORKERS", 1, "Number of server processes sharing the listening socket.")
+    backlog: int = _setting("DW_BACKLOG", 4096, "Listen backlog of the HTTP socket.")
+    graceful_timeout_s: float = _setting("DW_GRACEFUL_TIMEOUT_SECONDS", 10.0, "Seconds in-flight requests get to finish on shutdown.")
+    log_level: str = _setting("DW_LOG_LEVEL", "info", "Log level: debug, info, warning or error.")
+
+    # --- storage ---------------------------------------------------------------
+    database_url: str | None = _setting("DW_DATABASE_URL", None, "Postgres DSN. Unset: start an embedded Postgres in the data dir.", secret=True)
+    data_dir: str = _setting("DW_DATA_DIR", _default_data_dir, "Directory of the embedded Postgres cluster and other local state.", factory=True)
+    db_pool_min_size: int = _setting("DW_DB_POOL_MIN_SIZE", 2, "Connections the pool keeps open per process.")
+    db_pool_max_size: int = _setting("DW_DB_POOL_MAX_SIZE", 16, "Most connections the pool opens per process.")
+    auto_bootstrap: bool = _setting("DW_AUTO_BOOTSTRAP", True, "`dwtrio serve` applies migrations and seeds the default namespace at start.")
+    bootstrap_retries: int = _setting("DW_BOOTSTRAP_RETRIES", 30, "Attempts `dwtrio bootstrap` makes to reach the database.")
+    bootstrap_delay_s: float = _setting("DW_BOOTSTRAP_DELAY_SECONDS", 2.0, "Seconds between bootstrap attempts.")
+
+    # --- wake bus --------------------------------------------------------------
+    redis_url: str | None = _setting("DW_REDIS_URL", None, "Redis URL for cross-process wake signals. Unset: in-process wake bus.", secret=True)
+
+    # --- namespaces ------------------------------------------------------------
+    default_namespace: str = _setting("DW_DEFAULT_NAMESPACE", "default", "Namespace used when a request names none.")
+    history_retention_days: int = _setting("DW_HISTORY_RETENTION_DAYS", 30, "Default retention of closed runs for new namespaces.")
+
+    # --- authentication --------------------------------------------------------
+    auth_driver: str = _setting("DW_AUTH_DRIVER", "token", "Authentication driver: none, token or signature.")
+    auth_token: str | None = _setting("DW_AUTH_TOKEN", None, "Legacy shared bearer token.", secret=True)
+    worker_token: str | None = _setting("DW_WORKER_TOKEN", None, "Bearer token of the worker role.", secret=True)
+    operator_token: str | None = _setting("DW_OPERATOR_TOKEN", None, "Bearer token of the operator role.", secret=True)
+    admin_token: str | None = _setting("DW_ADMIN_TOKEN", None, "Bearer token of the admin role.", secret=True)
+    signature_key: str | None = _setting("DW_SIGNATURE_KEY", None, "Legacy shared HMAC key (signature driver).", secret=True)
+    worker_signature_key: str | None = _setting("DW_WORKER_SIGNATURE_KEY", None, "HMAC key of the worker role.", secret=True)
+    operator_signature_key: str | None = _setting("DW_OPERATOR_SIGNATURE_KEY", None, "HMAC key of the operator role.", secret=True)
+    admin_signature_key: str | None = _setting("DW_ADMIN_SIGNATURE_KEY", None, "HMAC key of the admin role.", secret=True)
+    auth_backward_compatible: bool = _setting("DW_AUTH_BACKWARD_COMPATIBLE", True, "Honour the legacy DW_AUTH_TOKEN / DW_SIGNATURE_KEY.")
+
+    # --- worker protocol -------------------------------------------------------
+    worker_protocol_version: str = _setting("DW_WORKER_PROTOCOL_VERSION", "1.20", "Worker protocol version advertised in discovery.")
+    worker_poll_timeout_s: int = _setting("DW_WORKER_POLL_TIMEOUT", 30, "Longest a long-poll is held open, in seconds.")
+    worker_poll_interval_ms: int = _setting("DW_WORKER_POLL_INTERVAL_MS", 1000, "How often a parked poll rechecks Postgres even without a wake.")
+    workflow_task_timeout_s: int = _setting("DW_WORKFLOW_TASK_TIMEOUT", 60, "Lease length of a workflow task, in seconds.")
+    activity_task_timeout_s: int = _setting("DW_ACTIVITY_TASK_TIMEOUT", 300, "Default lease length of an activity attempt, in seconds.")
+    worker_stale_after_s: int | None = _setting("DW_WORKER_STALE_AFTER_SECONDS", None, "Seconds without heartbeat before a worker counts as stale (default max(2 x poll timeout, 60)).")
+    history_page_size_default: int = _setting("DW_HISTORY_PAGE_SIZE_DEFAULT", 500, "Default page size of worker history reads.")
+    history_page_size_max: int = _setting("DW_HISTORY_PAGE_SIZE_MAX", 1000, "Largest page size of worker history reads.")
+    query_task_timeout_s: int | None = _setting("DW_QUERY_TASK_TIMEOUT", None, "Seconds a query waits for a worker (default: the poll timeout).")
+    query_task_max_pending_per_queue: int = _setting("DW_QUERY_TASK_MAX_PENDING_PER_QUEUE", 1024, "Pending query tasks per queue before new queries are refused.")
+
+    # --- limits ----------------------------------------------------------------
+    max_payload_bytes: int = _setting("DW_MAX_PAYLOAD_BYTES", 2 * 1024 * 1024 * BYTES, "Largest request body accepted, in bytes.")
+    max_memo_bytes: int = _setting("DW_MAX_MEMO_BYTES", 262144 * BYTES, "Largest workflow memo, in bytes.")
+    max_search_attributes: int = _setting("DW_MAX_SEARCH_ATTRIBUTES", 100, "Most search attributes per workflow.")
+    max_pending_activities: int = _setting("DW_MAX_PENDING_ACTIVITIES", 2000, "Most open activities per run.")
+    max_pending_children: int = _setting("DW_MAX_PENDING_CHILDREN", 2000, "Most open child workflows per run.")
+
+    # --- responses and boot ----------------------------------------------------
+    compression_enabled: bool = _setting("DW_COMPRESSION_ENABLED", True, "Compress JSON responses of 1 KiB or more (gzip or raw deflate).")
+    env_audit_strict: bool = _setting("DW_ENV_AUDIT_STRICT", False, "Fail boot when an unknown DW_* variable is set.")
+
+    # ---------------------------------------------------------------------------
+    @property
+    def effective_worker_stale_after_s(self) -> int:
+        if self.worker_stale_after_s is not None:
+            return self.worker_stale_after_s
+        return max(self.worker_poll_timeout_s * 2, 60)
+
+    @property
+    def effective_query_task_timeout_s(self) -> int:
+        return self.query_task_timeout_s or self.worker_poll_timeout_s
+
+    @property
+    def bind_host_port(self) -> tuple[str, int]:
+        host, _, port = self.bind.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``), then ``overrides``.
+
+        Empty strings count as unset, as in the reference server. Unknown ``DW_*``
+        names are logged; with ``DW_ENV_AUDIT_STRICT`` set they raise SettingsError.
+
+        Raises:
+            SettingsError: a value does not parse, fails validation, or (strict)
+                an unknown ``DW_*`` variable is present.
+        """
+        env = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        for field in attrs.fields(cls):
+            raw = env.get(field.metadata["env"], "")
+            if raw.strip() != "":
+                values[field.name] = parse_value(field, raw)
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = value
+        settings = cls(**values)
+        settings.validate()
+        unknown = unknown_env_names(env)
+        if unknown:
+            if settings.env_audit_strict:
+                raise SettingsError(
+                    f"unknown DW_* environment variables: {', '.join(unknown)} "
+                    "(DW_ENV_AUDIT_STRICT is set)"
+                )
+            log.warning("ignoring unknown DW_* environment variables: %s", ", ".join(unknown))
+        return settings
+
+    def validate(self) -> None:
+        """Check cross-field rules; raise SettingsError naming the variable."""
+        problems: list[str] = []
+        if self.workers < 1:
+            problems.append("DW_WORKERS must be >= 1")
+        if not 0 <= self.worker_poll_timeout_s <= 60:
+            problems.append("DW_WORKER_POLL_TIMEOUT must be between 0 and 60")
+        if self.worker_poll_interval_ms < 10:
+            problems.append("DW_WORKER_POLL_INTERVAL_MS must be >= 10")
+        if self.max_payload_bytes < 1024:
+            problems.append("DW_MAX_PAYLOAD_BYTES must be >= 1024")
+        if self.db_pool_min_size < 0 or self.db_pool_max_size < max(1, self.db_pool_min_size):
+            problems.append("DW_DB_POOL_MAX_SIZE must be >= max(1, DW_DB_POOL_MIN_SIZE)")
+        if self.history_page_size_default > self.history_page_size_max:
+            problems.append("DW_HISTORY_PAGE_SIZE_DEFAULT must be <= DW_HISTORY_PAGE_SIZE_MAX")
+        if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
+            problems.append("DW_LOG_LEVEL must be debug, info, warning or error")
+        major, _, minor = self.worker_protocol_version.partition(".")
+        if not (major.isdigit() and minor.isdigit()):
+            problems.append("DW_WORKER_PROTOCOL_VERSION must look like 1.20")
+        try:
+            self.bind_host_port  # noqa: B018 - parsing is the check
+        except ValueError:
+            problems.append("DW_BIND must be host:port")
+        if problems:
+            raise SettingsError("; ".join(problems))
+
+
+def parse_value(field: attrs.Attribute[Any], raw: str) -> Any:
+    """Parse one raw env/CLI string into the field's type."""
+    kind = str(field.type)
+    env = field.metadata["env"]
+    raw = raw.strip()
+    try:
+        if "bool" in kind:
+            lowered = raw.lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if "int" in kind:
+            return int(raw)
+        if "float" in kind:
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{env}={raw!r} is not a valid {kind.replace(' | None', '')}") from None
+    return raw
+
+
+def iter_settings() -> Iterator[attrs.Attribute[Any]]:
+    """Every setting field, in declaration order (CLI and docs use this)."""
+    yield from attrs.fields(Settings)
+
+
+def env_names() -> frozenset[str]:
+    return frozenset(f.metadata["env"] for f in attrs.fields(Settings))
+
+
+def unknown_env_names(environ: Mapping[str, str]) -> list[str]:
+    known = env_names() | RECOGNISED_UNUSED
+    return sorted(k for k in environ if k.startswith("DW_") and k not in known)

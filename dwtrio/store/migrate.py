@@ -1,0 +1,103 @@
+"""Forward-only schema migrations and the bootstrap of a fresh database.
+
+Migrations are ``schema/migrations/NNNN_what.sql``, applied in order, each in its
+own transaction, and recorded in ``dwtrio_schema_migrations``. A session-level
+advisory lock serialises concurrent bootstraps (two pods starting at once), so
+running bootstrap twice, or twice at the same time, is safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+
+import attrs
+
+from dwtrio.store.pool import Conn
+from dwtrio.store.queries import schema_dir, sql
+
+log = logging.getLogger(__name__)
+
+# Arbitrary constant identifying dwtrio's migration lock (pg_advisory_lock key).
+MIGRATION_LOCK_KEY = 0x64777472696F  # "dwtrio"
+_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@attrs.frozen
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def list_migrations(directory: Path | None = None) -> list[Migration]:
+    """Every migration file, ordered by version.
+
+    Raises:
+        ValueError: a file is misnamed or two files share a version.
+    """
+    directory = directory or schema_dir() / "migrations"
+    found: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        m = _FILE.match(path.name)
+        if m is None:
+            raise ValueError(f"migration file {path.name!r} is not named NNNN_what.sql")
+        version = int(m.group(1))
+        if version in found:
+            raise ValueError(f"two migrations with version {version:04d}")
+        found[version] = Migration(version, m.group(2), path)
+    return [found[v] for v in sorted(found)]
+
+
+@attrs.frozen
+class BootstrapReport:
+    applied: tuple[str, ...]
+    already_applied: int
+    namespace_created: bool
+
+
+async def applied_versions(conn: Conn) -> dict[int, str] | None:
+    """Applied migration versions and checksums, or None if the table does not exist."""
+    exists = await conn.fetchval(sql("migrations_table_exists"))
+    if not exists:
+        return None
+    rows = await conn.fetch(sql("list_applied_migrations"))
+    return {r["version"]: r["checksum"] for r in rows}
+
+
+async def bootstrap(conn: Conn, *, default_namespace: str, retention_days: int) -> BootstrapReport:
+    """Apply pending migrations and seed the default namespace (asyncio side, one connection)."""
+    migrations = list_migrations()
+    await conn.execute(sql("lock_migrations"), MIGRATION_LOCK_KEY)
+    try:
+        await conn.execute(sql("create_migrations_table"))
+        done = await applied_versions(conn) or {}
+        applied: list[str] = []
+        for mig in migrations:
+            if mig.version in done:
+                if done[mig.version] != mig.checksum:
+                    log.warning("migration %04d_%s changed after it was applied", mig.version, mig.name)
+                continue
+            log.info("applying migration %04d_%s", mig.version, mig.name)
+            async with conn.transaction():  # type: ignore[attr-defined]
+                await conn.execute(mig.path.read_text())
+                await conn.execute(sql("record_migration"), mig.version, mig.name, mig.checksum)
+            applied.append(f"{mig.version:04d}_{mig.name}")
+        created = await conn.fetchval(
+            sql("seed_namespace"), default_namespace.lower(), "Default namespace", retention_days
+        )
+        return BootstrapReport(tuple(applied), len(done), bool(created))
+    finally:
+        await conn.execute(sql("unlock_migrations"), MIGRATION_LOCK_KEY)
+
+
+async def pending_migrations(conn: Conn) -> list[str]:
+    """Names of migrations on disk that the database has not applied."""
+    done = await applied_versions(conn) or {}
+    return [f"{m.version:04d}_{m.name}" for m in list_migrations() if m.version not in done]

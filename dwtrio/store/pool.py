@@ -1,0 +1,152 @@
+"""The asyncpg pool behind the trio-asyncio bridge.
+
+This is the only module (with ``store/errors.py``) that touches asyncio or
+asyncpg. Crossing the bridge costs ~0.1 ms of CPU, so every store operation
+crosses it exactly once: store functions are written as coroutines that run on
+the asyncio side with a connection (``async def op(conn, ...)``), and
+:meth:`Store.transaction` / :meth:`Store.read` acquire a connection, run the
+whole operation and come back to Trio once.
+
+Requires a running trio-asyncio loop in an ancestor task (``main.py`` opens it
+around everything, tests open it in their server fixture).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+
+import asyncpg
+import orjson
+import trio_asyncio
+
+from dwtrio.store.errors import translate
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Conn(Protocol):
+    """What store functions may do with a connection (a subset of asyncpg.Connection)."""
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str: ...
+    async def executemany(self, command: str, args: Any, *, timeout: float | None = None) -> None: ...
+    async def fetch(self, query: str, *args: Any, timeout: float | None = None) -> list[Any]: ...
+    async def fetchrow(self, query: str, *args: Any, timeout: float | None = None) -> Any: ...
+    async def fetchval(self, query: str, *args: Any, column: int = 0, timeout: float | None = None) -> Any: ...
+
+
+Op = Callable[Concatenate[Conn, P], Awaitable[T]]
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    """jsonb columns travel as Python objects, encoded with orjson."""
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+
+
+async def _no_reset(conn: Any) -> None:
+    """dwtrio keeps no session state, so skip asyncpg's reset round trip on release."""
+
+
+class Store:
+    """Runs store operations on pooled connections, one bridge crossing each."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def transaction(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``op(conn, ...)`` inside one transaction; commit before returning.
+
+        Raises:
+            StoreUnavailableError, RetryableStoreError, AlreadyExistsError: translated
+                driver errors; anything else propagates unchanged.
+        """
+        return await trio_asyncio.aio_as_trio(self._in_transaction)(op, *args, **kwargs)  # type: ignore[no-any-return]
+
+    async def read(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``op(conn, ...)`` without an explicit transaction (autocommit reads)."""
+        return await trio_asyncio.aio_as_trio(self._plain)(op, *args, **kwargs)  # type: ignore[no-any-return]
+
+    async def _in_transaction(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                return await op(conn, *args, **kwargs)
+        except Exception as exc:
+            if (mapped := translate(exc)) is not None:
+                raise mapped from exc
+            raise
+
+    async def _plain(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            async with self._pool.acquire() as conn:
+                return await op(conn, *args, **kwargs)
+        except Exception as exc:
+            if (mapped := translate(exc)) is not None:
+                raise mapped from exc
+            raise
+
+    async def close(self) -> None:
+        await trio_asyncio.aio_as_trio(self._pool.close)()
+
+
+async def _create_pool(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        # Without this every release arms a 300 s asyncio timer that trio-asyncio
+        # keeps alive until its deadline: RSS grows by hundreds of MB under load.
+        max_inactive_connection_lifetime=0,
+        reset=_no_reset,
+        init=_init_connection,
+        command_timeout=60,
+        server_settings={"application_name": "dwtrio", "timezone": "UTC"},
+    )
+
+
+@asynccontextmanager
+async def open_store(dsn: str, *, min_size: int = 2, max_size: int = 16) -> AsyncIterator[Store]:
+    """Open a pool for ``dsn`` (inside a trio-asyncio loop) and close it on exit.
+
+    Raises:
+        StoreUnavailableError: the database cannot be reached.
+    """
+    try:
+        pool = await trio_asyncio.aio_as_trio(_create_pool)(dsn, min_size, max_size)
+    except Exception as exc:
+        if (mapped := translate(exc)) is not None:
+            raise mapped from exc
+        raise
+    store = Store(pool)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def connect_once(dsn: str, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run ``op`` on a fresh single connection (bootstrap, admin work); no pool."""
+
+    async def run() -> T:
+        conn = await asyncpg.connect(dsn, server_settings={"application_name": "dwtrio-admin"})
+        await _init_connection(conn)
+        try:
+            return await op(conn, *args, **kwargs)
+        finally:
+            await conn.close()
+
+    try:
+        return await trio_asyncio.aio_as_trio(run)()  # type: ignore[no-any-return]
+    except Exception as exc:
+        if (mapped := translate(exc)) is not None:
+            raise mapped from exc
+        raise
