@@ -31,7 +31,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for field in iter_settings():
         env = field.metadata["env"]
         kind = str(field.type)
-        metavar = "BOOL" if "bool" in kind else ("N" if ("int" in kind or "float" in kind) else "VALUE")
+        metavar = (
+            "BOOL" if "bool" in kind else ("N" if ("int" in kind or "float" in kind) else "VALUE")
+        )
         group.add_argument(
             flag_name(field.name),
             dest=field.name,
@@ -45,8 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dwtrio", description="Durable Workflow server on Trio.")
     parser.add_argument("--version", action="version", version=f"dwtrio {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the HTTP server (embedded Postgres unless DW_DATABASE_URL is set)")
-    bootstrap = sub.add_parser("bootstrap", help="apply migrations and seed the default namespace, then exit")
+    serve = sub.add_parser(
+        "serve", help="run the HTTP server (embedded Postgres unless DW_DATABASE_URL is set)"
+    )
+    bootstrap = sub.add_parser(
+        "bootstrap", help="apply migrations and seed the default namespace, then exit"
+    )
     config = sub.add_parser("config", help="print the effective configuration (secrets redacted)")
     for p in (serve, bootstrap, config):
         _add_setting_flags(p)
@@ -81,8 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             with database(settings) as dsn:
                 report = trio.run(run_bootstrap, settings, dsn)
             applied = ", ".join(report.applied) or "none"
-            print(f"migrations applied: {applied} (already applied: {report.already_applied}); "
-                  f"default namespace {'created' if report.namespace_created else 'present'}")
+            print(
+                f"migrations applied: {applied} (already applied: {report.already_applied}); "
+                f"default namespace {'created' if report.namespace_created else 'present'}"
+            )
         elif args.command == "config":
             for field in iter_settings():
                 value = getattr(settings, field.name)

@@ -68,7 +68,10 @@ def _make_traversable(path: Path) -> None:
             p.chmod(mode | stat.S_IXOTH)
 
 
-def _system_user() -> pwd.struct_passwd:
+def _run_as() -> pwd.struct_passwd | None:
+    """The system user to run PostgreSQL as: ``embedded_postgres`` when root, else None."""
+    if os.geteuid() != 0:
+        return None
     try:
         return pwd.getpwnam(SYSTEM_USER)
     except KeyError:
@@ -133,10 +136,6 @@ class EmbeddedPostgres:
         host = quote(str(self.socket_dir), safe="/")
         return f"postgresql://{SUPERUSER}@/{SUPERUSER}?host={host}&port={PORT}"
 
-    @property
-    def _owner(self) -> pwd.struct_passwd | None:
-        return _system_user() if os.geteuid() == 0 else None
-
     def start(self) -> str:
         """Initialise the cluster if needed, start the server, return its DSN.
 
@@ -150,14 +149,30 @@ class EmbeddedPostgres:
             self._prepare()
             leftover = self._postmaster_pid()
             if leftover is not None:
-                log.warning("stopping postgres %d left behind by a previous owner of %s",
-                            leftover, self.pgdata)
+                log.warning(
+                    "stopping postgres %d left behind by a previous owner of %s",
+                    leftover,
+                    self.pgdata,
+                )
                 self._stop_server()
             self._clear_stale()
-            opts = (f"-c listen_addresses='' -p {PORT} -k {shlex.quote(str(self.socket_dir))} "
-                    "-c unix_socket_permissions=0700")
-            self._run("pg_ctl", "start", "-D", str(self.pgdata), "-l", str(self.log_file),
-                      "-o", opts, "-w", "-t", str(_TIMEOUT_S))
+            opts = (
+                f"-c listen_addresses='' -p {PORT} -k {shlex.quote(str(self.socket_dir))} "
+                "-c unix_socket_permissions=0700"
+            )
+            self._run(
+                "pg_ctl",
+                "start",
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(self.log_file),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                str(_TIMEOUT_S),
+            )
             self._pid = self._postmaster_pid()
             if self._pid is None:
                 raise EmbeddedPostgresError(f"postgres exited at once; see {self.log_file}")
@@ -181,6 +196,8 @@ class EmbeddedPostgres:
             if self._postmaster_pid() is not None:
                 self._stop_server()
             self._clear_stale()
+            if not self.socket_dir.is_relative_to(self.data_dir):
+                shutil.rmtree(self.socket_dir, ignore_errors=True)  # the /tmp fallback
         finally:
             self._pid = None
             self._unlock()
@@ -188,8 +205,12 @@ class EmbeddedPostgres:
     def __enter__(self) -> str:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     # --- internals -----------------------------------------------------------------
@@ -217,7 +238,7 @@ class EmbeddedPostgres:
 
     def _prepare(self) -> None:
         """Create the socket dir and log, fix ownership, run initdb if needed."""
-        owner = self._owner
+        owner = _run_as()
         uid = os.geteuid() if owner is None else owner.pw_uid
         sock = self.socket_dir
         sock.mkdir(mode=0o700, exist_ok=True)
@@ -242,8 +263,16 @@ class EmbeddedPostgres:
         if owner is not None:
             os.chown(scratch, owner.pw_uid, owner.pw_gid)
         log.info("initialising embedded postgres cluster in %s", self.pgdata)
-        self._run("initdb", "-D", str(scratch), "--auth=trust", f"--username={SUPERUSER}",
-                  "--encoding=UTF8", "--locale=C", "--no-instructions")
+        self._run(
+            "initdb",
+            "-D",
+            str(scratch),
+            "--auth=trust",
+            f"--username={SUPERUSER}",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-instructions",
+        )
         try:
             scratch.rename(self.pgdata)
         except OSError as exc:
@@ -253,21 +282,27 @@ class EmbeddedPostgres:
 
     def _stop_server(self) -> None:
         try:
-            self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w",
-                      "-t", str(_TIMEOUT_S))
+            self._run(
+                "pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", str(_TIMEOUT_S)
+            )
         except EmbeddedPostgresError as exc:
             log.warning("fast shutdown failed, trying immediate: %s", exc)
             self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "immediate", "-w")
 
     def _run(self, exe: str, *args: str) -> None:
         """Run a PostgreSQL binary (as the system user when root); raise on failure."""
-        owner = self._owner
+        owner = _run_as()
         cmd = [str(_bin_dir() / exe), *args]
         with tempfile.TemporaryFile() as out:  # not a pipe: the postmaster could inherit it
             try:
                 subprocess.run(
-                    cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    cwd="/", check=True, timeout=2 * _TIMEOUT_S,
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd="/",
+                    check=True,
+                    timeout=2 * _TIMEOUT_S,
                     user=None if owner is None else owner.pw_uid,
                     group=None if owner is None else owner.pw_gid,
                     extra_groups=None if owner is None else [],
@@ -312,13 +347,17 @@ class EmbeddedPostgres:
         Postgres itself refuses to start while a pid recorded in ``postmaster.pid``
         or the socket lock file exists, which a zombie or a reused pid still does.
         """
-        for path in (self.pgdata / "postmaster.pid", self.socket_dir / f".s.PGSQL.{PORT}.lock",
-                     self.socket_dir / f".s.PGSQL.{PORT}"):
+        for path in (
+            self.pgdata / "postmaster.pid",
+            self.socket_dir / f".s.PGSQL.{PORT}.lock",
+            self.socket_dir / f".s.PGSQL.{PORT}",
+        ):
             path.unlink(missing_ok=True)
         for proc in Path("/proc").glob("[0-9]*"):
             try:
-                if ((proc / "comm").read_text().strip() == "postgres"
-                        and os.readlink(proc / "cwd") == str(self.pgdata)):
+                if (proc / "comm").read_text().strip() == "postgres" and os.readlink(
+                    proc / "cwd"
+                ) == str(self.pgdata):
                     log.warning("killing orphaned postgres process %s", proc.name)
                     os.kill(int(proc.name), signal.SIGKILL)
             except (OSError, ValueError):

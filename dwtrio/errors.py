@@ -150,7 +150,9 @@ class ValidationFailedError(DwtrioError):
         if message is None:
             first = next(iter(self.errors.values()), ["The request is invalid."])[0]
             more = sum(len(v) for v in self.errors.values()) - 1
-            message = first if more <= 0 else f"{first} (and {more} more error{'s' if more > 1 else ''})"
+            message = (
+                first if more <= 0 else f"{first} (and {more} more error{'s' if more > 1 else ''})"
+            )
         super().__init__(message)
 
 

@@ -117,7 +117,7 @@ async def serve(
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``stop`` is set (or a signal arrives); reports the bound URLs when listening."""
-    stop = stop or trio.Event()
+    stop = trio.Event() if stop is None else stop
     async with trio_asyncio.open_loop():
         if settings.auto_bootstrap if bootstrap_first is None else bootstrap_first:
             report = await bootstrap(settings, dsn)
@@ -159,7 +159,9 @@ def _serve_process(settings: Settings, dsn: str, sockets: Sockets) -> None:
     from dwtrio.observability import configure_logging
 
     configure_logging(settings.log_level)
-    trio.run(partial(serve, settings, dsn, sockets=sockets, handle_signals=True, bootstrap_first=False))
+    trio.run(
+        partial(serve, settings, dsn, sockets=sockets, handle_signals=True, bootstrap_first=False)
+    )
 
 
 def run(settings: Settings) -> None:

@@ -85,63 +85,167 @@ class Settings:
     """The whole configuration of one dwtrio process. Units are in the names."""
 
     # --- identity and serving --------------------------------------------------
-    server_id: str = _setting("DW_SERVER_ID", socket.gethostname, "Identifier of this node, shown in cluster info.", factory=True)
+    server_id: str = _setting(
+        "DW_SERVER_ID",
+        socket.gethostname,
+        "Identifier of this node, shown in cluster info.",
+        factory=True,
+    )
     bind: str = _setting("DW_BIND", "127.0.0.1:8080", "host:port the HTTP server listens on.")
-    workers: int = _setting("DW_WORKERS", 1, "Number of server processes sharing the listening socket.")
+    workers: int = _setting(
+        "DW_WORKERS", 1, "Number of server processes sharing the listening socket."
+    )
     backlog: int = _setting("DW_BACKLOG", 4096, "Listen backlog of the HTTP socket.")
-    graceful_timeout_s: float = _setting("DW_GRACEFUL_TIMEOUT_SECONDS", 10.0, "Seconds in-flight requests get to finish on shutdown.")
+    graceful_timeout_s: float = _setting(
+        "DW_GRACEFUL_TIMEOUT_SECONDS", 10.0, "Seconds in-flight requests get to finish on shutdown."
+    )
     log_level: str = _setting("DW_LOG_LEVEL", "info", "Log level: debug, info, warning or error.")
 
     # --- storage ---------------------------------------------------------------
-    database_url: str | None = _setting("DW_DATABASE_URL", None, "Postgres DSN. Unset: start an embedded Postgres in the data dir.", secret=True)
-    data_dir: str = _setting("DW_DATA_DIR", _default_data_dir, "Directory of the embedded Postgres cluster and other local state.", factory=True)
-    db_pool_min_size: int = _setting("DW_DB_POOL_MIN_SIZE", 2, "Connections the pool keeps open per process.")
-    db_pool_max_size: int = _setting("DW_DB_POOL_MAX_SIZE", 16, "Most connections the pool opens per process.")
-    auto_bootstrap: bool = _setting("DW_AUTO_BOOTSTRAP", True, "`dwtrio serve` applies migrations and seeds the default namespace at start.")
-    bootstrap_retries: int = _setting("DW_BOOTSTRAP_RETRIES", 30, "Attempts `dwtrio bootstrap` makes to reach the database.")
-    bootstrap_delay_s: float = _setting("DW_BOOTSTRAP_DELAY_SECONDS", 2.0, "Seconds between bootstrap attempts.")
+    database_url: str | None = _setting(
+        "DW_DATABASE_URL",
+        None,
+        "Postgres DSN. Unset: start an embedded Postgres in the data dir.",
+        secret=True,
+    )
+    data_dir: str = _setting(
+        "DW_DATA_DIR",
+        _default_data_dir,
+        "Directory of the embedded Postgres cluster and other local state.",
+        factory=True,
+    )
+    db_pool_min_size: int = _setting(
+        "DW_DB_POOL_MIN_SIZE", 2, "Connections the pool keeps open per process."
+    )
+    db_pool_max_size: int = _setting(
+        "DW_DB_POOL_MAX_SIZE", 16, "Most connections the pool opens per process."
+    )
+    auto_bootstrap: bool = _setting(
+        "DW_AUTO_BOOTSTRAP",
+        True,
+        "`dwtrio serve` applies migrations and seeds the default namespace at start.",
+    )
+    bootstrap_retries: int = _setting(
+        "DW_BOOTSTRAP_RETRIES", 30, "Attempts `dwtrio bootstrap` makes to reach the database."
+    )
+    bootstrap_delay_s: float = _setting(
+        "DW_BOOTSTRAP_DELAY_SECONDS", 2.0, "Seconds between bootstrap attempts."
+    )
 
     # --- wake bus --------------------------------------------------------------
-    redis_url: str | None = _setting("DW_REDIS_URL", None, "Redis URL for cross-process wake signals. Unset: in-process wake bus.", secret=True)
+    redis_url: str | None = _setting(
+        "DW_REDIS_URL",
+        None,
+        "Redis URL for cross-process wake signals. Unset: in-process wake bus.",
+        secret=True,
+    )
 
     # --- namespaces ------------------------------------------------------------
-    default_namespace: str = _setting("DW_DEFAULT_NAMESPACE", "default", "Namespace used when a request names none.")
-    history_retention_days: int = _setting("DW_HISTORY_RETENTION_DAYS", 30, "Default retention of closed runs for new namespaces.")
+    default_namespace: str = _setting(
+        "DW_DEFAULT_NAMESPACE", "default", "Namespace used when a request names none."
+    )
+    history_retention_days: int = _setting(
+        "DW_HISTORY_RETENTION_DAYS", 30, "Default retention of closed runs for new namespaces."
+    )
 
     # --- authentication --------------------------------------------------------
-    auth_driver: str = _setting("DW_AUTH_DRIVER", "token", "Authentication driver: none, token or signature.")
-    auth_token: str | None = _setting("DW_AUTH_TOKEN", None, "Legacy shared bearer token.", secret=True)
-    worker_token: str | None = _setting("DW_WORKER_TOKEN", None, "Bearer token of the worker role.", secret=True)
-    operator_token: str | None = _setting("DW_OPERATOR_TOKEN", None, "Bearer token of the operator role.", secret=True)
-    admin_token: str | None = _setting("DW_ADMIN_TOKEN", None, "Bearer token of the admin role.", secret=True)
-    signature_key: str | None = _setting("DW_SIGNATURE_KEY", None, "Legacy shared HMAC key (signature driver).", secret=True)
-    worker_signature_key: str | None = _setting("DW_WORKER_SIGNATURE_KEY", None, "HMAC key of the worker role.", secret=True)
-    operator_signature_key: str | None = _setting("DW_OPERATOR_SIGNATURE_KEY", None, "HMAC key of the operator role.", secret=True)
-    admin_signature_key: str | None = _setting("DW_ADMIN_SIGNATURE_KEY", None, "HMAC key of the admin role.", secret=True)
-    auth_backward_compatible: bool = _setting("DW_AUTH_BACKWARD_COMPATIBLE", True, "Honour the legacy DW_AUTH_TOKEN / DW_SIGNATURE_KEY.")
+    auth_driver: str = _setting(
+        "DW_AUTH_DRIVER", "token", "Authentication driver: none, token or signature."
+    )
+    auth_token: str | None = _setting(
+        "DW_AUTH_TOKEN", None, "Legacy shared bearer token.", secret=True
+    )
+    worker_token: str | None = _setting(
+        "DW_WORKER_TOKEN", None, "Bearer token of the worker role.", secret=True
+    )
+    operator_token: str | None = _setting(
+        "DW_OPERATOR_TOKEN", None, "Bearer token of the operator role.", secret=True
+    )
+    admin_token: str | None = _setting(
+        "DW_ADMIN_TOKEN", None, "Bearer token of the admin role.", secret=True
+    )
+    signature_key: str | None = _setting(
+        "DW_SIGNATURE_KEY", None, "Legacy shared HMAC key (signature driver).", secret=True
+    )
+    worker_signature_key: str | None = _setting(
+        "DW_WORKER_SIGNATURE_KEY", None, "HMAC key of the worker role.", secret=True
+    )
+    operator_signature_key: str | None = _setting(
+        "DW_OPERATOR_SIGNATURE_KEY", None, "HMAC key of the operator role.", secret=True
+    )
+    admin_signature_key: str | None = _setting(
+        "DW_ADMIN_SIGNATURE_KEY", None, "HMAC key of the admin role.", secret=True
+    )
+    auth_backward_compatible: bool = _setting(
+        "DW_AUTH_BACKWARD_COMPATIBLE", True, "Honour the legacy DW_AUTH_TOKEN / DW_SIGNATURE_KEY."
+    )
 
     # --- worker protocol -------------------------------------------------------
-    worker_protocol_version: str = _setting("DW_WORKER_PROTOCOL_VERSION", "1.20", "Worker protocol version advertised in discovery.")
-    worker_poll_timeout_s: int = _setting("DW_WORKER_POLL_TIMEOUT", 30, "Longest a long-poll is held open, in seconds.")
-    worker_poll_interval_ms: int = _setting("DW_WORKER_POLL_INTERVAL_MS", 1000, "How often a parked poll rechecks Postgres even without a wake.")
-    workflow_task_timeout_s: int = _setting("DW_WORKFLOW_TASK_TIMEOUT", 60, "Lease length of a workflow task, in seconds.")
-    activity_task_timeout_s: int = _setting("DW_ACTIVITY_TASK_TIMEOUT", 300, "Default lease length of an activity attempt, in seconds.")
-    worker_stale_after_s: int | None = _setting("DW_WORKER_STALE_AFTER_SECONDS", None, "Seconds without heartbeat before a worker counts as stale (default max(2 x poll timeout, 60)).")
-    history_page_size_default: int = _setting("DW_HISTORY_PAGE_SIZE_DEFAULT", 500, "Default page size of worker history reads.")
-    history_page_size_max: int = _setting("DW_HISTORY_PAGE_SIZE_MAX", 1000, "Largest page size of worker history reads.")
-    query_task_timeout_s: int | None = _setting("DW_QUERY_TASK_TIMEOUT", None, "Seconds a query waits for a worker (default: the poll timeout).")
-    query_task_max_pending_per_queue: int = _setting("DW_QUERY_TASK_MAX_PENDING_PER_QUEUE", 1024, "Pending query tasks per queue before new queries are refused.")
+    worker_protocol_version: str = _setting(
+        "DW_WORKER_PROTOCOL_VERSION", "1.20", "Worker protocol version advertised in discovery."
+    )
+    worker_poll_timeout_s: int = _setting(
+        "DW_WORKER_POLL_TIMEOUT", 30, "Longest a long-poll is held open, in seconds."
+    )
+    worker_poll_interval_ms: int = _setting(
+        "DW_WORKER_POLL_INTERVAL_MS",
+        1000,
+        "How often a parked poll rechecks Postgres even without a wake.",
+    )
+    workflow_task_timeout_s: int = _setting(
+        "DW_WORKFLOW_TASK_TIMEOUT", 60, "Lease length of a workflow task, in seconds."
+    )
+    activity_task_timeout_s: int = _setting(
+        "DW_ACTIVITY_TASK_TIMEOUT", 300, "Default lease length of an activity attempt, in seconds."
+    )
+    worker_stale_after_s: int | None = _setting(
+        "DW_WORKER_STALE_AFTER_SECONDS",
+        None,
+        "Seconds without heartbeat before a worker counts as stale (default max(2 x poll timeout, 60)).",
+    )
+    history_page_size_default: int = _setting(
+        "DW_HISTORY_PAGE_SIZE_DEFAULT", 500, "Default page size of worker history reads."
+    )
+    history_page_size_max: int = _setting(
+        "DW_HISTORY_PAGE_SIZE_MAX", 1000, "Largest page size of worker history reads."
+    )
+    query_task_timeout_s: int | None = _setting(
+        "DW_QUERY_TASK_TIMEOUT",
+        None,
+        "Seconds a query waits for a worker (default: the poll timeout).",
+    )
+    query_task_max_pending_per_queue: int = _setting(
+        "DW_QUERY_TASK_MAX_PENDING_PER_QUEUE",
+        1024,
+        "Pending query tasks per queue before new queries are refused.",
+    )
 
     # --- limits ----------------------------------------------------------------
-    max_payload_bytes: int = _setting("DW_MAX_PAYLOAD_BYTES", 2 * 1024 * 1024 * BYTES, "Largest request body accepted, in bytes.")
-    max_memo_bytes: int = _setting("DW_MAX_MEMO_BYTES", 262144 * BYTES, "Largest workflow memo, in bytes.")
-    max_search_attributes: int = _setting("DW_MAX_SEARCH_ATTRIBUTES", 100, "Most search attributes per workflow.")
-    max_pending_activities: int = _setting("DW_MAX_PENDING_ACTIVITIES", 2000, "Most open activities per run.")
-    max_pending_children: int = _setting("DW_MAX_PENDING_CHILDREN", 2000, "Most open child workflows per run.")
+    max_payload_bytes: int = _setting(
+        "DW_MAX_PAYLOAD_BYTES", 2 * 1024 * 1024 * BYTES, "Largest request body accepted, in bytes."
+    )
+    max_memo_bytes: int = _setting(
+        "DW_MAX_MEMO_BYTES", 262144 * BYTES, "Largest workflow memo, in bytes."
+    )
+    max_search_attributes: int = _setting(
+        "DW_MAX_SEARCH_ATTRIBUTES", 100, "Most search attributes per workflow."
+    )
+    max_pending_activities: int = _setting(
+        "DW_MAX_PENDING_ACTIVITIES", 2000, "Most open activities per run."
+    )
+    max_pending_children: int = _setting(
+        "DW_MAX_PENDING_CHILDREN", 2000, "Most open child workflows per run."
+    )
 
     # --- responses and boot ----------------------------------------------------
-    compression_enabled: bool = _setting("DW_COMPRESSION_ENABLED", True, "Compress JSON responses of 1 KiB or more (gzip or raw deflate).")
-    env_audit_strict: bool = _setting("DW_ENV_AUDIT_STRICT", False, "Fail boot when an unknown DW_* variable is set.")
+    compression_enabled: bool = _setting(
+        "DW_COMPRESSION_ENABLED",
+        True,
+        "Compress JSON responses of 1 KiB or more (gzip or raw deflate).",
+    )
+    env_audit_strict: bool = _setting(
+        "DW_ENV_AUDIT_STRICT", False, "Fail boot when an unknown DW_* variable is set."
+    )
 
     # ---------------------------------------------------------------------------
     @property
@@ -160,9 +264,7 @@ class Settings:
         return host.strip("[]") or "0.0.0.0", int(port)
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``environ`` (default ``os.environ``), then ``overrides``.
 
         Empty strings count as unset, as in the reference server. Unknown ``DW_*``

@@ -52,9 +52,7 @@ def _message(exc: BaseException, field: str) -> str:
 
 
 def _collect(exc: BaseException, prefix: str, out: dict[str, list[str]]) -> None:
-    if isinstance(exc, ClassValidationError | ForbiddenExtraKeysError) or isinstance(
-        exc, BaseExceptionGroup
-    ):
+    if isinstance(exc, ClassValidationError | ForbiddenExtraKeysError | BaseExceptionGroup):
         for sub in getattr(exc, "exceptions", ()):
             notes = getattr(sub, "__notes__", [])
             name = next((getattr(n, "name", None) for n in notes if hasattr(n, "name")), None)

@@ -14,6 +14,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import psutil
 import pytest
@@ -71,7 +72,7 @@ def wait_dead(pid: int) -> None:
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
-    return tmp_path.resolve() / "data"
+    return tmp_path.resolve() / "data dir"  # a space exercises the quoting
 
 
 @pytest.fixture
@@ -86,7 +87,8 @@ def test_start_returns_a_working_dsn_and_stop_leaves_nothing(
     pg: EmbeddedPostgres, data_dir: Path
 ) -> None:
     dsn = pg.start()
-    assert dsn == f"postgresql://postgres@/postgres?host={data_dir}/run&port=5432"
+    host = quote(f"{data_dir}/run", safe="/")
+    assert dsn == f"postgresql://postgres@/postgres?host={host}&port=5432"
     select_1(dsn)
     assert postgres_procs(data_dir)
     pg.stop()
@@ -129,9 +131,14 @@ def test_recovers_from_a_sigkilled_owner(pg: EmbeddedPostgres, data_dir: Path) -
         print(EmbeddedPostgres(sys.argv[1]).start(), flush=True)
         time.sleep(600)
     """)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    with subprocess.Popen([sys.executable, "-c", child_code, str(data_dir)],
-                          stdout=subprocess.PIPE, text=True, env=env) as child:
+    path = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    with subprocess.Popen(
+        [sys.executable, "-c", child_code, str(data_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as child:
         try:
             assert child.stdout is not None
             dsn = child.stdout.readline().strip()
@@ -176,7 +183,10 @@ def test_sigkilled_postmaster_is_recovered(pg: EmbeddedPostgres, data_dir: Path)
 
 def test_long_data_dir_puts_the_socket_under_tmp(tmp_path: Path) -> None:
     deep = tmp_path.resolve() / ("d" * 60) / ("e" * 60)
-    with EmbeddedPostgres(deep) as dsn:
-        assert "host=/tmp/dwtrio-pg-" in dsn
+    pg = EmbeddedPostgres(deep)
+    assert str(pg.socket_dir).startswith("/tmp/dwtrio-pg-")
+    with pg as dsn:
+        assert f"host={pg.socket_dir}&" in dsn
         select_1(dsn)
     assert postgres_procs(deep) == []
+    assert not pg.socket_dir.exists()  # stop() removes the /tmp fallback

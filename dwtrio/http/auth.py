@@ -41,14 +41,22 @@ def auth_config_problem(settings: Settings) -> tuple[str, str] | None:
         roles = _configured(settings.worker_token, settings.operator_token, settings.admin_token)
         legacy = settings.auth_token if settings.auth_backward_compatible else None
         if not roles and not legacy:
-            return ("missing", "Set DW_WORKER_TOKEN / DW_OPERATOR_TOKEN / DW_ADMIN_TOKEN, or DW_AUTH_TOKEN.")
+            return (
+                "missing",
+                "Set DW_WORKER_TOKEN / DW_OPERATOR_TOKEN / DW_ADMIN_TOKEN, or DW_AUTH_TOKEN.",
+            )
     if driver == "signature":
         roles = _configured(
-            settings.worker_signature_key, settings.operator_signature_key, settings.admin_signature_key
+            settings.worker_signature_key,
+            settings.operator_signature_key,
+            settings.admin_signature_key,
         )
         legacy = settings.signature_key if settings.auth_backward_compatible else None
         if not roles and not legacy:
-            return ("missing", "Set DW_WORKER_SIGNATURE_KEY / DW_OPERATOR_SIGNATURE_KEY / DW_ADMIN_SIGNATURE_KEY, or DW_SIGNATURE_KEY.")
+            return (
+                "missing",
+                "Set DW_WORKER_SIGNATURE_KEY / DW_OPERATOR_SIGNATURE_KEY / DW_ADMIN_SIGNATURE_KEY, or DW_SIGNATURE_KEY.",
+            )
     return None
 
 
@@ -92,9 +100,13 @@ def authenticate(settings: Settings, headers: Mapping[str, str], body: bytes) ->
     else:  # signature
         presented_sig = headers.get("x-signature", "").strip()
         if not presented_sig:
-            raise UnauthorizedError("An X-Signature header (hex HMAC-SHA256 of the body) is required.")
+            raise UnauthorizedError(
+                "An X-Signature header (hex HMAC-SHA256 of the body) is required."
+            )
         keys = _configured(
-            settings.worker_signature_key, settings.operator_signature_key, settings.admin_signature_key
+            settings.worker_signature_key,
+            settings.operator_signature_key,
+            settings.admin_signature_key,
         )
         legacy_key = settings.signature_key if settings.auth_backward_compatible else None
         # Compare the presented signature with the expected one under each key.

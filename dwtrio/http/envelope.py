@@ -34,7 +34,9 @@ def json_response(payload: Any, status: int = 200) -> Response:
     return Response(wire.dumps(payload), status=status, content_type=JSON)
 
 
-def worker_body(payload: dict[str, Any], version: str, capabilities: dict[str, Any]) -> dict[str, Any]:
+def worker_body(
+    payload: dict[str, Any], version: str, capabilities: dict[str, Any]
+) -> dict[str, Any]:
     """Add the worker-plane fields every worker response carries."""
     payload["protocol_version"] = version
     payload["server_capabilities"] = capabilities

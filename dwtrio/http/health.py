@@ -92,7 +92,10 @@ def blueprint(rt: Runtime) -> Blueprint:
             checks["default_namespace"] = await _namespace_check(rt)
         else:
             checks["migrations"] = {"status": "unavailable", "message": "database unavailable"}
-            checks["default_namespace"] = {"status": "unavailable", "message": "database unavailable"}
+            checks["default_namespace"] = {
+                "status": "unavailable",
+                "message": "database unavailable",
+            }
         checks["cache"] = rt.wake_bus_health()
         checks["auth"] = _auth_check(rt)
         if rt.draining.is_set():

@@ -14,7 +14,9 @@ from dwtrio.store import namespaces as store
 from dwtrio.store.namespaces import NamespaceRow
 
 
-def namespace_body(row: NamespaceRow, *, created: bool = True, updated: bool = True) -> dict[str, Any]:
+def namespace_body(
+    row: NamespaceRow, *, created: bool = True, updated: bool = True
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": row.name,
         "description": row.description,
@@ -65,7 +67,9 @@ def blueprint(rt: Runtime) -> Blueprint:
         policy: dict[str, Any] = {"driver": req.driver, "enabled": req.enabled}
         if req.threshold_bytes is not None:
             policy["threshold_bytes"] = req.threshold_bytes
-        config = {k: v for k, v in wire.unstructure(req.config or {}).items() if v not in (None, "")}
+        config = {
+            k: v for k, v in wire.unstructure(req.config or {}).items() if v not in (None, "")
+        }
         if config:
             policy["config"] = config
         row = await rt.store.transaction(store.set_external_storage, name.lower(), policy)

@@ -51,7 +51,9 @@ async def read_body(rt: Runtime) -> Any:
     try:
         raw = await request.get_data(cache=True)
     except RequestEntityTooLarge:
-        raise PayloadTooLargeError(f"The request body exceeds {limit} bytes.", limit=limit) from None
+        raise PayloadTooLargeError(
+            f"The request body exceeds {limit} bytes.", limit=limit
+        ) from None
     assert isinstance(raw, bytes)
     if len(raw) > limit:
         raise PayloadTooLargeError(f"The request body exceeds {limit} bytes.", limit=limit)
@@ -69,12 +71,16 @@ async def read_body(rt: Runtime) -> Any:
     try:
         return wire.loads(raw)
     except ValueError as exc:
-        raise MalformedJsonError("The request body is not valid JSON.", json_error=str(exc)) from None
+        raise MalformedJsonError(
+            "The request body is not valid JSON.", json_error=str(exc)
+        ) from None
 
 
 def check_control_plane_version(*, required: bool) -> None:
     value = (request.headers.get(CONTROL_PLANE_HEADER) or "").strip()
-    remediation = f"Send {CONTROL_PLANE_HEADER}: {CONTROL_PLANE_VERSION} on every control-plane request."
+    remediation = (
+        f"Send {CONTROL_PLANE_HEADER}: {CONTROL_PLANE_VERSION} on every control-plane request."
+    )
     if not value:
         if required:
             raise MissingControlPlaneVersionError(
@@ -128,7 +134,7 @@ async def run_gates(rt: Runtime) -> None:
     g.json = await read_body(rt)
     if not policy.authenticated:
         return
-    principal = authenticate(rt.settings, request.headers, g.raw_body)
+    principal = authenticate(rt.settings, request.headers, g.raw_body)  # type: ignore[arg-type]
     g.principal = principal
     if not role_allowed(principal, policy.roles):
         fields: dict[str, Any] = {"allowed_roles": list(policy.roles)}
@@ -183,20 +189,26 @@ async def finish_response(rt: Runtime, response: Response) -> Response:
     elif policy.plane == "worker":
         response.headers[WORKER_PROTOCOL_HEADER] = rt.settings.worker_protocol_version
     if rt.settings.compression_enabled and "content-encoding" not in response.headers:
-        if (response.mimetype or "").endswith("json"):
-            data = await response.get_data()
-            assert isinstance(data, bytes)
-            if len(data) >= COMPRESSION_MIN_BYTES:
-                encoding = _choose_encoding(
-                    request.headers.get("accept-encoding", ""), ("gzip", "deflate")
-                )
-                if encoding is not None:
-                    if encoding == "gzip":
-                        packed = gzip.compress(data, compresslevel=6)
-                    else:
-                        co = zlib.compressobj(6, zlib.DEFLATED, -15)  # raw DEFLATE, no zlib header
-                        packed = co.compress(data) + co.flush()
-                    response.set_data(packed)
-                    response.headers["Content-Encoding"] = encoding
-                    response.vary.add("Accept-Encoding")
+        await compress(response)
     return response
+
+
+async def compress(response: Response) -> None:
+    """gzip or raw-deflate a JSON body of at least 1 KiB, as Accept-Encoding prefers."""
+    if not (response.mimetype or "").endswith("json"):
+        return
+    data = await response.get_data()
+    assert isinstance(data, bytes)
+    if len(data) < COMPRESSION_MIN_BYTES:
+        return
+    encoding = _choose_encoding(request.headers.get("accept-encoding", ""), ("gzip", "deflate"))
+    if encoding is None:
+        return
+    if encoding == "gzip":
+        packed = gzip.compress(data, compresslevel=6)
+    else:
+        co = zlib.compressobj(6, zlib.DEFLATED, -15)  # raw DEFLATE, no zlib header
+        packed = co.compress(data) + co.flush()
+    response.set_data(packed)
+    response.headers["Content-Encoding"] = encoding
+    response.vary.add("Accept-Encoding")

@@ -13,7 +13,11 @@ STORAGE_DRIVERS = ("local", "s3", "gcs", "azure")
 @attrs.frozen(kw_only=True)
 class CreateNamespace:
     name: str = attrs.field(
-        validator=[not_blank, max_length(128), matches(NAME_PATTERN, "may only contain letters, digits, '.', '_' and '-'")]
+        validator=[
+            not_blank,
+            max_length(128),
+            matches(NAME_PATTERN, "may only contain letters, digits, '.', '_' and '-'"),
+        ]
     )
     description: str | None = attrs.field(default=None, validator=max_length(1000))
     retention_days: int | None = attrs.field(default=None, validator=between(1, 365))

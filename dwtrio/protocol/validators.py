@@ -52,6 +52,8 @@ def between(low: int, high: int | None = None) -> Validator:
 def one_of(choices: Collection[str]) -> Validator:
     def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is not None and value not in choices:
-            raise ValueError(f"The selected {_label(attribute)} is invalid; use one of {', '.join(choices)}.")
+            raise ValueError(
+                f"The selected {_label(attribute)} is invalid; use one of {', '.join(choices)}."
+            )
 
     return check

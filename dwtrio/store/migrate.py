@@ -82,7 +82,9 @@ async def bootstrap(conn: Conn, *, default_namespace: str, retention_days: int) 
         for mig in migrations:
             if mig.version in done:
                 if done[mig.version] != mig.checksum:
-                    log.warning("migration %04d_%s changed after it was applied", mig.version, mig.name)
+                    log.warning(
+                        "migration %04d_%s changed after it was applied", mig.version, mig.name
+                    )
                 continue
             log.info("applying migration %04d_%s", mig.version, mig.name)
             async with conn.transaction():  # type: ignore[attr-defined]

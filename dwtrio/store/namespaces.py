@@ -60,9 +60,7 @@ async def update_namespace(
     return _row(record)
 
 
-async def set_external_storage(
-    conn: Conn, name: str, policy: dict[str, Any]
-) -> NamespaceRow:
+async def set_external_storage(conn: Conn, name: str, policy: dict[str, Any]) -> NamespaceRow:
     record = await conn.fetchrow(sql("set_namespace_external_storage"), name, policy)
     if record is None:
         raise NamespaceNotFoundError(f"Namespace {name!r} does not exist.", namespace=name)

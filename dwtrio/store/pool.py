@@ -20,6 +20,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import asyncpg
 import orjson
+import trio
 import trio_asyncio
 
 from dwtrio.store.errors import translate
@@ -34,10 +35,14 @@ class Conn(Protocol):
     """What store functions may do with a connection (a subset of asyncpg.Connection)."""
 
     async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str: ...
-    async def executemany(self, command: str, args: Any, *, timeout: float | None = None) -> None: ...
+    async def executemany(
+        self, command: str, args: Any, *, timeout: float | None = None
+    ) -> None: ...
     async def fetch(self, query: str, *args: Any, timeout: float | None = None) -> list[Any]: ...
     async def fetchrow(self, query: str, *args: Any, timeout: float | None = None) -> Any: ...
-    async def fetchval(self, query: str, *args: Any, column: int = 0, timeout: float | None = None) -> Any: ...
+    async def fetchval(
+        self, query: str, *args: Any, column: int = 0, timeout: float | None = None
+    ) -> Any: ...
 
 
 Op = Callable[Concatenate[Conn, P], Awaitable[T]]
@@ -94,8 +99,13 @@ class Store:
                 raise mapped from exc
             raise
 
-    async def close(self) -> None:
-        await trio_asyncio.aio_as_trio(self._pool.close)()
+    async def close(self, *, timeout_s: float = 5.0) -> None:
+        """Close the pool gracefully, or terminate it after ``timeout_s``; runs even when cancelled."""
+        with trio.move_on_after(timeout_s, shield=True) as scope:  # cleanup must not be skipped
+            await trio_asyncio.aio_as_trio(self._pool.close)()
+        if scope.cancelled_caught:
+            log.warning("pool did not close within %.1fs; terminating connections", timeout_s)
+            self._pool.terminate()
 
 
 async def _create_pool(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
