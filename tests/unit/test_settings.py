@@ -1,0 +1,92 @@
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from dwtrio.cli import build_parser, flag_name, settings_from_args
+from dwtrio.errors import SettingsError
+from dwtrio.settings import RECOGNISED_UNUSED, Settings, env_names, iter_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_match_reference_names() -> None:
+    s = Settings.from_env({})
+    assert s.default_namespace == "default"
+    assert s.auth_driver == "token"
+    assert s.worker_poll_timeout_s == 30
+    assert s.max_payload_bytes == 2097152
+    assert s.auth_backward_compatible is True
+    assert s.database_url is None
+    assert s.effective_worker_stale_after_s == 60
+
+
+def test_env_values_are_parsed_and_empty_means_unset() -> None:
+    s = Settings.from_env(
+        {
+            "DW_WORKER_POLL_TIMEOUT": "12",
+            "DW_AUTH_BACKWARD_COMPATIBLE": "false",
+            "DW_COMPRESSION_ENABLED": "0",
+            "DW_AUTH_TOKEN": "",
+            "DW_BIND": "0.0.0.0:9000",
+        }
+    )
+    assert s.worker_poll_timeout_s == 12
+    assert s.auth_backward_compatible is False
+    assert s.compression_enabled is False
+    assert s.auth_token is None
+    assert s.bind_host_port == ("0.0.0.0", 9000)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DW_WORKER_POLL_TIMEOUT": "soon"}, "DW_WORKER_POLL_TIMEOUT"),
+        ({"DW_WORKER_POLL_TIMEOUT": "61"}, "between 0 and 60"),
+        ({"DW_COMPRESSION_ENABLED": "maybe"}, "DW_COMPRESSION_ENABLED"),
+        ({"DW_WORKERS": "0"}, "DW_WORKERS"),
+        ({"DW_BIND": "nohost"}, "DW_BIND"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_unknown_dw_variables_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="dwtrio.settings"):
+        Settings.from_env({"DW_TYPO_TOKEN": "x", "DW_MODE": "service", "OTHER": "1"})
+    assert "DW_TYPO_TOKEN" in caplog.text
+    assert "DW_MODE" not in caplog.text  # a known reference variable dwtrio does not use
+    assert "OTHER" not in caplog.text
+
+
+def test_strict_audit_fails_boot_on_unknown_variables() -> None:
+    with pytest.raises(SettingsError, match="DW_TYPO_TOKEN"):
+        Settings.from_env({"DW_TYPO_TOKEN": "x", "DW_ENV_AUDIT_STRICT": "1"})
+    Settings.from_env({"DW_MODE": "service", "DW_ENV_AUDIT_STRICT": "1"})  # known names pass
+
+
+def test_every_setting_has_a_flag_and_flags_beat_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = build_parser()
+    serve = parser.parse_args(["serve", "--worker-poll-timeout", "7", "--bind", "127.0.0.1:1"])
+    monkeypatch.setenv("DW_WORKER_POLL_TIMEOUT", "20")
+    monkeypatch.setenv("DW_DEFAULT_NAMESPACE", "fromenv")
+    s = settings_from_args(serve)
+    assert s.worker_poll_timeout_s == 7
+    assert s.default_namespace == "fromenv"
+    help_text = parser._subparsers._group_actions[0].choices["serve"].format_help()  # type: ignore[union-attr]
+    for field in iter_settings():
+        assert flag_name(field.name) in help_text
+        assert field.metadata["env"] in help_text
+
+
+def test_configuration_reference_lists_every_setting() -> None:
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    for field in iter_settings():
+        assert f"`{field.metadata['env']}`" in doc, f"{field.metadata['env']} missing from docs"
+        assert f"`{flag_name(field.name)}`" in doc, f"{flag_name(field.name)} missing from docs"
+    documented = set(re.findall(r"`(DW_[A-Z0-9_]+)", doc))
+    stray = documented - env_names() - RECOGNISED_UNUSED
+    assert not stray, f"docs mention variables Settings does not know: {sorted(stray)}"
