@@ -173,3 +173,141 @@ class AlreadyExistsError(DwtrioError):
     def __init__(self, constraint: str | None = None) -> None:
         self.constraint = constraint
         super().__init__(f"unique constraint {constraint!r} violated")
+
+
+# --- workflows (control plane) -------------------------------------------------------
+class InvalidPayloadError(ValidationFailedError):
+    """A payload is not a valid Avro Value blob or envelope (payloads.md).
+
+    A ``422 validation_failed`` whose ``errors`` map names the field path
+    (``input``, ``input.codec``, ``input.blob``, ...). ``problem`` is the SDK's
+    code for the failure (``invalid_payload_framing``, ``unsupported_payload_codec``,
+    ``unsupported_payload_schema``, ``integer_overflow``, ...).
+    """
+
+    def __init__(
+        self, field: str, message: str, *, problem: str = "invalid_payload_framing"
+    ) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__({field: [message]}, message)
+
+
+class ExternalPayloadUnsupportedError(InvalidPayloadError):
+    """External payload references are not supported; send payloads inline."""
+
+    reason = "external_payload_unsupported"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(field, message, problem="external_payload_unsupported")
+
+
+class WorkflowIdReservedError(DwtrioError):
+    """This workflow id is already used in another namespace."""
+
+    reason = "workflow_id_reserved_in_namespace"
+    http_status = 409
+
+
+class InstanceNotFoundError(DwtrioError):
+    """The workflow instance does not exist in this namespace."""
+
+    reason = "instance_not_found"
+    http_status = 404
+
+
+class RunNotFoundError(DwtrioError):
+    """The workflow run does not exist in this instance and namespace."""
+
+    reason = "run_not_found"
+    http_status = 404
+
+
+# --- worker plane -------------------------------------------------------------------
+class WorkerPlaneError(DwtrioError):
+    """A worker-plane request was refused."""
+
+    http_status = 409
+
+
+class TaskNotFoundError(WorkerPlaneError):
+    """No such task in this namespace."""
+
+    reason = "task_not_found"
+    http_status = 404
+
+
+class TaskNotLeasedError(WorkerPlaneError):
+    """The task is not leased (already completed, failed or ready)."""
+
+    reason = "task_not_leased"
+
+
+class LeaseExpiredError(WorkerPlaneError):
+    """The task's lease has expired."""
+
+    reason = "lease_expired"
+
+
+class LeaseOwnerMismatchError(WorkerPlaneError):
+    """The task is leased to another worker."""
+
+    reason = "lease_owner_mismatch"
+
+
+class WorkflowTaskAttemptMismatchError(WorkerPlaneError):
+    """The workflow task attempt is not the current one."""
+
+    reason = "workflow_task_attempt_mismatch"
+
+
+class RunClosedError(WorkerPlaneError):
+    """The workflow run is already closed."""
+
+    reason = "run_closed"
+
+
+class InvalidCommandsError(WorkerPlaneError):
+    """The workflow task commands are invalid."""
+
+    reason = "invalid_commands"
+
+
+class InvalidPageTokenError(WorkerPlaneError):
+    """The history page token is invalid."""
+
+    reason = "invalid_page_token"
+    http_status = 400
+
+
+class AttemptNotFoundError(WorkerPlaneError):
+    """No such activity attempt."""
+
+    reason = "attempt_not_found"
+    http_status = 404
+
+
+class TaskMismatchError(WorkerPlaneError):
+    """The activity attempt does not belong to this task."""
+
+    reason = "task_mismatch"
+
+
+class StaleAttemptError(WorkerPlaneError):
+    """The activity attempt is no longer current."""
+
+    reason = "stale_attempt"
+
+
+class WorkerNotFoundError(WorkerPlaneError):
+    """No such worker registration."""
+
+    reason = "worker_not_found"
+    http_status = 404
+
+
+class WorkerNotRegisteredError(WorkerPlaneError):
+    """The worker is not registered."""
+
+    reason = "worker_not_registered"
+    http_status = 404

@@ -131,7 +131,7 @@ async def serve(
 
             async def drain() -> None:
                 await stop.wait()
-                rt.draining.set()
+                rt.drain()
 
             async with trio.open_nursery() as nursery:  # the supervisor nursery
                 await supervisor.start_all(nursery, rt)

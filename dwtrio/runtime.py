@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
 import trio
 
 from dwtrio import __version__
+from dwtrio.engine.outcome import QueueKey
 from dwtrio.manifest import SERVER_FEATURES, Features, worker_capabilities
+from dwtrio.matching.waiters import WaiterSet
+from dwtrio.matching.wakebus import LocalWakeBus, WakeBus
 from dwtrio.settings import Settings
 from dwtrio.store import namespaces
 from dwtrio.store.pool import Store
@@ -48,16 +52,29 @@ class Runtime:
     namespaces: NamespaceCache
     features: Features = SERVER_FEATURES
     draining: trio.Event = attrs.field(factory=trio.Event)
+    waiters: WaiterSet = attrs.field(factory=WaiterSet)
+    wakes: WakeBus = attrs.field(init=False)
     version: str = __version__
     #: ``server_capabilities``, computed once: it goes on every worker response.
     worker_capabilities: dict[str, Any] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.worker_capabilities = worker_capabilities(self.settings, self.features)
+        self.wakes = LocalWakeBus(self.waiters)
+
+    def publish_wakes(self, keys: Iterable[QueueKey]) -> None:
+        """After a commit: wake pollers of every queue that got new ready work."""
+        if keys:
+            self.wakes.publish(keys)
+
+    def drain(self) -> None:
+        """Stop parking polls: every open long-poll answers (empty) at once."""
+        self.draining.set()
+        self.waiters.wake_all()
 
     def wake_bus_health(self) -> dict[str, str]:
         """The readiness `cache` check: what carries wake signals, and whether it works."""
-        return {"status": "ok", "store": "in_process"}
+        return self.wakes.health()
 
     @classmethod
     def build(cls, settings: Settings, store: Store) -> Runtime:

@@ -8,9 +8,11 @@ failures become a ``422 validation_failed`` with a field-path map.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import attrs
 import orjson
 from cattrs import ClassValidationError, ForbiddenExtraKeysError
 from cattrs.preconf.orjson import make_converter
@@ -40,6 +42,21 @@ converter.register_structure_hook(str, _strict(str, "a string"))
 converter.register_structure_hook(bool, _strict(bool, "a boolean"))
 
 
+def _attrs_object(cls: type) -> Any:
+    """Nested models must be JSON objects (a string or list is not an empty object)."""
+    inner: Callable[[Any, Any], Any] = converter.gen_structure_attrs_fromdict(cls)
+
+    def hook(value: Any, type_: Any) -> Any:
+        if not isinstance(value, dict):
+            raise TypeError("must be an object")
+        return inner(value, type_)
+
+    return hook
+
+
+converter.register_structure_hook_factory(attrs.has, _attrs_object)
+
+
 def _message(exc: BaseException, field: str) -> str:
     if isinstance(exc, KeyError):
         return f"The {field} field is required."
@@ -61,6 +78,9 @@ def _collect(exc: BaseException, prefix: str, out: dict[str, list[str]]) -> None
             path = f"{prefix}.{part}" if prefix and part else (part or prefix)
             _collect(sub, path, out)
         return
+    named = getattr(exc, "field", None)  # protocol.validators.FieldValueError
+    if isinstance(exc, ValueError) and isinstance(named, str):
+        prefix = f"{prefix}.{named}" if prefix else named
     field = prefix or "body"
     out.setdefault(field, []).append(_message(exc, field.rsplit(".", 1)[-1].replace("_", " ")))
 

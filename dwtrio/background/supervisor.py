@@ -4,7 +4,7 @@ Each loop is ``async def run_<name>_loop(rt, *, task_status)`` and reports
 readiness with ``task_status.started()``; ``start_all`` starts them in a fixed
 order with ``nursery.start`` so a loop that fails while starting fails the
 server's startup. The loops themselves arrive with the features that need them
-(task repair, timers, schedules); the list is empty until then.
+(timers and schedules arrive with their features).
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from typing import Any
 
 import trio
 
+from dwtrio.background.task_repair import run_task_repair_loop
 from dwtrio.runtime import Runtime
 
 Loop = Callable[..., Awaitable[Any]]
 
-LOOPS: tuple[Loop, ...] = ()
+LOOPS: tuple[Loop, ...] = (run_task_repair_loop,)
 
 
 async def start_all(nursery: trio.Nursery, rt: Runtime, loops: tuple[Loop, ...] = LOOPS) -> None:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from quart import Response
 from quart_trio import QuartTrio
 
-from dwtrio.http import cluster, envelope, health, namespaces, pipeline
+from dwtrio.http import (
+    activity_tasks,
+    cluster,
+    envelope,
+    health,
+    namespaces,
+    pipeline,
+    workers,
+    workflow_tasks,
+)
 from dwtrio.runtime import Runtime
 
 
@@ -15,6 +24,8 @@ def create_app(rt: Runtime) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = rt.settings.max_payload_bytes + 1
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.url_map.strict_slashes = False
+    # No 308 HTML redirects for "//" (e.g. a decoded "%2F" segment): unknown routes get a JSON 404.
+    app.url_map.merge_slashes = False
 
     @app.before_request
     async def gates() -> None:
@@ -33,6 +44,6 @@ def create_app(rt: Runtime) -> QuartTrio:
             worker_capabilities=rt.worker_capabilities,
         )
 
-    for module in (health, cluster, namespaces):
+    for module in (health, cluster, namespaces, workers, workflow_tasks, activity_tasks):
         app.register_blueprint(module.blueprint(rt))
     return app

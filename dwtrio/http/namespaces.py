@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, Response, g
+from quart import Blueprint, Response
 
 from dwtrio import wire
 from dwtrio.http.envelope import json_response
+from dwtrio.http.pipeline import json_body
 from dwtrio.protocol.namespaces import CreateNamespace, SetExternalStorage, UpdateNamespace
 from dwtrio.runtime import Runtime
 from dwtrio.store import namespaces as store
@@ -41,7 +42,7 @@ def blueprint(rt: Runtime) -> Blueprint:
 
     @bp.post("/api/namespaces")
     async def create_namespace() -> Response:
-        req = wire.structure(g.json or {}, CreateNamespace)
+        req = wire.structure(json_body(), CreateNamespace)
         retention = req.retention_days or rt.settings.history_retention_days
         row = await rt.store.transaction(
             store.create_namespace, req.name.lower(), req.description, retention
@@ -55,7 +56,7 @@ def blueprint(rt: Runtime) -> Blueprint:
 
     @bp.put("/api/namespaces/<name>")
     async def update_namespace(name: str) -> Response:
-        req = wire.structure(g.json or {}, UpdateNamespace)
+        req = wire.structure(json_body(), UpdateNamespace)
         row = await rt.store.transaction(
             store.update_namespace, name.lower(), req.description, req.retention_days
         )
@@ -63,7 +64,7 @@ def blueprint(rt: Runtime) -> Blueprint:
 
     @bp.put("/api/namespaces/<name>/external-storage")
     async def set_external_storage(name: str) -> Response:
-        req = wire.structure(g.json or {}, SetExternalStorage)
+        req = wire.structure(json_body(), SetExternalStorage)
         policy: dict[str, Any] = {"driver": req.driver, "enabled": req.enabled}
         if req.threshold_bytes is not None:
             policy["threshold_bytes"] = req.threshold_bytes

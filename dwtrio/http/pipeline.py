@@ -58,7 +58,8 @@ async def read_body(rt: Runtime) -> Any:
     if len(raw) > limit:
         raise PayloadTooLargeError(f"The request body exceeds {limit} bytes.", limit=limit)
     g.raw_body = raw
-    if request.method not in BODY_METHODS or not (raw or (declared or 0) > 0):
+    g.has_body = request.method in BODY_METHODS and bool(raw or (declared or 0) > 0)
+    if not g.has_body:
         return None
     media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     if not (media == "application/json" or media.endswith("+json")) or request.headers.get(
@@ -74,6 +75,15 @@ async def read_body(rt: Runtime) -> Any:
         raise MalformedJsonError(
             "The request body is not valid JSON.", json_error=str(exc)
         ) from None
+
+
+def json_body() -> Any:
+    """The decoded request body, or ``{}`` when the request had none.
+
+    A body that was sent (even JSON ``null``, ``[]`` or ``0``) is returned as is,
+    so the handler's validation rejects it as "not a JSON object".
+    """
+    return g.json if getattr(g, "has_body", False) else {}
 
 
 def check_control_plane_version(*, required: bool) -> None:

@@ -11,6 +11,18 @@ import attrs
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 
+class FieldValueError(ValueError):
+    """A validator failure that names its field, so the 422 map is keyed by it.
+
+    attrs runs validators in ``__init__``, after cattrs has structured every
+    field, so cattrs cannot attach the field name itself.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def _label(attribute: attrs.Attribute[Any]) -> str:
     return attribute.name.replace("_", " ")
 
@@ -18,14 +30,16 @@ def _label(attribute: attrs.Attribute[Any]) -> str:
 def max_length(n: int) -> Validator:
     def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is not None and len(value) > n:
-            raise ValueError(f"The {_label(attribute)} may not be greater than {n} characters.")
+            raise FieldValueError(
+                attribute.name, f"The {_label(attribute)} may not be greater than {n} characters."
+            )
 
     return check
 
 
 def not_blank(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not value.strip():
-        raise ValueError(f"The {_label(attribute)} field is required.")
+        raise FieldValueError(attribute.name, f"The {_label(attribute)} field is required.")
 
 
 def matches(pattern: str, description: str) -> Validator:
@@ -33,7 +47,7 @@ def matches(pattern: str, description: str) -> Validator:
 
     def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is not None and not compiled.fullmatch(value):
-            raise ValueError(f"The {_label(attribute)} {description}.")
+            raise FieldValueError(attribute.name, f"The {_label(attribute)} {description}.")
 
     return check
 
@@ -44,7 +58,7 @@ def between(low: int, high: int | None = None) -> Validator:
             return
         if value < low or (high is not None and value > high):
             bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise ValueError(f"The {_label(attribute)} must be {bound}.")
+            raise FieldValueError(attribute.name, f"The {_label(attribute)} must be {bound}.")
 
     return check
 
@@ -52,8 +66,9 @@ def between(low: int, high: int | None = None) -> Validator:
 def one_of(choices: Collection[str]) -> Validator:
     def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is not None and value not in choices:
-            raise ValueError(
-                f"The selected {_label(attribute)} is invalid; use one of {', '.join(choices)}."
+            raise FieldValueError(
+                attribute.name,
+                f"The selected {_label(attribute)} is invalid; use one of {', '.join(choices)}.",
             )
 
     return check

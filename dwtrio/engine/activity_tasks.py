@@ -1,0 +1,433 @@
+"""Activities: schedule (from a completion), claim, complete, fail, heartbeat.
+
+Store operations like ``workflow_tasks``: one transaction per use case, wakes
+returned in an ``Outcome``. An activity execution keeps one task row across its
+attempts; each claim creates a new attempt (``activity_attempt_id``) and records
+``ActivityStarted``. Terminal results wake the workflow, subject to the
+parallel-group rule: a member of a group wakes it only once every member of
+the outermost group in its path has settled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from dwtrio import wire
+from dwtrio.engine.outcome import Outcome
+from dwtrio.engine.wakes import request_wake
+from dwtrio.errors import (
+    AttemptNotFoundError,
+    LeaseOwnerMismatchError,
+    RunClosedError,
+    StaleAttemptError,
+    TaskMismatchError,
+    TaskNotFoundError,
+)
+from dwtrio.protocol.commands import ScheduleActivity
+from dwtrio.protocol.ids import new_id
+from dwtrio.protocol.worker import (
+    ActivityAttemptLease,
+    CompleteActivityTask,
+    FailActivityTask,
+    HeartbeatActivityTask,
+)
+from dwtrio.store import runs
+from dwtrio.store.history import NewEvent, append_events
+from dwtrio.store.pool import Conn
+from dwtrio.store.queries import sql
+from dwtrio.store.runs import LockedRun
+
+TERMINAL_STATUSES = ("completed", "failed", "timed_out", "cancelled")
+
+
+def _blob(value: Any) -> str | None:
+    if isinstance(value, dict):
+        blob = value.get("blob")
+        return blob if isinstance(blob, str) else None
+    return value if isinstance(value, str) else None
+
+
+def _step_fields(execution: Any) -> dict[str, Any]:
+    """Fields every event of an activity step repeats (sequence, type, parallel metadata)."""
+    fields: dict[str, Any] = {
+        "sequence": execution["sequence"],
+        "activity_type": execution["activity_type"],
+        "activity_class": execution["activity_type"],
+        "activity_execution_id": execution["id"],
+    }
+    fields.update(execution["parallel"] or {})
+    return fields
+
+
+async def schedule(
+    conn: Conn, run: LockedRun, command: ScheduleActivity, seq: int, outcome: Outcome
+) -> tuple[NewEvent, str]:
+    """Create the execution and its ready task; returns (ActivityScheduled, task id)."""
+    execution_id = new_id()
+    queue = command.queue or run.task_queue
+    await conn.execute(
+        sql("insert_activity_execution"),
+        execution_id,
+        run.id,
+        run.workflow_id,
+        run.namespace,
+        seq,
+        command.activity_type,
+        queue,
+        _blob(command.arguments),
+        command.retry_policy,
+        command.timeouts,
+        command.parallel or None,
+        command.timeouts.get("schedule_to_start_timeout"),
+        command.timeouts.get("schedule_to_close_timeout"),
+    )
+    task_id = new_id()
+    await conn.execute(
+        sql("insert_activity_task"),
+        task_id,
+        run.namespace,
+        queue,
+        run.id,
+        run.workflow_id,
+        run.workflow_type,
+        command.activity_type,
+        execution_id,
+        None,
+    )
+    outcome.wake(run.namespace, queue, "activity")
+    payload: dict[str, Any] = {
+        "sequence": seq,
+        "activity_type": command.activity_type,
+        "activity_class": command.activity_type,
+        "activity_execution_id": execution_id,
+    }
+    payload.update(command.parallel)
+    return NewEvent(event_type="ActivityScheduled", payload=payload), task_id
+
+
+# --- claim ---------------------------------------------------------------------------
+@attrs.frozen(kw_only=True)
+class ClaimParams:
+    namespace: str
+    task_queue: str
+    worker_id: str
+    poll_request_id: str | None
+    activity_types: tuple[str, ...]
+    default_lease_s: int
+
+
+def _task_body(
+    claimed: Any, execution: Any, attempt_id: str, attempt_number: int, queue: str
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "task_id": claimed["id"],
+        "workflow_id": execution["workflow_id"],
+        "run_id": execution["run_id"],
+        "activity_execution_id": execution["id"],
+        "activity_attempt_id": attempt_id,
+        "attempt_number": attempt_number,
+        "activity_type": execution["activity_type"],
+        "payload_codec": "avro",
+        "arguments": None
+        if execution["arguments"] is None
+        else {"codec": "avro", "blob": execution["arguments"]},
+        "task_queue": queue,
+        "lease_owner": claimed["lease_owner"],
+        "lease_expires_at": wire.iso_z(claimed["lease_expires_at"]),
+    }
+    if execution["retry_policy"] is not None:
+        body["retry_policy"] = execution["retry_policy"]
+    return body
+
+
+async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[str, Any] | None:
+    """Lease the next activity task: new attempt, ``ActivityStarted``, wire body."""
+    if replay_poll and params.poll_request_id:
+        again = await conn.fetchrow(
+            sql("find_polled_task"),
+            params.worker_id,
+            params.poll_request_id,
+            "activity",
+            params.namespace,
+            params.task_queue,
+        )
+        if again is not None and again["activity_attempt_id"] is not None:
+            attempt = await conn.fetchrow(sql("get_activity_attempt"), again["activity_attempt_id"])
+            execution = await conn.fetchrow(
+                sql("lock_activity_execution"), attempt["activity_execution_id"]
+            )
+            return _task_body(
+                again, execution, attempt["id"], attempt["attempt_number"], params.task_queue
+            )
+    while True:
+        claimed = await conn.fetchrow(
+            sql("claim_activity_task"),
+            params.namespace,
+            params.task_queue,
+            params.worker_id,
+            params.poll_request_id,
+            list(params.activity_types),
+            params.default_lease_s,
+        )
+        if claimed is None:
+            return None
+        run = await runs.lock_run(conn, claimed["run_id"])
+        execution = await conn.fetchrow(
+            sql("lock_activity_execution"), claimed["activity_execution_id"]
+        )
+        if run is None or not run.is_open:
+            # The run closed after scheduling: this work can never be used.
+            await conn.execute(
+                sql("close_activity_execution"), execution["id"], "cancelled", None, None
+            )
+            await conn.execute(sql("complete_task"), claimed["id"], None)
+            continue
+        attempt_id = new_id()
+        attempt_number = execution["attempt_count"] + 1
+        await conn.execute(
+            sql("start_activity_attempt"),
+            attempt_id,
+            execution["id"],
+            run.id,
+            claimed["id"],
+            attempt_number,
+            params.worker_id,
+        )
+        await conn.execute(sql("set_task_attempt"), claimed["id"], attempt_id, attempt_number)
+        started = {
+            **_step_fields(execution),
+            "activity_attempt_id": attempt_id,
+            "attempt_number": attempt_number,
+        }
+        await append_events(conn, run.id, [NewEvent(event_type="ActivityStarted", payload=started)])
+        return _task_body(claimed, execution, attempt_id, attempt_number, params.task_queue)
+
+
+async def release(conn: Conn, task: dict[str, Any]) -> tuple[str, str, str] | None:
+    """Undo an undeliverable lease: the attempt is expired and the task is ready again."""
+    await conn.execute(sql("expire_activity_attempt"), task["activity_attempt_id"])
+    row = await conn.fetchrow(
+        sql("release_task"), task["task_id"], task["attempt_number"], task["lease_owner"]
+    )
+    if row is None:
+        return None
+    await conn.execute(sql("set_task_attempt"), task["task_id"], None, task["attempt_number"])
+    return (row["namespace"], row["task_queue"], row["kind"])
+
+
+# --- fencing -------------------------------------------------------------------------
+@attrs.frozen(kw_only=True)
+class FencedAttempt:
+    task: Any
+    attempt: Any
+    execution: Any
+    run: LockedRun
+
+
+async def fence(
+    conn: Conn, namespace: str, task_id: str, lease: ActivityAttemptLease
+) -> FencedAttempt:
+    fields = {"task_id": task_id, "activity_attempt_id": lease.activity_attempt_id}
+    task = await conn.fetchrow(sql("lock_task"), task_id)
+    if task is None or task["namespace"] != namespace or task["kind"] != "activity":
+        raise TaskNotFoundError("Activity task not found.", **fields)
+    attempt = await conn.fetchrow(sql("get_activity_attempt"), lease.activity_attempt_id)
+    if attempt is None:
+        raise AttemptNotFoundError("Activity attempt not found.", **fields)
+    if attempt["task_id"] != task_id:
+        raise TaskMismatchError("The activity attempt does not belong to this task.", **fields)
+    if attempt["lease_owner"] != lease.lease_owner:
+        raise LeaseOwnerMismatchError(
+            "Activity attempt is owned by another worker.",
+            lease_owner=attempt["lease_owner"],
+            **fields,
+        )
+    if (
+        attempt["status"] != "running"
+        or task["state"] != "leased"
+        or task["activity_attempt_id"] != lease.activity_attempt_id
+    ):
+        raise StaleAttemptError("The activity attempt is no longer current.", **fields)
+    run = await runs.lock_run(conn, task["run_id"])
+    if run is None or not run.is_open:
+        status = None if run is None else run.status
+        raise RunClosedError(
+            "The workflow run is closed.",
+            run_status=status,
+            cancel_requested=True,
+            can_continue=False,
+            **fields,
+        )
+    execution = await conn.fetchrow(
+        sql("lock_activity_execution"), attempt["activity_execution_id"]
+    )
+    return FencedAttempt(task=task, attempt=attempt, execution=execution, run=run)
+
+
+async def _wake_after_settling(conn: Conn, fenced: FencedAttempt, outcome: Outcome) -> str | None:
+    """Wake the workflow unless the step is in a parallel group that is still running."""
+    parallel = fenced.execution["parallel"] or {}
+    path = parallel.get("parallel_group_path") or []
+    outer = path[0] if path else (parallel if "parallel_group_base_sequence" in parallel else None)
+    if outer is not None:
+        base, size = outer["parallel_group_base_sequence"], outer["parallel_group_size"]
+        settled = await conn.fetchval(
+            sql("count_settled_steps"), fenced.run.id, base, base + size - 1
+        )
+        if settled < size:
+            return None
+    return await request_wake(conn, fenced.run, outcome)
+
+
+# --- complete, fail, heartbeat --------------------------------------------------------
+async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteActivityTask) -> Outcome:
+    fenced = await fence(conn, namespace, task_id, req)
+    result = _blob(req.result)
+    await conn.execute(sql("close_activity_attempt"), req.activity_attempt_id, "completed", None)
+    await conn.execute(
+        sql("close_activity_execution"), fenced.execution["id"], "completed", result, None
+    )
+    payload = {
+        **_step_fields(fenced.execution),
+        "activity_attempt_id": req.activity_attempt_id,
+        "attempt_number": fenced.attempt["attempt_number"],
+        "result": result,
+        "payload_codec": "avro",
+    }
+    await append_events(
+        conn, fenced.run.id, [NewEvent(event_type="ActivityCompleted", payload=payload)]
+    )
+    await conn.execute(sql("complete_task"), task_id, None)
+    outcome = Outcome()
+    next_task = await _wake_after_settling(conn, fenced, outcome)
+    outcome.body = {
+        "task_id": task_id,
+        "activity_attempt_id": req.activity_attempt_id,
+        "outcome": "completed",
+        "recorded": True,
+        "reason": None,
+        "next_task_id": next_task,
+    }
+    return outcome
+
+
+def _retry_decision(execution: Any, attempt_number: int, failure: dict[str, Any]) -> int | None:
+    """Seconds until the next attempt, or None when this failure is final."""
+    policy = execution["retry_policy"] or {}
+    if failure.get("non_retryable") is True:
+        return None
+    excluded = set(policy.get("non_retryable_error_types") or ())
+    if failure.get("type") in excluded or failure.get("class") in excluded:
+        return None
+    if attempt_number >= int(policy.get("max_attempts") or 1):
+        return None
+    backoff = list(policy.get("backoff_seconds") or [])
+    return int(backoff[min(attempt_number - 1, len(backoff) - 1)]) if backoff else 0
+
+
+async def fail(conn: Conn, namespace: str, task_id: str, req: FailActivityTask) -> Outcome:
+    fenced = await fence(conn, namespace, task_id, req)
+    failure = req.failure
+    attempt_number = fenced.attempt["attempt_number"]
+    message = (
+        failure.get("message") if isinstance(failure.get("message"), str) else "activity failed"
+    )
+    common = {
+        **_step_fields(fenced.execution),
+        "activity_attempt_id": req.activity_attempt_id,
+        "attempt_number": attempt_number,
+        "message": message,
+        "exception_type": failure.get("type"),
+        "exception_class": failure.get("class") or failure.get("type"),
+    }
+    if "code" in failure:
+        common["code"] = failure["code"]
+    await conn.execute(sql("close_activity_attempt"), req.activity_attempt_id, "failed", failure)
+    outcome = Outcome()
+    backoff_s = _retry_decision(fenced.execution, attempt_number, failure)
+    if backoff_s is not None:
+        policy = fenced.execution["retry_policy"] or {}
+        available_at = await conn.fetchval(
+            sql("schedule_activity_retry"), task_id, fenced.execution["id"], backoff_s
+        )
+        retry = {
+            **common,
+            "retry_available_at": wire.iso_z(available_at),
+            "retry_backoff_seconds": backoff_s,
+            "retry_after_attempt": attempt_number,
+            "max_attempts": int(policy.get("max_attempts") or 1),
+            "retry_policy": policy,
+        }
+        await append_events(
+            conn, fenced.run.id, [NewEvent(event_type="ActivityRetryScheduled", payload=retry)]
+        )
+        if backoff_s == 0:
+            outcome.wake(namespace, fenced.task["task_queue"], "activity")
+        outcome.body = {
+            "task_id": task_id,
+            "activity_attempt_id": req.activity_attempt_id,
+            "outcome": "retry_scheduled",
+            "recorded": True,
+            "reason": None,
+            "retry_available_at": wire.iso_z(available_at),
+            "next_task_id": None,
+        }
+        return outcome
+    final = {
+        **common,
+        "non_retryable": bool(failure.get("non_retryable", False)),
+        "failure_id": new_id(),
+        "failure_category": "application",
+        "exception": {
+            "type": failure.get("type"),
+            "class": failure.get("class") or failure.get("type"),
+            "message": message,
+        },
+    }
+    if "details" in failure:
+        final["details"] = failure["details"]
+    await conn.execute(
+        sql("close_activity_execution"), fenced.execution["id"], "failed", None, failure
+    )
+    await append_events(conn, fenced.run.id, [NewEvent(event_type="ActivityFailed", payload=final)])
+    await conn.execute(sql("complete_task"), task_id, None)
+    next_task = await _wake_after_settling(conn, fenced, outcome)
+    outcome.body = {
+        "task_id": task_id,
+        "activity_attempt_id": req.activity_attempt_id,
+        "outcome": "failed",
+        "recorded": True,
+        "reason": None,
+        "next_task_id": next_task,
+    }
+    return outcome
+
+
+async def heartbeat(
+    conn: Conn, namespace: str, task_id: str, req: HeartbeatActivityTask, default_lease_s: int
+) -> dict[str, Any]:
+    fenced = await fence(conn, namespace, task_id, req)
+    options = fenced.execution["options"] or {}
+    lease_s = int(options.get("start_to_close_timeout") or default_lease_s)
+    expires = await conn.fetchval(sql("extend_task_lease"), task_id, lease_s)
+    details = (
+        req.details
+        if isinstance(req.details, dict)
+        else ({"value": req.details} if req.details is not None else None)
+    )
+    row = await conn.fetchrow(
+        sql("record_activity_heartbeat"), fenced.execution["id"], req.activity_attempt_id, details
+    )
+    return {
+        "task_id": task_id,
+        "activity_attempt_id": req.activity_attempt_id,
+        "lease_owner": req.lease_owner,
+        "cancel_requested": bool(row["cancel_requested"]),
+        "can_continue": True,
+        "reason": None,
+        "heartbeat_recorded": True,
+        "lease_expires_at": wire.iso_z(expires),
+        "last_heartbeat_at": wire.iso_z(row["last_heartbeat_at"]),
+    }

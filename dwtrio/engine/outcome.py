@@ -1,0 +1,22 @@
+"""What a use case tells its caller to do after the transaction commits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+#: (namespace, task_queue, kind) where kind is "workflow" or "activity".
+QueueKey = tuple[str, str, str]
+
+
+@attrs.define
+class Outcome:
+    """The response body plus the task queues whose waiters must be woken after commit."""
+
+    body: dict[str, Any] = attrs.field(factory=dict)
+    status: int = 200
+    wakes: set[QueueKey] = attrs.field(factory=set)
+
+    def wake(self, namespace: str, task_queue: str, kind: str) -> None:
+        self.wakes.add((namespace, task_queue, kind))

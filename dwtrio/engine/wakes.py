@@ -1,0 +1,49 @@
+"""The wake rules: when a run gets its next workflow task.
+
+A run has at most one open (ready or leased) workflow task. A wake on a run
+with a ready task does nothing (that task will see the new history); with a
+leased task it sets ``wake_pending``, honoured when that task completes;
+otherwise it creates a ready task and asks the caller to wake the queue's
+pollers after commit.
+"""
+
+from __future__ import annotations
+
+from dwtrio.engine.outcome import Outcome
+from dwtrio.protocol.ids import new_id
+from dwtrio.store import runs
+from dwtrio.store.pool import Conn
+from dwtrio.store.queries import sql
+from dwtrio.store.runs import LockedRun
+
+
+async def create_workflow_task(conn: Conn, run: LockedRun, outcome: Outcome) -> str:
+    """Insert a ready workflow task for ``run`` (no open task may exist)."""
+    task_id = new_id()
+    await conn.execute(
+        sql("insert_workflow_task"),
+        task_id,
+        run.namespace,
+        run.task_queue,
+        run.id,
+        run.workflow_id,
+        run.workflow_type,
+        run.compatibility,
+        None,
+    )
+    outcome.wake(run.namespace, run.task_queue, "workflow")
+    return task_id
+
+
+async def request_wake(conn: Conn, run: LockedRun, outcome: Outcome) -> str | None:
+    """Apply a wake to a locked run; returns the id of a task it created, if any."""
+    if not run.is_open:
+        return None
+    state = await conn.fetchval(sql("open_workflow_task_state"), run.id)
+    if state == "ready":
+        return None
+    if state == "leased":
+        if not run.wake_pending:
+            await runs.set_wake_pending(conn, run.id, True)
+        return None
+    return await create_workflow_task(conn, run, outcome)

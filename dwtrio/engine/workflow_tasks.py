@@ -1,0 +1,444 @@
+"""Workflow tasks: claim, history pages, complete, fail, heartbeat.
+
+Every function here is a store operation (``async def op(conn, ...)``) that the
+HTTP layer runs with ``rt.store.transaction`` — one transaction and one bridge
+crossing per use case. They return plain bodies or an ``Outcome`` and never
+publish wakes themselves.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import attrs
+
+from dwtrio import wire
+from dwtrio.engine import activity_tasks
+from dwtrio.engine.outcome import Outcome
+from dwtrio.engine.wakes import create_workflow_task
+from dwtrio.errors import (
+    InvalidCommandsError,
+    InvalidPageTokenError,
+    LeaseExpiredError,
+    LeaseOwnerMismatchError,
+    RunClosedError,
+    TaskNotFoundError,
+    TaskNotLeasedError,
+    WorkflowTaskAttemptMismatchError,
+)
+from dwtrio.protocol.commands import (
+    CompleteWorkflow,
+    FailWorkflow,
+    ScheduleActivity,
+    parse_commands,
+)
+from dwtrio.protocol.ids import new_id
+from dwtrio.protocol.worker import CompleteWorkflowTask, FailWorkflowTask, WorkflowTaskLease
+from dwtrio.store import runs
+from dwtrio.store.history import EventRow, NewEvent, append_events, list_events
+from dwtrio.store.pool import Conn
+from dwtrio.store.queries import sql
+from dwtrio.store.runs import LockedRun
+
+WAITING_FOR_HISTORY = "WorkflowTaskWaitingForHistory"
+MAX_RETRY_BACKOFF_S = 60
+
+
+@attrs.frozen(kw_only=True)
+class ClaimParams:
+    namespace: str
+    task_queue: str
+    worker_id: str
+    poll_request_id: str | None
+    workflow_types: tuple[str, ...]
+    lease_s: int
+    page_size: int
+
+
+def encode_page_token(after_sequence: int) -> str:
+    return base64.b64encode(str(after_sequence).encode()).decode()
+
+
+def decode_page_token(token: str) -> int:
+    try:
+        value = base64.b64decode(token, validate=True).decode()
+        after = int(value)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidPageTokenError("The history page token is invalid.") from None
+    if after < 0:
+        raise InvalidPageTokenError("The history page token is invalid.")
+    return after
+
+
+def event_body(event: EventRow, namespace: str) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "sequence": event.sequence,
+        "event_type": event.event_type,
+        "namespace": namespace,
+        "payload": event.payload,
+        "workflow_task_id": event.workflow_task_id,
+        "workflow_command_id": event.workflow_command_id,
+        "recorded_at": wire.iso_z(event.recorded_at),
+    }
+
+
+def envelope(blob: str | None, codec: str | None = "avro") -> dict[str, str] | None:
+    return None if blob is None else {"codec": codec or "avro", "blob": blob}
+
+
+def blob_of(value: Any) -> str | None:
+    """The stored blob of a command payload (an envelope or a bare blob string)."""
+    if isinstance(value, dict):
+        blob = value.get("blob")
+        return blob if isinstance(blob, str) else None
+    return value if isinstance(value, str) else None
+
+
+async def _history_page(
+    conn: Conn, run_id: str, namespace: str, after: int, page_size: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    events = await list_events(conn, run_id, after, page_size + 1)
+    more = len(events) > page_size
+    events = events[:page_size]
+    token = encode_page_token(events[-1].sequence) if more and events else None
+    return [event_body(e, namespace) for e in events], token
+
+
+async def _task_body(conn: Conn, claimed: Any, params: ClaimParams) -> dict[str, Any] | None:
+    run = await conn.fetchrow(sql("read_run_for_task"), claimed["run_id"])
+    if run is None:
+        return None
+    await conn.execute(sql("mark_run_running"), run["id"])
+    events, token = await _history_page(conn, run["id"], params.namespace, 0, params.page_size)
+    return {
+        "task_id": claimed["id"],
+        "workflow_id": run["workflow_id"],
+        "run_id": run["id"],
+        "workflow_task_attempt": claimed["attempt"],
+        "workflow_type": run["workflow_type"],
+        "payload_codec": "avro",
+        "arguments": envelope(run["arguments"], run["payload_codec"]),
+        "run_status": "running",
+        "last_history_sequence": run["last_history_sequence"],
+        "total_history_events": run["last_history_sequence"],
+        "history_events": events,
+        "next_history_page_token": token,
+        "task_queue": params.task_queue,
+        "lease_owner": claimed["lease_owner"],
+        "lease_expires_at": wire.iso_z(claimed["lease_expires_at"]),
+    }
+
+
+async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[str, Any] | None:
+    """Lease the next workflow task of the queue and build its wire body, or None.
+
+    With ``replay_poll``, a task already leased to this ``poll_request_id`` is
+    returned again (the SDK retries a poll whose response it lost).
+    """
+    if replay_poll and params.poll_request_id:
+        again = await conn.fetchrow(
+            sql("find_polled_task"),
+            params.worker_id,
+            params.poll_request_id,
+            "workflow",
+            params.namespace,
+            params.task_queue,
+        )
+        if again is not None:
+            return await _task_body(conn, again, params)
+    claimed = await conn.fetchrow(
+        sql("claim_workflow_task"),
+        params.namespace,
+        params.task_queue,
+        params.worker_id,
+        params.poll_request_id,
+        list(params.workflow_types),
+        params.lease_s,
+    )
+    if claimed is None:
+        return None
+    return await _task_body(conn, claimed, params)
+
+
+async def release(conn: Conn, task: dict[str, Any]) -> tuple[str, str, str] | None:
+    """Undo a lease whose response could not be delivered; returns the queue to wake."""
+    row = await conn.fetchrow(
+        sql("release_task"), task["task_id"], task["workflow_task_attempt"], task["lease_owner"]
+    )
+    return None if row is None else (row["namespace"], row["task_queue"], row["kind"])
+
+
+# --- fencing -------------------------------------------------------------------------
+@attrs.frozen(kw_only=True)
+class FencedTask:
+    id: str
+    run_id: str
+    attempt: int
+    receipt: dict[str, Any] | None
+    failure_count: int
+
+
+async def fence(
+    conn: Conn,
+    namespace: str,
+    task_id: str,
+    lease: WorkflowTaskLease,
+    *,
+    allow_replay: bool = False,
+) -> FencedTask:
+    """Check the caller still owns the task's lease (worker-plane fencing order).
+
+    With ``allow_replay``, a task already completed by this same owner and
+    attempt is returned (with its receipt) instead of refused, so a re-sent
+    completion gets the original answer and is never applied twice.
+    """
+    row = await conn.fetchrow(sql("lock_task"), task_id)
+    fields = {"task_id": task_id, "workflow_task_attempt": lease.workflow_task_attempt}
+    if row is None or row["namespace"] != namespace or row["kind"] != "workflow":
+        raise TaskNotFoundError("Workflow task not found.", **fields)
+    task = FencedTask(
+        id=row["id"],
+        run_id=row["run_id"],
+        attempt=row["attempt"],
+        receipt=row["receipt"],
+        failure_count=row["failure_count"],
+    )
+    if row["state"] != "leased":
+        receipt = row["receipt"] or {}
+        if (
+            allow_replay
+            and row["state"] == "completed"
+            and receipt.get("lease_owner") == lease.lease_owner
+            and receipt.get("workflow_task_attempt") == lease.workflow_task_attempt
+        ):
+            return task
+        raise TaskNotLeasedError("Workflow task is not leased.", **fields)
+    if row["lease_expired"]:
+        raise LeaseExpiredError(
+            "Workflow task lease has expired.",
+            lease_owner=row["lease_owner"],
+            lease_expires_at=wire.iso_z(row["lease_expires_at"]),
+            **fields,
+        )
+    if row["lease_owner"] != lease.lease_owner:
+        raise LeaseOwnerMismatchError(
+            "Workflow task lease is owned by another worker.",
+            lease_owner=row["lease_owner"],
+            **fields,
+        )
+    if row["attempt"] != lease.workflow_task_attempt:
+        raise WorkflowTaskAttemptMismatchError(
+            "Workflow task attempt is not current.", current_attempt=row["attempt"], **fields
+        )
+    return task
+
+
+async def _lock_open_run(conn: Conn, task: FencedTask, lease: WorkflowTaskLease) -> LockedRun:
+    run = await runs.lock_run(conn, task.run_id)
+    if run is None or not run.is_open:
+        raise RunClosedError(
+            "The workflow run is closed.",
+            task_id=task.id,
+            workflow_task_attempt=lease.workflow_task_attempt,
+            run_status=None if run is None else run.status,
+            can_continue=False,
+        )
+    return run
+
+
+# --- completion ----------------------------------------------------------------------
+def _check_parallel(parallel: dict[str, Any], seq: int, index: int) -> None:
+    entries = parallel.get("parallel_group_path") or []
+    if "parallel_group_base_sequence" in parallel:
+        entries = [*entries, parallel]
+    for entry in entries:
+        base, idx = entry.get("parallel_group_base_sequence"), entry.get("parallel_group_index")
+        if isinstance(base, int) and isinstance(idx, int) and base + idx != seq:
+            raise InvalidCommandsError(
+                f"commands[{index}]: parallel group base {base} + index {idx} does not match "
+                f"step sequence {seq}."
+            )
+
+
+async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkflowTask) -> Outcome:
+    commands = parse_commands(req.commands)  # validate everything before mutating
+    task = await fence(conn, namespace, task_id, req, allow_replay=True)
+    if task.receipt is not None:
+        return Outcome(body=dict(task.receipt["body"]))
+    run = await _lock_open_run(conn, task, req)
+    outcome = Outcome()
+    events: list[NewEvent] = []
+    seq = run.last_step_sequence
+    created: list[str] = []
+    closed_as: tuple[str, str, str | None] | None = None  # status, reason, output
+    for index, command in enumerate(commands):
+        if isinstance(command, ScheduleActivity):
+            seq += 1
+            _check_parallel(command.parallel, seq, index)
+            event, task_created = await activity_tasks.schedule(conn, run, command, seq, outcome)
+            events.append(event)
+            created.append(task_created)
+        elif isinstance(command, CompleteWorkflow):
+            output = blob_of(command.result)
+            payload: dict[str, Any] = {"output": output, "payload_codec": "avro"}
+            events.append(NewEvent(event_type="WorkflowCompleted", payload=payload))
+            closed_as = ("completed", "completed", output)
+        elif isinstance(command, FailWorkflow):
+            events.append(
+                NewEvent(event_type="WorkflowFailed", payload=_failure_payload(run, command))
+            )
+            closed_as = ("failed", "failed", None)
+    events = [attrs.evolve(e, workflow_task_id=task.id) for e in events]
+    await append_events(conn, run.id, events)
+    if seq != run.last_step_sequence:
+        await conn.execute(sql("set_last_step_sequence"), run.id, seq)
+    if closed_as is not None:
+        status, reason, output = closed_as
+        await conn.execute(sql("close_run"), run.id, status, reason, output)
+        await conn.execute(sql("cancel_open_tasks_of_run"), run.id, task.id)
+        await conn.execute(sql("cancel_run_activities"), run.id)
+        outcome.wakes.clear()  # nothing it scheduled can run any more
+        created.clear()
+        run_status = status
+    else:
+        run_status = "waiting"
+        await runs.set_status(conn, run.id, "waiting")
+        if run.wake_pending:
+            await runs.set_wake_pending(conn, run.id, False)
+            created.append(await create_workflow_task(conn, run, outcome))
+    outcome.body = {
+        "task_id": task.id,
+        "workflow_task_attempt": req.workflow_task_attempt,
+        "outcome": "completed",
+        "recorded": True,
+        "run_id": run.id,
+        "run_status": run_status,
+        "created_task_ids": created,
+        "reason": None,
+    }
+    receipt = {
+        "lease_owner": req.lease_owner,
+        "workflow_task_attempt": req.workflow_task_attempt,
+        "body": outcome.body,
+    }
+    await conn.execute(sql("complete_task"), task.id, receipt)
+    return outcome
+
+
+def _failure_payload(run: LockedRun, command: FailWorkflow) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "message": command.message,
+        "exception_type": command.exception_type,
+        "exception_class": command.exception_class,
+        "exception": command.exception
+        or {
+            "type": command.exception_type,
+            "class": command.exception_class,
+            "message": command.message,
+        },
+        "non_retryable": command.non_retryable,
+        "failure_id": new_id(),
+        "source_kind": "workflow_run",
+        "source_id": run.id,
+        "failure_category": "application",
+    }
+    payload.update(command.details)
+    return payload
+
+
+# --- fail and heartbeat ------------------------------------------------------------
+async def fail(conn: Conn, namespace: str, task_id: str, req: FailWorkflowTask) -> Outcome:
+    """A worker gave up on a task. "Waiting for history" is a no-op completion."""
+    task = await fence(conn, namespace, task_id, req, allow_replay=True)
+    if task.receipt is not None:
+        return Outcome(body=dict(task.receipt["body"]))
+    run = await _lock_open_run(conn, task, req)
+    outcome = Outcome()
+    base = {
+        "task_id": task.id,
+        "workflow_task_attempt": req.workflow_task_attempt,
+        "recorded": True,
+    }
+    if req.failure.get("type") == WAITING_FOR_HISTORY:
+        next_task = None
+        await runs.set_status(conn, run.id, "waiting")
+        if run.wake_pending:
+            await runs.set_wake_pending(conn, run.id, False)
+            next_task = await create_workflow_task(conn, run, outcome)
+        outcome.body = {
+            **base,
+            "outcome": "waiting_for_history",
+            "reason": None,
+            "next_task_id": next_task,
+        }
+        receipt = {
+            "lease_owner": req.lease_owner,
+            "workflow_task_attempt": req.workflow_task_attempt,
+            "body": outcome.body,
+        }
+        await conn.execute(sql("complete_task"), task.id, receipt)
+        return outcome
+    # A genuine failure: re-offer the same task after an exponential backoff so a
+    # fixed deployment heals the run, without ever busy-looping.
+    backoff_s = min(2**task.failure_count, MAX_RETRY_BACKOFF_S)
+    failure = {
+        **req.failure,
+        "workflow_task_attempt": req.workflow_task_attempt,
+        "lease_owner": req.lease_owner,
+    }
+    await conn.execute(sql("reoffer_workflow_task"), task.id, backoff_s, failure)
+    await runs.set_status(conn, run.id, "waiting")
+    outcome.body = {
+        **base,
+        "outcome": "failed",
+        "reason": None,
+        "next_task_id": task.id,
+        "retry_after_seconds": backoff_s,
+    }
+    return outcome
+
+
+async def heartbeat(
+    conn: Conn, namespace: str, task_id: str, req: WorkflowTaskLease, lease_s: int
+) -> dict[str, Any]:
+    task = await fence(conn, namespace, task_id, req)
+    run = await runs.lock_run(conn, task.run_id)
+    if run is None or not run.is_open:
+        raise RunClosedError(
+            "The workflow run is closed.",
+            task_id=task_id,
+            lease_owner=req.lease_owner,
+            workflow_task_attempt=req.workflow_task_attempt,
+            renewed=False,
+            run_status=None if run is None else run.status,
+        )
+    expires = await conn.fetchval(sql("extend_task_lease"), task_id, lease_s)
+    return {
+        "task_id": task_id,
+        "lease_owner": req.lease_owner,
+        "workflow_task_attempt": req.workflow_task_attempt,
+        "renewed": True,
+        "lease_expires_at": wire.iso_z(expires),
+        "run_status": run.status,
+        "task_status": "leased",
+        "reason": None,
+    }
+
+
+async def history_page(
+    conn: Conn, namespace: str, task_id: str, token: str, req: WorkflowTaskLease, page_size: int
+) -> dict[str, Any]:
+    after = decode_page_token(token)
+    task = await fence(conn, namespace, task_id, req)
+    events, next_token = await _history_page(conn, task.run_id, namespace, after, page_size)
+    total = await conn.fetchval(sql("read_run_for_task"), task.run_id, column=7)
+    return {
+        "task_id": task_id,
+        "workflow_task_attempt": req.workflow_task_attempt,
+        "history_events": events,
+        "total_history_events": total,
+        "next_history_page_token": next_token,
+    }

@@ -1,0 +1,291 @@
+"""Workflow start (control-plane.md §5.1): one transaction per start.
+
+:func:`start_workflow` is a store operation (``async def op(conn, ...)``) run
+with ``rt.store.transaction``. It returns an :class:`Outcome` whose body and
+status are the HTTP answer for every start outcome, including the 409
+``rejected_duplicate`` (which must commit its command record, so it is not an
+exception). Errors that write nothing are raised: 409
+``workflow_id_reserved_in_namespace`` and 422 on a ``workflow_type`` mismatch.
+
+Lock order: a new start holds only its own new rows. A duplicate start reads
+the instance without locking it, then locks the current run and re-checks that
+it is still current, so it never holds the instance row while waiting for a
+run lock (continue-as-new may lock run then instance).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from dwtrio import wire
+from dwtrio.engine.outcome import Outcome
+from dwtrio.engine.wakes import create_workflow_task
+from dwtrio.errors import RetryableStoreError, ValidationFailedError, WorkflowIdReservedError
+from dwtrio.protocol.ids import new_id
+from dwtrio.store import runs
+from dwtrio.store import workflows as store
+from dwtrio.store.history import NewEvent, append_events
+from dwtrio.store.pool import Conn
+from dwtrio.store.runs import LockedRun
+
+COMMAND_SOURCE = "control_plane"
+STARTED_NEW = "started_new"
+RETURNED_EXISTING_ACTIVE = "returned_existing_active"
+REJECTED_DUPLICATE = "rejected_duplicate"
+INSTANCE_ALREADY_STARTED = "instance_already_started"
+#: Attempts to pin the current run of an existing instance while runs roll over.
+CURRENT_RUN_ATTEMPTS = 3
+
+
+@attrs.frozen(kw_only=True)
+class StartCommand:
+    """A validated start: the input is already the blob to store."""
+
+    namespace: str
+    workflow_id: str
+    workflow_type: str
+    task_queue: str
+    input_blob: str
+    business_key: str | None = None
+    memo: dict[str, Any] = attrs.field(factory=dict)
+    search_attributes: dict[str, Any] = attrs.field(factory=dict)
+    duplicate_policy: str = "fail"
+    execution_timeout_seconds: int | None = None
+    run_timeout_seconds: int | None = None
+
+
+def start_body(
+    *,
+    workflow_id: str,
+    run_id: str,
+    workflow_type: str,
+    namespace: str,
+    status: str,
+    business_key: str | None,
+    outcome: str,
+    rejection_reason: str | None = None,
+    message: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "workflow_id": workflow_id,
+        "run_id": run_id,
+        "workflow_type": workflow_type,
+        "namespace": namespace,
+        "status": status,
+        "business_key": business_key,
+        "payload_codec": "avro",
+        "outcome": outcome,
+        "reason": rejection_reason,
+        "rejection_reason": rejection_reason,
+        "command_status": "rejected" if rejection_reason else "accepted",
+        "command_source": COMMAND_SOURCE,
+    }
+    if message is not None:
+        body["message"] = message
+    return body
+
+
+async def start_workflow(conn: Conn, cmd: StartCommand) -> Outcome:
+    """Start ``cmd.workflow_id`` or answer for the instance that already has it.
+
+    Returns:
+        201 ``started_new`` (wakes the task queue), 200 ``returned_existing_active``
+        or 409 ``rejected_duplicate`` with reason ``instance_already_started``.
+
+    Raises:
+        WorkflowIdReservedError: the id belongs to another namespace.
+        ValidationFailedError: the id exists with another workflow type.
+        RetryableStoreError: the instance vanished or kept rolling over mid-start.
+    """
+    run_id = new_id()
+    inserted = await store.insert_instance(
+        conn,
+        workflow_id=cmd.workflow_id,
+        namespace=cmd.namespace,
+        workflow_type=cmd.workflow_type,
+        business_key=cmd.business_key,
+        execution_timeout_seconds=cmd.execution_timeout_seconds,
+        first_run_id=run_id,
+    )
+    if inserted:
+        return await _start_new(conn, cmd, run_id)
+    return await _start_existing(conn, cmd)
+
+
+async def _start_new(conn: Conn, cmd: StartCommand, run_id: str) -> Outcome:
+    times = await store.insert_run(
+        conn,
+        store.NewRun(
+            id=run_id,
+            workflow_id=cmd.workflow_id,
+            namespace=cmd.namespace,
+            run_number=1,
+            workflow_type=cmd.workflow_type,
+            business_key=cmd.business_key,
+            task_queue=cmd.task_queue,
+            arguments=cmd.input_blob,
+            memo=cmd.memo,
+            search_attributes=cmd.search_attributes,
+            run_timeout_seconds=cmd.run_timeout_seconds,
+        ),
+        None,
+    )
+    run = await runs.lock_run(conn, run_id)
+    assert run is not None  # inserted above, in this transaction
+    command_id = new_id()
+    await store.insert_command(
+        conn,
+        store.NewCommand(
+            id=command_id,
+            namespace=cmd.namespace,
+            workflow_id=cmd.workflow_id,
+            run_id=run_id,
+            command_type="start",
+            status="accepted",
+            outcome=STARTED_NEW,
+            workflow_type=cmd.workflow_type,
+            payload=cmd.input_blob,
+            command_sequence=await store.allocate_command_sequence(conn, run_id),
+            context={"duplicate_policy": cmd.duplicate_policy},
+        ),
+    )
+    ids = {
+        "workflow_command_id": command_id,
+        "workflow_instance_id": cmd.workflow_id,
+        "workflow_run_id": run_id,
+    }
+    common = {
+        "workflow_type": cmd.workflow_type,
+        "business_key": cmd.business_key,
+        "memo": cmd.memo,
+        "search_attributes": cmd.search_attributes,
+    }
+    await append_events(
+        conn,
+        run_id,
+        [
+            NewEvent(
+                event_type="StartAccepted",
+                payload={**ids, **common, "outcome": STARTED_NEW, "rejection_reason": None},
+                workflow_command_id=command_id,
+            ),
+            NewEvent(
+                event_type="WorkflowStarted",
+                payload={
+                    **ids,
+                    **common,
+                    "task_queue": cmd.task_queue,
+                    "execution_timeout_seconds": cmd.execution_timeout_seconds,
+                    "run_timeout_seconds": cmd.run_timeout_seconds,
+                    "execution_deadline_at": wire.iso_z(times.execution_deadline_at),
+                    "run_deadline_at": wire.iso_z(times.run_deadline_at),
+                    "continued_from_run_id": None,
+                },
+                workflow_command_id=command_id,
+            ),
+        ],
+    )
+    outcome = Outcome(status=201)
+    await create_workflow_task(conn, run, outcome)
+    outcome.body = start_body(
+        workflow_id=cmd.workflow_id,
+        run_id=run_id,
+        workflow_type=cmd.workflow_type,
+        namespace=cmd.namespace,
+        status=run.status,
+        business_key=cmd.business_key,
+        outcome=STARTED_NEW,
+    )
+    return outcome
+
+
+async def _lock_current_run(
+    conn: Conn, cmd: StartCommand
+) -> tuple[store.InstanceForStart, LockedRun]:
+    for _ in range(CURRENT_RUN_ATTEMPTS):
+        instance = await store.get_instance_for_start(conn, cmd.workflow_id)
+        if instance is None or instance.current_run_id is None:
+            break
+        if instance.namespace != cmd.namespace:
+            raise WorkflowIdReservedError(
+                f"Workflow id {cmd.workflow_id!r} is already in use; choose another id.",
+                workflow_id=cmd.workflow_id,
+            )
+        if instance.workflow_type != cmd.workflow_type:
+            raise ValidationFailedError(
+                {
+                    "workflow_type": [
+                        f"Workflow {cmd.workflow_id!r} already exists with workflow type "
+                        f"{instance.workflow_type!r}."
+                    ]
+                }
+            )
+        run = await runs.lock_run(conn, instance.current_run_id)
+        if run is not None and await store.get_current_run_id(conn, cmd.workflow_id) == run.id:
+            return instance, run
+    raise RetryableStoreError("The workflow instance changed during the start; retry.")
+
+
+async def _start_existing(conn: Conn, cmd: StartCommand) -> Outcome:
+    instance, run = await _lock_current_run(conn, cmd)
+    command = store.NewCommand(
+        id=new_id(),
+        namespace=cmd.namespace,
+        workflow_id=cmd.workflow_id,
+        run_id=run.id,
+        command_type="start",
+        status="accepted",
+        outcome=RETURNED_EXISTING_ACTIVE,
+        workflow_type=cmd.workflow_type,
+        payload=cmd.input_blob,
+        command_sequence=await store.allocate_command_sequence(conn, run.id),
+        context={"duplicate_policy": cmd.duplicate_policy},
+    )
+    body = {
+        "workflow_id": cmd.workflow_id,
+        "run_id": run.id,
+        "workflow_type": run.workflow_type,
+        "namespace": cmd.namespace,
+        "status": run.status,
+        "business_key": instance.business_key,
+    }
+    if cmd.duplicate_policy == "use-existing" and run.is_open:
+        await store.insert_command(conn, command)
+        return Outcome(body=start_body(**body, outcome=RETURNED_EXISTING_ACTIVE), status=200)
+    message = f"Workflow {cmd.workflow_id!r} has already been started."
+    command = attrs.evolve(
+        command,
+        status="rejected",
+        outcome=REJECTED_DUPLICATE,
+        rejection_reason=INSTANCE_ALREADY_STARTED,
+    )
+    await store.insert_command(conn, command)
+    await append_events(
+        conn,
+        run.id,
+        [
+            NewEvent(
+                event_type="StartRejected",
+                payload={
+                    "workflow_command_id": command.id,
+                    "workflow_instance_id": cmd.workflow_id,
+                    "workflow_run_id": run.id,
+                    "workflow_type": cmd.workflow_type,
+                    "outcome": REJECTED_DUPLICATE,
+                    "rejection_reason": INSTANCE_ALREADY_STARTED,
+                },
+                workflow_command_id=command.id,
+            )
+        ],
+    )
+    return Outcome(
+        body=start_body(
+            **body,
+            outcome=REJECTED_DUPLICATE,
+            rejection_reason=INSTANCE_ALREADY_STARTED,
+            message=message,
+        ),
+        status=409,
+    )

@@ -1,0 +1,58 @@
+"""Long-poll: register, claim, park until woken or the recheck interval, repeat.
+
+The claim itself is shielded from cancellation: once the database has leased a
+task, the poller either returns it or (if the client went away meanwhile)
+releases it again, so a task is never stranded on a poller that is gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import trio
+
+from dwtrio.engine.outcome import QueueKey
+from dwtrio.matching.waiters import WaiterSet
+
+T = TypeVar("T")
+
+
+async def poll_for_task(
+    waiters: WaiterSet,
+    key: QueueKey,
+    claim: Callable[[], Awaitable[T | None]],
+    release: Callable[[T], Awaitable[None]],
+    *,
+    timeout_s: float,
+    recheck_s: float,
+    draining: trio.Event,
+) -> T | None:
+    """Return a claimed task, or None when ``timeout_s`` passes (or the server drains).
+
+    Cancellation (client disconnect) while parked returns nothing and leases
+    nothing; cancellation right after a claim releases the claimed task.
+    """
+    with trio.move_on_after(max(timeout_s, 0.0)):
+        while True:
+            with waiters.register(key) as waiter:
+                with trio.CancelScope(shield=True):  # never abandon a committed lease
+                    task = await claim()
+                waiter.consumed = True
+                if task is not None:
+                    try:
+                        await trio.lowlevel.checkpoint()  # raises if the client has gone
+                    except BaseException:
+                        with trio.CancelScope(shield=True):
+                            await release(task)
+                        raise
+                    return task
+                if timeout_s <= 0 or draining.is_set():
+                    return None
+                waiter.consumed = False
+                with trio.move_on_after(recheck_s):
+                    await waiter.event.wait()
+                waiter.consumed = True
+                if draining.is_set():
+                    return None
+    return None

@@ -1,0 +1,94 @@
+"""Who is waiting for what: FIFO parked pollers per (namespace, task queue, kind).
+
+A poller registers a *fresh* ``trio.Event`` before it runs its claim query, so
+a wake that lands between the query and the wait is never lost (the event is
+already set when it starts waiting). A wake sets the oldest unset event of the
+queue: one new task wakes one poller, not the whole herd. A woken poller that
+leaves without claiming (timeout, disconnect) passes the wake on.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import attrs
+import trio
+
+from dwtrio.engine.outcome import QueueKey
+
+
+@attrs.frozen
+class WaiterStatistics:
+    queues: int
+    waiters: int
+    wakes_sent: int
+    wakes_unclaimed: int
+
+
+@attrs.define
+class Waiter:
+    event: trio.Event = attrs.field(factory=trio.Event)
+    #: Set by the poller once it has run a claim after being woken.
+    consumed: bool = False
+
+
+@attrs.define
+class WaiterSet:
+    _queues: dict[QueueKey, OrderedDict[int, Waiter]] = attrs.field(factory=dict)
+    _next_id: int = 0
+    _wakes_sent: int = 0
+    _wakes_unclaimed: int = 0
+
+    @contextmanager
+    def register(self, key: QueueKey) -> Iterator[Waiter]:
+        """Park a waiter on ``key`` for the duration of the block (FIFO order)."""
+        self._next_id += 1
+        token = self._next_id
+        waiter = Waiter()
+        queue = self._queues.setdefault(key, OrderedDict())
+        queue[token] = waiter
+        try:
+            yield waiter
+        finally:
+            queue.pop(token, None)
+            if not queue:
+                self._queues.pop(key, None)
+            if waiter.event.is_set() and not waiter.consumed:
+                # Woken but leaving without looking: hand the wake to the next poller.
+                self.wake(key)
+
+    def wake(self, key: QueueKey, count: int = 1) -> int:
+        """Wake up to ``count`` parked waiters on ``key``; returns how many were woken."""
+        queue = self._queues.get(key)
+        woken = 0
+        if queue:
+            for waiter in queue.values():
+                if woken >= count:
+                    break
+                if not waiter.event.is_set():
+                    waiter.event.set()
+                    woken += 1
+        self._wakes_sent += woken
+        if woken < count:
+            self._wakes_unclaimed += count - woken
+        return woken
+
+    def wake_all(self) -> None:
+        """Wake every parked waiter (the server is draining)."""
+        for queue in self._queues.values():
+            for waiter in queue.values():
+                waiter.event.set()
+                waiter.consumed = True  # nobody to pass it on to
+
+    def waiting(self, key: QueueKey) -> int:
+        return len(self._queues.get(key, ()))
+
+    def statistics(self) -> WaiterStatistics:
+        return WaiterStatistics(
+            queues=len(self._queues),
+            waiters=sum(len(q) for q in self._queues.values()),
+            wakes_sent=self._wakes_sent,
+            wakes_unclaimed=self._wakes_unclaimed,
+        )

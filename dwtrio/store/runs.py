@@ -1,0 +1,42 @@
+"""Run rows as the engine sees them (locked for the duration of a use case)."""
+
+from __future__ import annotations
+
+import attrs
+
+from dwtrio.store.pool import Conn
+from dwtrio.store.queries import sql
+
+OPEN_STATUSES = frozenset({"pending", "running", "waiting"})
+
+
+@attrs.frozen(kw_only=True)
+class LockedRun:
+    id: str
+    workflow_id: str
+    namespace: str
+    workflow_type: str
+    task_queue: str
+    status: str
+    wake_pending: bool
+    last_step_sequence: int
+    payload_codec: str | None
+    arguments: str | None
+    compatibility: str | None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+
+async def lock_run(conn: Conn, run_id: str) -> LockedRun | None:
+    row = await conn.fetchrow(sql("lock_run"), run_id)
+    return None if row is None else LockedRun(**dict(row))
+
+
+async def set_status(conn: Conn, run_id: str, status: str) -> None:
+    await conn.execute(sql("set_run_status"), run_id, status)
+
+
+async def set_wake_pending(conn: Conn, run_id: str, pending: bool) -> None:
+    await conn.execute(sql("set_wake_pending"), run_id, pending)

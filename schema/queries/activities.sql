@@ -1,0 +1,105 @@
+-- name: insert_activity_execution
+-- A scheduled activity (one row across all its attempts).
+INSERT INTO activity_executions (
+    id, run_id, workflow_id, namespace, sequence, activity_type, task_queue, payload_codec,
+    arguments, retry_policy, options, parallel,
+    schedule_to_start_deadline_at, schedule_to_close_deadline_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, 'avro', $8, $9, $10, $11,
+        now() + make_interval(secs => $12), now() + make_interval(secs => $13));
+
+-- name: claim_activity_task
+-- Lease the oldest ready activity task on a queue; the lease follows start_to_close if set.
+WITH next AS (
+    SELECT id FROM workflow_tasks
+     WHERE namespace = $1 AND task_queue = $2 AND kind = 'activity' AND state = 'ready'
+       AND available_at <= now()
+       AND (cardinality($5::text[]) = 0 OR activity_type = ANY($5::text[]))
+     ORDER BY available_at, id
+     LIMIT 1
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE workflow_tasks t
+   SET state = 'leased', lease_owner = $3, poll_request_id = $4, leased_at = now(),
+       lease_expires_at = now() + make_interval(
+           secs => COALESCE((e.options ->> 'start_to_close_timeout')::int, $6)),
+       updated_at = now()
+  FROM next, activity_executions e
+ WHERE t.id = next.id AND e.id = t.activity_execution_id
+RETURNING t.id, t.run_id, t.activity_execution_id, t.lease_owner, t.lease_expires_at;
+
+-- name: lock_activity_execution
+-- Lock an activity execution with what attempts and events need.
+SELECT id, run_id, workflow_id, namespace, sequence, activity_type, task_queue, status, arguments,
+       retry_policy, options, parallel, attempt_count, current_attempt_id
+  FROM activity_executions
+ WHERE id = $1
+   FOR UPDATE;
+
+-- name: start_activity_attempt
+-- Record a new attempt and make it current.
+WITH attempt AS (
+    INSERT INTO activity_attempts (id, activity_execution_id, run_id, task_id, attempt_number, lease_owner)
+    VALUES ($1, $2, $3, $4, $5, $6)
+)
+UPDATE activity_executions
+   SET attempt_count = $5, current_attempt_id = $1, status = 'running',
+       started_at = COALESCE(started_at, now()), updated_at = now()
+ WHERE id = $2;
+
+-- name: set_task_attempt
+-- Point an activity task at its current attempt.
+UPDATE workflow_tasks SET activity_attempt_id = $2, attempt = $3, updated_at = now() WHERE id = $1;
+
+-- name: get_activity_attempt
+-- One attempt, for fencing.
+SELECT id, activity_execution_id, task_id, attempt_number, status, lease_owner
+  FROM activity_attempts WHERE id = $1;
+
+-- name: close_activity_attempt
+-- Close an attempt with its outcome.
+UPDATE activity_attempts SET status = $2, failure = $3, closed_at = now() WHERE id = $1;
+
+-- name: close_activity_execution
+-- Close an execution with its terminal outcome.
+UPDATE activity_executions
+   SET status = $2, result = $3, failure = $4, closed_at = now(), updated_at = now()
+ WHERE id = $1;
+
+-- name: schedule_activity_retry
+-- The attempt failed and will be retried: the task becomes ready after the backoff.
+WITH exec AS (
+    UPDATE activity_executions SET status = 'pending', updated_at = now() WHERE id = $2
+)
+UPDATE workflow_tasks
+   SET state = 'ready', lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL,
+       poll_request_id = NULL, activity_attempt_id = NULL,
+       available_at = now() + make_interval(secs => $3), updated_at = now()
+ WHERE id = $1
+RETURNING available_at;
+
+-- name: record_activity_heartbeat
+-- A heartbeat: keep the details and the time.
+WITH attempt AS (
+    UPDATE activity_attempts SET last_heartbeat_at = now() WHERE id = $2
+)
+UPDATE activity_executions
+   SET heartbeat_details = $3, last_heartbeat_at = now(), updated_at = now()
+ WHERE id = $1
+RETURNING cancel_requested, last_heartbeat_at;
+
+-- name: cancel_run_activities
+-- A run closed: open activity executions are cancelled.
+UPDATE activity_executions SET status = 'cancelled', closed_at = now(), updated_at = now()
+ WHERE run_id = $1 AND status IN ('pending', 'running');
+
+-- name: count_settled_steps
+-- How many steps of a run in a sequence range have reached a terminal state.
+SELECT (SELECT count(*) FROM activity_executions
+         WHERE run_id = $1 AND sequence BETWEEN $2 AND $3
+           AND status IN ('completed', 'failed', 'timed_out', 'cancelled'))
+     + (SELECT count(*) FROM timers
+         WHERE run_id = $1 AND sequence BETWEEN $2 AND $3 AND state = 'fired');
+
+-- name: expire_activity_attempt
+-- A lease expired or could not be delivered: that attempt is over.
+UPDATE activity_attempts SET status = 'expired', closed_at = now() WHERE id = $1 AND status = 'running';

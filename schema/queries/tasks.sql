@@ -1,0 +1,104 @@
+-- name: open_workflow_task_state
+-- State of the run's open (ready or leased) workflow task, if any.
+SELECT state FROM workflow_tasks
+ WHERE run_id = $1 AND kind = 'workflow' AND state IN ('ready', 'leased');
+
+-- name: insert_workflow_task
+-- Create a ready workflow task for a run.
+INSERT INTO workflow_tasks (id, namespace, task_queue, kind, run_id, workflow_id, workflow_type,
+                            compatibility, available_at)
+VALUES ($1, $2, $3, 'workflow', $4, $5, $6, $7, COALESCE($8, now()));
+
+-- name: insert_activity_task
+-- Create a ready activity task for an activity execution.
+INSERT INTO workflow_tasks (id, namespace, task_queue, kind, run_id, workflow_id, workflow_type,
+                            activity_type, activity_execution_id, available_at)
+VALUES ($1, $2, $3, 'activity', $4, $5, $6, $7, $8, COALESCE($9, now()));
+
+-- name: claim_workflow_task
+-- Lease the oldest ready workflow task on a queue (optionally of the worker's types).
+WITH next AS (
+    SELECT id FROM workflow_tasks
+     WHERE namespace = $1 AND task_queue = $2 AND kind = 'workflow' AND state = 'ready'
+       AND available_at <= now()
+       AND (cardinality($5::text[]) = 0 OR workflow_type = ANY($5::text[]))
+     ORDER BY available_at, id
+     LIMIT 1
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE workflow_tasks t
+   SET state = 'leased', lease_owner = $3, poll_request_id = $4, leased_at = now(),
+       lease_expires_at = now() + make_interval(secs => $6), attempt = t.attempt + 1,
+       updated_at = now()
+  FROM next
+ WHERE t.id = next.id
+RETURNING t.id, t.run_id, t.attempt, t.lease_owner, t.lease_expires_at;
+
+-- name: find_polled_task
+-- The task a poll with this poll_request_id already leased (poll retries).
+SELECT id, run_id, attempt, lease_owner, lease_expires_at, activity_attempt_id
+  FROM workflow_tasks
+ WHERE lease_owner = $1 AND poll_request_id = $2 AND state = 'leased' AND kind = $3
+   AND namespace = $4 AND task_queue = $5 AND lease_expires_at > now();
+
+-- name: lock_task
+-- Lock a task for fencing and read its lease.
+SELECT id, namespace, task_queue, kind, run_id, workflow_id, state, lease_owner, lease_expires_at,
+       lease_expires_at <= now() AS lease_expired, attempt, activity_execution_id,
+       activity_attempt_id, receipt, failure_count
+  FROM workflow_tasks
+ WHERE id = $1
+   FOR UPDATE;
+
+-- name: complete_task
+-- Close a task as completed, remembering the accepted completion for re-sends.
+UPDATE workflow_tasks
+   SET state = 'completed', completed_at = now(), receipt = $2, lease_expires_at = NULL,
+       updated_at = now()
+ WHERE id = $1;
+
+-- name: reoffer_workflow_task
+-- Put a failed workflow task back after a backoff; the attempt counter keeps growing.
+UPDATE workflow_tasks
+   SET state = 'ready', lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL,
+       poll_request_id = NULL, available_at = now() + make_interval(secs => $2),
+       failure = $3, failure_count = failure_count + 1, updated_at = now()
+ WHERE id = $1;
+
+-- name: release_task
+-- Undo a lease that could not be delivered (the poller went away).
+UPDATE workflow_tasks
+   SET state = 'ready', lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL,
+       poll_request_id = NULL, attempt = attempt - 1, updated_at = now()
+ WHERE id = $1 AND state = 'leased' AND attempt = $2 AND lease_owner = $3
+RETURNING namespace, task_queue, kind;
+
+-- name: extend_task_lease
+-- Extend a lease by n seconds from now.
+UPDATE workflow_tasks
+   SET lease_expires_at = now() + make_interval(secs => $2), updated_at = now()
+ WHERE id = $1
+RETURNING lease_expires_at;
+
+-- name: cancel_open_tasks_of_run
+-- A run closed: cancel its ready/leased tasks (the closing task itself is completed separately).
+UPDATE workflow_tasks
+   SET state = 'cancelled', lease_expires_at = NULL, updated_at = now()
+ WHERE run_id = $1 AND state IN ('ready', 'leased') AND id <> $2;
+
+-- name: expire_leases
+-- Task repair: leases past their expiry become ready again (returns the old attempt id).
+WITH expired AS (
+    SELECT id, activity_attempt_id FROM workflow_tasks
+     WHERE state = 'leased' AND lease_expires_at <= now()
+     ORDER BY lease_expires_at
+     LIMIT $1
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE workflow_tasks t
+   SET state = 'ready', lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL,
+       poll_request_id = NULL, repair_count = t.repair_count + 1, available_at = now(),
+       activity_attempt_id = NULL, updated_at = now()
+  FROM expired
+ WHERE t.id = expired.id
+RETURNING t.id, t.namespace, t.task_queue, t.kind, expired.activity_attempt_id;

@@ -1,0 +1,57 @@
+-- name: upsert_worker_registration
+-- Register (or re-register) a worker; a re-registration reactivates it.
+INSERT INTO worker_registrations (
+    namespace, worker_id, task_queue, runtime, sdk_version, build_id,
+    supported_workflow_types, supported_activity_types, workflow_definition_fingerprints,
+    workflow_command_contracts, capabilities, capability_manifest, task_slots, process_metrics,
+    max_concurrent_workflow_tasks, max_concurrent_activity_tasks, max_concurrent_worker_sessions,
+    heartbeat_interval_seconds, status, last_heartbeat_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, 'active', now())
+ON CONFLICT (namespace, worker_id) DO UPDATE SET
+    task_queue = EXCLUDED.task_queue, runtime = EXCLUDED.runtime, sdk_version = EXCLUDED.sdk_version,
+    build_id = EXCLUDED.build_id, supported_workflow_types = EXCLUDED.supported_workflow_types,
+    supported_activity_types = EXCLUDED.supported_activity_types,
+    workflow_definition_fingerprints = EXCLUDED.workflow_definition_fingerprints,
+    workflow_command_contracts = EXCLUDED.workflow_command_contracts,
+    capabilities = EXCLUDED.capabilities, capability_manifest = EXCLUDED.capability_manifest,
+    task_slots = EXCLUDED.task_slots, process_metrics = EXCLUDED.process_metrics,
+    max_concurrent_workflow_tasks = EXCLUDED.max_concurrent_workflow_tasks,
+    max_concurrent_activity_tasks = EXCLUDED.max_concurrent_activity_tasks,
+    max_concurrent_worker_sessions = EXCLUDED.max_concurrent_worker_sessions,
+    heartbeat_interval_seconds = EXCLUDED.heartbeat_interval_seconds,
+    status = 'active', deregistered_at = NULL, last_heartbeat_at = now(), updated_at = now();
+
+-- name: ensure_worker_registration
+-- Treat an unknown worker that polls a queue as registered for it (implicit registration).
+INSERT INTO worker_registrations (namespace, worker_id, task_queue, last_heartbeat_at)
+VALUES ($1, $2, $3, now())
+ON CONFLICT (namespace, worker_id) DO UPDATE SET
+    last_heartbeat_at = now(),
+    status = CASE WHEN worker_registrations.status = 'deregistered' THEN 'active'
+                  ELSE worker_registrations.status END,
+    updated_at = now()
+RETURNING supported_workflow_types, supported_activity_types;
+
+-- name: heartbeat_worker
+-- Record a worker heartbeat; no row back means the worker is unknown.
+UPDATE worker_registrations
+   SET last_heartbeat_at = now(), task_slots = COALESCE($3, task_slots),
+       process_metrics = COALESCE($4, process_metrics), updated_at = now(),
+       status = CASE WHEN status = 'deregistered' THEN 'active' ELSE status END
+ WHERE namespace = $1 AND worker_id = $2
+RETURNING heartbeat_interval_seconds;
+
+-- name: deregister_worker
+-- Mark a worker deregistered; no row back means it is unknown.
+UPDATE worker_registrations
+   SET status = 'deregistered', deregistered_at = now(), updated_at = now()
+ WHERE namespace = $1 AND worker_id = $2
+RETURNING worker_id;
+
+-- name: release_worker_workflow_tasks
+-- Put every workflow task leased to a worker back to ready (attempt kept).
+UPDATE workflow_tasks
+   SET state = 'ready', lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL,
+       poll_request_id = NULL, available_at = now(), updated_at = now()
+ WHERE namespace = $1 AND lease_owner = $2 AND state = 'leased' AND kind = 'workflow'
+RETURNING task_queue;
