@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import attrs
 
+from dwtrio.protocol import commands
 from dwtrio.settings import Settings
 
 __all__ = [
@@ -329,9 +330,9 @@ KNOWN_WORKFLOW_TASK_COMMANDS: Final[tuple[str, ...]] = (
     TERMINAL_WORKFLOW_TASK_COMMANDS + NON_TERMINAL_WORKFLOW_TASK_COMMANDS
 )
 
-#: Workflow-task commands the engine applies today. Advertised commands are
-#: derived from this; extend it only together with the engine.
-IMPLEMENTED_WORKFLOW_TASK_COMMANDS: Final[tuple[str, ...]] = ()
+#: Workflow-task commands the engine applies today: exactly the command types the
+#: grammar in ``dwtrio.protocol.commands`` parses, so the two cannot drift.
+IMPLEMENTED_WORKFLOW_TASK_COMMANDS: Final[tuple[str, ...]] = commands.IMPLEMENTED
 
 #: ``server_capabilities`` keys that change SDK behaviour strictly (a wrong
 #: shape aborts worker start or breaks every payload call). dwtrio implements
@@ -861,4 +862,12 @@ def build_cluster_info(
 
 #: What this build of dwtrio implements end to end. Flip a flag only in the
 #: change that makes the feature work (and test it through the real SDK).
-SERVER_FEATURES = Features()
+SERVER_FEATURES = Features(
+    workflow_tasks=True,
+    activity_tasks=True,
+    activity_retry_policy=True,
+    non_retryable_failures=True,
+    payload_codec_envelope=True,
+    payload_codec_envelope_responses=True,
+    poll_request_idempotency=True,
+)

@@ -192,11 +192,14 @@ def test_worker_protocol_version_comes_from_settings() -> None:
 # --- workflow task commands ------------------------------------------------------------
 
 
-def test_no_workflow_task_commands_are_implemented_yet() -> None:
-    assert IMPLEMENTED_WORKFLOW_TASK_COMMANDS == ()
-    caps = make_info()["worker_protocol"]["server_capabilities"]
-    assert caps["supported_workflow_task_commands"] == []
-    assert worker_server_capabilities(make_settings())["supported_workflow_task_commands"] == []
+def test_advertised_commands_are_exactly_what_the_engine_parses() -> None:
+    from dwtrio.protocol.commands import PARSERS
+
+    assert set(IMPLEMENTED_WORKFLOW_TASK_COMMANDS) == set(PARSERS)
+    caps = worker_server_capabilities(make_settings())
+    assert set(caps["supported_workflow_task_commands"]) == set(PARSERS)
+    # terminal commands first
+    assert caps["supported_workflow_task_commands"][:2] == ["complete_workflow", "fail_workflow"]
 
 
 def test_advertised_commands_follow_implementation_terminal_first() -> None:
