@@ -131,8 +131,15 @@ def _wid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-async def _run_one(url: str, token: str, workflow_type: str, args: list[Any], queue: str) -> dict[str, Any]:
-    """Start one workflow, run a worker until it closes, return its result or error."""
+async def _run_one(
+    url: str, token: str, workflow_type: str, args: list[Any], queue: str, *, quickstart: bool = False
+) -> dict[str, Any]:
+    """Start one workflow, run a worker until it closes, return its result or error.
+
+    ``quickstart`` drives the worker with ``run_until`` exactly like the SDK
+    README; otherwise the worker runs its concurrent pollers (``run``), which is
+    how real deployments run and what parallel activities need to overlap.
+    """
     async with Client(url, token=token, namespace="default") as client:
         worker = Worker(
             client, task_queue=queue, workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES, poll_timeout=5
@@ -142,12 +149,20 @@ async def _run_one(url: str, token: str, workflow_type: str, args: list[Any], qu
         handle = await client.start_workflow(
             workflow_type=workflow_type, workflow_id=workflow_id, task_queue=queue, input=args
         )
-        await worker.run_until(workflow_id=workflow_id, timeout=30.0)
         out: dict[str, Any] = {"workflow_id": workflow_id, "run_id": handle.run_id}
+        runner = None
+        if quickstart:
+            await worker.run_until(workflow_id=workflow_id, timeout=30.0)
+        else:
+            runner = asyncio.create_task(worker.run())
         try:
-            out["result"] = await client.get_result(handle, timeout=10.0)
+            out["result"] = await client.get_result(handle, timeout=30.0, poll_interval=0.1)
         except WorkflowFailed as exc:
             out["error"] = {"type": type(exc).__name__, "message": str(exc), "exception_class": exc.exception_class}
+        finally:
+            if runner is not None:
+                await worker.stop()
+                await asyncio.gather(runner, return_exceptions=True)
         out["elapsed_s"] = time.monotonic() - started
         return out
 
@@ -198,7 +213,7 @@ async def scenario_duplicate(url: str, token: str) -> dict[str, Any]:
 async def main(scenario: str, url: str, token: str) -> dict[str, Any]:
     queue = f"q-{uuid.uuid4().hex[:8]}"
     if scenario == "greeter":
-        return await _run_one(url, token, "greeter", ["world"], queue)
+        return await _run_one(url, token, "greeter", ["world"], queue, quickstart=True)
     if scenario == "pipeline":
         return await _run_one(url, token, "pipeline", [5], queue)
     if scenario == "fanout":
