@@ -106,6 +106,25 @@ async def _watch_signals(stop: trio.Event, *, task_status: Any = trio.TASK_STATU
             stop.set()
 
 
+def shield_sends(app: Any) -> Any:
+    """ASGI wrapper: the app's ``send`` calls cannot be cancelled.
+
+    Hypercorn re-arms a connection's idle timer inside the final ``send`` of a
+    response, which Quart-Trio runs in the request nursery it then cancels; a
+    cancelled send leaves idle keep-alive connections open forever, so every
+    shutdown would wait the whole graceful timeout while any client is connected.
+    """
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        async def shielded_send(message: Any) -> None:
+            with trio.CancelScope(shield=True):  # see the docstring: sends must complete
+                await send(message)
+
+        await app(scope, receive, shielded_send)
+
+    return asgi
+
+
 async def serve(
     settings: Settings,
     dsn: str,
@@ -116,43 +135,59 @@ async def serve(
     bootstrap_first: bool | None = None,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until ``stop`` is set (or a signal arrives); reports the bound URLs when listening."""
+    """Serve until ``stop`` is set (or a signal arrives); reports the bound URLs when listening.
+
+    A stop that arrives while still starting (bootstrap retries, pool opening)
+    cancels the startup at once; once serving, a stop drains gracefully.
+    """
     stop = trio.Event() if stop is None else stop
-    async with trio_asyncio.open_loop():
-        if settings.auto_bootstrap if bootstrap_first is None else bootstrap_first:
-            report = await bootstrap(settings, dsn)
-            if report.applied:
-                log.info("applied migrations: %s", ", ".join(report.applied))
-        async with open_store(
-            dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
-        ) as store:
-            rt = Runtime.build(settings, store)
-            app = create_app(rt)
+    serving = False
+    async with trio.open_nursery() as root:
+        if handle_signals:
+            await root.start(_watch_signals, stop)
+        with trio.CancelScope() as startup:
 
-            async def drain() -> None:
+            async def cancel_startup_on_stop() -> None:
                 await stop.wait()
-                rt.drain()
+                if not serving:
+                    startup.cancel()
 
-            async with trio.open_nursery() as nursery:  # the supervisor nursery
-                await supervisor.start_all(nursery, rt)
-                if handle_signals:
-                    await nursery.start(_watch_signals, stop)
+            root.start_soon(cancel_startup_on_stop)
+            async with trio_asyncio.open_loop():
+                if settings.auto_bootstrap if bootstrap_first is None else bootstrap_first:
+                    report = await bootstrap(settings, dsn)
+                    if report.applied:
+                        log.info("applied migrations: %s", ", ".join(report.applied))
+                async with open_store(
+                    dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
+                ) as store:
+                    rt = Runtime.build(settings, store)
+                    app = shield_sends(create_app(rt))
 
-                async def run_http(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-                    try:
-                        await worker_serve(
-                            wrap_app(app, 0, "asgi"),
-                            hypercorn_config(settings),
-                            sockets=sockets,
-                            shutdown_trigger=drain,
-                            task_status=task_status,
-                        )
-                    finally:
-                        nursery.cancel_scope.cancel()
+                    async def drain() -> None:
+                        await stop.wait()
+                        rt.drain()
 
-                binds = await nursery.start(run_http)
-                log.info("dwtrio serving on %s", ", ".join(binds))
-                task_status.started(binds)
+                    async with trio.open_nursery() as nursery:  # the supervisor nursery
+
+                        async def run_http(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                            try:
+                                await worker_serve(
+                                    wrap_app(app, 0, "asgi"),
+                                    hypercorn_config(settings),
+                                    sockets=sockets,
+                                    shutdown_trigger=drain,
+                                    task_status=task_status,
+                                )
+                            finally:
+                                nursery.cancel_scope.cancel()
+
+                        await supervisor.start_all(nursery, rt)
+                        binds = await nursery.start(run_http)
+                        serving = True
+                        log.info("dwtrio serving on %s", ", ".join(binds))
+                        task_status.started(binds)
+        root.cancel_scope.cancel()  # the signal watcher and the startup guard
 
 
 def _serve_process(settings: Settings, dsn: str, sockets: Sockets) -> None:
@@ -164,8 +199,15 @@ def _serve_process(settings: Settings, dsn: str, sockets: Sockets) -> None:
     )
 
 
+def _exit_on_sigterm(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run(settings: Settings) -> None:
     """`dwtrio serve`: run until SIGTERM/SIGINT, owning any embedded Postgres."""
+    # Until trio installs its own handler, SIGTERM unwinds normally (stopping an
+    # embedded Postgres) instead of killing the process outright.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with database(settings) as dsn:
         if settings.workers == 1:
             trio.run(partial(serve, settings, dsn, handle_signals=True))

@@ -110,7 +110,7 @@ MAGIC: Final = b"\xc3\x01"
 HEADER: Final = MAGIC + SCHEMA_FINGERPRINT
 #: ``encode([])``: what a start without arguments stores.
 EMPTY_LIST_BLOB: Final = "wwHioz3/VYAiNwwA"
-#: Deepest array/map nesting accepted (the SDK's own recursive codec stops near 1000).
+#: Most nested arrays/maps accepted (the SDK's own recursive codec stops near 1000).
 MAX_DEPTH: Final = 512
 
 _NS = "durable_workflow.protocol."
@@ -118,6 +118,7 @@ _BOOL, _LONG, _DOUBLE = _NS + "BooleanValue", _NS + "LongValue", _NS + "DoubleVa
 _BYTES, _STRING = _NS + "BytesValue", _NS + "StringValue"
 _ARRAY, _MAP = _NS + "ArrayValue", _NS + "MapValue"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_SCALAR_FIELDS: Final = {_BOOL: "boolean", _LONG: "long", _BYTES: "bytes", _STRING: "string"}
 
 
 # --- encode ------------------------------------------------------------------------
@@ -132,65 +133,82 @@ def encode(value: Any, *, field: str = "payload") -> str:
     Raises:
         InvalidPayloadError: the value (at ``field``) has no Avro Value form.
     """
-    datum = _to_datum(value, field, 0)
+    datum = _to_datum(value, field)
     buffer = io.BytesIO()
     buffer.write(HEADER)
     schemaless_writer(buffer, _PARSED, datum)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _to_datum(value: Any, field: str, depth: int) -> dict[str, Any]:
-    if depth > MAX_DEPTH:
-        raise InvalidPayloadError(
-            field,
-            f"The {field} value is nested deeper than {MAX_DEPTH} levels.",
-            problem="payload_too_deep",
-        )
-    branch: tuple[str, dict[str, Any]] | None
-    if value is None:
-        branch = None
-    elif isinstance(value, bool):
-        branch = (_BOOL, {"boolean": value})
-    elif isinstance(value, int):
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise InvalidPayloadError(
-                field,
-                f"The {field} value contains an integer outside the signed 64-bit range.",
-                problem="integer_overflow",
-            )
-        branch = (_LONG, {"long": value})
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidPayloadError(
-                field,
-                f"The {field} value contains a non-finite number.",
-                problem="non_finite_float",
-            )
-        branch = (_DOUBLE, {"double": value})
-    elif isinstance(value, bytes):
-        branch = (_BYTES, {"bytes": value})
-    elif isinstance(value, str):
-        branch = (_STRING, {"string": value})
-    elif isinstance(value, list | tuple):
-        branch = (_ARRAY, {"items": [_to_datum(v, field, depth + 1) for v in value]})
-    elif isinstance(value, Mapping):
-        entries: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
+def _too_deep(field: str) -> InvalidPayloadError:
+    return InvalidPayloadError(
+        field,
+        f"The {field} value is nested deeper than {MAX_DEPTH} levels.",
+        problem="payload_too_deep",
+    )
+
+
+def _to_datum(value: Any, field: str) -> dict[str, Any]:
+    """The fastavro datum of ``value`` (iterative: nesting costs no Python stack)."""
+    root: list[Any] = [None]
+    # (where to put the datum, slot, value, number of enclosing containers)
+    stack: list[tuple[Any, Any, Any, int]] = [(root, 0, value, 0)]
+    while stack:
+        holder, slot, item, depth = stack.pop()
+        branch: tuple[str, dict[str, Any]] | None
+        if item is None:
+            branch = None
+        elif isinstance(item, bool):
+            branch = (_BOOL, {"boolean": item})
+        elif isinstance(item, int):
+            if not _INT64_MIN <= item <= _INT64_MAX:
                 raise InvalidPayloadError(
                     field,
-                    f"The {field} value has a map key that is not a string.",
-                    problem="invalid_map_key",
+                    f"The {field} value contains an integer outside the signed 64-bit range.",
+                    problem="integer_overflow",
                 )
-            entries[key] = _to_datum(item, field, depth + 1)
-        branch = (_MAP, {"entries": entries})
-    else:
-        raise InvalidPayloadError(
-            field,
-            f"The {field} value contains a {type(value).__name__}, which has no Avro Value form.",
-            problem="unsupported_value_type",
-        )
-    return {"value": branch}
+            branch = (_LONG, {"long": item})
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidPayloadError(
+                    field,
+                    f"The {field} value contains a non-finite number.",
+                    problem="non_finite_float",
+                )
+            branch = (_DOUBLE, {"double": item})
+        elif isinstance(item, bytes):
+            branch = (_BYTES, {"bytes": item})
+        elif isinstance(item, str):
+            branch = (_STRING, {"string": item})
+        elif isinstance(item, list | tuple):
+            if depth >= MAX_DEPTH:
+                raise _too_deep(field)
+            items: list[Any] = [None] * len(item)
+            branch = (_ARRAY, {"items": items})
+            stack.extend((items, i, v, depth + 1) for i, v in enumerate(item))
+        elif isinstance(item, Mapping):
+            if depth >= MAX_DEPTH:
+                raise _too_deep(field)
+            entries: dict[str, Any] = {}
+            for key, v in item.items():
+                if not isinstance(key, str):
+                    raise InvalidPayloadError(
+                        field,
+                        f"The {field} value has a map key that is not a string.",
+                        problem="invalid_map_key",
+                    )
+                entries[key] = None  # keeps insertion order
+                stack.append((entries, key, v, depth + 1))
+            branch = (_MAP, {"entries": entries})
+        else:
+            raise InvalidPayloadError(
+                field,
+                f"The {field} value contains a {type(item).__name__}, which has no Avro Value form.",
+                problem="unsupported_value_type",
+            )
+        holder[slot] = {"value": branch}
+    datum: dict[str, Any] = root[0]
+    return datum
 
 
 # --- decode ------------------------------------------------------------------------
@@ -248,32 +266,37 @@ def decode(blob: Any, *, field: str = "payload") -> Any:
 
 
 def _from_datum(record: Any, field: str) -> Any:
-    if not isinstance(record, dict) or "value" not in record:
-        raise InvalidPayloadError(field, f"The {field} Avro datum is not a Value record.")
-    branch = record["value"]
-    if branch is None:
-        return None
-    name, inner = branch
-    if name == _BOOL:
-        return inner["boolean"]
-    if name == _LONG:
-        return inner["long"]
-    if name == _DOUBLE:
-        number = inner["double"]
-        if not math.isfinite(number):
-            raise InvalidPayloadError(
-                field, f"The {field} contains a non-finite number.", problem="non_finite_float"
-            )
-        return number
-    if name == _BYTES:
-        return inner["bytes"]
-    if name == _STRING:
-        return inner["string"]
-    if name == _ARRAY:
-        return [_from_datum(item, field) for item in inner["items"]]
-    if name == _MAP:
-        return {key: _from_datum(item, field) for key, item in inner["entries"].items()}
-    raise InvalidPayloadError(field, f"The {field} Avro datum has an unknown Value branch.")
+    """The Python value of a decoded datum (iterative, like :func:`_to_datum`)."""
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any]] = [(root, 0, record)]
+    while stack:
+        holder, slot, rec = stack.pop()
+        if not isinstance(rec, dict) or "value" not in rec:
+            raise InvalidPayloadError(field, f"The {field} Avro datum is not a Value record.")
+        branch = rec["value"]
+        if branch is None:
+            holder[slot] = None
+            continue
+        name, inner = branch
+        if name == _ARRAY:
+            items: list[Any] = [None] * len(inner["items"])
+            stack.extend((items, i, v) for i, v in enumerate(inner["items"]))
+            holder[slot] = items
+        elif name == _MAP:
+            entries: dict[str, Any] = dict.fromkeys(inner["entries"])
+            stack.extend((entries, k, v) for k, v in inner["entries"].items())
+            holder[slot] = entries
+        elif name == _DOUBLE:
+            if not math.isfinite(inner["double"]):
+                raise InvalidPayloadError(
+                    field, f"The {field} contains a non-finite number.", problem="non_finite_float"
+                )
+            holder[slot] = inner["double"]
+        elif name in _SCALAR_FIELDS:
+            holder[slot] = inner[_SCALAR_FIELDS[name]]
+        else:
+            raise InvalidPayloadError(field, f"The {field} Avro datum has an unknown Value branch.")
+    return root[0]
 
 
 def _scan(datum: bytes, field: str) -> None:
@@ -311,7 +334,7 @@ def _scan(datum: bytes, field: str) -> None:
     while True:
         if want_value:
             index = read_long()
-            if index in (0,):
+            if index == 0:
                 pass
             elif index == 1:
                 skip(1)
@@ -323,11 +346,7 @@ def _scan(datum: bytes, field: str) -> None:
                 skip(read_long())
             elif index in (6, 7):
                 if len(stack) >= MAX_DEPTH:
-                    raise InvalidPayloadError(
-                        field,
-                        f"The {field} value is nested deeper than {MAX_DEPTH} levels.",
-                        problem="payload_too_deep",
-                    )
+                    raise _too_deep(field)
                 stack.append([index == 7, 0])
             else:
                 raise fail("malformed (unknown Value branch)")

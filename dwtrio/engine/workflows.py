@@ -15,6 +15,7 @@ run lock (continue-as-new may lock run then instance).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import attrs
@@ -100,28 +101,12 @@ async def start_workflow(conn: Conn, cmd: StartCommand) -> Outcome:
         RetryableStoreError: the instance vanished or kept rolling over mid-start.
     """
     run_id = new_id()
-    inserted = await store.insert_instance(
-        conn,
-        workflow_id=cmd.workflow_id,
-        namespace=cmd.namespace,
-        workflow_type=cmd.workflow_type,
-        business_key=cmd.business_key,
-        execution_timeout_seconds=cmd.execution_timeout_seconds,
-        first_run_id=run_id,
-    )
-    if inserted:
-        return await _start_new(conn, cmd, run_id)
-    return await _start_existing(conn, cmd)
-
-
-async def _start_new(conn: Conn, cmd: StartCommand, run_id: str) -> Outcome:
-    times = await store.insert_run(
+    times = await store.insert_instance_with_first_run(
         conn,
         store.NewRun(
             id=run_id,
             workflow_id=cmd.workflow_id,
             namespace=cmd.namespace,
-            run_number=1,
             workflow_type=cmd.workflow_type,
             business_key=cmd.business_key,
             task_queue=cmd.task_queue,
@@ -130,8 +115,14 @@ async def _start_new(conn: Conn, cmd: StartCommand, run_id: str) -> Outcome:
             search_attributes=cmd.search_attributes,
             run_timeout_seconds=cmd.run_timeout_seconds,
         ),
-        None,
+        cmd.execution_timeout_seconds,
     )
+    if times is None:
+        return await _start_existing(conn, cmd)
+    return await _start_new(conn, cmd, run_id, times)
+
+
+async def _start_new(conn: Conn, cmd: StartCommand, run_id: str, times: store.RunTimes) -> Outcome:
     run = await runs.lock_run(conn, run_id)
     assert run is not None  # inserted above, in this transaction
     command_id = new_id()
@@ -147,7 +138,7 @@ async def _start_new(conn: Conn, cmd: StartCommand, run_id: str) -> Outcome:
             outcome=STARTED_NEW,
             workflow_type=cmd.workflow_type,
             payload=cmd.input_blob,
-            command_sequence=await store.allocate_command_sequence(conn, run_id),
+            command_sequence=1,  # set by insert_instance_with_first_run
             context={"duplicate_policy": cmd.duplicate_policy},
         ),
     )
@@ -243,17 +234,18 @@ async def _start_existing(conn: Conn, cmd: StartCommand) -> Outcome:
         command_sequence=await store.allocate_command_sequence(conn, run.id),
         context={"duplicate_policy": cmd.duplicate_policy},
     )
-    body = {
-        "workflow_id": cmd.workflow_id,
-        "run_id": run.id,
-        "workflow_type": run.workflow_type,
-        "namespace": cmd.namespace,
-        "status": run.status,
-        "business_key": instance.business_key,
-    }
+    body = functools.partial(
+        start_body,
+        workflow_id=cmd.workflow_id,
+        run_id=run.id,
+        workflow_type=run.workflow_type,
+        namespace=cmd.namespace,
+        status=run.status,
+        business_key=instance.business_key,
+    )
     if cmd.duplicate_policy == "use-existing" and run.is_open:
         await store.insert_command(conn, command)
-        return Outcome(body=start_body(**body, outcome=RETURNED_EXISTING_ACTIVE), status=200)
+        return Outcome(body=body(outcome=RETURNED_EXISTING_ACTIVE), status=200)
     message = f"Workflow {cmd.workflow_id!r} has already been started."
     command = attrs.evolve(
         command,
@@ -281,8 +273,7 @@ async def _start_existing(conn: Conn, cmd: StartCommand) -> Outcome:
         ],
     )
     return Outcome(
-        body=start_body(
-            **body,
+        body=body(
             outcome=REJECTED_DUPLICATE,
             rejection_reason=INSTANCE_ALREADY_STARTED,
             message=message,

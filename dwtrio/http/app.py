@@ -14,6 +14,7 @@ from dwtrio.http import (
     pipeline,
     workers,
     workflow_tasks,
+    workflows,
 )
 from dwtrio.runtime import Runtime
 
@@ -46,4 +47,5 @@ def create_app(rt: Runtime) -> QuartTrio:
 
     for module in (health, cluster, namespaces, workers, workflow_tasks, activity_tasks):
         app.register_blueprint(module.blueprint(rt))
+    app.register_blueprint(workflows.blueprint(rt))
     return app

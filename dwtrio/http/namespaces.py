@@ -7,8 +7,9 @@ from typing import Any
 from quart import Blueprint, Response
 
 from dwtrio import wire
+from dwtrio.errors import NamespaceNotFoundError
 from dwtrio.http.envelope import json_response
-from dwtrio.http.pipeline import json_body
+from dwtrio.http.pipeline import json_body, namespace_could_exist
 from dwtrio.protocol.namespaces import CreateNamespace, SetExternalStorage, UpdateNamespace
 from dwtrio.runtime import Runtime
 from dwtrio.store import namespaces as store
@@ -32,6 +33,13 @@ def namespace_body(
     return body
 
 
+def path_name(name: str) -> str:
+    """The namespace named by the path, lowercased; 404 for names that cannot exist."""
+    if not namespace_could_exist(name):
+        raise NamespaceNotFoundError(f"Namespace {name!r} does not exist.", namespace=name)
+    return name.lower()
+
+
 def blueprint(rt: Runtime) -> Blueprint:
     bp = Blueprint("namespaces", __name__)
 
@@ -51,14 +59,14 @@ def blueprint(rt: Runtime) -> Blueprint:
 
     @bp.get("/api/namespaces/<name>")
     async def describe_namespace(name: str) -> Response:
-        row = await rt.store.read(store.get_namespace, name.lower())
+        row = await rt.store.read(store.get_namespace, path_name(name))
         return json_response(namespace_body(row))
 
     @bp.put("/api/namespaces/<name>")
     async def update_namespace(name: str) -> Response:
         req = wire.structure(json_body(), UpdateNamespace)
         row = await rt.store.transaction(
-            store.update_namespace, name.lower(), req.description, req.retention_days
+            store.update_namespace, path_name(name), req.description, req.retention_days
         )
         return json_response(namespace_body(row, created=False))
 
@@ -73,7 +81,7 @@ def blueprint(rt: Runtime) -> Blueprint:
         }
         if config:
             policy["config"] = config
-        row = await rt.store.transaction(store.set_external_storage, name.lower(), policy)
+        row = await rt.store.transaction(store.set_external_storage, path_name(name), policy)
         return json_response(namespace_body(row))
 
     return bp

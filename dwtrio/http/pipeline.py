@@ -27,6 +27,7 @@ from dwtrio.errors import (
     UnsupportedMediaTypeError,
     UnsupportedProtocolVersionError,
 )
+from dwtrio.http import control_envelope
 from dwtrio.http.auth import authenticate, role_allowed
 from dwtrio.http.routes import RoutePolicy, classify
 from dwtrio.manifest import CONTROL_PLANE_HEADER, CONTROL_PLANE_VERSION, WORKER_PROTOCOL_HEADER
@@ -137,6 +138,11 @@ def resolve_namespace(default: str) -> str:
     return default.lower()
 
 
+def namespace_could_exist(name: str) -> bool:
+    """False for names Postgres cannot store (NUL bytes): never send them to the store."""
+    return "\x00" not in name
+
+
 async def run_gates(rt: Runtime) -> None:
     """before_request hook: every gate, in the documented order."""
     policy = classify(request.method, request.path)
@@ -158,7 +164,9 @@ async def run_gates(rt: Runtime) -> None:
     elif policy.plane == "worker":
         check_worker_protocol_version(rt.settings.worker_protocol_version)
     g.namespace = resolve_namespace(rt.settings.default_namespace)
-    if policy.check_namespace and not await rt.namespaces.exists(g.namespace):
+    if policy.check_namespace and not (
+        namespace_could_exist(g.namespace) and await rt.namespaces.exists(g.namespace)
+    ):
         raise NamespaceNotFoundError(
             f"Namespace {g.namespace!r} does not exist.",
             namespace=g.namespace,
@@ -192,10 +200,11 @@ def _choose_encoding(accept: str, offered: tuple[str, ...]) -> str | None:
 
 
 async def finish_response(rt: Runtime, response: Response) -> Response:
-    """after_request hook: version headers and compression."""
+    """after_request hook: version headers, the control_plane envelope, compression."""
     policy = current_policy()
     if policy.plane == "control":
         response.headers[CONTROL_PLANE_HEADER] = CONTROL_PLANE_VERSION
+        await control_envelope.attach(response)
     elif policy.plane == "worker":
         response.headers[WORKER_PROTOCOL_HEADER] = rt.settings.worker_protocol_version
     if rt.settings.compression_enabled and "content-encoding" not in response.headers:

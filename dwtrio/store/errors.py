@@ -16,6 +16,10 @@ def translate(exc: BaseException) -> DwtrioError | None:
     """Return the dwtrio error for a driver exception, or None if it is not a driver error."""
     if isinstance(exc, asyncpg.UniqueViolationError):
         return AlreadyExistsError(exc.constraint_name)
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return StoreUnavailableError(
+            f"the database schema is missing ({exc}); run `dwtrio bootstrap`"
+        )
     if isinstance(exc, asyncpg.SerializationError | asyncpg.DeadlockDetectedError):
         return RetryableStoreError(str(exc))
     if isinstance(

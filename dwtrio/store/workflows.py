@@ -23,7 +23,6 @@ class NewRun:
     id: str
     workflow_id: str
     namespace: str
-    run_number: int
     workflow_type: str
     business_key: str | None
     task_queue: str
@@ -127,50 +126,30 @@ class ListedRun:
 # --- writes (inside the start transaction) ---------------------------------------------
 
 
-async def insert_instance(
-    conn: Conn,
-    *,
-    workflow_id: str,
-    namespace: str,
-    workflow_type: str,
-    business_key: str | None,
-    execution_timeout_seconds: int | None,
-    first_run_id: str,
-) -> bool:
-    """Create the instance (pointing at ``first_run_id``); False when the id is taken.
+async def insert_instance_with_first_run(
+    conn: Conn, run: NewRun, execution_timeout_seconds: int | None
+) -> RunTimes | None:
+    """Create the instance and its first run in one statement; None when the id is taken.
 
-    A concurrent start of the same id blocks here until the other transaction
-    ends, then sees its row (False) or, if it rolled back, inserts (True).
+    The run's command counter starts at 1 (the start command). A concurrent
+    start of the same id blocks here until the other transaction ends, then
+    sees its row (None) or, if it rolled back, inserts.
     """
     row = await conn.fetchrow(
-        sql("insert_workflow_instance"),
-        workflow_id,
-        namespace,
-        workflow_type,
-        business_key,
-        execution_timeout_seconds,
-        first_run_id,
-    )
-    return row is not None
-
-
-async def insert_run(conn: Conn, run: NewRun, execution_deadline_at: datetime | None) -> RunTimes:
-    row = await conn.fetchrow(
-        sql("insert_workflow_run"),
+        sql("insert_instance_with_first_run"),
         run.id,
         run.workflow_id,
         run.namespace,
-        run.run_number,
         run.workflow_type,
         run.business_key,
         run.task_queue,
         run.arguments,
         run.memo,
         run.search_attributes,
+        execution_timeout_seconds,
         run.run_timeout_seconds,
-        execution_deadline_at,
     )
-    return RunTimes(**dict(row))
+    return None if row is None else RunTimes(**dict(row))
 
 
 async def get_instance_for_start(conn: Conn, workflow_id: str) -> InstanceForStart | None:

@@ -1,20 +1,21 @@
--- name: insert_workflow_instance
--- Create an instance already pointing at its first run; no row back means the workflow_id is taken.
-INSERT INTO workflow_instances (workflow_id, namespace, workflow_type, business_key,
-                                execution_timeout_seconds, execution_deadline_at,
-                                current_run_id, run_count)
-VALUES ($1, $2, $3, $4, $5::integer, now() + make_interval(secs => $5::integer), $6, 1)
-ON CONFLICT (workflow_id) DO NOTHING
-RETURNING execution_deadline_at;
-
--- name: insert_workflow_run
--- Create a pending run (payload codec avro); returns the timestamps the start events carry.
+-- name: insert_instance_with_first_run
+-- Create an instance and its pending first run (codec avro, command 1 = the start); no row: id taken.
+WITH instance AS (
+    INSERT INTO workflow_instances (workflow_id, namespace, workflow_type, business_key,
+                                    execution_timeout_seconds, execution_deadline_at,
+                                    current_run_id, run_count)
+    VALUES ($2, $3, $4, $5, $10::integer, now() + make_interval(secs => $10::integer), $1, 1)
+    ON CONFLICT (workflow_id) DO NOTHING
+    RETURNING workflow_id, namespace, execution_deadline_at
+)
 INSERT INTO workflow_runs (id, workflow_id, namespace, run_number, workflow_type, business_key,
                            task_queue, payload_codec, arguments, memo, search_attributes,
                            run_timeout_seconds, execution_deadline_at, run_deadline_at,
-                           last_progress_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, 'avro', $8, $9::jsonb, $10::jsonb, $11::integer, $12,
-        now() + make_interval(secs => $11::integer), now())
+                           last_command_sequence, last_progress_at)
+SELECT $1, instance.workflow_id, instance.namespace, 1, $4, $5, $6, 'avro', $7, $8::jsonb,
+       $9::jsonb, $11::integer, instance.execution_deadline_at,
+       now() + make_interval(secs => $11::integer), 1, now()
+  FROM instance
 RETURNING started_at, execution_deadline_at, run_deadline_at;
 
 -- name: get_instance_for_start

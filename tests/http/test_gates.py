@@ -21,6 +21,7 @@ import h11
 import httpx
 import pytest
 import trio
+
 from conftest import ADMIN_TOKEN, CP, WP, RunningServer, StartServer
 
 CP_HEADER = "X-Durable-Workflow-Control-Plane-Version"
@@ -57,7 +58,9 @@ def assert_no_version_headers(r: httpx.Response) -> None:
     assert WP_HEADER not in r.headers, dict(r.headers)
 
 
-def assert_worker_error(r: httpx.Response, status: int, reason: str, **fields: Any) -> dict[str, Any]:
+def assert_worker_error(
+    r: httpx.Response, status: int, reason: str, **fields: Any
+) -> dict[str, Any]:
     body = assert_error(r, status, reason, **fields)
     assert body["error"] == body["message"]
     assert body["protocol_version"] == "1.20"
@@ -205,13 +208,17 @@ async def test_declared_content_length_over_limit_is_413(start_server: StartServ
         {"Content-Type": "application/json", "Content-Encoding": "gzip"},
     ],
 )
-async def test_unsupported_media_type_is_415(server: RunningServer, headers: dict[str, str]) -> None:
+async def test_unsupported_media_type_is_415(
+    server: RunningServer, headers: dict[str, str]
+) -> None:
     body = b'{"name": "billing"}'
     if headers.get("Content-Encoding") == "gzip":
         body = gzip.compress(body)
     async with server.client(**CP) as c:
         r = await c.post("/api/namespaces", content=body, headers=headers)
-        assert_error(r, 415, "unsupported_media_type", accepted_content_types=ACCEPTED_CONTENT_TYPES)
+        assert_error(
+            r, 415, "unsupported_media_type", accepted_content_types=ACCEPTED_CONTENT_TYPES
+        )
         assert_control_plane_headers(r)
     # before auth too, and on the public probes
     async with server.client(token=None) as c:
@@ -456,7 +463,9 @@ async def test_role_matrix(
     allowed: list[str],
     ok_status: int | None,
 ) -> None:
-    srv = await start_server(worker_token=ROLE_TOKENS["worker"], operator_token=ROLE_TOKENS["operator"])
+    srv = await start_server(
+        worker_token=ROLE_TOKENS["worker"], operator_token=ROLE_TOKENS["operator"]
+    )
     body = MATRIX_BODIES.get((method, path))
     for role, token in ROLE_TOKENS.items():
         async with srv.client(token=token, **BOTH) as c:
@@ -474,7 +483,13 @@ async def test_role_matrix(
                 assert_no_version_headers(r)
             else:
                 assert_control_plane_headers(r)
-                assert set(result) == {"message", "reason", "role", "allowed_roles"}
+                # (workflow operation routes add the control_plane envelope)
+                assert set(result) - {"control_plane"} == {
+                    "message",
+                    "reason",
+                    "role",
+                    "allowed_roles",
+                }
         if method == "POST" and path == "/api/namespaces" and role == "admin":
             assert r.json()["name"] == "matrix"
 
@@ -540,7 +555,11 @@ async def test_legacy_signature_key_has_full_access(start_server: StartServer) -
 # =======================================================================================
 async def test_missing_control_plane_version(server: RunningServer) -> None:
     async with server.client() as c:
-        for method, path in [("GET", "/api/namespaces"), ("GET", WORKFLOW_ROUTE), ("POST", "/api/namespaces")]:
+        for method, path in [
+            ("GET", "/api/namespaces"),
+            ("GET", WORKFLOW_ROUTE),
+            ("POST", "/api/namespaces"),
+        ]:
             r = await c.request(method, path)
             body = assert_error(
                 r,
@@ -696,7 +715,11 @@ async def test_unsupported_worker_protocol_version(start_server: StartServer, ve
     async with srv.client(token="w", **{WP_HEADER: version}) as c:
         r = await c.post(WORKER_ROUTE)
         assert_worker_error(
-            r, 400, "unsupported_protocol_version", supported_version="1.20", requested_version=version
+            r,
+            400,
+            "unsupported_protocol_version",
+            supported_version="1.20",
+            requested_version=version,
         )
 
 
@@ -730,7 +753,11 @@ async def test_namespace_resolution_order(start_server: StartServer) -> None:
     srv = await start_server(default_namespace="fallback")
     async with srv.client(**CP) as c:
         # header beats query parameter
-        r = await c.get(WORKFLOW_ROUTE, params={"namespace": "from-query"}, headers={"X-Namespace": "From-Header"})
+        r = await c.get(
+            WORKFLOW_ROUTE,
+            params={"namespace": "from-query"},
+            headers={"X-Namespace": "From-Header"},
+        )
         assert_error(r, 404, "namespace_not_found", namespace="from-header")
         assert_control_plane_headers(r)
         # query parameter when there is no header (any method)
@@ -754,7 +781,16 @@ async def test_namespace_is_lowercased(server: RunningServer) -> None:
         assert_error(r, 404, "namespace_not_found", namespace="ghost")
 
 
-async def test_namespace_not_checked_on_discovery_and_namespace_routes(server: RunningServer) -> None:
+async def test_empty_namespace_header_counts_as_absent(server: RunningServer) -> None:
+    async with server.client(**{**CP, "X-Namespace": ""}) as c:
+        assert_error(await c.get(WORKFLOW_ROUTE), 404, "not_found")  # the default namespace
+        r = await c.get(WORKFLOW_ROUTE, params={"namespace": "ghost"})
+        assert_error(r, 404, "namespace_not_found", namespace="ghost")
+
+
+async def test_namespace_not_checked_on_discovery_and_namespace_routes(
+    server: RunningServer,
+) -> None:
     async with server.client(**{**CP, "X-Namespace": "ghost"}) as c:
         assert (await c.get("/api/cluster/info")).status_code == 200
         r = await c.get("/api/namespaces")
@@ -783,7 +819,13 @@ async def test_namespace_checked_after_role(start_server: StartServer) -> None:
 # =======================================================================================
 @pytest.mark.parametrize(
     "path",
-    ["/api/nope", "/api", "/api/workflows/wf/runs/r/bogus/deep", "/api/health/extra", "/api/cluster"],
+    [
+        "/api/nope",
+        "/api",
+        "/api/workflows/wf/runs/r/bogus/deep",
+        "/api/health/extra",
+        "/api/cluster",
+    ],
 )
 async def test_unknown_api_route_is_404(server: RunningServer, path: str) -> None:
     async with server.client(**CP) as c:
@@ -844,9 +886,18 @@ async def test_no_500_anywhere(server: RunningServer) -> None:
         ("POST", "/api/namespaces", CP, b'{"name": "n", "description": 5}'),
         ("PUT", "/api/namespaces/default", CP, b'"scalar"'),
         ("PUT", "/api/namespaces/default/external-storage", CP, b'{"driver": "s3", "config": []}'),
-        ("PUT", "/api/namespaces/default/external-storage", CP, b'{"driver": "s3", "config": {"bucket": 1}}'),
+        (
+            "PUT",
+            "/api/namespaces/default/external-storage",
+            CP,
+            b'{"driver": "s3", "config": {"bucket": 1}}',
+        ),
         ("GET", "/api/cluster/info?namespace=", {}, None),
         ("GET", WORKFLOW_ROUTE + "?namespace=%00", CP, None),
+        ("GET", "/api/namespaces/%00", CP, None),
+        ("PUT", "/api/namespaces/a%00b", CP, b'{"description": "d"}'),
+        ("PUT", "/api/namespaces/%00/external-storage", CP, b'{"driver": "s3"}'),
+        ("POST", WORKER_ROUTE + "?namespace=%00", WP, b"{}"),
         ("POST", WORKER_ROUTE, WP, b"{}"),
         ("GET", "/api/namespaces", {**CP, "X-Namespace": ""}, None),
     ]
@@ -858,7 +909,13 @@ async def test_no_500_anywhere(server: RunningServer) -> None:
             r = await c.request(method, path, headers=hdrs, content=body)
             assert r.status_code < 500, (method, path, r.status_code, r.text)
             if method != "HEAD":
-                assert r.content.startswith(b"{"), (method, path, r.status_code, r.headers, r.content)
+                assert r.content.startswith(b"{"), (
+                    method,
+                    path,
+                    r.status_code,
+                    r.headers,
+                    r.content,
+                )
                 assert isinstance(r.json(), dict), (method, path, r.text)
 
 
@@ -982,8 +1039,12 @@ async def test_compression_disabled(start_server: StartServer) -> None:
 # 9. Keep-alive
 # =======================================================================================
 async def test_keep_alive_survives_unread_bodies(server: RunningServer) -> None:
-    """Bodies sent to handlers that never read them must not stall the connection."""
-    big = b'{"padding": "' + b"p" * 200_000 + b'"}'
+    """Bodies sent to handlers that never read them must not stall the connection.
+
+    The bodies are close to the 2 MiB limit: far larger than the socket buffers,
+    so a body nobody drains blocks the next request on the same connection.
+    """
+    big = b'{"padding": "' + b"p" * 1_900_000 + b'"}'
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     async with httpx.AsyncClient(
         base_url=server.url,
@@ -996,7 +1057,9 @@ async def test_keep_alive_survives_unread_bodies(server: RunningServer) -> None:
             assert_error(r, 405, "method_not_allowed")
             r = await c.post("/api/nope", content=big, headers=JSON_CT)
             assert_error(r, 404, "not_found")
-            r = await c.post("/api/namespaces", content=big, headers={**JSON_CT, "Authorization": "Bearer x"})
+            r = await c.post(
+                "/api/namespaces", content=big, headers={**JSON_CT, "Authorization": "Bearer x"}
+            )
             assert_error(r, 401, "unauthorized")
             r = await c.post("/api/namespaces", content=big, headers={**JSON_CT, CP_HEADER: "3"})
             assert_error(r, 400, "unsupported_control_plane_version")
@@ -1011,13 +1074,15 @@ async def test_keep_alive_on_one_raw_connection(server: RunningServer) -> None:
     """The same TCP connection answers request after request (no Connection: close)."""
     raw = await RawHttp.open(server)
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}", **CP}
-    body = b'{"ignored": "' + b"z" * 100_000 + b'"}'
+    body = b'{"ignored": "' + b"z" * 1_900_000 + b'"}'
     try:
         with trio.fail_after(5):
             status, _, _ = await raw.request("POST", "/api/health", JSON_CT, body)
             assert status == 405
             raw.next_cycle()
-            status, _, _ = await raw.request("POST", "/api/no-such-route", {**auth, **JSON_CT}, body)
+            status, _, _ = await raw.request(
+                "POST", "/api/no-such-route", {**auth, **JSON_CT}, body
+            )
             assert status == 404
             raw.next_cycle()
             status, _, _ = await raw.request("POST", "/api/namespaces", JSON_CT, body)

@@ -18,12 +18,13 @@ import asyncio
 import dataclasses
 import json
 import sys
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from durable_workflow.errors import DurableWorkflowError
 from durable_workflow import Client, activity, workflow
+from durable_workflow.errors import DurableWorkflowError
 from durable_workflow.worker import Worker, _validate_server_compatibility
 
 STEP_TIMEOUT_S = 20.0
@@ -89,7 +90,9 @@ async def discovery(spec: dict[str, Any]) -> dict[str, Any]:
         described = await c.describe_namespace(name)
         out["described_type"] = type(described).__name__
         out["described"] = as_dict(described)
-        updated = await c.update_namespace(name, description="changed by the SDK", retention_days=14)
+        updated = await c.update_namespace(
+            name, description="changed by the SDK", retention_days=14
+        )
         out["updated_type"] = type(updated).__name__
         out["updated"] = as_dict(updated)
         out["described_after_update"] = as_dict(await c.describe_namespace(name))
@@ -101,7 +104,9 @@ async def discovery(spec: dict[str, Any]) -> dict[str, Any]:
 
 async def bad_token(spec: dict[str, Any]) -> dict[str, Any]:
     """A wrong bearer token on discovery and on the control plane."""
-    async with Client(spec["base_url"], token="not-the-token", namespace="default", timeout=15) as c:
+    async with Client(
+        spec["base_url"], token="not-the-token", namespace="default", timeout=15
+    ) as c:
         return {
             "cluster_info_error": await expect_error(c.get_cluster_info()),
             "list_namespaces_error": await expect_error(c.list_namespaces()),
@@ -169,18 +174,39 @@ class GreeterWorkflow:
 
 
 async def worker_start(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run a real ``Worker``: discovery and the compatibility check, then registration."""
-    kwargs: dict[str, Any] = {"token": spec["token"]} if spec.get("token") else {
-        "control_token": spec["operator_token"],
-        "worker_token": spec["worker_token"],
-    }
+    """Run a real ``Worker``: discovery, compatibility gate, registration, polling, stop.
+
+    The worker runs until both its workflow and activity pollers have sent a poll
+    (bounded), then ``stop()`` is called. Every request and response is recorded
+    as ``"METHOD /path"`` / ``"METHOD /path -> status"``.
+    """
+    kwargs: dict[str, Any] = (
+        {"token": spec["token"]}
+        if spec.get("token")
+        else {
+            "control_token": spec["operator_token"],
+            "worker_token": spec["worker_token"],
+        }
+    )
     requests: list[str] = []
+    responses: list[str] = []
+    polls_seen = asyncio.Event()
+    poll_paths = {"/api/worker/workflow-tasks/poll", "/api/worker/activity-tasks/poll"}
 
-    async def record(request: Any) -> None:
+    async def on_request(request: Any) -> None:
         requests.append(f"{request.method} {request.url.path}")
+        if poll_paths <= {r.split(" ", 1)[1] for r in requests}:
+            polls_seen.set()
 
+    async def on_response(response: Any) -> None:
+        responses.append(
+            f"{response.request.method} {response.request.url.path} -> {response.status_code}"
+        )
+
+    out: dict[str, Any] = {}
     async with Client(spec["base_url"], namespace="default", timeout=15, **kwargs) as c:
-        c._http.event_hooks["request"].append(record)
+        c._http.event_hooks["request"].append(on_request)
+        c._http.event_hooks["response"].append(on_response)
         worker = Worker(
             c,
             task_queue="sdk-driver-queue",
@@ -190,8 +216,33 @@ async def worker_start(spec: dict[str, Any]) -> dict[str, Any]:
             poll_timeout=5,
             shutdown_timeout=5,
         )
-        error = await expect_error(worker.run())
-    return {"run_error": error, "requests": requests}
+        runner = asyncio.create_task(worker.run())
+        waiter = asyncio.create_task(polls_seen.wait())
+        done, _ = await asyncio.wait(
+            {runner, waiter}, timeout=STEP_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        out["polling"] = polls_seen.is_set()
+        out["registered"] = bool(getattr(worker, "_registered", False))
+        waiter.cancel()
+        started = time.monotonic()
+        if runner not in done:
+            await asyncio.wait_for(worker.stop(), STEP_TIMEOUT_S)
+        out["run_error"] = await settle(runner)
+        out["stop_s"] = time.monotonic() - started
+    out["requests"] = requests
+    out["responses"] = responses
+    return out
+
+
+async def settle(task: asyncio.Task[Any]) -> dict[str, Any] | None:
+    """Wait (bounded) for ``task``; None if it ended cleanly, else its error."""
+    try:
+        await asyncio.wait_for(task, STEP_TIMEOUT_S)
+    except asyncio.CancelledError:
+        return None
+    except Exception as exc:
+        return describe_error(exc)
+    return None
 
 
 SCENARIOS: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
@@ -211,6 +262,10 @@ if __name__ == "__main__":
     try:
         result = asyncio.run(main(json.loads(raw)))
     except Exception as exc:
-        print(json.dumps({"ok": False, "error": describe_error(exc), "traceback": traceback.format_exc()}))
+        print(
+            json.dumps(
+                {"ok": False, "error": describe_error(exc), "traceback": traceback.format_exc()}
+            )
+        )
         sys.exit(1)
     print(json.dumps({"ok": True, "result": result}, default=repr))

@@ -153,12 +153,11 @@ async def test_discovery_with_role_tokens(start_server: StartServer) -> None:
 
 
 @pytest.mark.parametrize("auth", ["legacy_shared", "role_tokens"])
-async def test_worker_gets_past_discovery(start_server: StartServer, auth: str) -> None:
-    """``Worker.run()`` reads the manifest, passes its compatibility gate, then registers.
+async def test_worker_starts_registers_and_polls(start_server: StartServer, auth: str) -> None:
+    """``Worker.run()``: manifest, compatibility gate, registration, both pollers, clean stop.
 
-    dwtrio has no ``POST /api/worker/register`` yet, so today the run stops there
-    with the SDK's ``ServerError`` 404 ``not_found`` -- not with a "Server
-    compatibility error". When registration lands, this test must change.
+    The worker starts under the split role tokens too: discovery and every worker
+    route with the worker token.
     """
     if auth == "legacy_shared":
         server = await start_server(admin_token=None, auth_token=SHARED)
@@ -168,10 +167,19 @@ async def test_worker_gets_past_discovery(start_server: StartServer, auth: str) 
         tokens = {"worker_token": WORKER, "operator_token": OPERATOR}
     r = await drive("worker_start", server.url, **tokens)
 
-    assert r["requests"] == ["GET /api/cluster/info", "POST /api/worker/register"]
-    err = r["run_error"]
-    assert "compatibility" not in err["message"].lower(), err
-    assert err["type"] == "ServerError", err
-    assert err["status"] == 404
-    assert err["body"]["reason"] == "not_found"
-    assert err["body"]["protocol_version"] == "1.20"
+    assert r["run_error"] is None, r
+    assert r["registered"] is True
+    assert r["polling"] is True, r["requests"]
+    assert r["requests"][:2] == ["GET /api/cluster/info", "POST /api/worker/register"]
+    assert r["responses"][:2] == [
+        "GET /api/cluster/info -> 200",
+        "POST /api/worker/register -> 201",
+    ]
+    assert {"POST /api/worker/workflow-tasks/poll", "POST /api/worker/activity-tasks/poll"} <= set(
+        r["requests"]
+    )
+    failed = [x for x in r["responses"] if int(x.rsplit(" ", 1)[1]) >= 400]
+    assert failed == [], failed
+    # stop() cancels the long-polls and deregisters the worker.
+    assert r["responses"][-1] == "DELETE /api/worker/registrations/sdk-driver-worker -> 200"
+    assert r["stop_s"] < 15

@@ -38,7 +38,9 @@ async def run_driver(server: RunningServer, scenario: str) -> dict[str, Any]:
 
 async def history_types(server: RunningServer, workflow_id: str, run_id: str) -> list[str]:
     async with server.client(TOKEN) as c:
-        r = await c.get(f"/api/workflows/{workflow_id}/runs/{run_id}/history?page_size=1000", headers=CP)
+        r = await c.get(
+            f"/api/workflows/{workflow_id}/runs/{run_id}/history?page_size=1000", headers=CP
+        )
         assert r.status_code == 200, r.text
         events = r.json()["events"]
     assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))

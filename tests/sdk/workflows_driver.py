@@ -132,7 +132,13 @@ def _wid(prefix: str) -> str:
 
 
 async def _run_one(
-    url: str, token: str, workflow_type: str, args: list[Any], queue: str, *, quickstart: bool = False
+    url: str,
+    token: str,
+    workflow_type: str,
+    args: list[Any],
+    queue: str,
+    *,
+    quickstart: bool = False,
 ) -> dict[str, Any]:
     """Start one workflow, run a worker until it closes, return its result or error.
 
@@ -142,7 +148,11 @@ async def _run_one(
     """
     async with Client(url, token=token, namespace="default") as client:
         worker = Worker(
-            client, task_queue=queue, workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES, poll_timeout=5
+            client,
+            task_queue=queue,
+            workflows=ALL_WORKFLOWS,
+            activities=ALL_ACTIVITIES,
+            poll_timeout=5,
         )
         workflow_id = _wid(workflow_type)
         started = time.monotonic()
@@ -158,7 +168,11 @@ async def _run_one(
         try:
             out["result"] = await client.get_result(handle, timeout=30.0, poll_interval=0.1)
         except WorkflowFailed as exc:
-            out["error"] = {"type": type(exc).__name__, "message": str(exc), "exception_class": exc.exception_class}
+            out["error"] = {
+                "type": type(exc).__name__,
+                "message": str(exc),
+                "exception_class": exc.exception_class,
+            }
         finally:
             if runner is not None:
                 await worker.stop()
@@ -171,7 +185,13 @@ async def scenario_two_workers(url: str, token: str, count: int = 20) -> dict[st
     queue = f"shared-{uuid.uuid4().hex[:8]}"
     async with Client(url, token=token, namespace="default") as client:
         workers = [
-            Worker(client, task_queue=queue, workflows=ALL_WORKFLOWS, activities=ALL_ACTIVITIES, poll_timeout=5)
+            Worker(
+                client,
+                task_queue=queue,
+                workflows=ALL_WORKFLOWS,
+                activities=ALL_ACTIVITIES,
+                poll_timeout=5,
+            )
             for _ in range(2)
         ]
         runners = [asyncio.create_task(w.run()) for w in workers]
@@ -183,7 +203,9 @@ async def scenario_two_workers(url: str, token: str, count: int = 20) -> dict[st
                 for i in range(count)
             ]
             results = await asyncio.wait_for(
-                asyncio.gather(*(client.get_result(h, timeout=60.0, poll_interval=0.1) for h in handles)),
+                asyncio.gather(
+                    *(client.get_result(h, timeout=60.0, poll_interval=0.1) for h in handles)
+                ),
                 timeout=90,
             )
         finally:
@@ -203,7 +225,10 @@ async def scenario_duplicate(url: str, token: str) -> dict[str, Any]:
         )
         try:
             await client.start_workflow(
-                workflow_type="greeter", workflow_id=workflow_id, task_queue="dup-queue", input=["x"]
+                workflow_type="greeter",
+                workflow_id=workflow_id,
+                task_queue="dup-queue",
+                input=["x"],
             )
         except WorkflowAlreadyStarted as exc:
             return {"first_run_id": first.run_id, "raised": type(exc).__name__, "message": str(exc)}
@@ -233,4 +258,9 @@ async def main(scenario: str, url: str, token: str) -> dict[str, Any]:
 
 if __name__ == "__main__":
     name, base_url, auth_token = sys.argv[1:4]
-    print(json.dumps(asyncio.run(asyncio.wait_for(main(name, base_url, auth_token), timeout=150)), default=str))
+    print(
+        json.dumps(
+            asyncio.run(asyncio.wait_for(main(name, base_url, auth_token), timeout=150)),
+            default=str,
+        )
+    )

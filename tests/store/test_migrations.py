@@ -1,13 +1,16 @@
 import trio
 
-from conftest import Databases
 from dwtrio.store import migrate
 from dwtrio.store.pool import Conn, connect_once
 from dwtrio.store.queries import QUERIES, parse_queries
 
+from conftest import Databases
+
 
 async def _bootstrap(dsn: str) -> migrate.BootstrapReport:
-    return await connect_once(dsn, migrate.bootstrap, default_namespace="Default", retention_days=30)
+    return await connect_once(
+        dsn, migrate.bootstrap, default_namespace="Default", retention_days=30
+    )
 
 
 async def test_all_migrations_apply_and_every_named_query_prepares(databases: Databases) -> None:

@@ -47,7 +47,10 @@ def sign(key: str, body: bytes) -> str:
         ({"auth_driver": "token", "worker_token": "w"}, None),
         ({"auth_driver": "token", "auth_token": "legacy"}, None),
         ({"auth_driver": "token"}, "missing"),
-        ({"auth_driver": "token", "auth_token": "legacy", "auth_backward_compatible": False}, "missing"),
+        (
+            {"auth_driver": "token", "auth_token": "legacy", "auth_backward_compatible": False},
+            "missing",
+        ),
         ({"auth_driver": "token", "admin_signature_key": "k"}, "missing"),
         ({"auth_driver": "signature", "operator_signature_key": "k"}, None),
         ({"auth_driver": "signature", "signature_key": "k"}, None),
@@ -285,7 +288,9 @@ def test_role_allowed(role: str | None, allowed: tuple[str, ...], expected: bool
 
 
 def test_legacy_full_access_skips_the_role_check() -> None:
-    principal = Principal(role="admin", subject="legacy-token", method="token", legacy_full_access=True)
+    principal = Principal(
+        role="admin", subject="legacy-token", method="token", legacy_full_access=True
+    )
     assert role_allowed(principal, ("worker",))
     assert role_allowed(principal, ())
 

@@ -1,0 +1,1 @@
+"""dwtrio benchmark harness: ``python -m bench <subcommand>`` (outside pytest)."""

@@ -1,0 +1,196 @@
+"""Shared pieces of the benchmarks: a throwaway server, percentiles, results and plots.
+
+Every benchmark talks to servers on loopback only, is bounded in count and
+time, and writes ``bench/results/<name>-<timestamp>.json`` plus a PNG plot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+
+    def pct(p: float) -> float:
+        k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+        return ordered[k]
+
+    return {
+        "count": len(ordered),
+        "p50": pct(50),
+        "p90": pct(90),
+        "p99": pct(99),
+        "max": ordered[-1],
+        "mean": sum(ordered) / len(ordered),
+    }
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def _admin(dsn: str, sql: str) -> None:
+    """Run one admin statement with asyncpg (plain asyncio: this process has no trio-asyncio)."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@contextlib.contextmanager
+def bench_database(admin_dsn: str | None) -> Iterator[str | None]:
+    """A fresh database on ``admin_dsn`` (dropped afterwards), or None for the embedded default."""
+    if not admin_dsn:
+        yield None
+        return
+    name = f"dwtrio_bench_{uuid.uuid4().hex[:10]}"
+    _admin(admin_dsn, f'CREATE DATABASE "{name}"')
+    base, _, _ = admin_dsn.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        _admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def dwtrio_server(
+    *,
+    dsn: str | None,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    data_dir: str | None = None,
+) -> Iterator[str]:
+    """Start ``python -m dwtrio serve`` on a free loopback port; yield its base URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DW_", "DWTRIO_"))}
+    env.update(
+        {
+            "DW_BIND": f"127.0.0.1:{port}",
+            "DW_AUTH_DRIVER": "none",
+            "DW_WORKERS": str(workers),
+            "DW_LOG_LEVEL": "warning",
+            "DW_DB_POOL_MAX_SIZE": "20",
+        }
+    )
+    if dsn:
+        env["DW_DATABASE_URL"] = dsn
+    else:
+        env["DW_DATA_DIR"] = data_dir or str(RESULTS / ".embedded")
+    env.update(extra_env or {})
+    proc = subprocess.Popen([sys.executable, "-m", "dwtrio", "serve"], env=env, cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/api/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("dwtrio did not become ready")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def server_pids(url_port: int) -> list[int]:
+    """PIDs of dwtrio server processes listening on a port (for CPU accounting)."""
+    import psutil
+
+    pids = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        if "dwtrio" in " ".join(cmd) and "serve" in cmd:
+            pids.append(proc.pid)
+        elif "multiprocessing" in " ".join(cmd) and "dwtrio" in " ".join(cmd):
+            pids.append(proc.pid)
+    return pids
+
+
+def write_result(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = RESULTS / f"{name}-{stamp}.json"
+    data = {"benchmark": name, "machine": machine(), "written_at": stamp, **data}
+    path.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def plot_cdf(name: str, series: dict[str, Sequence[float]], xlabel: str) -> Path | None:
+    """A latency CDF, one line per series; None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, values in series.items():
+        ordered = sorted(values)
+        if not ordered:
+            continue
+        ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
+        ax.plot(ordered, ys, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of samples")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title(name)
+    path = RESULTS / f"{name}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    widths = {c: max(len(c), *(len(f"{r.get(c, '')}") for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    for r in rows:
+        lines.append("  ".join(f"{r.get(c, '')}".ljust(widths[c]) for c in columns))
+    return "\n".join(lines)

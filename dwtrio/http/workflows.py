@@ -1,0 +1,321 @@
+"""/api/workflows: start, list, describe, runs, history (control-plane.md §5.1-§5.4, §6.1).
+
+The ``control_plane`` envelope is added to every response of these routes by
+the after-request hook (``control_envelope.py``), not here.
+
+History paging: ``next_page_token`` is base64 of the last sequence on the
+page, ``null`` when no further event exists now; an unreadable token is
+``422 validation_failed`` on ``next_page_token``. ``wait_new_event`` is
+accepted and ignored (no long-poll yet). The list's token is base64 of the row
+offset; an unreadable one restarts at offset 0, as the reference does.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any, TypeVar
+
+from quart import Blueprint, Response, g, request
+
+from dwtrio import payloads, wire
+from dwtrio.engine import workflows as engine
+from dwtrio.errors import (
+    InstanceNotFoundError,
+    InvalidPayloadError,
+    RunNotFoundError,
+    ValidationFailedError,
+)
+from dwtrio.http.envelope import json_response
+from dwtrio.http.pipeline import json_body
+from dwtrio.protocol import workflows as protocol
+from dwtrio.protocol.ids import new_id
+from dwtrio.protocol.workflows import HistoryPageQuery, ListWorkflows, StartWorkflow
+from dwtrio.runtime import Runtime
+from dwtrio.settings import Settings
+from dwtrio.store import workflows as store
+from dwtrio.store.history import EventRow
+from dwtrio.store.runs import OPEN_STATUSES
+from dwtrio.store.workflows import ListedRun, RunSummary, RunView
+
+T = TypeVar("T")
+_INTEGER = re.compile(r"-?[0-9]+")
+_STORABLE_WORKFLOW_ID = re.compile(r"[A-Za-z0-9._:-]{1,191}")
+
+
+# --- request parsing -----------------------------------------------------------------
+
+
+def _merge(into: dict[str, list[str]], more: dict[str, list[str]]) -> None:
+    for key, messages in more.items():
+        into.setdefault(key, []).extend(messages)
+
+
+def parse_start(body: Any, namespace: str, settings: Settings) -> engine.StartCommand:
+    """Validate a start body into a command; every field problem in one 422.
+
+    Raises:
+        ValidationFailedError: field errors (``InvalidPayloadError`` /
+            ``ExternalPayloadUnsupportedError`` as such when ``input`` is the only problem).
+    """
+    errors = protocol.rejected_field_errors(body) if isinstance(body, dict) else {}
+    try:
+        req: StartWorkflow | None = wire.structure(body, StartWorkflow)
+    except ValidationFailedError as exc:
+        req = None
+        _merge(errors, exc.errors)
+    if req is None:
+        raise ValidationFailedError(errors)
+    memo_size = len(wire.dumps(req.memo)) if isinstance(req.memo, dict) else 0
+    if problems := protocol.memo_errors(req.memo, memo_size, settings.max_memo_bytes):
+        errors["memo"] = problems
+    if problems := protocol.search_attribute_errors(
+        req.search_attributes, settings.max_search_attributes
+    ):
+        errors["search_attributes"] = problems
+    try:
+        blob = payloads.start_input(req.input, field="input")
+    except InvalidPayloadError as exc:
+        if not errors:
+            raise
+        _merge(errors, exc.errors)
+    if errors:
+        raise ValidationFailedError(errors)
+    return engine.StartCommand(
+        namespace=namespace,
+        workflow_id=req.workflow_id or new_id(),
+        workflow_type=req.workflow_type,
+        task_queue=req.task_queue or protocol.DEFAULT_TASK_QUEUE,
+        input_blob=blob,
+        business_key=req.business_key,
+        memo=req.memo or {},
+        search_attributes=req.search_attributes or {},
+        duplicate_policy=req.duplicate_policy or "fail",
+        execution_timeout_seconds=req.execution_timeout_seconds,
+        run_timeout_seconds=req.run_timeout_seconds,
+    )
+
+
+def parse_query(cls: type[T]) -> T:
+    """Query-string parameters into ``cls``; integer-looking values become ints, "" is absent."""
+    args: dict[str, Any] = {}
+    for key in request.args:
+        value = request.args.get(key, "")
+        if value != "":
+            args[key] = int(value) if _INTEGER.fullmatch(value) and key == "page_size" else value
+    return wire.structure(args, cls)
+
+
+def encode_token(number: int) -> str:
+    return base64.b64encode(str(number).encode()).decode()
+
+
+def decode_token(token: str | None) -> int | None:
+    """The non-negative integer in a page token, or None when it is unreadable."""
+    if token is None:
+        return 0
+    try:
+        text = base64.b64decode(token, validate=True).decode()
+    except (binascii.Error, ValueError):
+        return None
+    return int(text) if text.isdigit() and len(text) < 19 else None
+
+
+def could_exist(workflow_id: str, run_id: str = "x") -> bool:
+    """False for ids the database cannot hold: answer 404 without a query."""
+    return bool(_STORABLE_WORKFLOW_ID.fullmatch(workflow_id)) and "\x00" not in run_id
+
+
+# --- response bodies -------------------------------------------------------------------
+
+
+def run_summary_body(run: RunSummary) -> dict[str, Any]:
+    return {
+        "workflow_id": run.workflow_id,
+        "run_id": run.run_id,
+        "run_number": run.run_number,
+        "workflow_type": run.workflow_type,
+        "business_key": run.business_key,
+        "status": run.status,
+        "status_bucket": run.status_bucket,
+        "is_current_run": run.is_current_run,
+        "closed_reason": run.closed_reason,
+        "task_queue": run.task_queue,
+        "compatibility": run.compatibility,
+        "payload_codec": run.payload_codec or payloads.CODEC,
+        "started_at": wire.iso_z(run.started_at),
+        "closed_at": wire.iso_z(run.closed_at),
+    }
+
+
+def describe_body(run: RunView) -> dict[str, Any]:
+    terminal = run.status not in OPEN_STATUSES
+    live = run.is_current_run and not terminal
+    return {
+        "workflow_id": run.workflow_id,
+        "run_id": run.run_id,
+        "namespace": run.namespace,
+        "workflow_type": run.workflow_type,
+        "business_key": run.business_key,
+        "status": run.status,
+        "status_bucket": run.status_bucket,
+        "is_terminal": terminal,
+        "closed_reason": run.closed_reason,
+        "task_queue": run.task_queue,
+        "run_number": run.run_number,
+        "run_count": run.run_count,
+        "is_current_run": run.is_current_run,
+        "compatibility": run.compatibility,
+        "payload_codec": run.payload_codec or payloads.CODEC,
+        "execution_timeout_seconds": run.execution_timeout_seconds,
+        "run_timeout_seconds": run.run_timeout_seconds,
+        "execution_deadline_at": wire.iso_z(run.execution_deadline_at),
+        "run_deadline_at": wire.iso_z(run.run_deadline_at),
+        "input": payloads.decode_for_view(run.arguments),
+        "output": payloads.decode_for_view(run.output),
+        "input_envelope": payloads.envelope(run.arguments),
+        "output_envelope": payloads.envelope(run.output),
+        "started_at": wire.iso_z(run.started_at),
+        "closed_at": wire.iso_z(run.closed_at),
+        "last_progress_at": wire.iso_z(run.last_progress_at),
+        "wait_kind": run.wait_kind,
+        "wait_reason": run.wait_reason,
+        "memo": run.memo or {},
+        "search_attributes": run.search_attributes or {},
+        "actions": {
+            "can_signal": live,
+            "can_query": not terminal or run.status == "completed",
+            "can_update": live,
+            "can_cancel": live,
+            "can_terminate": live,
+            "can_repair": live,
+            "can_archive": terminal and run.archived_at is None,
+        },
+    }
+
+
+def listed_body(run: ListedRun) -> dict[str, Any]:
+    return {
+        "workflow_id": run.workflow_id,
+        "run_id": run.run_id,
+        "namespace": run.namespace,
+        "workflow_type": run.workflow_type,
+        "business_key": run.business_key,
+        "status": run.status,
+        "status_bucket": run.status_bucket,
+        "task_queue": run.task_queue,
+        "is_terminal": run.status not in OPEN_STATUSES,
+        "payload_codec": run.payload_codec or payloads.CODEC,
+        "started_at": wire.iso_z(run.started_at),
+        "closed_at": wire.iso_z(run.closed_at),
+        "memo": run.memo or {},
+        "search_attributes": run.search_attributes or {},
+    }
+
+
+def event_body(event: EventRow) -> dict[str, Any]:
+    return {
+        "sequence": event.sequence,
+        "event_type": event.event_type,
+        "timestamp": wire.iso_z(event.recorded_at),
+        "payload": event.payload or {},
+    }
+
+
+# --- routes ----------------------------------------------------------------------------
+
+
+def blueprint(rt: Runtime) -> Blueprint:
+    bp = Blueprint("workflows", __name__)
+
+    @bp.post("/api/workflows")
+    async def start_workflow() -> Response:
+        cmd = parse_start(json_body(), g.namespace, rt.settings)
+        outcome = await rt.store.transaction(engine.start_workflow, cmd)
+        rt.publish_wakes(outcome.wakes)
+        return json_response(outcome.body, outcome.status)
+
+    @bp.get("/api/workflows")
+    async def list_workflows() -> Response:
+        q = parse_query(ListWorkflows)
+        offset = decode_token(q.next_page_token) or 0
+        bucket = q.status if q.status in protocol.LIST_STATUS_BUCKETS else None
+        rows = await rt.store.read(
+            store.list_workflows,
+            g.namespace,
+            status_bucket=bucket,
+            status=q.status if bucket is None else None,
+            workflow_type=q.workflow_type,
+            query=q.query,
+            offset=offset,
+            limit=q.page_size + 1,
+        )
+        page = rows[: q.page_size]
+        token = encode_token(offset + len(page)) if len(rows) > q.page_size else None
+        return json_response(
+            {
+                "workflows": [listed_body(r) for r in page],
+                "workflow_count": len(page),
+                "next_page_token": token,
+            }
+        )
+
+    @bp.get("/api/workflows/<wf>")
+    async def describe_workflow(wf: str) -> Response:
+        run = await rt.store.read(store.get_run_view, g.namespace, wf) if could_exist(wf) else None
+        if run is None:
+            raise InstanceNotFoundError(f"Workflow {wf!r} was not found.", workflow_id=wf)
+        return json_response(describe_body(run))
+
+    @bp.get("/api/workflows/<wf>/runs/<run_id>")
+    async def describe_run(wf: str, run_id: str) -> Response:
+        run = None
+        if could_exist(wf, run_id):
+            run = await rt.store.read(store.get_run_view, g.namespace, wf, run_id)
+        if run is None:
+            raise RunNotFoundError(
+                f"Run {run_id!r} of workflow {wf!r} was not found.", workflow_id=wf, run_id=run_id
+            )
+        return json_response(describe_body(run))
+
+    @bp.get("/api/workflows/<wf>/runs")
+    async def list_runs(wf: str) -> Response:
+        found = await rt.store.read(store.list_runs, g.namespace, wf) if could_exist(wf) else []
+        if not found:
+            raise InstanceNotFoundError(f"Workflow {wf!r} was not found.", workflow_id=wf)
+        return json_response(
+            {
+                "workflow_id": wf,
+                "run_count": found[-1].run_count,
+                "runs": [run_summary_body(r) for r in found],
+            }
+        )
+
+    @bp.get("/api/workflows/<wf>/runs/<run_id>/history")
+    async def history(wf: str, run_id: str) -> Response:
+        q = parse_query(HistoryPageQuery)
+        after = decode_token(q.next_page_token)
+        if after is None:
+            raise ValidationFailedError({"next_page_token": ["The next page token is invalid."]})
+        events = None
+        if could_exist(wf, run_id):
+            events = await rt.store.read(
+                store.history_page, g.namespace, wf, run_id, after, q.page_size + 1
+            )
+        if events is None:
+            raise RunNotFoundError(
+                f"Run {run_id!r} of workflow {wf!r} was not found.", workflow_id=wf, run_id=run_id
+            )
+        page = events[: q.page_size]
+        more = len(events) > q.page_size
+        return json_response(
+            {
+                "workflow_id": wf,
+                "run_id": run_id,
+                "events": [event_body(e) for e in page],
+                "next_page_token": encode_token(page[-1].sequence) if more else None,
+            }
+        )
+
+    return bp
