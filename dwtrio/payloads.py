@@ -463,3 +463,22 @@ def decode_for_view(blob: str | None) -> Any:
         return to_json_view(decode(blob))
     except InvalidPayloadError:
         return None
+
+
+def value_blob(value: Any, *, field: str = "result") -> str:
+    """The blob to store for a single-value payload (activity or workflow result).
+
+    * an envelope ``{"codec": "avro", "blob": ...}`` (what SDKs send) -> its blob, validated;
+    * anything else is plain JSON from curl-style clients -> encoded server-side,
+      with ``null`` becoming the Avro null the SDK decodes to ``None``.
+    """
+    if isinstance(value, Mapping) and (
+        "codec" in value or "blob" in value or "external_storage" in value or "external_payload" in value
+    ):
+        return validate_envelope(value, field=field)
+    return encode(value, field=field)
+
+
+def arguments_blob(value: Any, *, field: str = "arguments") -> str:
+    """The blob of a positional-arguments payload (activity arguments): like :func:`start_input`."""
+    return start_input(value, field=field)

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from dwtrio import wire
+from dwtrio import payloads, wire
 from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.wakes import request_wake
 from dwtrio.errors import (
@@ -42,13 +42,6 @@ from dwtrio.store.runs import LockedRun
 TERMINAL_STATUSES = ("completed", "failed", "timed_out", "cancelled")
 
 
-def _blob(value: Any) -> str | None:
-    if isinstance(value, dict):
-        blob = value.get("blob")
-        return blob if isinstance(blob, str) else None
-    return value if isinstance(value, str) else None
-
-
 def _step_fields(execution: Any) -> dict[str, Any]:
     """Fields every event of an activity step repeats (sequence, type, parallel metadata)."""
     fields: dict[str, Any] = {
@@ -62,7 +55,12 @@ def _step_fields(execution: Any) -> dict[str, Any]:
 
 
 async def schedule(
-    conn: Conn, run: LockedRun, command: ScheduleActivity, seq: int, outcome: Outcome
+    conn: Conn,
+    run: LockedRun,
+    command: ScheduleActivity,
+    arguments: str,
+    seq: int,
+    outcome: Outcome,
 ) -> tuple[NewEvent, str]:
     """Create the execution and its ready task; returns (ActivityScheduled, task id)."""
     execution_id = new_id()
@@ -76,7 +74,7 @@ async def schedule(
         seq,
         command.activity_type,
         queue,
-        _blob(command.arguments),
+        arguments,
         command.retry_policy,
         command.timeouts,
         command.parallel or None,
@@ -284,7 +282,7 @@ async def _wake_after_settling(conn: Conn, fenced: FencedAttempt, outcome: Outco
 # --- complete, fail, heartbeat --------------------------------------------------------
 async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteActivityTask) -> Outcome:
     fenced = await fence(conn, namespace, task_id, req)
-    result = _blob(req.result)
+    result = payloads.value_blob(req.result)
     await conn.execute(sql("close_activity_attempt"), req.activity_attempt_id, "completed", None)
     await conn.execute(
         sql("close_activity_execution"), fenced.execution["id"], "completed", result, None

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from dwtrio import wire
+from dwtrio import payloads, wire
 from dwtrio.engine import activity_tasks
 from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.wakes import create_workflow_task
@@ -87,14 +87,6 @@ def event_body(event: EventRow, namespace: str) -> dict[str, Any]:
 
 def envelope(blob: str | None, codec: str | None = "avro") -> dict[str, str] | None:
     return None if blob is None else {"codec": codec or "avro", "blob": blob}
-
-
-def blob_of(value: Any) -> str | None:
-    """The stored blob of a command payload (an envelope or a bare blob string)."""
-    if isinstance(value, dict):
-        blob = value.get("blob")
-        return blob if isinstance(blob, str) else None
-    return value if isinstance(value, str) else None
 
 
 async def _history_page(
@@ -278,14 +270,17 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkfl
         if isinstance(command, ScheduleActivity):
             seq += 1
             _check_parallel(command.parallel, seq, index)
-            event, task_created = await activity_tasks.schedule(conn, run, command, seq, outcome)
+            arguments = payloads.arguments_blob(command.arguments, field=f"commands.{index}.arguments")
+            event, task_created = await activity_tasks.schedule(
+                conn, run, command, arguments, seq, outcome
+            )
             events.append(event)
             created.append(task_created)
         elif isinstance(command, CompleteWorkflow):
-            output = blob_of(command.result)
-            payload: dict[str, Any] = {"output": output, "payload_codec": "avro"}
+            result_blob = payloads.value_blob(command.result, field=f"commands.{index}.result")
+            payload: dict[str, Any] = {"output": result_blob, "payload_codec": "avro"}
             events.append(NewEvent(event_type="WorkflowCompleted", payload=payload))
-            closed_as = ("completed", "completed", output)
+            closed_as = ("completed", "completed", result_blob)
         elif isinstance(command, FailWorkflow):
             events.append(
                 NewEvent(event_type="WorkflowFailed", payload=_failure_payload(run, command))

@@ -30,29 +30,28 @@ async def poll_for_task(
 ) -> T | None:
     """Return a claimed task, or None when ``timeout_s`` passes (or the server drains).
 
-    Cancellation (client disconnect) while parked returns nothing and leases
-    nothing; cancellation right after a claim releases the claimed task.
+    ``timeout_s <= 0`` probes once. Cancellation from outside (the client went
+    away) while parked returns nothing and leases nothing; cancellation right
+    after a claim releases the claimed task. The deadline itself never
+    interrupts a claim: it only bounds the parking.
     """
-    with trio.move_on_after(max(timeout_s, 0.0)):
-        while True:
-            with waiters.register(key) as waiter:
-                with trio.CancelScope(shield=True):  # never abandon a committed lease
-                    task = await claim()
-                waiter.consumed = True
-                if task is not None:
-                    try:
-                        await trio.lowlevel.checkpoint()  # raises if the client has gone
-                    except BaseException:
-                        with trio.CancelScope(shield=True):
-                            await release(task)
-                        raise
-                    return task
-                if timeout_s <= 0 or draining.is_set():
-                    return None
-                waiter.consumed = False
-                with trio.move_on_after(recheck_s):
-                    await waiter.event.wait()
-                waiter.consumed = True
-                if draining.is_set():
-                    return None
-    return None
+    deadline = trio.current_time() + max(timeout_s, 0.0)
+    while True:
+        with waiters.register(key) as waiter:
+            with trio.CancelScope(shield=True):  # never abandon a committed lease
+                task = await claim()
+            waiter.consumed = True
+            if task is not None:
+                try:
+                    await trio.lowlevel.checkpoint()  # raises if the client has gone
+                except BaseException:
+                    with trio.CancelScope(shield=True):  # put the task back for others
+                        await release(task)
+                    raise
+                return task
+            if draining.is_set() or trio.current_time() >= deadline:
+                return None
+            waiter.consumed = False
+            with trio.move_on_at(min(deadline, trio.current_time() + recheck_s)):
+                await waiter.event.wait()
+            waiter.consumed = True

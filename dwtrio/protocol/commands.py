@@ -102,16 +102,6 @@ def _parallel(raw: dict[str, Any], path: str, errors: _Errors) -> dict[str, Any]
     return fields
 
 
-def _envelope_or_blob(value: Any) -> bool:
-    if value is None or isinstance(value, str):
-        return True
-    return (
-        isinstance(value, dict)
-        and value.get("codec") == "avro"
-        and isinstance(value.get("blob"), str)
-    )
-
-
 def _schedule_activity(raw: dict[str, Any], path: str, errors: _Errors) -> ScheduleActivity:
     activity_type = raw.get("activity_type")
     if not isinstance(activity_type, str) or not activity_type.strip():
@@ -120,8 +110,6 @@ def _schedule_activity(raw: dict[str, Any], path: str, errors: _Errors) -> Sched
     if queue is not None and (not isinstance(queue, str) or not queue.strip()):
         errors.add(f"{path}.queue", "The queue must be a non-empty string.")
     arguments = raw.get("arguments")
-    if not _envelope_or_blob(arguments):
-        errors.add(f"{path}.arguments", "The arguments must be an avro payload envelope.")
     retry = raw.get("retry_policy")
     if retry is not None:
         if not isinstance(retry, dict):
@@ -168,10 +156,7 @@ def _schedule_activity(raw: dict[str, Any], path: str, errors: _Errors) -> Sched
 
 
 def _complete_workflow(raw: dict[str, Any], path: str, errors: _Errors) -> CompleteWorkflow:
-    result = raw.get("result")
-    if not _envelope_or_blob(result):
-        errors.add(f"{path}.result", "The result must be an avro payload envelope.")
-    return CompleteWorkflow(result=result)
+    return CompleteWorkflow(result=raw.get("result"))
 
 
 def _fail_workflow(raw: dict[str, Any], path: str, errors: _Errors) -> FailWorkflow:

@@ -12,12 +12,21 @@ from typing import Any, Final
 
 import attrs
 
-from dwtrio.protocol.validators import between, matches, max_length, not_blank, one_of
+from dwtrio.protocol.validators import (
+    FieldValueError,
+    between,
+    matches,
+    max_length,
+    not_blank,
+    one_of,
+)
 
 WORKFLOW_ID_PATTERN: Final = r"[A-Za-z0-9._:-]+"
 WORKFLOW_ID_MAX_LENGTH: Final = 128
 DEFAULT_TASK_QUEUE: Final = "default"
 DUPLICATE_POLICIES: Final = ("fail", "use-existing")
+#: Timeouts are stored as Postgres integers.
+MAX_TIMEOUT_SECONDS: Final = 2**31 - 1
 #: Start fields refused even when null (request_contract.operations.start.unsupported_fields).
 REJECTED_START_FIELDS: Final = (
     "workflow_execution_timeout",
@@ -40,6 +49,28 @@ HISTORY_PAGE_SIZE_DEFAULT: Final = 100
 HISTORY_PAGE_SIZE_MAX: Final = 1000
 
 
+def contains_nul(value: Any) -> bool:
+    """Whether a JSON value holds a NUL character anywhere (Postgres text and jsonb cannot)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def no_nul(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and contains_nul(value):
+        label = attribute.name.replace("_", " ")
+        raise FieldValueError(attribute.name, f"The {label} may not contain NUL characters.")
+
+
 def _empty_to_none(value: Any) -> Any:
     """Optional strings: "" means absent, as the reference's request normalisation does."""
     return None if value == "" else value
@@ -49,7 +80,7 @@ def _empty_to_none(value: Any) -> Any:
 class StartWorkflow:
     """``POST /api/workflows``. Unknown fields (priority, build_id, ...) are ignored."""
 
-    workflow_type: str = attrs.field(validator=[not_blank, max_length(255)])
+    workflow_type: str = attrs.field(validator=[not_blank, max_length(255), no_nul])
     workflow_id: str | None = attrs.field(
         default=None,
         converter=_empty_to_none,
@@ -59,19 +90,23 @@ class StartWorkflow:
         ],
     )
     task_queue: str | None = attrs.field(
-        default=None, converter=_empty_to_none, validator=max_length(255)
+        default=None, converter=_empty_to_none, validator=[max_length(255), no_nul]
     )
     #: A JSON array or a payload envelope; converted by ``dwtrio.payloads.start_input``.
     input: Any = None
     business_key: str | None = attrs.field(
-        default=None, converter=_empty_to_none, validator=max_length(255)
+        default=None, converter=_empty_to_none, validator=[max_length(255), no_nul]
     )
     #: Checked by :func:`memo_errors` / :func:`search_attribute_errors` (limits come from settings).
-    memo: Any = None
-    search_attributes: Any = None
+    memo: Any = attrs.field(default=None, validator=no_nul)
+    search_attributes: Any = attrs.field(default=None, validator=no_nul)
     duplicate_policy: str | None = attrs.field(default=None, validator=one_of(DUPLICATE_POLICIES))
-    execution_timeout_seconds: int | None = attrs.field(default=None, validator=between(1))
-    run_timeout_seconds: int | None = attrs.field(default=None, validator=between(1))
+    execution_timeout_seconds: int | None = attrs.field(
+        default=None, validator=between(1, MAX_TIMEOUT_SECONDS)
+    )
+    run_timeout_seconds: int | None = attrs.field(
+        default=None, validator=between(1, MAX_TIMEOUT_SECONDS)
+    )
 
 
 def rejected_field_errors(body: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -132,11 +167,11 @@ def search_attribute_errors(attributes: Any, max_count: int) -> list[str]:
 class ListWorkflows:
     """``GET /api/workflows`` query parameters (page_size already an int)."""
 
-    workflow_type: str | None = None
+    workflow_type: str | None = attrs.field(default=None, validator=no_nul)
     status: str | None = attrs.field(
         default=None, validator=one_of(LIST_STATUS_BUCKETS + LIST_EXACT_STATUSES)
     )
-    query: str | None = None
+    query: str | None = attrs.field(default=None, validator=no_nul)
     page_size: int = attrs.field(
         default=LIST_PAGE_SIZE_DEFAULT, validator=between(1, LIST_PAGE_SIZE_MAX)
     )

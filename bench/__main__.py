@@ -1,0 +1,34 @@
+"""``python -m bench <subcommand>``: dwtrio's benchmark harness (loopback only, bounded).
+
+Postgres: ``--dsn`` (or DWTRIO_BENCH_DSN) names an admin DSN on which a fresh
+database is created and dropped; without it the server uses its embedded
+Postgres. Results go to bench/results/ (JSON + PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from bench import poll_latency, sdk_greeter
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--dsn", default=os.environ.get("DWTRIO_BENCH_DSN"), help="admin Postgres DSN")
+    parser.add_argument("--server-workers", type=int, default=1, help="dwtrio server processes")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("poll-latency", help="task creation -> parked poller wake latency")
+    p.add_argument("--pollers", type=int, nargs="+", default=[1, 100])
+    p.add_argument("--samples", type=int, default=300)
+    p.set_defaults(run=poll_latency.run)
+    g = sub.add_parser("sdk-greeter", help="official SDK greeter end to end")
+    g.add_argument("--count", type=int, default=100)
+    g.add_argument("--concurrency", type=int, nargs="+", default=[1])
+    g.set_defaults(run=sdk_greeter.run)
+    args = parser.parse_args()
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

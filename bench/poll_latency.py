@@ -1,0 +1,120 @@
+"""poll-latency: how fast a new task reaches a parked long-poller.
+
+N workflow-task pollers park on one queue (in separate load-generator
+processes). A producer starts workflows through the real API, one at a time;
+each start creates a workflow task that wakes a parked poller. Latency is the
+time from the producer sending ``POST /api/workflows`` to a poller holding the
+task (both measured on the machine-wide monotonic clock). The poller then
+completes the workflow so the queue stays empty between samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+from bench.harness import bench_database, dwtrio_server, percentiles, plot_cdf, table, write_result
+
+WP = {"X-Durable-Workflow-Protocol-Version": "1.20", "Content-Type": "application/json"}
+CP = {"X-Durable-Workflow-Control-Plane-Version": "2", "Content-Type": "application/json"}
+COMPLETE = {"type": "complete_workflow", "result": {"codec": "avro", "blob": "wwHioz3/VYAiNwA="}}
+
+
+async def _pollers(url: str, queue: str, count: int, stop_at: float, out: Any, ready: Any) -> None:
+    limits = httpx.Limits(max_connections=count + 4, max_keepalive_connections=count + 4)
+    async with httpx.AsyncClient(base_url=url, headers=WP, timeout=40, limits=limits) as client:
+
+        async def one(i: int) -> None:
+            worker = f"bench-{uuid.uuid4().hex[:8]}"
+            while time.monotonic() < stop_at:
+                r = await client.post(
+                    "/api/worker/workflow-tasks/poll",
+                    json={"worker_id": worker, "task_queue": queue, "timeout_seconds": 10,
+                          "poll_request_id": f"wf-poll-{uuid.uuid4().hex}"},
+                )
+                got = time.monotonic_ns()
+                task = r.json().get("task")
+                if not task:
+                    continue
+                out.put((task["workflow_id"], got))
+                await client.post(
+                    f"/api/worker/workflow-tasks/{task['task_id']}/complete",
+                    json={"lease_owner": worker, "workflow_task_attempt": task["workflow_task_attempt"],
+                          "commands": [COMPLETE]},
+                )
+
+        ready.put(count)
+        await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def _poller_process(url: str, queue: str, count: int, stop_at: float, out: Any, ready: Any) -> None:
+    asyncio.run(_pollers(url, queue, count, stop_at, out, ready))
+
+
+def measure(url: str, pollers: int, samples: int, *, procs: int = 4, gap_s: float = 0.02) -> list[float]:
+    """Latencies in milliseconds for ``samples`` wakes with ``pollers`` parked pollers."""
+    queue = f"lat-{uuid.uuid4().hex[:8]}"
+    ctx = mp.get_context("spawn")
+    out, ready = ctx.Queue(), ctx.Queue()
+    stop_at = time.monotonic() + 30 + samples * (gap_s + 0.05)
+    procs = max(1, min(procs, pollers))
+    shares = [pollers // procs + (1 if i < pollers % procs else 0) for i in range(procs)]
+    workers = [ctx.Process(target=_poller_process, args=(url, queue, n, stop_at, out, ready)) for n in shares]
+    for w in workers:
+        w.start()
+    for _ in workers:
+        ready.get(timeout=30)
+    time.sleep(1.0)  # let every poll park
+    sent: dict[str, int] = {}
+    latencies: list[float] = []
+    try:
+        from tqdm import tqdm
+
+        progress: Any = tqdm(total=samples, desc=f"poll-latency {pollers} pollers", unit="wake")
+    except ImportError:
+        progress = None
+    with httpx.Client(base_url=url, headers=CP, timeout=10) as producer:
+        for _ in range(samples):
+            wid = f"lat-{uuid.uuid4().hex}"
+            sent[wid] = time.monotonic_ns()
+            r = producer.post("/api/workflows", json={"workflow_id": wid, "workflow_type": "bench",
+                                                      "task_queue": queue, "input": []})
+            r.raise_for_status()
+            got_wid, got_ns = out.get(timeout=15)
+            latencies.append((got_ns - sent[got_wid]) / 1e6)
+            if progress:
+                progress.update(1)
+            time.sleep(gap_s)
+    if progress:
+        progress.close()
+    for w in workers:
+        w.terminate()
+        w.join(5)
+    return latencies
+
+
+def run(args: Any) -> dict[str, Any]:
+    rows, series, raw = [], {}, {}
+    with bench_database(args.dsn) as dsn, dwtrio_server(dsn=dsn, workers=args.server_workers) as url:
+        for n in args.pollers:
+            lat = measure(url, n, args.samples)
+            stats = percentiles(lat)
+            rows.append({"pollers": n, **{k: round(v, 2) for k, v in stats.items()}})
+            series[f"{n} pollers"] = lat
+            raw[str(n)] = lat
+    print(table(rows, ["pollers", "count", "p50", "p90", "p99", "max", "mean"]))
+    plot = plot_cdf("poll-latency", series, "wake latency (ms), producer request -> poller response")
+    path = write_result("poll-latency", {"unit": "ms", "summary": rows, "samples": raw,
+                                          "server_workers": args.server_workers, "plot": str(plot)})
+    print(f"results: {path}" + (f"\nplot: {plot}" if plot else ""))
+    return {"summary": rows}
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure("http://127.0.0.1:8080", 1, 10)))
