@@ -238,6 +238,8 @@ OK = {"workflow_type": "greeter"}
         ({**OK, "execution_timeout_seconds": 1.5}, "execution_timeout_seconds"),
         ({**OK, "execution_timeout_seconds": True}, "execution_timeout_seconds"),
         ({**OK, "run_timeout_seconds": -1}, "run_timeout_seconds"),
+        ({**OK, "run_timeout_seconds": 2**31}, "run_timeout_seconds"),
+        ({**OK, "execution_timeout_seconds": 2**63}, "execution_timeout_seconds"),
         ({**OK, "input": "world"}, "input"),
         ({**OK, "input": 42}, "input"),
         ({**OK, "input": {"name": "world"}}, "input"),
@@ -248,6 +250,13 @@ OK = {"workflow_type": "greeter"}
         ({**OK, "input": {"codec": "avro", "blob": '["world"]'}}, "input.blob"),
         ({**OK, "input": {"codec": "avro", "blob": "wwHioz3/VYAiNwoKd29y"}}, "input.blob"),
         ({**OK, "input": [2**63]}, "input"),
+        # Postgres text and jsonb cannot hold NUL: a 422, never a 500
+        ({"workflow_type": "a\x00b"}, "workflow_type"),
+        ({**OK, "task_queue": "q\x00"}, "task_queue"),
+        ({**OK, "business_key": "\x00"}, "business_key"),
+        ({**OK, "memo": {"k": ["\x00"]}}, "memo"),
+        ({**OK, "memo": {"\x00": 1}}, "memo"),
+        ({**OK, "search_attributes": {"Key": "\x00"}}, "search_attributes"),
     ],
 )
 async def test_start_validation_failures(
@@ -783,6 +792,8 @@ async def test_list_workflows_filters_and_pages(server: RunningServer) -> None:
         assert_validation(r, "status", operation="list")
         r = await c.get("/api/workflows", params={"page_size": "201"}, headers=CP)
         assert_validation(r, "page_size", operation="list")
+        r = await c.get("/api/workflows", params={"query": "a\x00"}, headers=CP)
+        assert_validation(r, "query", operation="list")
         # an unreadable list token restarts at the first page
         page = (await c.get("/api/workflows", params={"next_page_token": "??"}, headers=CP)).json()
         assert page["workflow_count"] == 4
