@@ -15,7 +15,9 @@ from bench import poll_latency, sdk_greeter
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--dsn", default=os.environ.get("DWTRIO_BENCH_DSN"), help="admin Postgres DSN")
+    parser.add_argument(
+        "--dsn", default=os.environ.get("DWTRIO_BENCH_DSN"), help="admin Postgres DSN"
+    )
     parser.add_argument("--server-workers", type=int, default=1, help="dwtrio server processes")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("poll-latency", help="task creation -> parked poller wake latency")

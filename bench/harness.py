@@ -143,9 +143,9 @@ def server_pids(url_port: int) -> list[int]:
     pids = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info.get("cmdline") or []
-        if "dwtrio" in " ".join(cmd) and "serve" in cmd:
-            pids.append(proc.pid)
-        elif "multiprocessing" in " ".join(cmd) and "dwtrio" in " ".join(cmd):
+        if ("dwtrio" in " ".join(cmd) and "serve" in cmd) or (
+            "multiprocessing" in " ".join(cmd) and "dwtrio" in " ".join(cmd)
+        ):
             pids.append(proc.pid)
     return pids
 

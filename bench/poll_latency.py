@@ -35,8 +35,12 @@ async def _pollers(url: str, queue: str, count: int, stop_at: float, out: Any, r
             while time.monotonic() < stop_at:
                 r = await client.post(
                     "/api/worker/workflow-tasks/poll",
-                    json={"worker_id": worker, "task_queue": queue, "timeout_seconds": 10,
-                          "poll_request_id": f"wf-poll-{uuid.uuid4().hex}"},
+                    json={
+                        "worker_id": worker,
+                        "task_queue": queue,
+                        "timeout_seconds": 10,
+                        "poll_request_id": f"wf-poll-{uuid.uuid4().hex}",
+                    },
                 )
                 got = time.monotonic_ns()
                 task = r.json().get("task")
@@ -45,8 +49,11 @@ async def _pollers(url: str, queue: str, count: int, stop_at: float, out: Any, r
                 out.put((task["workflow_id"], got))
                 await client.post(
                     f"/api/worker/workflow-tasks/{task['task_id']}/complete",
-                    json={"lease_owner": worker, "workflow_task_attempt": task["workflow_task_attempt"],
-                          "commands": [COMPLETE]},
+                    json={
+                        "lease_owner": worker,
+                        "workflow_task_attempt": task["workflow_task_attempt"],
+                        "commands": [COMPLETE],
+                    },
                 )
 
         ready.put(count)
@@ -57,7 +64,9 @@ def _poller_process(url: str, queue: str, count: int, stop_at: float, out: Any, 
     asyncio.run(_pollers(url, queue, count, stop_at, out, ready))
 
 
-def measure(url: str, pollers: int, samples: int, *, procs: int = 4, gap_s: float = 0.02) -> list[float]:
+def measure(
+    url: str, pollers: int, samples: int, *, procs: int = 4, gap_s: float = 0.02
+) -> list[float]:
     """Latencies in milliseconds for ``samples`` wakes with ``pollers`` parked pollers."""
     queue = f"lat-{uuid.uuid4().hex[:8]}"
     ctx = mp.get_context("spawn")
@@ -65,7 +74,10 @@ def measure(url: str, pollers: int, samples: int, *, procs: int = 4, gap_s: floa
     stop_at = time.monotonic() + 30 + samples * (gap_s + 0.05)
     procs = max(1, min(procs, pollers))
     shares = [pollers // procs + (1 if i < pollers % procs else 0) for i in range(procs)]
-    workers = [ctx.Process(target=_poller_process, args=(url, queue, n, stop_at, out, ready)) for n in shares]
+    workers = [
+        ctx.Process(target=_poller_process, args=(url, queue, n, stop_at, out, ready))
+        for n in shares
+    ]
     for w in workers:
         w.start()
     for _ in workers:
@@ -83,8 +95,15 @@ def measure(url: str, pollers: int, samples: int, *, procs: int = 4, gap_s: floa
         for _ in range(samples):
             wid = f"lat-{uuid.uuid4().hex}"
             sent[wid] = time.monotonic_ns()
-            r = producer.post("/api/workflows", json={"workflow_id": wid, "workflow_type": "bench",
-                                                      "task_queue": queue, "input": []})
+            r = producer.post(
+                "/api/workflows",
+                json={
+                    "workflow_id": wid,
+                    "workflow_type": "bench",
+                    "task_queue": queue,
+                    "input": [],
+                },
+            )
             r.raise_for_status()
             got_wid, got_ns = out.get(timeout=15)
             latencies.append((got_ns - sent[got_wid]) / 1e6)
@@ -101,7 +120,10 @@ def measure(url: str, pollers: int, samples: int, *, procs: int = 4, gap_s: floa
 
 def run(args: Any) -> dict[str, Any]:
     rows, series, raw = [], {}, {}
-    with bench_database(args.dsn) as dsn, dwtrio_server(dsn=dsn, workers=args.server_workers) as url:
+    with (
+        bench_database(args.dsn) as dsn,
+        dwtrio_server(dsn=dsn, workers=args.server_workers) as url,
+    ):
         for n in args.pollers:
             lat = measure(url, n, args.samples)
             stats = percentiles(lat)
@@ -109,9 +131,19 @@ def run(args: Any) -> dict[str, Any]:
             series[f"{n} pollers"] = lat
             raw[str(n)] = lat
     print(table(rows, ["pollers", "count", "p50", "p90", "p99", "max", "mean"]))
-    plot = plot_cdf("poll-latency", series, "wake latency (ms), producer request -> poller response")
-    path = write_result("poll-latency", {"unit": "ms", "summary": rows, "samples": raw,
-                                          "server_workers": args.server_workers, "plot": str(plot)})
+    plot = plot_cdf(
+        "poll-latency", series, "wake latency (ms), producer request -> poller response"
+    )
+    path = write_result(
+        "poll-latency",
+        {
+            "unit": "ms",
+            "summary": rows,
+            "samples": raw,
+            "server_workers": args.server_workers,
+            "plot": str(plot),
+        },
+    )
     print(f"results: {path}" + (f"\nplot: {plot}" if plot else ""))
     return {"summary": rows}
 

@@ -16,7 +16,15 @@ import time
 import uuid
 from typing import Any
 
-from bench.harness import REPO, bench_database, dwtrio_server, percentiles, plot_cdf, table, write_result
+from bench.harness import (
+    REPO,
+    bench_database,
+    dwtrio_server,
+    percentiles,
+    plot_cdf,
+    table,
+    write_result,
+)
 
 WORKER_CODE = r"""
 import asyncio, sys
@@ -53,8 +61,10 @@ async def _client(url: str, queue: str, count: int, concurrency: int) -> dict[st
             async with sem:
                 t0 = time.perf_counter()
                 handle = await client.start_workflow(
-                    workflow_type="greeter", workflow_id=f"greet-{uuid.uuid4().hex}",
-                    task_queue=queue, input=["world"],
+                    workflow_type="greeter",
+                    workflow_id=f"greet-{uuid.uuid4().hex}",
+                    task_queue=queue,
+                    input=["world"],
                 )
                 result = await client.get_result(handle, poll_interval=0.002, timeout=60)
                 assert result == "hello, world", result
@@ -70,24 +80,38 @@ async def _client(url: str, queue: str, count: int, concurrency: int) -> dict[st
 
 def run(args: Any) -> dict[str, Any]:
     rows, series = [], {}
-    with bench_database(args.dsn) as dsn, dwtrio_server(dsn=dsn, workers=args.server_workers) as url:
+    with (
+        bench_database(args.dsn) as dsn,
+        dwtrio_server(dsn=dsn, workers=args.server_workers) as url,
+    ):
         queue = f"greet-{uuid.uuid4().hex[:8]}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("DW_")}
-        worker = subprocess.Popen([sys.executable, "-c", WORKER_CODE, url, queue], env=env, cwd=REPO)
+        worker = subprocess.Popen(
+            [sys.executable, "-c", WORKER_CODE, url, queue], env=env, cwd=REPO
+        )
         try:
             for concurrency in args.concurrency:
                 out = asyncio.run(_client(url, queue, args.count, concurrency))
                 stats = percentiles(out["latencies_ms"])
-                rows.append({"starters": concurrency, "wf_per_s": round(out["workflows_per_s"], 1),
-                             **{k: round(v, 2) for k, v in stats.items()}})
+                rows.append(
+                    {
+                        "starters": concurrency,
+                        "wf_per_s": round(out["workflows_per_s"], 1),
+                        **{k: round(v, 2) for k, v in stats.items()},
+                    }
+                )
                 series[f"{concurrency} starters"] = out["latencies_ms"]
-                print(f"  {concurrency} starters: {out['workflows_per_s']:.1f} wf/s, p50 {stats['p50']:.1f} ms")
+                print(
+                    f"  {concurrency} starters: {out['workflows_per_s']:.1f} wf/s, p50 {stats['p50']:.1f} ms"
+                )
         finally:
             worker.terminate()
             worker.wait(15)
     print(table(rows, ["starters", "wf_per_s", "count", "p50", "p90", "p99", "max"]))
     plot = plot_cdf("sdk-greeter", series, "greeter start -> result latency (ms)")
-    path = write_result("sdk-greeter", {"unit": "ms", "summary": rows, "samples": series, "plot": str(plot)})
+    path = write_result(
+        "sdk-greeter", {"unit": "ms", "summary": rows, "samples": series, "plot": str(plot)}
+    )
     print(f"results: {path}" + (f"\nplot: {plot}" if plot else ""))
     return {"summary": rows}
 

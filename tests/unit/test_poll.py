@@ -1,0 +1,280 @@
+"""poll_for_task with fake claim/release callables on trio's virtual clock.
+
+Contract: worker-plane.md §5.2 (wait up to timeout_seconds, wake at once, never
+return empty early, 0 probes, a disconnected poller leases nothing, a lost
+wake only delays); dwtrio/matching/poll.py.
+"""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from dwtrio.matching.poll import poll_for_task
+from dwtrio.matching.waiters import WaiterSet
+
+KEY = ("default", "q", "workflow")
+
+
+@attrs.define
+class FakeQueue:
+    """A claim that finds a task once ``ready`` is set; records calls and releases."""
+
+    ready: list[str] = attrs.field(factory=list)
+    claims: list[float] = attrs.field(factory=list)
+    released: list[str] = attrs.field(factory=list)
+    claim_delay_s: float = 0.0
+
+    async def claim(self) -> str | None:
+        self.claims.append(trio.current_time())
+        if self.claim_delay_s:
+            await trio.sleep(self.claim_delay_s)
+        return self.ready.pop(0) if self.ready else None
+
+    async def release(self, task: str) -> None:
+        self.released.append(task)
+
+
+async def poll(
+    queue: FakeQueue,
+    waiters: WaiterSet,
+    *,
+    timeout_s: float,
+    recheck_s: float = 1000.0,
+    draining: trio.Event | None = None,
+) -> str | None:
+    return await poll_for_task(
+        waiters,
+        KEY,
+        queue.claim,
+        queue.release,
+        timeout_s=timeout_s,
+        recheck_s=recheck_s,
+        draining=trio.Event() if draining is None else draining,
+    )
+
+
+async def test_returns_a_ready_task_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    queue, waiters = FakeQueue(ready=["t1"]), WaiterSet()
+    start = trio.current_time()
+    assert await poll(queue, waiters, timeout_s=30) == "t1"
+    assert trio.current_time() == start
+    assert queue.claims == [start]
+    assert queue.released == []
+    assert waiters.statistics().waiters == 0
+
+
+async def test_empty_poll_returns_none_at_the_deadline_not_earlier(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters = FakeQueue(), WaiterSet()
+    start = trio.current_time()
+    assert await poll(queue, waiters, timeout_s=5) is None
+    elapsed = trio.current_time() - start
+    assert 5 <= elapsed < 5.001
+    # One claim at the start and one when the deadline ends the parking.
+    assert queue.claims == [start, start + 5]
+    assert waiters.statistics().waiters == 0
+
+
+async def test_rechecks_every_interval_without_wakes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters = FakeQueue(), WaiterSet()
+    start = trio.current_time()
+    assert await poll(queue, waiters, timeout_s=3, recheck_s=0.5) is None
+    offsets = [round(t - start, 6) for t in queue.claims]
+    assert offsets == [0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+
+
+async def test_a_lost_wake_only_delays_until_the_next_recheck(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters = FakeQueue(), WaiterSet()
+    start = trio.current_time()
+
+    async def insert_silently() -> None:
+        await trio.sleep(1.2)
+        queue.ready.append("t1")  # no wake published
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(insert_silently)
+        assert await poll(queue, waiters, timeout_s=30, recheck_s=0.5) == "t1"
+    assert trio.current_time() - start == pytest.approx(1.5)
+
+
+async def test_a_wake_triggers_an_immediate_claim(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters = FakeQueue(), WaiterSet()
+    start = trio.current_time()
+
+    async def insert_and_wake() -> None:
+        await trio.sleep(2.5)
+        queue.ready.append("t1")
+        assert waiters.wake(KEY) == 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(insert_and_wake)
+        assert await poll(queue, waiters, timeout_s=30, recheck_s=1000) == "t1"
+    assert trio.current_time() - start == pytest.approx(2.5)
+    assert len(queue.claims) == 2
+
+
+async def test_a_wake_without_a_task_parks_again_until_the_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Another poller won the race: a spurious wake must not end the poll early."""
+    queue, waiters = FakeQueue(), WaiterSet()
+    start = trio.current_time()
+
+    async def wake_only() -> None:
+        await trio.sleep(1)
+        waiters.wake(KEY)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wake_only)
+        assert await poll(queue, waiters, timeout_s=4) is None
+    assert trio.current_time() - start == pytest.approx(4)
+    assert [round(t - start, 6) for t in queue.claims] == [0, 1, 4]
+
+
+async def test_timeout_zero_probes_once(autojump_clock: trio.testing.MockClock) -> None:
+    queue, waiters = FakeQueue(), WaiterSet()
+    start = trio.current_time()
+    assert await poll(queue, waiters, timeout_s=0) is None
+    assert trio.current_time() == start
+    assert queue.claims == [start]
+    queue.ready.append("t1")
+    assert await poll(queue, waiters, timeout_s=0) == "t1"
+
+
+async def test_negative_timeout_probes_once(autojump_clock: trio.testing.MockClock) -> None:
+    queue, waiters = FakeQueue(), WaiterSet()
+    assert await poll(queue, waiters, timeout_s=-5) is None
+    assert len(queue.claims) == 1
+
+
+async def test_a_slow_claim_is_not_cut_by_the_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The deadline only bounds parking: a claim in flight at the deadline finishes."""
+    queue, waiters = FakeQueue(ready=[], claim_delay_s=0.3), WaiterSet()
+
+    async def insert_late() -> None:
+        await trio.sleep(0.9)
+        queue.ready.append("t1")  # present when the deadline-claim reads
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(insert_late)
+        assert await poll(queue, waiters, timeout_s=1) == "t1"
+    assert queue.released == []
+
+
+async def test_cancellation_right_after_a_claim_releases_the_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    waiters = WaiterSet()
+    queue = FakeQueue(ready=["t1"])
+    with trio.CancelScope() as scope:
+
+        async def claim() -> str | None:
+            scope.cancel()  # the client goes away while the claim query runs
+            await trio.sleep(0.1)  # shielded: the claim still commits
+            return await queue.claim()
+
+        await poll_for_task(
+            waiters,
+            KEY,
+            claim,
+            queue.release,
+            timeout_s=30,
+            recheck_s=1,
+            draining=trio.Event(),
+        )
+        pytest.fail("the poll must raise Cancelled")
+    assert scope.cancelled_caught
+    assert queue.released == ["t1"]
+    assert waiters.statistics().waiters == 0
+
+
+async def test_cancellation_while_parked_leases_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters = FakeQueue(), WaiterSet()
+    with trio.move_on_after(2) as scope:
+        await poll(queue, waiters, timeout_s=30)
+    assert scope.cancelled_caught
+    queue.ready.append("t1")
+    # The gone poller is no longer registered: the wake reaches nobody.
+    assert waiters.wake(KEY) == 0
+    assert queue.ready == ["t1"]
+    assert queue.released == []
+    assert len(queue.claims) == 1
+
+
+async def test_a_gone_poller_passes_its_wake_to_the_next(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A poller woken while it is being cancelled hands the wake to the next one."""
+    queue, waiters = FakeQueue(), WaiterSet()
+    got: list[str | None] = []
+    first_scope = trio.CancelScope()
+
+    async def first_poller() -> None:
+        with first_scope:
+            await poll(queue, waiters, timeout_s=30)
+
+    async def second_poller() -> None:
+        got.append(await poll(queue, waiters, timeout_s=30))
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(first_poller)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(second_poller)
+        await trio.testing.wait_all_tasks_blocked()
+        assert waiters.waiting(KEY) == 2
+        first_scope.cancel()  # the first client disconnects ...
+        queue.ready.append("t1")
+        assert waiters.wake(KEY) == 1  # ... just as its wake arrives
+    assert got == ["t1"]
+    assert trio.current_time() == start  # no recheck needed
+    assert queue.released == []
+
+
+async def test_draining_returns_none(autojump_clock: trio.testing.MockClock) -> None:
+    queue, waiters = FakeQueue(), WaiterSet()
+    draining = trio.Event()
+    draining.set()
+    start = trio.current_time()
+    assert await poll(queue, waiters, timeout_s=30, draining=draining) is None
+    assert trio.current_time() == start
+    assert len(queue.claims) == 1
+
+
+async def test_drain_ends_a_parked_poll(autojump_clock: trio.testing.MockClock) -> None:
+    queue, waiters = FakeQueue(), WaiterSet()
+    draining = trio.Event()
+    start = trio.current_time()
+
+    async def drain() -> None:
+        await trio.sleep(2)
+        draining.set()
+        waiters.wake_all()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain)
+        assert await poll(queue, waiters, timeout_s=30, draining=draining) is None
+    assert trio.current_time() - start == pytest.approx(2)
+
+
+async def test_a_task_found_while_draining_is_still_returned(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters = FakeQueue(ready=["t1"]), WaiterSet()
+    draining = trio.Event()
+    draining.set()
+    assert await poll(queue, waiters, timeout_s=30, draining=draining) == "t1"
