@@ -12,8 +12,9 @@ from typing import Any
 
 import yaml
 
-from conftest import REPO_ROOT
 from dwtrio.settings import RECOGNISED_UNUSED, env_names
+
+from conftest import REPO_ROOT
 
 KNOWN_ENV = env_names() | RECOGNISED_UNUSED
 COMPOSE = REPO_ROOT / "compose" / "docker-compose.yml"
