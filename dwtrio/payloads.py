@@ -473,7 +473,10 @@ def value_blob(value: Any, *, field: str = "result") -> str:
       with ``null`` becoming the Avro null the SDK decodes to ``None``.
     """
     if isinstance(value, Mapping) and (
-        "codec" in value or "blob" in value or "external_storage" in value or "external_payload" in value
+        "codec" in value
+        or "blob" in value
+        or "external_storage" in value
+        or "external_payload" in value
     ):
         return validate_envelope(value, field=field)
     return encode(value, field=field)

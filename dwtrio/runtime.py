@@ -12,7 +12,7 @@ from dwtrio import __version__
 from dwtrio.engine.outcome import QueueKey
 from dwtrio.manifest import SERVER_FEATURES, Features, worker_capabilities
 from dwtrio.matching.waiters import WaiterSet
-from dwtrio.matching.wakebus import LocalWakeBus, WakeBus
+from dwtrio.matching.wakebus import WakeBus, make_wake_bus
 from dwtrio.settings import Settings
 from dwtrio.store import namespaces
 from dwtrio.store.pool import Store
@@ -60,7 +60,7 @@ class Runtime:
 
     def __attrs_post_init__(self) -> None:
         self.worker_capabilities = worker_capabilities(self.settings, self.features)
-        self.wakes = LocalWakeBus(self.waiters)
+        self.wakes = make_wake_bus(self.waiters, self.settings.redis_url)
 
     def publish_wakes(self, keys: Iterable[QueueKey]) -> None:
         """After a commit: wake pollers of every queue that got new ready work."""
@@ -72,7 +72,7 @@ class Runtime:
         self.draining.set()
         self.waiters.wake_all()
 
-    def wake_bus_health(self) -> dict[str, str]:
+    def wake_bus_health(self) -> dict[str, Any]:
         """The readiness `cache` check: what carries wake signals, and whether it works."""
         return self.wakes.health()
 

@@ -12,6 +12,10 @@ session; each test gets its own ``CREATE DATABASE ... TEMPLATE`` copy.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -43,6 +47,8 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if dsn:
         yield dsn
         return
+    if os.environ.get("DWTRIO_REQUIRE_SERVICES"):
+        pytest.fail("DWTRIO_REQUIRE_SERVICES is set but DWTRIO_TEST_DSN is not")
     from dwtrio.embedded import EmbeddedPostgres
 
     with EmbeddedPostgres(tmp_path_factory.mktemp("embedded-pg")) as embedded_dsn:
@@ -59,6 +65,80 @@ async def _admin(dsn: str, statement: str) -> None:
 async def _admin_in_loop(dsn: str, statement: str) -> None:
     async with trio_asyncio.open_loop():
         await _admin(dsn, statement)
+
+
+def _redis_ping(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis for wake-bus tests: DWTRIO_TEST_REDIS_URL, else a throwaway redis-server.
+
+    With neither (a laptop without Redis installed) the tests use fakeredis's TCP
+    server, which speaks the same protocol; CI always provides a real Redis
+    (DWTRIO_REQUIRE_SERVICES makes its absence a failure).
+    """
+    url = os.environ.get("DWTRIO_TEST_REDIS_URL")
+    if url:
+        if not _redis_ping(url):
+            pytest.fail(f"DWTRIO_TEST_REDIS_URL={url} is not reachable")
+        yield url
+        return
+    if os.environ.get("DWTRIO_REQUIRE_SERVICES"):
+        pytest.fail("DWTRIO_REQUIRE_SERVICES is set but DWTRIO_TEST_REDIS_URL is not")
+    port = free_port()
+    binary = shutil.which("redis-server")
+    if binary:
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            cwd=tmp_path_factory.mktemp("redis"),
+            stdout=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        try:
+            for _ in range(100):
+                if _redis_ping(url):
+                    break
+                time.sleep(0.05)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        return
+    import threading
+
+    from fakeredis import TcpFakeServer
+
+    server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

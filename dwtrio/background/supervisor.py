@@ -19,7 +19,13 @@ from dwtrio.runtime import Runtime
 
 Loop = Callable[..., Awaitable[Any]]
 
-LOOPS: tuple[Loop, ...] = (run_task_repair_loop,)
+
+async def run_wake_bus(rt: Runtime, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """The wake bus's own tasks (Redis publisher and subscriber; nothing for the local bus)."""
+    await rt.wakes.run(task_status=task_status)
+
+
+LOOPS: tuple[Loop, ...] = (run_wake_bus, run_task_repair_loop)
 
 
 async def start_all(nursery: trio.Nursery, rt: Runtime, loops: tuple[Loop, ...] = LOOPS) -> None:

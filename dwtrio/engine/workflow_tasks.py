@@ -270,7 +270,9 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkfl
         if isinstance(command, ScheduleActivity):
             seq += 1
             _check_parallel(command.parallel, seq, index)
-            arguments = payloads.arguments_blob(command.arguments, field=f"commands.{index}.arguments")
+            arguments = payloads.arguments_blob(
+                command.arguments, field=f"commands.{index}.arguments"
+            )
             event, task_created = await activity_tasks.schedule(
                 conn, run, command, arguments, seq, outcome
             )
@@ -426,10 +428,19 @@ async def heartbeat(
 async def history_page(
     conn: Conn, namespace: str, task_id: str, token: str, req: WorkflowTaskLease, page_size: int
 ) -> dict[str, Any]:
-    after = decode_page_token(token)
     task = await fence(conn, namespace, task_id, req)
+    after = decode_page_token(token)
+    run = await conn.fetchrow(sql("read_run_for_task"), task.run_id)
+    if run is None or run["status"] not in runs.OPEN_STATUSES:
+        raise RunClosedError(
+            "The workflow run is closed.",
+            task_id=task_id,
+            workflow_task_attempt=req.workflow_task_attempt,
+            run_status=None if run is None else run["status"],
+            can_continue=False,
+        )
     events, next_token = await _history_page(conn, task.run_id, namespace, after, page_size)
-    total = await conn.fetchval(sql("read_run_for_task"), task.run_id, column=7)
+    total = run["last_history_sequence"]
     return {
         "task_id": task_id,
         "workflow_task_attempt": req.workflow_task_attempt,
