@@ -303,9 +303,11 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkfl
     else:
         run_status = "waiting"
         await runs.set_status(conn, run.id, "waiting")
-        if run.wake_pending:
-            await runs.set_wake_pending(conn, run.id, False)
-            created.append(await create_workflow_task(conn, run, outcome))
+    # Close this task before any follow-up: a run has at most one open workflow task.
+    await conn.execute(sql("complete_task"), task.id, None)
+    if closed_as is None and run.wake_pending:
+        await runs.set_wake_pending(conn, run.id, False)
+        created.append(await create_workflow_task(conn, run, outcome))
     outcome.body = {
         "task_id": task.id,
         "workflow_task_attempt": req.workflow_task_attempt,
@@ -321,7 +323,7 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkfl
         "workflow_task_attempt": req.workflow_task_attempt,
         "body": outcome.body,
     }
-    await conn.execute(sql("complete_task"), task.id, receipt)
+    await conn.execute(sql("set_task_receipt"), task.id, receipt)
     return outcome
 
 
@@ -362,6 +364,8 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailWorkflowTask) 
     if req.failure.get("type") == WAITING_FOR_HISTORY:
         next_task = None
         await runs.set_status(conn, run.id, "waiting")
+        # Close this task before any follow-up: a run has at most one open workflow task.
+        await conn.execute(sql("complete_task"), task.id, None)
         if run.wake_pending:
             await runs.set_wake_pending(conn, run.id, False)
             next_task = await create_workflow_task(conn, run, outcome)
@@ -376,7 +380,7 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailWorkflowTask) 
             "workflow_task_attempt": req.workflow_task_attempt,
             "body": outcome.body,
         }
-        await conn.execute(sql("complete_task"), task.id, receipt)
+        await conn.execute(sql("set_task_receipt"), task.id, receipt)
         return outcome
     # A genuine failure: re-offer the same task after an exponential backoff so a
     # fixed deployment heals the run, without ever busy-looping.

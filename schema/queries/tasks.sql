@@ -57,6 +57,10 @@ UPDATE workflow_tasks
        updated_at = now()
  WHERE id = $1;
 
+-- name: set_task_receipt
+-- Remember the answer given for a completed task, so a re-sent call gets it again.
+UPDATE workflow_tasks SET receipt = $2, updated_at = now() WHERE id = $1;
+
 -- name: reoffer_workflow_task
 -- Put a failed workflow task back after a backoff; the attempt counter keeps growing.
 UPDATE workflow_tasks

@@ -92,7 +92,7 @@ async def test_without_redis_the_recheck_still_delivers(start_server: StartServe
         r = await c.get("/api/ready")
     assert r.status_code == 200  # Redis only accelerates: the node stays ready, marked degraded
     assert r.json()["checks"]["cache"]["degraded"] is True
-    out, elapsed = await cross_node_wake(a, b)
+    _, elapsed = await cross_node_wake(a, b)
     assert elapsed < 3.0
     # local wakes still need no Redis: a poll on the node that created the task wakes at once
     queue = f"q-{uuid.uuid4().hex[:8]}"
