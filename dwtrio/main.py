@@ -212,6 +212,13 @@ def run(settings: Settings) -> None:
         if settings.workers == 1:
             trio.run(partial(serve, settings, dsn, handle_signals=True))
             return
+        if not settings.redis_url:
+            log.warning(
+                "DW_WORKERS=%d without DW_REDIS_URL: a wake reaches only pollers in the same "
+                "process; pollers in the others see new tasks on their recheck "
+                "(DW_WORKER_POLL_INTERVAL_MS)",
+                settings.workers,
+            )
         if settings.auto_bootstrap:
             trio.run(run_bootstrap, settings, dsn)
         config = hypercorn_config(settings)

@@ -26,6 +26,7 @@ from dwtrio.errors import (
     RunClosedError,
     TaskNotFoundError,
     TaskNotLeasedError,
+    ValidationFailedError,
     WorkflowTaskAttemptMismatchError,
 )
 from dwtrio.protocol.commands import (
@@ -256,11 +257,25 @@ def _check_parallel(parallel: dict[str, Any], seq: int, index: int) -> None:
 
 
 async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkflowTask) -> Outcome:
-    commands = parse_commands(req.commands)  # validate everything before mutating
+    try:
+        return await _complete(conn, namespace, task_id, req)
+    except (InvalidCommandsError, ValidationFailedError) as exc:
+        # Rejected commands: the body names the task like every fencing answer (§7.5).
+        exc.fields.setdefault("task_id", task_id)
+        exc.fields.setdefault("workflow_task_attempt", req.workflow_task_attempt)
+        raise
+
+
+async def _complete(
+    conn: Conn, namespace: str, task_id: str, req: CompleteWorkflowTask
+) -> Outcome:
+    # Fencing first (worker-plane.md §7.5 order), then the whole command list is
+    # validated before anything is mutated.
     task = await fence(conn, namespace, task_id, req, allow_replay=True)
     if task.receipt is not None:
         return Outcome(body=dict(task.receipt["body"]))
     run = await _lock_open_run(conn, task, req)
+    commands = parse_commands(req.commands)
     outcome = Outcome()
     events: list[NewEvent] = []
     seq = run.last_step_sequence
