@@ -8,6 +8,7 @@ process of that data dir may remain.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -306,3 +307,27 @@ async def test_bootstrap_cli_on_empty_database(databases: Databases) -> None:
     assert second.returncode == 0, out + second.stderr.decode()
     assert f"migrations applied: none (already applied: {len(expected)})" in out, out
     assert "default namespace present" in out, out
+
+
+@pytest.mark.slow
+@pytest.mark.sdk
+async def test_sdk_quickstart_prints_hello_world_against_serve(
+    tmp_path: Path, serve_proc: Callable[..., Serve]
+) -> None:
+    """The SDK README quickstart, unchanged but for URL and token, against `dwtrio serve`."""
+    driver = Path(__file__).parent / "sdk" / "workflows_driver.py"
+    s = await serve_proc(tmp_path / "data").start()
+    await s.wait_ready()
+    with trio.fail_after(120):
+        proc = await trio.run_process(
+            [sys.executable, str(driver), "greeter", s.url, TOKEN],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    out = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    assert out["result"] == "hello, world"
+    code, _ = await s.stop(signal.SIGTERM)
+    assert code == 0, s.output()
+    await assert_nothing_left(tmp_path / "data")
