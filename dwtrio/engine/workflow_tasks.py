@@ -100,11 +100,16 @@ async def _history_page(
     return [event_body(e, namespace) for e in events], token
 
 
-async def _task_body(conn: Conn, claimed: Any, params: ClaimParams) -> dict[str, Any] | None:
+async def _task_body(
+    conn: Conn, claimed: Any, params: ClaimParams, *, fresh: bool = True
+) -> dict[str, Any] | None:
+    if fresh:
+        # Lock the run first: the history and counters below then include every wake
+        # that raced this claim (a later one sees the task leased and defers itself).
+        await conn.execute(sql("mark_run_running"), claimed["run_id"])
     run = await conn.fetchrow(sql("read_run_for_task"), claimed["run_id"])
     if run is None:
         return None
-    await conn.execute(sql("mark_run_running"), run["id"])
     events, token = await _history_page(conn, run["id"], params.namespace, 0, params.page_size)
     return {
         "task_id": claimed["id"],
@@ -141,7 +146,7 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
             params.task_queue,
         )
         if again is not None:
-            return await _task_body(conn, again, params)
+            return await _task_body(conn, again, params, fresh=False)
     claimed = await conn.fetchrow(
         sql("claim_workflow_task"),
         params.namespace,
@@ -266,9 +271,7 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkfl
         raise
 
 
-async def _complete(
-    conn: Conn, namespace: str, task_id: str, req: CompleteWorkflowTask
-) -> Outcome:
+async def _complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkflowTask) -> Outcome:
     # Fencing first (worker-plane.md §7.5 order), then the whole command list is
     # validated before anything is mutated.
     task = await fence(conn, namespace, task_id, req, allow_replay=True)

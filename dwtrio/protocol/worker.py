@@ -61,7 +61,8 @@ class WorkflowTaskLease:
 
 @attrs.frozen(kw_only=True)
 class CompleteWorkflowTask(WorkflowTaskLease):
-    commands: list[dict[str, Any]] = attrs.field(factory=list)
+    #: Checked by ``parse_commands`` (409 invalid_commands for a non-list or a non-object).
+    commands: Any = attrs.field(factory=list)
 
 
 @attrs.frozen(kw_only=True)

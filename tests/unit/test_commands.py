@@ -25,7 +25,13 @@ ARGS = {"codec": "avro", "blob": "wwHioz3/VYAiNwwCCgp3b3JsZAA="}
 
 
 def activity(**extra: Any) -> dict[str, Any]:
-    return {"type": "schedule_activity", "activity_type": "greet", "queue": "q", "arguments": ARGS, **extra}
+    return {
+        "type": "schedule_activity",
+        "activity_type": "greet",
+        "queue": "q",
+        "arguments": ARGS,
+        **extra,
+    }
 
 
 def field_errors(commands: Any) -> dict[str, list[str]]:
@@ -128,7 +134,12 @@ def test_queue_must_be_a_non_empty_string(value: Any) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["start_to_close_timeout", "schedule_to_start_timeout", "schedule_to_close_timeout", "heartbeat_timeout"],
+    [
+        "start_to_close_timeout",
+        "schedule_to_start_timeout",
+        "schedule_to_close_timeout",
+        "heartbeat_timeout",
+    ],
 )
 @pytest.mark.parametrize("value", [0, -1, 1.5, "10", True])
 def test_activity_timeouts_are_ints_of_at_least_one(key: str, value: Any) -> None:
@@ -143,7 +154,10 @@ def test_activity_timeouts_are_ints_of_at_least_one(key: str, value: Any) -> Non
         ({"max_attempts": "3"}, "retry_policy.max_attempts"),
         ({"backoff_seconds": [1, -1]}, "retry_policy.backoff_seconds"),
         ({"backoff_seconds": 5}, "retry_policy.backoff_seconds"),
-        ({"non_retryable_error_types": ["ValueError", 3]}, "retry_policy.non_retryable_error_types"),
+        (
+            {"non_retryable_error_types": ["ValueError", 3]},
+            "retry_policy.non_retryable_error_types",
+        ),
         ({"non_retryable_error_types": "ValueError"}, "retry_policy.non_retryable_error_types"),
     ],
 )
