@@ -70,7 +70,15 @@ def test_dockerfile_copies_what_exists() -> None:
 def test_k8s_manifests_are_well_formed() -> None:
     docs = k8s_docs()
     kinds = {d["kind"] for d in docs}
-    assert {"Namespace", "ConfigMap", "Secret", "Job", "Deployment", "Service", "PodDisruptionBudget"} <= kinds
+    assert {
+        "Namespace",
+        "ConfigMap",
+        "Secret",
+        "Job",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+    } <= kinds
     for d in docs:
         assert d.get("apiVersion") and d.get("metadata", {}).get("name"), d["_file"]
         if d["kind"] != "Namespace":

@@ -47,6 +47,9 @@ class Conn(Protocol):
 
 Op = Callable[Concatenate[Conn, P], Awaitable[T]]
 
+#: Attempts of a transaction that Postgres aborts for a deadlock or serialization failure.
+TRANSACTION_ATTEMPTS = 3
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     """jsonb columns travel as Python objects, encoded with orjson."""
@@ -82,13 +85,21 @@ class Store:
         return await trio_asyncio.aio_as_trio(self._plain)(op, *args, **kwargs)  # type: ignore[no-any-return]
 
     async def _in_transaction(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                return await op(conn, *args, **kwargs)
-        except Exception as exc:
-            if (mapped := translate(exc)) is not None:
-                raise mapped from exc
-            raise
+        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    return await op(conn, *args, **kwargs)
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+                # Two use cases locked the same rows in opposite orders; Postgres
+                # rolled one back. Nothing was applied: run it again.
+                if attempt == TRANSACTION_ATTEMPTS:
+                    raise translate(exc) from exc  # type: ignore[misc]
+                log.info("transaction retry %d after %s", attempt, type(exc).__name__)
+            except Exception as exc:
+                if (mapped := translate(exc)) is not None:
+                    raise mapped from exc
+                raise
+        raise AssertionError("unreachable")
 
     async def _plain(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         try:
