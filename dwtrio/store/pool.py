@@ -129,7 +129,6 @@ async def _create_pool(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
         max_inactive_connection_lifetime=0,
         reset=_no_reset,
         init=_init_connection,
-        command_timeout=60,
         server_settings={"application_name": "dwtrio", "timezone": "UTC"},
     )
 
