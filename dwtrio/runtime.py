@@ -14,7 +14,7 @@ from dwtrio.manifest import SERVER_FEATURES, Features, worker_capabilities
 from dwtrio.matching.waiters import WaiterSet
 from dwtrio.matching.wakebus import WakeBus, make_wake_bus
 from dwtrio.settings import Settings
-from dwtrio.store import namespaces
+from dwtrio.store import namespaces, workers
 from dwtrio.store.pool import Store
 
 NAMESPACE_CACHE_TTL_S = 10.0
@@ -45,6 +45,47 @@ class NamespaceCache:
         self._seen.pop(name, None)
 
 
+REGISTRATION_REFRESH_S = 30.0
+
+
+@attrs.define
+class RegistrationCache:
+    """The workflow and activity types of workers that poll through this process.
+
+    A poll needs its worker's registration (implicitly creating it for an
+    unknown worker, and keeping ``last_heartbeat_at`` fresh). Reading it on every
+    poll would cost a transaction per poll, so it is refreshed every
+    ``refresh_s`` instead; a registration through this process replaces it at once.
+    """
+
+    store: Store
+    refresh_s: float = REGISTRATION_REFRESH_S
+    _entries: dict[tuple[str, str, str], tuple[float, tuple[str, ...], tuple[str, ...]]] = (
+        attrs.field(factory=dict)
+    )
+
+    async def types(
+        self, namespace: str, worker_id: str, task_queue: str
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(workflow types, activity types) the worker declared; empty means any."""
+        key = (namespace, worker_id, task_queue)
+        now = trio.current_time()
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= now:
+            wf, act = await self.store.transaction(
+                workers.ensure_registered, namespace, worker_id, task_queue
+            )
+            entry = (now + self.refresh_s, tuple(wf), tuple(act))
+            if len(self._entries) > 100_000:  # a bound, not a policy: drop everything stale
+                self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+            self._entries[key] = entry
+        return entry[1], entry[2]
+
+    def forget(self, namespace: str, worker_id: str) -> None:
+        for key in [k for k in self._entries if k[0] == namespace and k[1] == worker_id]:
+            del self._entries[key]
+
+
 @attrs.define
 class Runtime:
     settings: Settings
@@ -52,6 +93,7 @@ class Runtime:
     namespaces: NamespaceCache
     features: Features = SERVER_FEATURES
     draining: trio.Event = attrs.field(factory=trio.Event)
+    registrations: RegistrationCache = attrs.field(init=False)
     waiters: WaiterSet = attrs.field(factory=WaiterSet)
     wakes: WakeBus = attrs.field(init=False)
     version: str = __version__
@@ -61,6 +103,7 @@ class Runtime:
     def __attrs_post_init__(self) -> None:
         self.worker_capabilities = worker_capabilities(self.settings, self.features)
         self.wakes = make_wake_bus(self.waiters, self.settings.redis_url)
+        self.registrations = RegistrationCache(self.store)
 
     def publish_wakes(self, keys: Iterable[QueueKey]) -> None:
         """After a commit: wake pollers of every queue that got new ready work."""

@@ -100,21 +100,13 @@ async def _history_page(
     return [event_body(e, namespace) for e in events], token
 
 
-async def _task_body(
-    conn: Conn, claimed: Any, params: ClaimParams, *, fresh: bool = True
-) -> dict[str, Any] | None:
-    if fresh:
-        # Lock the run first: the history and counters below then include every wake
-        # that raced this claim (a later one sees the task leased and defers itself).
-        await conn.execute(sql("mark_run_running"), claimed["run_id"])
-    run = await conn.fetchrow(sql("read_run_for_task"), claimed["run_id"])
-    if run is None:
-        return None
-    events, token = await _history_page(conn, run["id"], params.namespace, 0, params.page_size)
+def _task_body(
+    claimed: Any, run: Any, events: list[dict[str, Any]], token: str | None, queue: str
+) -> dict[str, Any]:
     return {
         "task_id": claimed["id"],
         "workflow_id": run["workflow_id"],
-        "run_id": run["id"],
+        "run_id": claimed["run_id"],
         "workflow_task_attempt": claimed["attempt"],
         "workflow_type": run["workflow_type"],
         "payload_codec": "avro",
@@ -124,7 +116,7 @@ async def _task_body(
         "total_history_events": run["last_history_sequence"],
         "history_events": events,
         "next_history_page_token": token,
-        "task_queue": params.task_queue,
+        "task_queue": queue,
         "lease_owner": claimed["lease_owner"],
         "lease_expires_at": wire.iso_z(claimed["lease_expires_at"]),
     }
@@ -146,7 +138,11 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
             params.task_queue,
         )
         if again is not None:
-            return await _task_body(conn, again, params, fresh=False)
+            run = await conn.fetchrow(sql("read_run_for_task"), again["run_id"])
+            events, token = await _history_page(
+                conn, again["run_id"], params.namespace, 0, params.page_size
+            )
+            return _task_body(again, run, events, token, params.task_queue)
     claimed = await conn.fetchrow(
         sql("claim_workflow_task"),
         params.namespace,
@@ -158,7 +154,10 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
     )
     if claimed is None:
         return None
-    return await _task_body(conn, claimed, params)
+    events, token = await _history_page(
+        conn, claimed["run_id"], params.namespace, 0, params.page_size
+    )
+    return _task_body(claimed, claimed, events, token, params.task_queue)
 
 
 async def release(conn: Conn, task: dict[str, Any]) -> tuple[str, str, str] | None:

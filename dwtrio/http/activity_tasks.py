@@ -18,7 +18,6 @@ from dwtrio.protocol.worker import (
     PollTasks,
 )
 from dwtrio.runtime import Runtime
-from dwtrio.store import workers
 
 
 def blueprint(rt: Runtime) -> Blueprint:
@@ -29,9 +28,7 @@ def blueprint(rt: Runtime) -> Blueprint:
     async def poll() -> Response:
         req = wire.structure(g.json, PollTasks)
         namespace = g.namespace
-        _, types = await rt.store.transaction(
-            workers.ensure_registered, namespace, req.worker_id, req.task_queue
-        )
+        _, types = await rt.registrations.types(namespace, req.worker_id, req.task_queue)
         params = engine.ClaimParams(
             namespace=namespace,
             task_queue=req.task_queue,

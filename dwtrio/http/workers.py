@@ -42,6 +42,7 @@ def blueprint(rt: Runtime) -> Blueprint:
             heartbeat_interval_seconds=HEARTBEAT_INTERVAL_S,
         )
         await rt.store.transaction(workers.register, reg)
+        rt.registrations.forget(g.namespace, req.worker_id)
         body = {
             "worker_id": req.worker_id,
             "registered": True,
@@ -67,6 +68,7 @@ def blueprint(rt: Runtime) -> Blueprint:
     @bp.delete("/api/worker/registrations/<worker_id>")
     async def deregister(worker_id: str) -> Response:
         queues = await rt.store.transaction(workers.deregister, g.namespace, worker_id)
+        rt.registrations.forget(g.namespace, worker_id)
         if queues is None:
             raise WorkerNotFoundError("The worker is not registered.", worker_id=worker_id)
         rt.publish_wakes({(g.namespace, q, "workflow") for q in queues})

@@ -18,7 +18,6 @@ from dwtrio.protocol.worker import (
     WorkflowTaskLease,
 )
 from dwtrio.runtime import Runtime
-from dwtrio.store import workers
 
 
 def poll_timeout_s(rt: Runtime, requested: int | None) -> float:
@@ -33,9 +32,7 @@ def blueprint(rt: Runtime) -> Blueprint:
     async def poll() -> Response:
         req = wire.structure(g.json, PollTasks)
         namespace = g.namespace
-        types, _ = await rt.store.transaction(
-            workers.ensure_registered, namespace, req.worker_id, req.task_queue
-        )
+        types, _ = await rt.registrations.types(namespace, req.worker_id, req.task_queue)
         page = min(
             req.history_page_size or settings.history_page_size_default,
             settings.history_page_size_max,

@@ -32,26 +32,23 @@ class EventRow:
 
 
 async def append_events(conn: Conn, run_id: str, events: list[NewEvent]) -> int:
-    """Append events with contiguous sequences; returns the last sequence.
+    """Append events with contiguous sequences (one round trip); returns the last sequence.
 
     The caller must hold the run row lock (``SELECT ... FOR UPDATE``), which
     serialises sequence allocation per run.
     """
     if not events:
         return 0
-    last = int(await conn.fetchval(sql("allocate_history_sequences"), run_id, len(events)))
-    first = last - len(events) + 1
-    await conn.execute(
-        sql("insert_history_events"),
+    rows = await conn.fetch(
+        sql("append_history_events"),
+        run_id,
         [new_id() for _ in events],
-        [run_id] * len(events),
-        list(range(first, last + 1)),
         [e.event_type for e in events],
         [e.payload for e in events],
         [e.workflow_task_id for e in events],
         [e.workflow_command_id for e in events],
     )
-    return last
+    return max(int(r["sequence"]) for r in rows)
 
 
 async def list_events(conn: Conn, run_id: str, after_sequence: int, limit: int) -> list[EventRow]:

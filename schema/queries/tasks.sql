@@ -16,7 +16,10 @@ INSERT INTO workflow_tasks (id, namespace, task_queue, kind, run_id, workflow_id
 VALUES ($1, $2, $3, 'activity', $4, $5, $6, $7, $8, COALESCE($9, now()));
 
 -- name: claim_workflow_task
--- Lease the oldest ready workflow task on a queue (optionally of the worker's types).
+-- Lease the oldest ready workflow task on a queue (optionally of the worker's types), mark
+-- its run running and clear its deferred wake, in one statement. Updating the run row
+-- locks it, so a wake racing the claim either commits first (and its event is in the
+-- history read next) or runs after and sees the task leased (and defers itself).
 WITH next AS (
     SELECT id FROM workflow_tasks
      WHERE namespace = $1 AND task_queue = $2 AND kind = 'workflow' AND state = 'ready'
@@ -25,14 +28,27 @@ WITH next AS (
      ORDER BY available_at, id
      LIMIT 1
        FOR UPDATE SKIP LOCKED
+), task AS (
+    UPDATE workflow_tasks t
+       SET state = 'leased', lease_owner = $3, poll_request_id = $4, leased_at = now(),
+           lease_expires_at = now() + make_interval(secs => $6), attempt = t.attempt + 1,
+           updated_at = now()
+      FROM next
+     WHERE t.id = next.id
+    RETURNING t.id, t.run_id, t.attempt, t.lease_owner, t.lease_expires_at
+), run AS (
+    UPDATE workflow_runs r
+       SET status = CASE WHEN r.status IN ('pending', 'waiting') THEN 'running' ELSE r.status END,
+           wake_pending = false, updated_at = now()
+      FROM task
+     WHERE r.id = task.run_id
+    RETURNING r.id, r.workflow_id, r.workflow_type, r.payload_codec, r.arguments, r.status,
+              r.last_history_sequence
 )
-UPDATE workflow_tasks t
-   SET state = 'leased', lease_owner = $3, poll_request_id = $4, leased_at = now(),
-       lease_expires_at = now() + make_interval(secs => $6), attempt = t.attempt + 1,
-       updated_at = now()
-  FROM next
- WHERE t.id = next.id
-RETURNING t.id, t.run_id, t.attempt, t.lease_owner, t.lease_expires_at;
+SELECT task.id, task.run_id, task.attempt, task.lease_owner, task.lease_expires_at,
+       run.workflow_id, run.workflow_type, run.payload_codec, run.arguments,
+       run.status AS run_status, run.last_history_sequence
+  FROM task JOIN run ON run.id = task.run_id;
 
 -- name: find_polled_task
 -- The task a poll with this poll_request_id already leased (poll retries).
