@@ -65,8 +65,9 @@ async def schedule(
     """Create the execution and its ready task; returns (ActivityScheduled, task id)."""
     execution_id = new_id()
     queue = command.queue or run.task_queue
+    task_id = new_id()
     await conn.execute(
-        sql("insert_activity_execution"),
+        sql("schedule_activity"),
         execution_id,
         run.id,
         run.workflow_id,
@@ -80,19 +81,8 @@ async def schedule(
         command.parallel or None,
         command.timeouts.get("schedule_to_start_timeout"),
         command.timeouts.get("schedule_to_close_timeout"),
-    )
-    task_id = new_id()
-    await conn.execute(
-        sql("insert_activity_task"),
         task_id,
-        run.namespace,
-        queue,
-        run.id,
-        run.workflow_id,
         run.workflow_type,
-        command.activity_type,
-        execution_id,
-        None,
     )
     outcome.wake(run.namespace, queue, "activity")
     payload: dict[str, Any] = {

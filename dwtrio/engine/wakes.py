@@ -17,9 +17,11 @@ from dwtrio.store.queries import sql
 from dwtrio.store.runs import LockedRun
 
 
-async def create_workflow_task(conn: Conn, run: LockedRun, outcome: Outcome) -> str:
+async def create_workflow_task(
+    conn: Conn, run: LockedRun, outcome: Outcome, task_id: str | None = None
+) -> str:
     """Insert a ready workflow task for ``run`` (no open task may exist)."""
-    task_id = new_id()
+    task_id = task_id or new_id()
     await conn.execute(
         sql("insert_workflow_task"),
         task_id,

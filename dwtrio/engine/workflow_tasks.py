@@ -307,10 +307,11 @@ async def _complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkf
             closed_as = ("failed", "failed", None)
     events = [attrs.evolve(e, workflow_task_id=task.id) for e in events]
     await append_events(conn, run.id, events)
-    if seq != run.last_step_sequence:
-        await conn.execute(sql("set_last_step_sequence"), run.id, seq)
+    next_task: str | None = None
     if closed_as is not None:
         status, reason, output = closed_as
+        if seq != run.last_step_sequence:
+            await conn.execute(sql("set_last_step_sequence"), run.id, seq)
         await conn.execute(sql("close_run"), run.id, status, reason, output)
         await conn.execute(sql("cancel_open_tasks_of_run"), run.id, task.id)
         await conn.execute(sql("cancel_run_activities"), run.id)
@@ -319,12 +320,10 @@ async def _complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkf
         run_status = status
     else:
         run_status = "waiting"
-        await runs.set_status(conn, run.id, "waiting")
-    # Close this task before any follow-up: a run has at most one open workflow task.
-    await conn.execute(sql("complete_task"), task.id, None)
-    if closed_as is None and run.wake_pending:
-        await runs.set_wake_pending(conn, run.id, False)
-        created.append(await create_workflow_task(conn, run, outcome))
+        await conn.execute(sql("settle_open_run"), run.id, seq)
+        if run.wake_pending:
+            next_task = new_id()
+            created.append(next_task)
     outcome.body = {
         "task_id": task.id,
         "workflow_task_attempt": req.workflow_task_attempt,
@@ -340,7 +339,10 @@ async def _complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkf
         "workflow_task_attempt": req.workflow_task_attempt,
         "body": outcome.body,
     }
-    await conn.execute(sql("set_task_receipt"), task.id, receipt)
+    # Close this task before any follow-up: a run has at most one open workflow task.
+    await conn.execute(sql("complete_task"), task.id, receipt)
+    if next_task is not None:
+        await create_workflow_task(conn, run, outcome, next_task)
     return outcome
 
 
@@ -379,13 +381,8 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailWorkflowTask) 
         "recorded": True,
     }
     if req.failure.get("type") == WAITING_FOR_HISTORY:
-        next_task = None
-        await runs.set_status(conn, run.id, "waiting")
-        # Close this task before any follow-up: a run has at most one open workflow task.
-        await conn.execute(sql("complete_task"), task.id, None)
-        if run.wake_pending:
-            await runs.set_wake_pending(conn, run.id, False)
-            next_task = await create_workflow_task(conn, run, outcome)
+        next_task = new_id() if run.wake_pending else None
+        await conn.execute(sql("settle_open_run"), run.id, run.last_step_sequence)
         outcome.body = {
             **base,
             "outcome": "waiting_for_history",
@@ -397,7 +394,10 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailWorkflowTask) 
             "workflow_task_attempt": req.workflow_task_attempt,
             "body": outcome.body,
         }
-        await conn.execute(sql("set_task_receipt"), task.id, receipt)
+        # Close this task before any follow-up: a run has at most one open workflow task.
+        await conn.execute(sql("complete_task"), task.id, receipt)
+        if next_task is not None:
+            await create_workflow_task(conn, run, outcome, next_task)
         return outcome
     # A genuine failure: re-offer the same task after an exponential backoff so a
     # fixed deployment heals the run, without ever busy-looping.

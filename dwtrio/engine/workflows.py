@@ -123,8 +123,21 @@ async def start_workflow(conn: Conn, cmd: StartCommand) -> Outcome:
 
 
 async def _start_new(conn: Conn, cmd: StartCommand, run_id: str, times: store.RunTimes) -> Outcome:
-    run = await runs.lock_run(conn, run_id)
-    assert run is not None  # inserted above, in this transaction
+    # The run was inserted by this transaction, so it is already locked and
+    # invisible to everyone else: its state is known without reading it back.
+    run = LockedRun(
+        id=run_id,
+        workflow_id=cmd.workflow_id,
+        namespace=cmd.namespace,
+        workflow_type=cmd.workflow_type,
+        task_queue=cmd.task_queue,
+        status="pending",
+        wake_pending=False,
+        last_step_sequence=0,
+        payload_codec="avro",
+        arguments=cmd.input_blob,
+        compatibility=None,
+    )
     command_id = new_id()
     await store.insert_command(
         conn,

@@ -1,11 +1,17 @@
--- name: insert_activity_execution
--- A scheduled activity (one row across all its attempts).
-INSERT INTO activity_executions (
-    id, run_id, workflow_id, namespace, sequence, activity_type, task_queue, payload_codec,
-    arguments, retry_policy, options, parallel,
-    schedule_to_start_deadline_at, schedule_to_close_deadline_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, 'avro', $8, $9, $10, $11,
-        now() + make_interval(secs => $12), now() + make_interval(secs => $13));
+-- name: schedule_activity
+-- A scheduled activity: its execution (one row across all attempts) and its ready task.
+WITH execution AS (
+    INSERT INTO activity_executions (
+        id, run_id, workflow_id, namespace, sequence, activity_type, task_queue, payload_codec,
+        arguments, retry_policy, options, parallel,
+        schedule_to_start_deadline_at, schedule_to_close_deadline_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, 'avro', $8, $9, $10, $11,
+            now() + make_interval(secs => $12), now() + make_interval(secs => $13))
+    RETURNING id
+)
+INSERT INTO workflow_tasks (id, namespace, task_queue, kind, run_id, workflow_id, workflow_type,
+                            activity_type, activity_execution_id)
+SELECT $14, $4, $7, 'activity', $2, $3, $15, $6, execution.id FROM execution;
 
 -- name: claim_activity_task
 -- Lease the oldest ready activity task on a queue; the lease follows start_to_close if set.

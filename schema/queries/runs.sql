@@ -24,3 +24,9 @@ UPDATE workflow_runs
    SET status = $2, closed_reason = $3, output = COALESCE($4, output),
        closed_at = now(), wake_pending = false, updated_at = now()
  WHERE id = $1;
+
+-- name: settle_open_run
+-- After a non-terminal completion: the step counter, status waiting, deferred wake consumed.
+UPDATE workflow_runs
+   SET last_step_sequence = $2, status = 'waiting', wake_pending = false, updated_at = now()
+ WHERE id = $1;

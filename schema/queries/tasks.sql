@@ -9,12 +9,6 @@ INSERT INTO workflow_tasks (id, namespace, task_queue, kind, run_id, workflow_id
                             compatibility, available_at)
 VALUES ($1, $2, $3, 'workflow', $4, $5, $6, $7, COALESCE($8, now()));
 
--- name: insert_activity_task
--- Create a ready activity task for an activity execution.
-INSERT INTO workflow_tasks (id, namespace, task_queue, kind, run_id, workflow_id, workflow_type,
-                            activity_type, activity_execution_id, available_at)
-VALUES ($1, $2, $3, 'activity', $4, $5, $6, $7, $8, COALESCE($9, now()));
-
 -- name: claim_workflow_task
 -- Lease the oldest ready workflow task on a queue (optionally of the worker's types), mark
 -- its run running and clear its deferred wake, in one statement. Updating the run row
@@ -72,10 +66,6 @@ UPDATE workflow_tasks
    SET state = 'completed', completed_at = now(), receipt = $2, lease_expires_at = NULL,
        updated_at = now()
  WHERE id = $1;
-
--- name: set_task_receipt
--- Remember the answer given for a completed task, so a re-sent call gets it again.
-UPDATE workflow_tasks SET receipt = $2, updated_at = now() WHERE id = $1;
 
 -- name: reoffer_workflow_task
 -- Put a failed workflow task back after a backoff; the attempt counter keeps growing.
