@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from quart import Blueprint, Response, g
 
 from dwtrio import wire
 from dwtrio.engine import activity_tasks as engine
-from dwtrio.http.worker_response import worker_json
-from dwtrio.http.workflow_tasks import poll_timeout_s
-from dwtrio.matching.poll import poll_for_task
+from dwtrio.http.worker_response import long_poll, worker_json
 from dwtrio.protocol.worker import (
     CompleteActivityTask,
     FailActivityTask,
@@ -37,30 +33,14 @@ def blueprint(rt: Runtime) -> Blueprint:
             activity_types=tuple(types),
             default_lease_s=settings.activity_task_timeout_s,
         )
-        first = True
-
-        async def claim() -> dict[str, Any] | None:
-            nonlocal first
-            replay, first = first, False
-            return await rt.store.transaction(engine.claim, params, replay_poll=replay)
-
-        async def release(task: dict[str, Any]) -> None:
-            key = await rt.store.transaction(engine.release, task)
-            if key is not None:
-                rt.publish_wakes({key})
-
-        task = await poll_for_task(
-            rt.waiters,
+        return await long_poll(
+            rt,
             (namespace, req.task_queue, "activity"),
-            claim,
-            release,
-            timeout_s=poll_timeout_s(rt, req.timeout_seconds),
-            recheck_s=settings.worker_poll_interval_ms / 1000,
-            draining=rt.draining,
+            params,
+            engine.claim,
+            engine.release,
+            timeout_seconds=req.timeout_seconds,
         )
-        if task is None:
-            return worker_json(rt, {"task": None, "poll_status": "empty"})
-        return worker_json(rt, {"task": task})
 
     @bp.post("/api/worker/activity-tasks/<task_id>/complete")
     async def complete(task_id: str) -> Response:

@@ -1,4 +1,4 @@
-"""Worker-plane JSON responses: every body carries the protocol version and capabilities."""
+"""Worker-plane responses: every body carries the protocol version and capabilities; long-polls."""
 
 from __future__ import annotations
 
@@ -6,11 +6,60 @@ from typing import Any
 
 from quart import Response
 
+from dwtrio.engine.outcome import QueueKey
 from dwtrio.http.envelope import json_response, worker_body
+from dwtrio.matching.poll import poll_for_task
 from dwtrio.runtime import Runtime
+from dwtrio.store.pool import Op
 
 
 def worker_json(rt: Runtime, payload: dict[str, Any], status: int = 200) -> Response:
     return json_response(
         worker_body(payload, rt.settings.worker_protocol_version, rt.worker_capabilities), status
     )
+
+
+def poll_timeout_s(rt: Runtime, requested: int | None) -> float:
+    """The requested long-poll time (0-60 s), or DW_WORKER_POLL_TIMEOUT when none was asked for."""
+    return float(rt.settings.worker_poll_timeout_s if requested is None else min(requested, 60))
+
+
+async def long_poll(
+    rt: Runtime,
+    key: QueueKey,
+    params: Any,
+    claim_op: Op[..., dict[str, Any] | None],
+    release_op: Op[..., QueueKey | None],
+    *,
+    timeout_seconds: int | None,
+) -> Response:
+    """Answer a task poll: claim at once or park until woken; ``{"task": null}`` at the deadline.
+
+    The first claim of a poll may replay the task a retried ``poll_request_id``
+    already leased; a task claimed for a client that went away is released and
+    its queue woken again.
+    """
+    first = True
+
+    async def claim() -> dict[str, Any] | None:
+        nonlocal first
+        replay, first = first, False
+        return await rt.store.transaction(claim_op, params, replay_poll=replay)
+
+    async def release(task: dict[str, Any]) -> None:
+        queue = await rt.store.transaction(release_op, task)
+        if queue is not None:
+            rt.publish_wakes({queue})
+
+    task = await poll_for_task(
+        rt.waiters,
+        key,
+        claim,
+        release,
+        timeout_s=poll_timeout_s(rt, timeout_seconds),
+        recheck_s=rt.settings.worker_poll_interval_ms / 1000,
+        draining=rt.draining,
+    )
+    if task is None:
+        return worker_json(rt, {"task": None, "poll_status": "empty"})
+    return worker_json(rt, {"task": task})
