@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from bench import poll_latency, sdk_greeter
+from bench import open_polls, poll_latency, sdk_greeter
 
 
 def main() -> None:
@@ -28,6 +28,11 @@ def main() -> None:
     g.add_argument("--count", type=int, default=100)
     g.add_argument("--concurrency", type=int, nargs="+", default=[1])
     g.set_defaults(run=sdk_greeter.run)
+    o = sub.add_parser(
+        "open-polls", help="memory per idle long-poll; latency of other requests meanwhile"
+    )
+    o.add_argument("--polls", type=int, default=10_000)
+    o.set_defaults(run=open_polls.run)
     args = parser.parse_args()
     args.run(args)
 

@@ -136,18 +136,23 @@ def dwtrio_server(
             proc.kill()
 
 
-def server_pids(url_port: int) -> list[int]:
-    """PIDs of dwtrio server processes listening on a port (for CPU accounting)."""
+def server_processes(url: str) -> list[Any]:
+    """The dwtrio server processes behind ``url`` (the serve process and its workers)."""
     import psutil
 
-    pids = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info.get("cmdline") or []
-        if ("dwtrio" in " ".join(cmd) and "serve" in cmd) or (
-            "multiprocessing" in " ".join(cmd) and "dwtrio" in " ".join(cmd)
+    port = url.rsplit(":", 1)[1]
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            cmd = " ".join(proc.info.get("cmdline") or [])
+            env = proc.info.get("environ") or {}
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
+        if env.get("DW_BIND", "").endswith(f":{port}") and (
+            "dwtrio" in cmd or "multiprocessing" in cmd
         ):
-            pids.append(proc.pid)
-    return pids
+            found.append(proc)
+    return found
 
 
 def write_result(name: str, data: dict[str, Any]) -> Path:

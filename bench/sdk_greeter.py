@@ -139,7 +139,11 @@ def run(args: Any) -> dict[str, Any]:
         finally:
             worker.terminate()
             worker.wait(15)
-    print(table(rows, ["starters", "wf_per_s", "start_to_code_p50", "count", "p50", "p90", "p99", "max"]))
+    print(
+        table(
+            rows, ["starters", "wf_per_s", "start_to_code_p50", "count", "p50", "p90", "p99", "max"]
+        )
+    )
     plot = plot_cdf("sdk-greeter", series, "greeter start -> result latency (ms)")
     path = write_result(
         "sdk-greeter", {"unit": "ms", "summary": rows, "samples": series, "plot": str(plot)}

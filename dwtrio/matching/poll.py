@@ -52,6 +52,11 @@ async def poll_for_task(
             if draining.is_set() or trio.current_time() >= deadline:
                 return None
             waiter.consumed = False
-            with trio.move_on_at(min(deadline, trio.current_time() + recheck_s)):
+            # Only the queue's head rechecks on a timer; the others wait for a wake
+            # (the head's departure nudges the next one, so someone always rechecks).
+            park_until = deadline
+            if waiters.is_head(key, waiter):
+                park_until = min(deadline, trio.current_time() + recheck_s)
+            with trio.move_on_at(park_until):
                 await waiter.event.wait()
             waiter.consumed = True

@@ -5,6 +5,12 @@ a wake that lands between the query and the wait is never lost (the event is
 already set when it starts waiting). A wake sets the oldest unset event of the
 queue: one new task wakes one poller, not the whole herd. A woken poller that
 leaves without claiming (timeout, disconnect) passes the wake on.
+
+Only the oldest waiter of a queue (its *head*) rechecks the database on a
+timer; the others sleep until woken. So a lost wake costs one recheck per
+queue per interval, not one per parked poller (10,000 parked polls would
+otherwise mean 10,000 claim queries a second). When the head leaves, the next
+waiter is nudged so that it starts rechecking.
 """
 
 from __future__ import annotations
@@ -52,11 +58,15 @@ class WaiterSet:
         try:
             yield waiter
         finally:
+            was_head = next(iter(queue), None) == token
             queue.pop(token, None)
             if not queue:
                 self._queues.pop(key, None)
             if waiter.event.is_set() and not waiter.consumed:
                 # Woken but leaving without looking: hand the wake to the next poller.
+                self.wake(key)
+            elif was_head and queue:
+                # The new head takes over the periodic recheck: nudge it to look now.
                 self.wake(key)
 
     def wake(self, key: QueueKey, count: int = 1) -> int:
@@ -81,6 +91,11 @@ class WaiterSet:
             for waiter in queue.values():
                 waiter.event.set()
                 waiter.consumed = True  # nobody to pass it on to
+
+    def is_head(self, key: QueueKey, waiter: Waiter) -> bool:
+        """Whether ``waiter`` is the oldest parked poller of its queue (it owns the recheck)."""
+        queue = self._queues.get(key)
+        return bool(queue) and next(iter(queue.values())) is waiter
 
     def waiting(self, key: QueueKey) -> int:
         return len(self._queues.get(key, ()))

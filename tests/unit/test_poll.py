@@ -278,3 +278,19 @@ async def test_a_task_found_while_draining_is_still_returned(
     draining = trio.Event()
     draining.set()
     assert await poll(queue, waiters, timeout_s=30, draining=draining) == "t1"
+
+
+async def test_only_the_oldest_parked_poller_rechecks(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A thousand parked polls must not mean a thousand rechecks per interval."""
+    head_queue, other_queue, waiters = FakeQueue(), FakeQueue(), WaiterSet()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: poll(head_queue, waiters, timeout_s=10, recheck_s=1))
+        await trio.sleep(0.01)
+        for _ in range(20):
+            nursery.start_soon(lambda: poll(other_queue, waiters, timeout_s=10, recheck_s=1))
+    # the head: a first claim, one per second, one at the deadline
+    assert len(head_queue.claims) >= 10
+    # the others: their first claim, plus whatever nudges handed the recheck on at the end
+    assert len(other_queue.claims) <= 20 * 2 + 2

@@ -95,11 +95,27 @@ def test_a_woken_waiter_that_leaves_without_consuming_passes_the_wake_on() -> No
 def test_a_consumed_wake_is_not_passed_on() -> None:
     waiters = WaiterSet()
     with ExitStack() as stack:
-        with waiters.register(KEY) as first:
+        head = stack.enter_context(waiters.register(KEY))
+        with waiters.register(KEY) as middle:
+            last = stack.enter_context(waiters.register(KEY))
+            head.event.set()
+            head.consumed = True
+            waiters.wake(KEY)  # goes to `middle`, the oldest unset waiter
+            assert middle.event.is_set()
+            middle.consumed = True  # it ran its claim
+        assert not last.event.is_set()
+
+
+def test_only_the_head_rechecks_and_its_departure_nudges_the_next() -> None:
+    waiters = WaiterSet()
+    with ExitStack() as stack:
+        with waiters.register(KEY) as head:
             second = stack.enter_context(waiters.register(KEY))
-            waiters.wake(KEY)
-            first.consumed = True  # it ran its claim
-        assert not second.event.is_set()
+            assert waiters.is_head(KEY, head)
+            assert not waiters.is_head(KEY, second)
+        # the head left (it timed out): the next waiter now owns the recheck and looks at once
+        assert waiters.is_head(KEY, second)
+        assert second.event.is_set()
 
 
 def test_a_wake_passed_on_with_nobody_left_counts_as_unclaimed() -> None:
