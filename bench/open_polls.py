@@ -61,6 +61,26 @@ def _rss(url: str) -> int:
     return sum(p.memory_info().rss for p in server_processes(url))
 
 
+def _wait_idle(url: str, *, timeout_s: float, idle_percent: float = 10.0) -> None:
+    procs = server_processes(url)
+    for p in procs:
+        p.cpu_percent(None)
+    end = time.monotonic() + timeout_s
+    calm = 0
+    while time.monotonic() < end and calm < 3:
+        time.sleep(1)
+        busy = sum(p.cpu_percent(None) for p in procs)
+        calm = calm + 1 if busy < idle_percent else 0
+
+
+def _wait_connections(url: str, count: int, *, timeout_s: float) -> None:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if sum(len(p.net_connections()) for p in server_processes(url)) >= count:
+            return
+        time.sleep(1)
+
+
 def _probe(url: str, seconds: float) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"health": [], "start": []}
     queue = f"probe-{uuid.uuid4().hex[:6]}"
@@ -87,7 +107,7 @@ def run(args: Any) -> dict[str, Any]:
         procs = max(1, args.polls // 2500)
         share = args.polls // procs
         queue = f"idle-{uuid.uuid4().hex[:6]}"
-        hold_s = 60
+        hold_s = 240
         workers = [
             ctx.Process(target=_hold_process, args=(url, queue, share, hold_s, ready))
             for _ in range(procs)
@@ -97,8 +117,9 @@ def run(args: Any) -> dict[str, Any]:
             w.start()
         for _ in workers:
             ready.get(timeout=120)
-        # wait until the server actually holds them (its RSS stops growing)
-        time.sleep(5)
+        # Wait until the server holds every poll and has run their first claims.
+        _wait_connections(url, share * procs, timeout_s=120)
+        _wait_idle(url, timeout_s=60)
         rss_after = _rss(url)
         held_probe = _probe(url, 10)
         conns = sum(len(p.net_connections()) for p in server_processes(url))

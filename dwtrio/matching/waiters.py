@@ -11,6 +11,12 @@ timer; the others sleep until woken. So a lost wake costs one recheck per
 queue per interval, not one per parked poller (10,000 parked polls would
 otherwise mean 10,000 claim queries a second). When the head leaves, the next
 waiter is nudged so that it starts rechecking.
+
+A queue whose last claim found nothing, with no wake since, is *known empty*:
+a new poll on it parks without running a claim first. Any wake of the queue
+(a task created here, or announced by another node) forgets that, and the
+head's recheck still looks at the database every interval, so a task created
+without a wake is found within one interval, as before.
 """
 
 from __future__ import annotations
@@ -39,6 +45,11 @@ class Waiter:
     #: Set by the poller once it has run a claim after being woken.
     consumed: bool = False
 
+    def rearm(self) -> None:
+        """A fresh, unset event before the next claim (keeping the place in line)."""
+        self.event = trio.Event()
+        self.consumed = False
+
 
 @attrs.define
 class WaiterSet:
@@ -46,6 +57,17 @@ class WaiterSet:
     _next_id: int = 0
     _wakes_sent: int = 0
     _wakes_unclaimed: int = 0
+    _known_empty: set[QueueKey] = attrs.field(factory=set)
+
+    def known_empty(self, key: QueueKey) -> bool:
+        return key in self._known_empty
+
+    def record_claim(self, key: QueueKey, *, found: bool) -> None:
+        """Remember whether the latest claim on ``key`` found a task."""
+        if found:
+            self._known_empty.discard(key)
+        else:
+            self._known_empty.add(key)
 
     @contextmanager
     def register(self, key: QueueKey) -> Iterator[Waiter]:
@@ -71,6 +93,7 @@ class WaiterSet:
 
     def wake(self, key: QueueKey, count: int = 1) -> int:
         """Wake up to ``count`` parked waiters on ``key``; returns how many were woken."""
+        self._known_empty.discard(key)
         queue = self._queues.get(key)
         woken = 0
         if queue:

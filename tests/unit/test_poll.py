@@ -294,3 +294,23 @@ async def test_only_the_oldest_parked_poller_rechecks(
     assert len(head_queue.claims) >= 10
     # the others: their first claim, plus whatever nudges handed the recheck on at the end
     assert len(other_queue.claims) <= 20 * 2 + 2
+
+
+async def test_a_known_empty_queue_is_not_claimed_until_something_changes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters = FakeQueue(), WaiterSet()
+    assert await poll(queue, waiters, timeout_s=0) is None  # a probe finds nothing
+    assert waiters.known_empty(KEY)
+    claims_before = len(queue.claims)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: poll(queue, waiters, timeout_s=1))  # becomes the head
+        await trio.sleep(0.01)
+        nursery.start_soon(lambda: poll(queue, waiters, timeout_s=1))  # parks without a claim
+        await trio.sleep(0.01)
+        assert len(queue.claims) == claims_before
+        queue.ready.append("t1")
+        waiters.wake(KEY)  # a task arrived: the queue is no longer known empty
+        assert not waiters.known_empty(KEY)
+        await trio.sleep(0.01)
+        assert len(queue.claims) == claims_before + 1
