@@ -118,7 +118,9 @@ class WaiterSet:
     def is_head(self, key: QueueKey, waiter: Waiter) -> bool:
         """Whether ``waiter`` is the oldest parked poller of its queue (it owns the recheck)."""
         queue = self._queues.get(key)
-        return bool(queue) and next(iter(queue.values())) is waiter
+        if not queue:
+            return False
+        return next(iter(queue.values())) is waiter
 
     def waiting(self, key: QueueKey) -> int:
         return len(self._queues.get(key, ()))

@@ -313,4 +313,6 @@ async def test_a_known_empty_queue_is_not_claimed_until_something_changes(
         waiters.wake(KEY)  # a task arrived: the queue is no longer known empty
         assert not waiters.known_empty(KEY)
         await trio.sleep(0.01)
-        assert len(queue.claims) == claims_before + 1
+        assert not queue.ready  # the woken head took it
+        # (the head leaving nudges the other poller, which looks once more and parks)
+        assert len(queue.claims) <= claims_before + 2
