@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from bench import open_polls, poll_latency, sdk_greeter
+from bench import backlog_scaling, open_polls, poll_latency, sdk_greeter, throughput
 
 
 def main() -> None:
@@ -33,6 +33,19 @@ def main() -> None:
     )
     o.add_argument("--polls", type=int, default=10_000)
     o.set_defaults(run=open_polls.run)
+    t = sub.add_parser(
+        "dispatch-throughput", help="activity poll+complete cycles/s against a backlog"
+    )
+    t.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
+    t.add_argument("--server-processes", type=int, nargs="+", default=[1, 2])
+    t.add_argument("--seconds", type=float, default=10.0)
+    t.add_argument("--load-processes", type=int, default=2)
+    t.add_argument("--redis-url", default=os.environ.get("DWTRIO_BENCH_REDIS_URL"))
+    t.set_defaults(run=throughput.run)
+    b = sub.add_parser("backlog-scaling", help="claim latency against 1k / 100k / 1M ready tasks")
+    b.add_argument("--sizes", type=int, nargs="+", default=[1_000, 100_000, 1_000_000])
+    b.add_argument("--samples", type=int, default=300)
+    b.set_defaults(run=backlog_scaling.run)
     args = parser.parse_args()
     args.run(args)
 

@@ -1,0 +1,60 @@
+"""backlog-scaling: claim latency with 1k, 100k and 1M ready tasks on the queue.
+
+The backlog is bulk-loaded in Postgres; a single worker then claims tasks with
+zero-timeout activity polls (each one claim transaction) and completes them.
+Reported: poll (claim) latency p50/p99 per backlog size.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+from bench.backlog import load_activity_backlog
+from bench.harness import bench_database, dwtrio_server, percentiles, table, write_result
+
+WP = {"X-Durable-Workflow-Protocol-Version": "1.20"}
+
+
+def measure(url: str, queue: str, samples: int) -> list[float]:
+    latencies = []
+    with httpx.Client(base_url=url, headers=WP, timeout=30) as client:
+        for _ in range(samples):
+            t = time.perf_counter()
+            r = client.post(
+                "/api/worker/activity-tasks/poll",
+                json={"worker_id": "scaler", "task_queue": queue, "timeout_seconds": 0},
+            )
+            latencies.append((time.perf_counter() - t) * 1000)
+            task = r.json()["task"]
+            assert task, "the backlog ran dry"
+            client.post(
+                f"/api/worker/activity-tasks/{task['task_id']}/complete",
+                json={
+                    "activity_attempt_id": task["activity_attempt_id"],
+                    "lease_owner": "scaler",
+                    "result": {"codec": "avro", "blob": "wwHioz3/VYAiNwA="},
+                },
+            )
+    return latencies[10:]  # the first claims warm caches and connections
+
+
+def run(args: Any) -> dict[str, Any]:
+    rows = []
+    with bench_database(args.dsn) as dsn:
+        if dsn is None:
+            raise SystemExit("backlog-scaling needs --dsn (it bulk-loads the backlog)")
+        with dwtrio_server(dsn=dsn) as url:
+            for size in args.sizes:
+                queue = f"bl-{size}-{uuid.uuid4().hex[:4]}"
+                load_activity_backlog(dsn, queue, size + args.samples + 20)
+                stats = percentiles(measure(url, queue, args.samples))
+                rows.append({"backlog": size, **{k: round(v, 2) for k, v in stats.items()}})
+                print(f"  backlog {size}: claim p50 {stats['p50']:.2f} ms")
+    print(table(rows, ["backlog", "count", "p50", "p90", "p99", "max"]))
+    path = write_result("backlog-scaling", {"unit": "ms", "summary": rows})
+    print(f"results: {path}")
+    return {"summary": rows}
