@@ -150,7 +150,8 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
                 again, execution, attempt["id"], attempt["attempt_number"], params.task_queue
             )
     while True:
-        claimed = await conn.fetchrow(
+        attempt_id = new_id()
+        row = await conn.fetchrow(
             sql("claim_activity_task"),
             params.namespace,
             params.task_queue,
@@ -158,32 +159,35 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
             params.poll_request_id,
             list(params.activity_types),
             params.default_lease_s,
+            attempt_id,
         )
-        if claimed is None:
+        if row is None:
             return None
-        run = await runs.lock_run(conn, claimed["run_id"])
-        execution = await conn.fetchrow(
-            sql("lock_activity_execution"), claimed["activity_execution_id"]
-        )
+        claimed = {
+            "id": row["task_id"],
+            "lease_owner": row["lease_owner"],
+            "lease_expires_at": row["lease_expires_at"],
+        }
+        execution = {
+            "id": row["execution_id"],
+            "run_id": row["run_id"],
+            "workflow_id": row["workflow_id"],
+            "sequence": row["sequence"],
+            "activity_type": row["activity_type"],
+            "arguments": row["arguments"],
+            "retry_policy": row["retry_policy"],
+            "parallel": row["parallel"],
+        }
+        run = await runs.lock_run(conn, row["run_id"])
         if run is None or not run.is_open:
             # The run closed after scheduling: this work can never be used.
+            await conn.execute(sql("close_activity_attempt"), attempt_id, "cancelled", None)
             await conn.execute(
                 sql("close_activity_execution"), execution["id"], "cancelled", None, None
             )
             await conn.execute(sql("complete_task"), claimed["id"], None)
             continue
-        attempt_id = new_id()
-        attempt_number = execution["attempt_count"] + 1
-        await conn.execute(
-            sql("start_activity_attempt"),
-            attempt_id,
-            execution["id"],
-            run.id,
-            claimed["id"],
-            attempt_number,
-            params.worker_id,
-        )
-        await conn.execute(sql("set_task_attempt"), claimed["id"], attempt_id, attempt_number)
+        attempt_number = row["attempt_number"]
         started = {
             **_step_fields(execution),
             "activity_attempt_id": attempt_id,

@@ -14,7 +14,8 @@ INSERT INTO workflow_tasks (id, namespace, task_queue, kind, run_id, workflow_id
 SELECT $14, $4, $7, 'activity', $2, $3, $15, $6, execution.id FROM execution;
 
 -- name: claim_activity_task
--- Lease the oldest ready activity task on a queue; the lease follows start_to_close if set.
+-- Lease the oldest ready activity task on a queue and start its next attempt ($7 = attempt id),
+-- in one statement; the lease follows start_to_close if set.
 WITH next AS (
     SELECT id FROM workflow_tasks
      WHERE namespace = $1 AND task_queue = $2 AND kind = 'activity' AND state = 'ready'
@@ -23,15 +24,33 @@ WITH next AS (
      ORDER BY available_at, id
      LIMIT 1
        FOR UPDATE SKIP LOCKED
+), task AS (
+    UPDATE workflow_tasks t
+       SET state = 'leased', lease_owner = $3, poll_request_id = $4, leased_at = now(),
+           lease_expires_at = now() + make_interval(
+               secs => COALESCE((e.options ->> 'start_to_close_timeout')::int, $6)),
+           activity_attempt_id = $7, attempt = e.attempt_count + 1, updated_at = now()
+      FROM next, activity_executions e
+     WHERE t.id = next.id AND e.id = t.activity_execution_id
+    RETURNING t.id, t.run_id, t.activity_execution_id, t.lease_owner, t.lease_expires_at, t.attempt
+), execution AS (
+    UPDATE activity_executions e
+       SET attempt_count = task.attempt, current_attempt_id = $7, status = 'running',
+           started_at = COALESCE(e.started_at, now()), updated_at = now()
+      FROM task
+     WHERE e.id = task.activity_execution_id
+    RETURNING e.id, e.workflow_id, e.sequence, e.activity_type, e.arguments, e.retry_policy,
+              e.parallel
+), attempt AS (
+    INSERT INTO activity_attempts (id, activity_execution_id, run_id, task_id, attempt_number,
+                                   lease_owner)
+    SELECT $7, task.activity_execution_id, task.run_id, task.id, task.attempt, $3 FROM task
 )
-UPDATE workflow_tasks t
-   SET state = 'leased', lease_owner = $3, poll_request_id = $4, leased_at = now(),
-       lease_expires_at = now() + make_interval(
-           secs => COALESCE((e.options ->> 'start_to_close_timeout')::int, $6)),
-       updated_at = now()
-  FROM next, activity_executions e
- WHERE t.id = next.id AND e.id = t.activity_execution_id
-RETURNING t.id, t.run_id, t.activity_execution_id, t.lease_owner, t.lease_expires_at;
+SELECT task.id AS task_id, task.run_id, task.lease_owner, task.lease_expires_at,
+       task.attempt AS attempt_number, execution.id AS execution_id, execution.workflow_id,
+       execution.sequence, execution.activity_type, execution.arguments, execution.retry_policy,
+       execution.parallel
+  FROM task JOIN execution ON execution.id = task.activity_execution_id;
 
 -- name: lock_activity_execution
 -- Lock an activity execution with what attempts and events need.
@@ -40,17 +59,6 @@ SELECT id, run_id, workflow_id, namespace, sequence, activity_type, task_queue, 
   FROM activity_executions
  WHERE id = $1
    FOR UPDATE;
-
--- name: start_activity_attempt
--- Record a new attempt and make it current.
-WITH attempt AS (
-    INSERT INTO activity_attempts (id, activity_execution_id, run_id, task_id, attempt_number, lease_owner)
-    VALUES ($1, $2, $3, $4, $5, $6)
-)
-UPDATE activity_executions
-   SET attempt_count = $5, current_attempt_id = $1, status = 'running',
-       started_at = COALESCE(started_at, now()), updated_at = now()
- WHERE id = $2;
 
 -- name: set_task_attempt
 -- Point an activity task at its current attempt.
