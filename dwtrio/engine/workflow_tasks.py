@@ -334,16 +334,30 @@ async def _complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkf
         "created_task_ids": created,
         "reason": None,
     }
+    await _close_task(conn, task.id, req, run, outcome, next_task)
+    return outcome
+
+
+async def _close_task(
+    conn: Conn,
+    task_id: str,
+    lease: WorkflowTaskLease,
+    run: LockedRun,
+    outcome: Outcome,
+    next_task: str | None,
+) -> None:
+    """Complete the task with its receipt (for re-sent completions), then any follow-up task.
+
+    The order matters: a run has at most one open workflow task.
+    """
     receipt = {
-        "lease_owner": req.lease_owner,
-        "workflow_task_attempt": req.workflow_task_attempt,
+        "lease_owner": lease.lease_owner,
+        "workflow_task_attempt": lease.workflow_task_attempt,
         "body": outcome.body,
     }
-    # Close this task before any follow-up: a run has at most one open workflow task.
-    await conn.execute(sql("complete_task"), task.id, receipt)
+    await conn.execute(sql("complete_task"), task_id, receipt)
     if next_task is not None:
         await create_workflow_task(conn, run, outcome, next_task)
-    return outcome
 
 
 def _failure_payload(run: LockedRun, command: FailWorkflow) -> dict[str, Any]:
@@ -389,15 +403,7 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailWorkflowTask) 
             "reason": None,
             "next_task_id": next_task,
         }
-        receipt = {
-            "lease_owner": req.lease_owner,
-            "workflow_task_attempt": req.workflow_task_attempt,
-            "body": outcome.body,
-        }
-        # Close this task before any follow-up: a run has at most one open workflow task.
-        await conn.execute(sql("complete_task"), task.id, receipt)
-        if next_task is not None:
-            await create_workflow_task(conn, run, outcome, next_task)
+        await _close_task(conn, task.id, req, run, outcome, next_task)
         return outcome
     # A genuine failure: re-offer the same task after an exponential backoff so a
     # fixed deployment heals the run, without ever busy-looping.
