@@ -14,8 +14,9 @@ from typing import Any
 
 import attrs
 
-from dwtrio import payloads, wire
-from dwtrio.engine import activity_tasks
+from dwtrio import wire
+from dwtrio.engine.closing import close_run
+from dwtrio.engine.commands import HANDLERS, Completion
 from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.wakes import create_workflow_task
 from dwtrio.errors import (
@@ -29,16 +30,11 @@ from dwtrio.errors import (
     ValidationFailedError,
     WorkflowTaskAttemptMismatchError,
 )
-from dwtrio.protocol.commands import (
-    CompleteWorkflow,
-    FailWorkflow,
-    ScheduleActivity,
-    parse_commands,
-)
+from dwtrio.protocol.commands import parse_commands
 from dwtrio.protocol.ids import new_id
 from dwtrio.protocol.worker import CompleteWorkflowTask, FailWorkflowTask, WorkflowTaskLease
 from dwtrio.store import runs
-from dwtrio.store.history import EventRow, NewEvent, append_events, list_events
+from dwtrio.store.history import EventRow, append_events, list_events
 from dwtrio.store.pool import Conn
 from dwtrio.store.queries import sql
 from dwtrio.store.runs import LockedRun
@@ -247,19 +243,6 @@ async def _lock_open_run(conn: Conn, task: FencedTask, lease: WorkflowTaskLease)
 
 
 # --- completion ----------------------------------------------------------------------
-def _check_parallel(parallel: dict[str, Any], seq: int, index: int) -> None:
-    entries = parallel.get("parallel_group_path") or []
-    if "parallel_group_base_sequence" in parallel:
-        entries = [*entries, parallel]
-    for entry in entries:
-        base, idx = entry.get("parallel_group_base_sequence"), entry.get("parallel_group_index")
-        if isinstance(base, int) and isinstance(idx, int) and base + idx != seq:
-            raise InvalidCommandsError(
-                f"commands[{index}]: parallel group base {base} + index {idx} does not match "
-                f"step sequence {seq}."
-            )
-
-
 async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkflowTask) -> Outcome:
     try:
         return await _complete(conn, namespace, task_id, req)
@@ -277,53 +260,37 @@ async def _complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkf
     if task.receipt is not None:
         return Outcome(body=dict(task.receipt["body"]))
     run = await _lock_open_run(conn, task, req)
-    commands = parse_commands(req.commands)
-    outcome = Outcome()
-    events: list[NewEvent] = []
-    seq = run.last_step_sequence
-    created: list[str] = []
-    closed_as: tuple[str, str, str | None] | None = None  # status, reason, output
-    for index, command in enumerate(commands):
-        if isinstance(command, ScheduleActivity):
-            seq += 1
-            _check_parallel(command.parallel, seq, index)
-            arguments = payloads.arguments_blob(
-                command.arguments, field=f"commands.{index}.arguments"
-            )
-            event, task_created = await activity_tasks.schedule(
-                conn, run, command, arguments, seq, outcome
-            )
-            events.append(event)
-            created.append(task_created)
-        elif isinstance(command, CompleteWorkflow):
-            result_blob = payloads.value_blob(command.result, field=f"commands.{index}.result")
-            payload: dict[str, Any] = {"output": result_blob, "payload_codec": "avro"}
-            events.append(NewEvent(event_type="WorkflowCompleted", payload=payload))
-            closed_as = ("completed", "completed", result_blob)
-        elif isinstance(command, FailWorkflow):
-            events.append(
-                NewEvent(event_type="WorkflowFailed", payload=_failure_payload(run, command))
-            )
-            closed_as = ("failed", "failed", None)
-    events = [attrs.evolve(e, workflow_task_id=task.id) for e in events]
+    parsed = parse_commands(req.commands)
+    ctx = Completion(
+        conn=conn, run=run, task_id=task.id, outcome=Outcome(), seq=run.last_step_sequence
+    )
+    for index, command in enumerate(parsed):
+        await HANDLERS[type(command)](ctx, command, index)
+    events = [attrs.evolve(e, workflow_task_id=task.id) for e in ctx.events]
     await append_events(conn, run.id, events)
+    outcome = ctx.outcome
     next_task: str | None = None
-    if closed_as is not None:
-        status, reason, output = closed_as
-        if seq != run.last_step_sequence:
-            await conn.execute(sql("set_last_step_sequence"), run.id, seq)
-        await conn.execute(sql("close_run"), run.id, status, reason, output)
-        await conn.execute(sql("cancel_open_tasks_of_run"), run.id, task.id)
-        await conn.execute(sql("cancel_run_activities"), run.id)
-        outcome.wakes.clear()  # nothing it scheduled can run any more
-        created.clear()
-        run_status = status
+    if ctx.closing is not None:
+        await close_run(
+            conn,
+            run,
+            outcome,
+            status=ctx.closing.status,
+            reason=ctx.closing.reason,
+            output=ctx.closing.output,
+            last_step_sequence=ctx.seq,
+            keep_task_id=task.id,
+        )
+        ctx.created.clear()
+        run_status = ctx.closing.status
+        for hook in ctx.after_close:
+            await hook()
     else:
         run_status = "waiting"
-        await conn.execute(sql("settle_open_run"), run.id, seq)
-        if run.wake_pending:
+        await conn.execute(sql("settle_open_run"), run.id, ctx.seq)
+        if run.wake_pending or ctx.wake_again:
             next_task = new_id()
-            created.append(next_task)
+            ctx.created.append(next_task)
     outcome.body = {
         "task_id": task.id,
         "workflow_task_attempt": req.workflow_task_attempt,
@@ -331,7 +298,7 @@ async def _complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkf
         "recorded": True,
         "run_id": run.id,
         "run_status": run_status,
-        "created_task_ids": created,
+        "created_task_ids": ctx.created,
         "reason": None,
     }
     await _close_task(conn, task.id, req, run, outcome, next_task)
@@ -358,27 +325,6 @@ async def _close_task(
     await conn.execute(sql("complete_task"), task_id, receipt)
     if next_task is not None:
         await create_workflow_task(conn, run, outcome, next_task)
-
-
-def _failure_payload(run: LockedRun, command: FailWorkflow) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "message": command.message,
-        "exception_type": command.exception_type,
-        "exception_class": command.exception_class,
-        "exception": command.exception
-        or {
-            "type": command.exception_type,
-            "class": command.exception_class,
-            "message": command.message,
-        },
-        "non_retryable": command.non_retryable,
-        "failure_id": new_id(),
-        "source_kind": "workflow_run",
-        "source_id": run.id,
-        "failure_category": "application",
-    }
-    payload.update(command.details)
-    return payload
 
 
 # --- fail and heartbeat ------------------------------------------------------------

@@ -94,7 +94,7 @@ RETURNING lease_expires_at;
 -- A run closed: cancel its ready/leased tasks (the closing task itself is completed separately).
 UPDATE workflow_tasks
    SET state = 'cancelled', lease_expires_at = NULL, updated_at = now()
- WHERE run_id = $1 AND state IN ('ready', 'leased') AND id <> $2;
+ WHERE run_id = $1 AND state IN ('ready', 'leased') AND id IS DISTINCT FROM $2;
 
 -- name: expire_leases
 -- Task repair: leases past their expiry become ready again (returns the old attempt id).
