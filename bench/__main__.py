@@ -13,7 +13,14 @@ import os
 from bench import backlog_scaling, open_polls, poll_latency, sdk_greeter, throughput
 
 
-def main() -> None:
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument(
         "--dsn", default=os.environ.get("DWTRIO_BENCH_DSN"), help="admin Postgres DSN"
@@ -22,31 +29,71 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("poll-latency", help="task creation -> parked poller wake latency")
     p.add_argument("--pollers", type=int, nargs="+", default=[1, 100])
-    p.add_argument("--samples", type=int, default=300)
+    p.add_argument("--samples", type=int, default=300, help="wakes per run")
+    p.add_argument(
+        "--runs", type=_positive, default=3, help="runs per point; the median is reported"
+    )
     p.set_defaults(run=poll_latency.run)
     g = sub.add_parser("sdk-greeter", help="official SDK greeter end to end")
-    g.add_argument("--count", type=int, default=100)
-    g.add_argument("--concurrency", type=int, nargs="+", default=[1])
+    g.add_argument("--count", type=int, default=100, help="workflows per run and starter count")
+    g.add_argument("--concurrency", type=_positive, nargs="+", default=[1, 16, 64])
+    g.add_argument(
+        "--runs", type=_positive, default=3, help="runs per point; the median is reported"
+    )
+    g.add_argument(
+        "--no-temporal",
+        dest="temporal",
+        action="store_false",
+        help="skip the Temporal dev-server comparison even when the extra is installed",
+    )
     g.set_defaults(run=sdk_greeter.run)
     o = sub.add_parser(
         "open-polls", help="memory per idle long-poll; latency of other requests meanwhile"
     )
     o.add_argument("--polls", type=int, default=10_000)
+    o.add_argument(
+        "--runs", type=_positive, default=3, help="probe windows; the median is reported"
+    )
     o.set_defaults(run=open_polls.run)
     t = sub.add_parser(
-        "dispatch-throughput", help="activity poll+complete cycles/s against a backlog"
+        "dispatch-throughput",
+        help="activity poll+complete cycles/s against a backlog and against live production",
     )
-    t.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
-    t.add_argument("--server-processes", type=int, nargs="+", default=[1, 2])
-    t.add_argument("--seconds", type=float, default=10.0)
+    t.add_argument("--concurrency", type=_positive, nargs="+", default=[16, 64, 256])
+    t.add_argument("--modes", nargs="+", choices=["backlog", "live"], default=["backlog", "live"])
+    t.add_argument(
+        "--runs", type=_positive, default=3, help="windows per point; the median is reported"
+    )
+    t.add_argument(
+        "--server-processes",
+        "--workers",
+        type=_positive,
+        nargs="+",
+        default=[1, 2],
+        help="dwtrio server processes (several share the Redis wake bus of --redis-url)",
+    )
+    t.add_argument("--seconds", type=float, default=10.0, help="measured window per run")
+    t.add_argument(
+        "--warmup",
+        type=float,
+        default=3.0,
+        help="seconds before each window: load generators start, register and fill the pipeline",
+    )
     t.add_argument("--load-processes", type=int, default=2)
     t.add_argument("--redis-url", default=os.environ.get("DWTRIO_BENCH_REDIS_URL"))
     t.set_defaults(run=throughput.run)
     b = sub.add_parser("backlog-scaling", help="claim latency against 1k / 100k / 1M ready tasks")
     b.add_argument("--sizes", type=int, nargs="+", default=[1_000, 100_000, 1_000_000])
-    b.add_argument("--samples", type=int, default=300)
+    b.add_argument("--samples", type=int, default=300, help="claims per run")
+    b.add_argument(
+        "--runs", type=_positive, default=3, help="runs per size; the median is reported"
+    )
     b.set_defaults(run=backlog_scaling.run)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     args.run(args)
 
 

@@ -2,7 +2,8 @@
 
 The backlog is bulk-loaded in Postgres; a single worker then claims tasks with
 zero-timeout activity polls (each one claim transaction) and completes them.
-Reported: poll (claim) latency p50/p99 per backlog size.
+Reported: poll (claim) latency p50/p99 per backlog size, each the median over
+``--runs`` runs taken one after another on the same backlog.
 """
 
 from __future__ import annotations
@@ -14,15 +15,26 @@ from typing import Any
 import httpx
 
 from bench.backlog import load_activity_backlog
-from bench.harness import bench_database, dwtrio_server, percentiles, table, write_result
+from bench.harness import (
+    bench_database,
+    dwtrio_server,
+    median_of_runs,
+    percentiles,
+    plot_cdf,
+    progress,
+    table,
+    write_result,
+)
 
 WP = {"X-Durable-Workflow-Protocol-Version": "1.20"}
 
 
-def measure(url: str, queue: str, samples: int) -> list[float]:
+def measure(url: str, queue: str, samples: int, label: str) -> list[float]:
     latencies = []
+    bar = progress(samples, label, "claim")
     with httpx.Client(base_url=url, headers=WP, timeout=30) as client:
         for _ in range(samples):
+            bar.update(1)
             t = time.perf_counter()
             r = client.post(
                 "/api/worker/activity-tasks/poll",
@@ -39,22 +51,43 @@ def measure(url: str, queue: str, samples: int) -> list[float]:
                     "result": {"codec": "avro", "blob": "wwHioz3/VYAiNwA="},
                 },
             )
+    bar.close()
     return latencies[10:]  # the first claims warm caches and connections
 
 
 def run(args: Any) -> dict[str, Any]:
-    rows = []
+    rows, series = [], {}
     with bench_database(args.dsn) as dsn:
         if dsn is None:
             raise SystemExit("backlog-scaling needs --dsn (it bulk-loads the backlog)")
         with dwtrio_server(dsn=dsn) as url:
             for size in args.sizes:
                 queue = f"bl-{size}-{uuid.uuid4().hex[:4]}"
-                load_activity_backlog(dsn, queue, size + args.samples + 20)
-                stats = percentiles(measure(url, queue, args.samples))
-                rows.append({"backlog": size, **{k: round(v, 2) for k, v in stats.items()}})
-                print(f"  backlog {size}: claim p50 {stats['p50']:.2f} ms")
+                load_activity_backlog(dsn, queue, size + args.runs * (args.samples + 20))
+                runs = [
+                    measure(url, queue, args.samples, f"backlog {size}, run {i + 1}/{args.runs}")
+                    for i in range(args.runs)
+                ]
+                per_run = [percentiles(lat) for lat in runs]
+                medians = median_of_runs(per_run, ["p50", "p90", "p99", "max"])
+                rows.append(
+                    {"backlog": size, "count": per_run[0]["count"], **medians, "runs": per_run}
+                )
+                series[f"{size} ready tasks"] = [v for lat in runs for v in lat]
+                print(
+                    f"  backlog {size}: claim p50 {medians['p50']:.2f} ms (median of {args.runs})"
+                )
     print(table(rows, ["backlog", "count", "p50", "p90", "p99", "max"]))
-    path = write_result("backlog-scaling", {"unit": "ms", "summary": rows})
-    print(f"results: {path}")
+    plot = plot_cdf("backlog-scaling", series, "activity claim (poll) latency (ms), all runs")
+    path = write_result(
+        "backlog-scaling",
+        {
+            "unit": "ms",
+            "runs_per_point": args.runs,
+            "summary": rows,
+            "samples": series,
+            "plot": str(plot),
+        },
+    )
+    print(f"results: {path}" + (f"\nplot: {plot}" if plot else ""))
     return {"summary": rows}

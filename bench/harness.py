@@ -11,11 +11,12 @@ import json
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,31 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
         "max": ordered[-1],
         "mean": sum(ordered) / len(ordered),
     }
+
+
+def median_of_runs(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, float]:
+    """The median over runs of each per-run figure: what every summary row reports."""
+    return {k: round(statistics.median(float(r[k]) for r in runs), 2) for k in keys}
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress(total: int, desc: str, unit: str) -> Any:
+    """A tqdm progress bar (on stderr), or a silent stand-in when tqdm is not installed."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoProgress()
+    return tqdm(total=total, desc=desc, unit=unit, leave=False)
 
 
 def machine() -> dict[str, Any]:
@@ -186,6 +212,42 @@ def plot_cdf(name: str, series: dict[str, Sequence[float]], xlabel: str) -> Path
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     ax.set_title(name)
+    path = RESULTS / f"{name}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_lines(
+    name: str, series: dict[str, Sequence[tuple[float, float]]], xlabel: str, ylabel: str
+) -> Path | None:
+    """Throughput against concurrency, one line per series; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, points in series.items():
+        if points:
+            xs, ys = zip(*sorted(points), strict=True)
+            ax.plot(xs, ys, marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({x for points in series.values() for x, _ in points}))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title(name)
+    RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.png"
     fig.tight_layout()
     fig.savefig(path, dpi=110)

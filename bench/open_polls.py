@@ -1,8 +1,11 @@
 """open-polls: hold many idle long-polls on one node; memory per poll, latency meanwhile.
 
 Load-generator processes open N workflow-task polls (timeout 60 s) on an empty
-queue. Reported: the server's RSS growth per open poll, and p50/p99 of other
-requests (``GET /api/health``, ``POST /api/workflows``) while they are parked.
+queue. Reported: the server's RSS growth per open poll, and p99 of other
+requests (``GET /api/health``, ``POST /api/workflows``) before and while they
+are parked: the median over ``--runs`` probe windows of each window's p99 (the
+polls themselves are opened once; holding them again would only repeat the
+setup).
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import httpx
 from bench.harness import (
     bench_database,
     dwtrio_server,
+    median_of_runs,
     percentiles,
+    plot_cdf,
+    progress,
     server_processes,
     table,
     write_result,
@@ -28,24 +34,30 @@ WP = {"X-Durable-Workflow-Protocol-Version": "1.20"}
 CP = {"X-Durable-Workflow-Control-Plane-Version": "2"}
 
 
+POLL_S = 30  # the server holds a poll at most DW_WORKER_POLL_TIMEOUT (30 s by default)
+
+
 async def _hold(url: str, queue: str, count: int, hold_s: float, ready: Any) -> None:
+    """``count`` workers each keep one poll open (re-polling as each ends) for ``hold_s``."""
     limits = httpx.Limits(max_connections=count + 8, max_keepalive_connections=count + 8)
+    end = time.monotonic() + hold_s
     async with httpx.AsyncClient(
-        base_url=url, headers=WP, timeout=hold_s + 30, limits=limits
+        base_url=url, headers=WP, timeout=POLL_S + 30, limits=limits
     ) as client:
 
         async def one(i: int) -> None:
-            try:
-                await client.post(
-                    "/api/worker/workflow-tasks/poll",
-                    json={
-                        "worker_id": f"idle-{i}",
-                        "task_queue": queue,
-                        "timeout_seconds": int(hold_s),
-                    },
-                )
-            except httpx.HTTPError:
-                pass
+            while time.monotonic() < end:
+                try:
+                    await client.post(
+                        "/api/worker/workflow-tasks/poll",
+                        json={
+                            "worker_id": f"idle-{i}",
+                            "task_queue": queue,
+                            "timeout_seconds": POLL_S,
+                        },
+                    )
+                except httpx.HTTPError:
+                    return
 
         tasks = [asyncio.create_task(one(i)) for i in range(count)]
         await asyncio.sleep(1)
@@ -75,10 +87,15 @@ def _wait_idle(url: str, *, timeout_s: float, idle_percent: float = 10.0) -> Non
 
 def _wait_connections(url: str, count: int, *, timeout_s: float) -> None:
     end = time.monotonic() + timeout_s
+    bar, seen = progress(count, "opening polls", "poll"), 0
     while time.monotonic() < end:
-        if sum(len(p.net_connections()) for p in server_processes(url)) >= count:
-            return
+        now = min(count, sum(len(p.net_connections()) for p in server_processes(url)))
+        bar.update(max(0, now - seen))
+        seen = max(seen, now)
+        if now >= count:
+            break
         time.sleep(1)
+    bar.close()
 
 
 def _probe(url: str, seconds: float) -> dict[str, list[float]]:
@@ -96,10 +113,17 @@ def _probe(url: str, seconds: float) -> dict[str, list[float]]:
     return out
 
 
+def _p99s(probes: list[dict[str, list[float]]], when: str) -> dict[str, float]:
+    """Median over probe windows of each window's p99, per probed request."""
+    per_window = [{k: percentiles(v)["p99"] for k, v in probe.items()} for probe in probes]
+    medians = median_of_runs(per_window, ["health", "start"])
+    return {f"{k}_p99_{when}_ms": v for k, v in medians.items()}
+
+
 def run(args: Any) -> dict[str, Any]:
     rows = []
     with bench_database(args.dsn) as dsn, dwtrio_server(dsn=dsn) as url:
-        baseline_probe = _probe(url, 3)
+        baseline = [_probe(url, 3) for _ in range(args.runs)]
         time.sleep(1)
         rss_before = _rss(url)
         ctx = mp.get_context("spawn")
@@ -121,7 +145,7 @@ def run(args: Any) -> dict[str, Any]:
         _wait_connections(url, share * procs, timeout_s=120)
         _wait_idle(url, timeout_s=60)
         rss_after = _rss(url)
-        held_probe = _probe(url, 10)
+        held = [_probe(url, 5) for _ in range(args.runs)]
         conns = sum(len(p.net_connections()) for p in server_processes(url))
         for w in workers:
             w.terminate()
@@ -134,14 +158,27 @@ def run(args: Any) -> dict[str, Any]:
                 "rss_before_mib": round(rss_before / 2**20, 1),
                 "rss_after_mib": round(rss_after / 2**20, 1),
                 "kib_per_poll": round(per_poll_kib, 1),
-                "health_p99_idle_ms": round(percentiles(baseline_probe["health"])["p99"], 2),
-                "health_p99_held_ms": round(percentiles(held_probe["health"])["p99"], 2),
-                "start_p99_idle_ms": round(percentiles(baseline_probe["start"])["p99"], 2),
-                "start_p99_held_ms": round(percentiles(held_probe["start"])["p99"], 2),
+                **_p99s(baseline, "idle"),
+                **_p99s(held, "held"),
                 "setup_s": round(time.monotonic() - started, 1),
             }
         )
     print(table(rows, list(rows[0])))
-    path = write_result("open-polls", {"summary": rows})
-    print(f"results: {path}")
+    series = {
+        f"{kind} {when}": [v for probe in probes for v in probe[kind]]
+        for when, probes in (("idle", baseline), ("with polls held", held))
+        for kind in ("health", "start")
+    }
+    plot = plot_cdf("open-polls", series, "request latency (ms) beside the open polls")
+    path = write_result(
+        "open-polls",
+        {
+            "unit": "ms",
+            "runs_per_point": args.runs,
+            "summary": rows,
+            "probes": {"idle": baseline, "held": held},
+            "plot": str(plot),
+        },
+    )
+    print(f"results: {path}" + (f"\nplot: {plot}" if plot else ""))
     return {"summary": rows}

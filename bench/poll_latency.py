@@ -19,7 +19,16 @@ from typing import Any
 
 import httpx
 
-from bench.harness import bench_database, dwtrio_server, percentiles, plot_cdf, table, write_result
+from bench.harness import (
+    bench_database,
+    dwtrio_server,
+    median_of_runs,
+    percentiles,
+    plot_cdf,
+    progress,
+    table,
+    write_result,
+)
 
 WP = {"X-Durable-Workflow-Protocol-Version": "1.20", "Content-Type": "application/json"}
 CP = {"X-Durable-Workflow-Control-Plane-Version": "2", "Content-Type": "application/json"}
@@ -85,12 +94,7 @@ def measure(
     time.sleep(1.0)  # let every poll park
     sent: dict[str, int] = {}
     latencies: list[float] = []
-    try:
-        from tqdm import tqdm
-
-        progress: Any = tqdm(total=samples, desc=f"poll-latency {pollers} pollers", unit="wake")
-    except ImportError:
-        progress = None
+    bar = progress(samples, f"poll-latency {pollers} pollers", "wake")
     with httpx.Client(base_url=url, headers=CP, timeout=10) as producer:
         for _ in range(samples):
             wid = f"lat-{uuid.uuid4().hex}"
@@ -107,11 +111,9 @@ def measure(
             r.raise_for_status()
             got_wid, got_ns = out.get(timeout=15)
             latencies.append((got_ns - sent[got_wid]) / 1e6)
-            if progress:
-                progress.update(1)
+            bar.update(1)
             time.sleep(gap_s)
-    if progress:
-        progress.close()
+    bar.close()
     for w in workers:
         w.terminate()
         w.join(5)
@@ -125,11 +127,13 @@ def run(args: Any) -> dict[str, Any]:
         dwtrio_server(dsn=dsn, workers=args.server_workers) as url,
     ):
         for n in args.pollers:
-            lat = measure(url, n, args.samples)
-            stats = percentiles(lat)
-            rows.append({"pollers": n, **{k: round(v, 2) for k, v in stats.items()}})
-            series[f"{n} pollers"] = lat
-            raw[str(n)] = lat
+            runs = [measure(url, n, args.samples) for _ in range(args.runs)]
+            per_run = [percentiles(lat) for lat in runs]
+            medians = median_of_runs(per_run, ["p50", "p90", "p99", "max", "mean"])
+            rows.append({"pollers": n, "count": len(runs[0]), **medians})
+            series[f"{n} pollers"] = [v for lat in runs for v in lat]
+            raw[str(n)] = {"per_run": per_run, "samples": runs}
+    print(f"median over {args.runs} runs of each run's figure:")
     print(table(rows, ["pollers", "count", "p50", "p90", "p99", "max", "mean"]))
     plot = plot_cdf(
         "poll-latency", series, "wake latency (ms), producer request -> poller response"
@@ -138,8 +142,9 @@ def run(args: Any) -> dict[str, Any]:
         "poll-latency",
         {
             "unit": "ms",
+            "runs_per_point": args.runs,
             "summary": rows,
-            "samples": raw,
+            "runs": raw,
             "server_workers": args.server_workers,
             "plot": str(plot),
         },

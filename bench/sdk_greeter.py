@@ -1,9 +1,15 @@
 """sdk-greeter: the official SDK's README greeter, end to end, against dwtrio.
 
-A worker process runs ``Worker.run()`` (greeter workflow + greet activity); a
-client process starts greeters one after another and waits for each result.
-Reported: start -> workflow-code latency, start -> completion latency (p50/p99,
-from the server's history timestamps) and workflows per second.
+A worker process runs ``Worker.run()`` (greeter workflow + greet activity); C
+concurrent starters (one client) start greeters and wait for each result.
+Reported per starter count: workflows per second, start -> workflow-code
+latency and start -> completion latency (p50/p99, from the server's history
+timestamps), each the median over ``--runs`` runs.
+
+When the optional ``temporal`` extra is installed, the same workload (one
+greeter with one activity, the same worker limits, starters and counts) runs on
+Temporal's dev server in the same invocation (bench/temporal_greeter.py), and
+the dwtrio / Temporal ratios are printed.
 """
 
 from __future__ import annotations
@@ -15,17 +21,24 @@ import subprocess
 import sys
 import time
 import uuid
+from importlib import metadata
 from typing import Any
 
+from bench import temporal_greeter
 from bench.harness import (
     REPO,
     bench_database,
     dwtrio_server,
+    median_of_runs,
     percentiles,
     plot_cdf,
+    plot_lines,
+    progress,
     table,
     write_result,
 )
+
+RESULT_POLLS_PER_S = 50
 
 WORKER_CODE = r"""
 import asyncio, sys
@@ -63,8 +76,11 @@ def _ms(a: str, b: str) -> float:
 async def _client(url: str, queue: str, count: int, concurrency: int) -> dict[str, Any]:
     """Run ``count`` greeters, ``concurrency`` at a time; latencies come from server timestamps.
 
-    The client waits with ``get_result`` at a 50 ms poll interval (tight polling
-    would itself load the server); latencies are read from each run's history:
+    The SDK has no long-poll for a result: the client waits with ``get_result``,
+    which polls. All starters together poll at most RESULT_POLLS_PER_S times a
+    second (50 ms apart for one starter), so waiting does not itself load the
+    server; that coarsens workflows/s a little at high concurrency, not the
+    latencies, which are read from each run's history:
     start -> workflow code = StartAccepted to ActivityScheduled (the workflow's
     first task ran and was completed), end to end = StartAccepted to WorkflowCompleted.
     """
@@ -72,6 +88,8 @@ async def _client(url: str, queue: str, count: int, concurrency: int) -> dict[st
     from durable_workflow import Client
 
     runs: list[tuple[str, str]] = []
+    interval = max(0.05, concurrency / RESULT_POLLS_PER_S)
+    bar = progress(count, f"dwtrio greeter, {concurrency} starters", "wf")
     async with Client(url, token="bench", namespace="default") as client:
         sem = asyncio.Semaphore(concurrency)
 
@@ -83,15 +101,18 @@ async def _client(url: str, queue: str, count: int, concurrency: int) -> dict[st
                     task_queue=queue,
                     input=["world"],
                 )
-                result = await client.get_result(handle, poll_interval=0.05, timeout=120)
+                result = await client.get_result(handle, poll_interval=interval, timeout=120)
                 assert result == "hello, world", result
                 runs.append((handle.workflow_id, handle.run_id))
+                bar.update(1)
 
         await one()  # warm-up (discovery, connections)
         runs.clear()
+        bar.reset()
         started = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(count)))
         elapsed = time.perf_counter() - started
+    bar.close()
     first_task, end_to_end = [], []
     headers = {"X-Durable-Workflow-Control-Plane-Version": "2"}
     async with httpx.AsyncClient(base_url=url, headers=headers) as http:
@@ -108,8 +129,29 @@ async def _client(url: str, queue: str, count: int, concurrency: int) -> dict[st
     }
 
 
-def run(args: Any) -> dict[str, Any]:
-    rows, series = [], {}
+def _row(system: str, starters: int, outs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-run figures for one starter count, and their medians."""
+    runs = []
+    for out in outs:
+        e2e, code = percentiles(out["latencies_ms"]), percentiles(out["start_to_code_ms"])
+        runs.append(
+            {
+                "wf_per_s": round(out["workflows_per_s"], 2),
+                "start_to_code_p50": round(code["p50"], 2),
+                "start_to_code_p99": round(code["p99"], 2),
+                "p50": round(e2e["p50"], 2),
+                "p99": round(e2e["p99"], 2),
+                "count": e2e["count"],
+                "start_to_code_ms": out["start_to_code_ms"],
+                "latencies_ms": out["latencies_ms"],
+            }
+        )
+    keys = ["wf_per_s", "start_to_code_p50", "start_to_code_p99", "p50", "p99"]
+    return {"system": system, "starters": starters, **median_of_runs(runs, keys), "runs": runs}
+
+
+def _dwtrio(args: Any) -> list[dict[str, Any]]:
+    rows = []
     with (
         bench_database(args.dsn) as dsn,
         dwtrio_server(dsn=dsn, workers=args.server_workers) as url,
@@ -121,35 +163,113 @@ def run(args: Any) -> dict[str, Any]:
         )
         try:
             for concurrency in args.concurrency:
-                out = asyncio.run(_client(url, queue, args.count, concurrency))
-                stats = percentiles(out["latencies_ms"])
-                code = percentiles(out["start_to_code_ms"])
-                rows.append(
-                    {
-                        "start_to_code_p50": round(code["p50"], 2),
-                        "starters": concurrency,
-                        "wf_per_s": round(out["workflows_per_s"], 1),
-                        **{k: round(v, 2) for k, v in stats.items()},
-                    }
-                )
-                series[f"{concurrency} starters"] = out["latencies_ms"]
-                print(
-                    f"  {concurrency} starters: {out['workflows_per_s']:.1f} wf/s, p50 {stats['p50']:.1f} ms"
-                )
+                outs = [
+                    asyncio.run(_client(url, queue, args.count, concurrency))
+                    for _ in range(args.runs)
+                ]
+                rows.append(_row("dwtrio", concurrency, outs))
+                _say(rows[-1], args.runs)
         finally:
             worker.terminate()
             worker.wait(15)
+    return rows
+
+
+def _temporal(args: Any) -> list[dict[str, Any]]:
+    rows = []
+    with temporal_greeter.dev_server() as address:
+        queue = f"greet-{uuid.uuid4().hex[:8]}"
+        worker = temporal_greeter.start_worker(address, queue)
+        try:
+            for concurrency in args.concurrency:
+                outs = [
+                    temporal_greeter.run_client(address, queue, args.count, concurrency)
+                    for _ in range(args.runs)
+                ]
+                rows.append(_row("temporal", concurrency, outs))
+                _say(rows[-1], args.runs)
+        finally:
+            worker.terminate()
+            worker.wait(15)
+    return rows
+
+
+def _say(row: dict[str, Any], runs: int) -> None:
     print(
-        table(
-            rows, ["starters", "wf_per_s", "start_to_code_p50", "count", "p50", "p90", "p99", "max"]
-        )
+        f"  {row['system']}, {row['starters']} starters: {row['wf_per_s']} wf/s, "
+        f"p50 {row['p50']} ms, p99 {row['p99']} ms (median of {runs})"
     )
-    plot = plot_cdf("sdk-greeter", series, "greeter start -> result latency (ms)")
+
+
+def dwtrio_over_temporal(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """dwtrio / Temporal per starter count (latency > 1 or wf/s < 1: dwtrio is slower)."""
+    by = {(r["system"], r["starters"]): r for r in rows}
+    out = []
+    for (system, starters), ours in by.items():
+        theirs = by.get(("temporal", starters))
+        if system != "dwtrio" or theirs is None:
+            continue
+        ratio = {"starters": starters}
+        for k in ["wf_per_s", "start_to_code_p50", "p50", "p99"]:
+            ratio[k] = round(ours[k] / theirs[k], 2) if theirs[k] else float("nan")
+        out.append(ratio)
+    return out
+
+
+def temporal_skipped(args: Any) -> str | None:
+    """Why this run has no Temporal side, or None when it has one."""
+    if not args.temporal:
+        return "disabled with --no-temporal"
+    missing = temporal_greeter.missing()
+    return f"{missing} (pip install -e '.[temporal]')" if missing else None
+
+
+def run(args: Any) -> dict[str, Any]:
+    skipped = temporal_skipped(args)
+    versions = {"durable_workflow_sdk": metadata.version("durable-workflow")}
+    rows = _dwtrio(args)
+    if not skipped:
+        try:
+            versions.update(temporal_greeter.versions())
+            rows += _temporal(args)
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            skipped = f"the Temporal side failed: {exc!r}"  # keep dwtrio's figures
+    if skipped:
+        print(f"Temporal comparison skipped: {skipped}")
+    columns = ["system", "starters", "wf_per_s", "start_to_code_p50", "start_to_code_p99"]
+    print(table(rows, [*columns, "p50", "p99"]))
+    ratios = dwtrio_over_temporal(rows)
+    if ratios:
+        print("dwtrio / Temporal (latency > 1 or wf/s < 1 means dwtrio is slower):")
+        print(table(ratios, ["starters", "wf_per_s", "start_to_code_p50", "p50", "p99"]))
+    cdf = {
+        f"{r['system']}, {r['starters']} starters": [
+            v for run_ in r["runs"] for v in run_["latencies_ms"]
+        ]
+        for r in rows
+    }
+    plot = plot_cdf("sdk-greeter", cdf, "greeter start -> completion latency (ms), all runs")
+    lines: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        lines.setdefault(r["system"], []).append((r["starters"], r["wf_per_s"]))
+    tplot = plot_lines(
+        "sdk-greeter-throughput", lines, "concurrent starters", "workflows/s (median)"
+    )
     path = write_result(
-        "sdk-greeter", {"unit": "ms", "summary": rows, "samples": series, "plot": str(plot)}
+        "sdk-greeter",
+        {
+            "unit": "ms",
+            "count_per_run": args.count,
+            "runs_per_point": args.runs,
+            "summary": rows,
+            "ratios_dwtrio_over_temporal": ratios,
+            "temporal_skipped": skipped,
+            "versions": versions,
+            "plots": [str(plot), str(tplot)],
+        },
     )
-    print(f"results: {path}" + (f"\nplot: {plot}" if plot else ""))
-    return {"summary": rows}
+    print(f"results: {path}" + "".join(f"\nplot: {p}" for p in (plot, tplot) if p))
+    return {"summary": rows, "ratios": ratios}
 
 
 if __name__ == "__main__":

@@ -1,14 +1,26 @@
 """dispatch-throughput: activity poll -> complete cycles per second.
 
 C concurrent worker loops (spread over load-generator processes) poll an
-activity task and complete it, against a pre-loaded backlog, for a fixed time.
-Reported: cycles/s and server CPU per cycle, with one server process and with
-several sharing the socket (and Redis, so wakes reach every process).
+activity task and complete it for a fixed window, in two modes:
+
+- ``backlog``: against activity tasks bulk-loaded into Postgres beforehand;
+- ``live``: against live production. A producer process keeps starting
+  workflows through ``POST /api/workflows`` and answers their workflow tasks
+  (first ``schedule_activity``, then ``complete_workflow``), so the activities
+  the loops consume are created, and wake parked polls, while they run. The
+  producer keeps a bounded number of workflows in flight, so the queue stays
+  fed without growing without limit.
+
+Reported per mode, server process count and concurrency: cycles/s and server
+CPU per cycle (user+system of the server processes over the window; in live
+mode that includes the starts and workflow tasks behind each activity), each the
+median of ``--runs`` windows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing as mp
 import time
 import uuid
@@ -17,105 +29,305 @@ from typing import Any
 import httpx
 
 from bench.backlog import load_activity_backlog
-from bench.harness import bench_database, dwtrio_server, server_processes, table, write_result
+from bench.harness import (
+    bench_database,
+    dwtrio_server,
+    median_of_runs,
+    plot_lines,
+    progress,
+    server_processes,
+    table,
+    write_result,
+)
 
 WP = {"X-Durable-Workflow-Protocol-Version": "1.20"}
+CP = {"X-Durable-Workflow-Control-Plane-Version": "2"}
+RESULT = {"codec": "avro", "blob": "wwHioz3/VYAiNwA="}
+ARGS = {"codec": "avro", "blob": "wwHioz3/VYAiNwwCCgp3b3JsZAA="}  # ["world"]
+POLL_S = 5  # long-poll timeout of every loop; polls still parked at the window's end are cut
+BACKLOG_RATE_CAP = 600  # cycles/s the backlog is sized for (well above what one host does)
 
 
-async def _loops(url: str, queue: str, count: int, until: float, out: Any) -> None:
-    limits = httpx.Limits(max_connections=count + 4, max_keepalive_connections=count + 4)
-    done = 0
-    async with httpx.AsyncClient(base_url=url, headers=WP, timeout=30, limits=limits) as client:
+def _limits(count: int) -> httpx.Limits:
+    return httpx.Limits(max_connections=count + 4, max_keepalive_connections=count + 4)
 
-        async def loop(i: int) -> None:
-            nonlocal done
+
+async def _until(until: float, *loops: Any) -> None:
+    """Run the loops; cut whatever is still in flight (a parked poll) a second after ``until``."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*loops), timeout=until + 1 - time.monotonic())
+
+
+async def _loops(url: str, queue: str, count: int, begin: float, until: float, out: Any) -> None:
+    """``count`` activity loops; cycles and empty polls are counted inside [begin, until)."""
+    done = empty = 0
+    async with httpx.AsyncClient(
+        base_url=url, headers=WP, timeout=30, limits=_limits(count)
+    ) as client:
+
+        async def loop() -> None:
+            nonlocal done, empty
             worker = f"tp-{uuid.uuid4().hex[:8]}"
             while time.monotonic() < until:
                 r = await client.post(
                     "/api/worker/activity-tasks/poll",
-                    json={"worker_id": worker, "task_queue": queue, "timeout_seconds": 1},
+                    json={"worker_id": worker, "task_queue": queue, "timeout_seconds": POLL_S},
                 )
                 task = r.json().get("task")
                 if not task:
+                    empty += begin <= time.monotonic() < until
                     continue
                 await client.post(
                     f"/api/worker/activity-tasks/{task['task_id']}/complete",
                     json={
                         "activity_attempt_id": task["activity_attempt_id"],
                         "lease_owner": worker,
-                        "result": {"codec": "avro", "blob": "wwHioz3/VYAiNwA="},
+                        "result": RESULT,
                     },
                 )
-                if time.monotonic() < until:
-                    done += 1
+                done += begin <= time.monotonic() < until
 
-        await asyncio.gather(*(loop(i) for i in range(count)))
-    out.put(done)
-
-
-def _loop_process(url: str, queue: str, count: int, until: float, out: Any) -> None:
-    asyncio.run(_loops(url, queue, count, until, out))
+        await _until(until, *(loop() for _ in range(count)))
+    out.put(("cycles", done, empty))
 
 
-def measure(url: str, queue: str, concurrency: int, seconds: float, procs: int) -> dict[str, Any]:
+def _loop_process(url: str, queue: str, count: int, begin: float, until: float, out: Any) -> None:
+    asyncio.run(_loops(url, queue, count, begin, until, out))
+
+
+async def _produce(
+    url: str,
+    queue: str,
+    starters: int,
+    deciders: int,
+    in_flight: int,
+    begin: float,
+    until: float,
+    out: Any,
+) -> None:
+    """Start workflows and answer their workflow tasks, at most ``in_flight`` open at a time."""
+    slots = asyncio.Semaphore(in_flight)
+    started = completed = 0
+    async with httpx.AsyncClient(
+        base_url=url, timeout=30, limits=_limits(starters + deciders)
+    ) as client:
+
+        async def start_loop() -> None:
+            nonlocal started
+            while time.monotonic() < until:
+                try:
+                    await asyncio.wait_for(
+                        slots.acquire(), timeout=max(0.01, until - time.monotonic())
+                    )
+                except TimeoutError:
+                    return
+                r = await client.post(
+                    "/api/workflows",
+                    headers=CP,
+                    json={
+                        "workflow_id": f"live-{uuid.uuid4().hex}",
+                        "workflow_type": "bench",
+                        "task_queue": queue,
+                        "input": ["world"],
+                    },
+                )
+                r.raise_for_status()
+                started += begin <= time.monotonic() < until
+
+        async def decide_loop() -> None:
+            nonlocal completed
+            worker = f"wf-{uuid.uuid4().hex[:8]}"
+            while time.monotonic() < until:
+                r = await client.post(
+                    "/api/worker/workflow-tasks/poll",
+                    headers=WP,
+                    json={"worker_id": worker, "task_queue": queue, "timeout_seconds": POLL_S},
+                )
+                task = r.json().get("task")
+                if not task:
+                    continue
+                events = {e["event_type"] for e in task["history_events"]}
+                finished = "ActivityCompleted" in events
+                command = (
+                    {"type": "complete_workflow", "result": RESULT}
+                    if finished
+                    else {
+                        "type": "schedule_activity",
+                        "activity_type": "bench",
+                        "queue": queue,
+                        "arguments": ARGS,
+                    }
+                )
+                r = await client.post(
+                    f"/api/worker/workflow-tasks/{task['task_id']}/complete",
+                    headers=WP,
+                    json={
+                        "lease_owner": worker,
+                        "workflow_task_attempt": task["workflow_task_attempt"],
+                        "commands": [command],
+                    },
+                )
+                r.raise_for_status()
+                if finished:
+                    slots.release()
+                    completed += begin <= time.monotonic() < until
+
+        await _until(
+            until,
+            *(start_loop() for _ in range(starters)),
+            *(decide_loop() for _ in range(deciders)),
+        )
+    out.put(("producer", started, completed))
+
+
+def _producer_process(*args: Any) -> None:
+    asyncio.run(_produce(*args))
+
+
+def _cpu(procs: list[Any]) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+
+def measure(
+    url: str,
+    queue: str,
+    concurrency: int,
+    *,
+    seconds: float,
+    warmup: float,
+    procs: int,
+    live: bool,
+    label: str,
+) -> dict[str, Any]:
+    """One measurement window: cycles/s and server CPU per cycle."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    until = time.monotonic() + 3 + seconds  # ~3 s for the generators to start
+    begin = time.monotonic() + warmup
+    until = begin + seconds
     shares = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
     workers = [
-        ctx.Process(target=_loop_process, args=(url, queue, n, until, out)) for n in shares if n
+        ctx.Process(target=_loop_process, args=(url, queue, n, begin, until, out))
+        for n in shares
+        if n
     ]
+    if live:
+        # Enough open workflows to keep every loop busy, and the deciders able to keep up.
+        in_flight, deciders = 2 * concurrency + 16, max(8, concurrency // 4)
+        workers.append(
+            ctx.Process(
+                target=_producer_process,
+                args=(url, queue, 4, deciders, in_flight, begin, until, out),
+            )
+        )
     server = server_processes(url)
     for w in workers:
         w.start()
-    time.sleep(max(0.0, until - seconds - time.monotonic()))
-    cpu0 = sum(sum(p.cpu_times()[:2]) for p in server)
-    t0 = time.monotonic()
-    cycles = sum(out.get(timeout=seconds + 60) for _ in workers)
-    elapsed = time.monotonic() - t0
-    cpu = sum(sum(p.cpu_times()[:2]) for p in server) - cpu0
+    time.sleep(max(0.0, begin - time.monotonic()))
+    cpu0, t0 = _cpu(server), time.monotonic()
+    bar = progress(int(seconds), label, "s")
+    while time.monotonic() < until:
+        time.sleep(min(1.0, max(0.0, until - time.monotonic())))
+        bar.update(1)
+    bar.close()
+    cpu, elapsed = _cpu(server) - cpu0, time.monotonic() - t0
+    cycles = empty = started = completed = 0
+    for _ in workers:
+        kind, a, b = out.get(timeout=60)
+        if kind == "cycles":
+            cycles, empty = cycles + a, empty + b
+        else:
+            started, completed = a, b
     for w in workers:
         w.join(10)
-    return {
-        "concurrency": concurrency,
+    row: dict[str, Any] = {
         "cycles": cycles,
         "cycles_per_s": round(cycles / elapsed, 1),
         "server_cpu_ms_per_cycle": round(cpu / max(cycles, 1) * 1000, 2),
+        "empty_polls": empty,
     }
+    if live:
+        row["starts_per_s"] = round(started / elapsed, 1)
+        row["workflows_completed_per_s"] = round(completed / elapsed, 1)
+    return row
 
 
 def run(args: Any) -> dict[str, Any]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for server_workers in args.server_processes:
         extra = {"DW_REDIS_URL": args.redis_url} if server_workers > 1 and args.redis_url else {}
+        if server_workers > 1 and not args.redis_url:
+            print(f"  note: {server_workers} server processes without --redis-url (no wake bus)")
         with bench_database(args.dsn) as dsn:
             if dsn is None:
                 raise SystemExit("dispatch-throughput needs --dsn (it bulk-loads the backlog)")
-            queue = f"tp-{uuid.uuid4().hex[:6]}"
-            needed = int(len(args.concurrency) * args.seconds * 1500) + 10_000
             with dwtrio_server(dsn=dsn, workers=server_workers, extra_env=extra) as url:
-                load_activity_backlog(
-                    dsn, queue, needed
-                )  # after the server bootstrapped the schema
-                for c in args.concurrency:
-                    row = measure(url, queue, c, args.seconds, args.load_processes)
-                    row["server_processes"] = server_workers
-                    rows.append(row)
-                    print(
-                        f"  {server_workers} server processes, {c} loops: {row['cycles_per_s']} cycles/s"
-                    )
+                for mode in args.modes:
+                    queue = f"tp-{mode}-{uuid.uuid4().hex[:6]}"
+                    if mode == "backlog":
+                        windows = args.runs * len(args.concurrency)
+                        needed = int(windows * (args.seconds + args.warmup) * BACKLOG_RATE_CAP)
+                        # After the server bootstrapped the schema.
+                        load_activity_backlog(dsn, queue, needed + 1_000)
+                    for c in args.concurrency:
+                        runs = [
+                            measure(
+                                url,
+                                queue,
+                                c,
+                                seconds=args.seconds,
+                                warmup=args.warmup,
+                                procs=args.load_processes,
+                                live=mode == "live",
+                                label=f"{mode} {server_workers}p c={c} run {i + 1}/{args.runs}",
+                            )
+                            for i in range(args.runs)
+                        ]
+                        keys = ["cycles_per_s", "server_cpu_ms_per_cycle"]
+                        if mode == "live":
+                            keys += ["starts_per_s", "workflows_completed_per_s"]
+                        row = {
+                            "mode": mode,
+                            "server_processes": server_workers,
+                            "concurrency": c,
+                            **median_of_runs(runs, keys),
+                            "runs": runs,
+                        }
+                        rows.append(row)
+                        if mode == "backlog" and any(r["empty_polls"] for r in runs):
+                            print("  warning: the backlog ran dry during a window")
+                        print(
+                            f"  {mode}, {server_workers} server processes, {c} loops: "
+                            f"{row['cycles_per_s']} cycles/s (median of {args.runs})"
+                        )
     print(
         table(
             rows,
             [
+                "mode",
                 "server_processes",
                 "concurrency",
-                "cycles",
                 "cycles_per_s",
                 "server_cpu_ms_per_cycle",
+                "starts_per_s",
             ],
         )
     )
-    path = write_result("dispatch-throughput", {"summary": rows, "mode": "backlog"})
-    print(f"results: {path}")
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        label = f"{r['mode']}, {r['server_processes']} server process(es)"
+        series.setdefault(label, []).append((r["concurrency"], r["cycles_per_s"]))
+    plot = plot_lines(
+        "dispatch-throughput", series, "concurrent worker loops", "activity cycles/s (median)"
+    )
+    path = write_result(
+        "dispatch-throughput",
+        {
+            "summary": rows,
+            "modes": args.modes,
+            "runs_per_point": args.runs,
+            "seconds_per_run": args.seconds,
+            "plot": str(plot),
+        },
+    )
+    print(f"results: {path}" + (f"\nplot: {plot}" if plot else ""))
     return {"summary": rows}

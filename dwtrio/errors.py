@@ -223,6 +223,49 @@ class RunNotFoundError(DwtrioError):
     http_status = 404
 
 
+class HistoricalRunCommandRejectedError(DwtrioError):
+    """A run-targeted command named a run that is not the instance's current run."""
+
+    reason = "historical_run_command_rejected"
+    http_status = 409
+
+
+class RequestIdConflictError(DwtrioError):
+    """The request_id is already retained for a command with a different intent."""
+
+    reason = "request_id_conflict"
+    http_status = 409
+
+
+# --- queries (control plane) ------------------------------------------------------------
+class QueryRunNotActiveError(DwtrioError):
+    """The run is closed without completing, so it can no longer answer queries."""
+
+    reason = "run_not_active"
+    http_status = 409
+
+
+class QueryWorkerUnavailableError(DwtrioError):
+    """No live worker polls the run's task queue for this workflow type."""
+
+    reason = "query_worker_unavailable"
+    http_status = 409
+
+
+class QueryTaskQueueFullError(DwtrioError):
+    """Too many queries are already waiting for a worker on this task queue."""
+
+    reason = "query_task_queue_full"
+    http_status = 429
+
+
+class QueryWorkerTimeoutError(DwtrioError):
+    """No worker answered the query in time."""
+
+    reason = "query_worker_timeout"
+    http_status = 504
+
+
 # --- worker plane -------------------------------------------------------------------
 class WorkerPlaneError(DwtrioError):
     """A worker-plane request was refused."""
@@ -311,3 +354,22 @@ class WorkerNotRegisteredError(WorkerPlaneError):
 
     reason = "worker_not_registered"
     http_status = 404
+
+
+class QueryTaskNotFoundError(WorkerPlaneError):
+    """No such query task in this namespace (or its caller stopped waiting)."""
+
+    reason = "query_task_not_found"
+    http_status = 404
+
+
+class QueryTaskNotLeasedError(WorkerPlaneError):
+    """The query task is not leased (already answered, or not yet claimed)."""
+
+    reason = "query_task_not_leased"
+
+
+class QueryTaskAttemptMismatchError(WorkerPlaneError):
+    """The query task attempt is not the current one."""
+
+    reason = "query_task_attempt_mismatch"

@@ -864,10 +864,19 @@ def build_cluster_info(
 #: change that makes the feature work (and test it through the real SDK).
 SERVER_FEATURES = Features(
     workflow_tasks=True,
+    search_attributes=True,
+    continue_as_new=True,
+    child_workflows=True,
+    parent_close_policy=True,
     activity_tasks=True,
     activity_retry_policy=True,
+    activity_timeouts=True,
     non_retryable_failures=True,
+    signals=True,
     payload_codec_envelope=True,
     payload_codec_envelope_responses=True,
     poll_request_idempotency=True,
+    queries=True,
+    query_tasks=True,
+    updates=True,
 )

@@ -485,3 +485,18 @@ def value_blob(value: Any, *, field: str = "result") -> str:
 def arguments_blob(value: Any, *, field: str = "arguments") -> str:
     """The blob of a positional-arguments payload (activity arguments): like :func:`start_input`."""
     return start_input(value, field=field)
+
+
+def plain_value(blob: str | None) -> Any:
+    """The decoded value of a result blob when plain JSON shows it exactly, else None.
+
+    Clients decode ``result_envelope`` themselves when ``result`` is null, so a
+    lossy view (bytes, an undecodable blob) must never stand in for the value.
+    """
+    if blob is None:
+        return None
+    try:
+        value = decode(blob)
+    except InvalidPayloadError:
+        return None
+    return value if to_json_view(value) == value else None

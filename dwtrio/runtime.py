@@ -87,12 +87,35 @@ class RegistrationCache:
 
 
 @attrs.define
+class Nudge:
+    """Wakes a sleeping background loop early, in this process only.
+
+    A nudge that arrives while the loop is busy is kept, so the loop's next
+    sleep returns at once: no nudge is lost.
+    """
+
+    _event: trio.Event = attrs.field(factory=trio.Event)
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if nudged; consumes the nudge."""
+        with trio.move_on_after(seconds):
+            await self._event.wait()
+        if self._event.is_set():
+            self._event = trio.Event()
+
+
+@attrs.define
 class Runtime:
     settings: Settings
     store: Store
     namespaces: NamespaceCache
     features: Features = SERVER_FEATURES
     draining: trio.Event = attrs.field(factory=trio.Event)
+    #: Set when this process arms a timer, so the timer loop recomputes its next due time.
+    timer_nudge: Nudge = attrs.field(factory=Nudge)
     registrations: RegistrationCache = attrs.field(init=False)
     waiters: WaiterSet = attrs.field(factory=WaiterSet)
     wakes: WakeBus = attrs.field(init=False)

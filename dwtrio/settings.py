@@ -198,6 +198,16 @@ class Settings:
     activity_task_timeout_s: int = _setting(
         "DW_ACTIVITY_TASK_TIMEOUT", 300, "Default lease length of an activity attempt, in seconds."
     )
+    task_repair_interval_s: float = _setting(
+        "DW_TASK_REPAIR_INTERVAL_SECONDS",
+        3.0,
+        "How often expired task leases are looked for and redispatched, in seconds.",
+    )
+    timeout_check_interval_s: float = _setting(
+        "DW_TIMEOUT_CHECK_INTERVAL_SECONDS",
+        1.0,
+        "How often passed activity and workflow deadlines are looked for, in seconds.",
+    )
     worker_stale_after_s: int | None = _setting(
         "DW_WORKER_STALE_AFTER_SECONDS",
         None,
@@ -218,6 +228,19 @@ class Settings:
         "DW_QUERY_TASK_MAX_PENDING_PER_QUEUE",
         1024,
         "Pending query tasks per queue before new queries are refused.",
+    )
+    update_wait_timeout_s: int = _setting(
+        "DW_V2_UPDATE_WAIT_COMPLETION_TIMEOUT_SECONDS",
+        10,
+        "Default seconds an update with wait_for=completed waits for its handler.",
+    )
+
+    # --- timers ----------------------------------------------------------------
+    timer_poll_interval_ms: int = _setting(
+        "DW_TIMER_POLL_INTERVAL_MS",
+        250,
+        "Longest the timer loop sleeps between checks for due timers (it wakes sooner "
+        "for a timer due earlier).",
     )
 
     # --- limits ----------------------------------------------------------------
@@ -304,6 +327,12 @@ class Settings:
             problems.append("DW_WORKER_POLL_TIMEOUT must be between 0 and 60")
         if self.worker_poll_interval_ms < 10:
             problems.append("DW_WORKER_POLL_INTERVAL_MS must be >= 10")
+        if self.task_repair_interval_s <= 0:
+            problems.append("DW_TASK_REPAIR_INTERVAL_SECONDS must be > 0")
+        if self.timeout_check_interval_s <= 0:
+            problems.append("DW_TIMEOUT_CHECK_INTERVAL_SECONDS must be > 0")
+        if self.timer_poll_interval_ms < 10:
+            problems.append("DW_TIMER_POLL_INTERVAL_MS must be >= 10")
         if self.max_payload_bytes < 1024:
             problems.append("DW_MAX_PAYLOAD_BYTES must be >= 1024")
         if self.db_pool_min_size < 0 or self.db_pool_max_size < max(1, self.db_pool_min_size):

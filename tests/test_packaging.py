@@ -12,7 +12,17 @@ from conftest import REPO_ROOT
 
 def test_wheel_ships_migrations_and_queries(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(REPO_ROOT), "-w", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            str(REPO_ROOT),
+            "-w",
+            str(tmp_path),
+        ],
         check=True,
         timeout=300,
     )

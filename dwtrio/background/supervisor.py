@@ -15,6 +15,8 @@ from typing import Any
 import trio
 
 from dwtrio.background.task_repair import run_task_repair_loop
+from dwtrio.background.timeouts import run_timeouts_loop
+from dwtrio.background.timers import run_timer_loop
 from dwtrio.runtime import Runtime
 
 Loop = Callable[..., Awaitable[Any]]
@@ -25,7 +27,7 @@ async def run_wake_bus(rt: Runtime, *, task_status: Any = trio.TASK_STATUS_IGNOR
     await rt.wakes.run(task_status=task_status)
 
 
-LOOPS: tuple[Loop, ...] = (run_wake_bus, run_task_repair_loop)
+LOOPS: tuple[Loop, ...] = (run_wake_bus, run_task_repair_loop, run_timer_loop, run_timeouts_loop)
 
 
 async def start_all(nursery: trio.Nursery, rt: Runtime, loops: tuple[Loop, ...] = LOOPS) -> None:

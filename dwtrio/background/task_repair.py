@@ -1,7 +1,9 @@
 """The task-repair loop: every few seconds, redispatch tasks whose lease expired.
 
-Safe on several nodes at once: the repair query claims rows with
-``FOR UPDATE SKIP LOCKED``, so two nodes never repair the same task.
+Safe on several nodes at once: the repair queries claim rows with
+``FOR UPDATE SKIP LOCKED``, so two nodes never repair the same task. Workflow
+tasks are repaired in batches; each expired activity lease is handled in its own
+short transaction because it records history on its run.
 """
 
 from __future__ import annotations
@@ -11,26 +13,35 @@ from typing import Any
 
 import trio
 
-from dwtrio.engine.repair import REPAIR_BATCH, expire_leases
+from dwtrio.engine.repair import (
+    REPAIR_BATCH,
+    expire_next_activity_lease,
+    expire_workflow_task_leases,
+)
 from dwtrio.errors import RetryableStoreError, StoreUnavailableError
 from dwtrio.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-REPAIR_INTERVAL_S = 3.0
+
+async def repair_once(rt: Runtime) -> int:
+    """One repair pass: how many leases were repaired (at most a batch of each kind)."""
+    outcome, repaired = await rt.store.transaction(expire_workflow_task_leases)
+    rt.publish_wakes(outcome.wakes)
+    for _ in range(REPAIR_BATCH):
+        activity = await rt.store.transaction(expire_next_activity_lease)
+        if activity is None:
+            break
+        rt.publish_wakes(activity.wakes)
+        repaired += 1
+    return repaired
 
 
-async def run_task_repair_loop(
-    rt: Runtime,
-    *,
-    interval_s: float = REPAIR_INTERVAL_S,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
-) -> None:
+async def run_task_repair_loop(rt: Runtime, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     task_status.started()
     while True:
         try:
-            outcome, repaired = await rt.store.transaction(expire_leases)
-            rt.publish_wakes(outcome.wakes)
+            repaired = await repair_once(rt)
             if repaired:
                 log.info(
                     "task repair: %d expired leases redispatched",
@@ -43,4 +54,4 @@ async def run_task_repair_loop(
             log.warning(
                 "task repair: store unavailable (%s)", exc, extra={"action": "task_repair_backoff"}
             )
-        await trio.sleep(interval_s)
+        await trio.sleep(rt.settings.task_repair_interval_s)

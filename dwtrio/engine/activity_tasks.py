@@ -42,7 +42,7 @@ from dwtrio.store.runs import LockedRun
 TERMINAL_STATUSES = ("completed", "failed", "timed_out", "cancelled")
 
 
-def _step_fields(execution: Any) -> dict[str, Any]:
+def step_fields(execution: Any) -> dict[str, Any]:
     """Fields every event of an activity step repeats (sequence, type, parallel metadata)."""
     fields: dict[str, Any] = {
         "sequence": execution["sequence"],
@@ -127,6 +127,13 @@ def _task_body(
     }
     if execution["retry_policy"] is not None:
         body["retry_policy"] = execution["retry_policy"]
+    deadlines = {
+        kind: wire.iso_z(execution[f"{kind}_deadline_at"])
+        for kind in ("start_to_close", "schedule_to_close", "heartbeat")
+        if execution[f"{kind}_deadline_at"] is not None
+    }
+    if deadlines:
+        body["deadlines"] = deadlines
     return body
 
 
@@ -177,6 +184,9 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
             "arguments": row["arguments"],
             "retry_policy": row["retry_policy"],
             "parallel": row["parallel"],
+            "start_to_close_deadline_at": row["start_to_close_deadline_at"],
+            "schedule_to_close_deadline_at": row["schedule_to_close_deadline_at"],
+            "heartbeat_deadline_at": row["heartbeat_deadline_at"],
         }
         run = await runs.lock_run(conn, row["run_id"])
         if run is None or not run.is_open:
@@ -189,7 +199,7 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
             continue
         attempt_number = row["attempt_number"]
         started = {
-            **_step_fields(execution),
+            **step_fields(execution),
             "activity_attempt_id": attempt_id,
             "attempt_number": attempt_number,
         }
@@ -236,9 +246,10 @@ async def fence(
             lease_owner=attempt["lease_owner"],
             **fields,
         )
+    # A task cancelled under a running attempt means its run closed: answer run_closed.
     if (
         attempt["status"] != "running"
-        or task["state"] != "leased"
+        or task["state"] not in ("leased", "cancelled")
         or task["activity_attempt_id"] != lease.activity_attempt_id
     ):
         raise StaleAttemptError("The activity attempt is no longer current.", **fields)
@@ -252,25 +263,27 @@ async def fence(
             can_continue=False,
             **fields,
         )
+    if task["state"] != "leased":
+        raise StaleAttemptError("The activity attempt is no longer current.", **fields)
     execution = await conn.fetchrow(
         sql("lock_activity_execution"), attempt["activity_execution_id"]
     )
     return FencedAttempt(task=task, attempt=attempt, execution=execution, run=run)
 
 
-async def _wake_after_settling(conn: Conn, fenced: FencedAttempt, outcome: Outcome) -> str | None:
+async def wake_after_settling(
+    conn: Conn, run: LockedRun, execution: Any, outcome: Outcome
+) -> str | None:
     """Wake the workflow unless the step is in a parallel group that is still running."""
-    parallel = fenced.execution["parallel"] or {}
+    parallel = execution["parallel"] or {}
     path = parallel.get("parallel_group_path") or []
     outer = path[0] if path else (parallel if "parallel_group_base_sequence" in parallel else None)
     if outer is not None:
         base, size = outer["parallel_group_base_sequence"], outer["parallel_group_size"]
-        settled = await conn.fetchval(
-            sql("count_settled_steps"), fenced.run.id, base, base + size - 1
-        )
+        settled = await conn.fetchval(sql("count_settled_steps"), run.id, base, base + size - 1)
         if settled < size:
             return None
-    return await request_wake(conn, fenced.run, outcome)
+    return await request_wake(conn, run, outcome)
 
 
 # --- complete, fail, heartbeat --------------------------------------------------------
@@ -282,7 +295,7 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteActivi
         sql("close_activity_execution"), fenced.execution["id"], "completed", result, None
     )
     payload = {
-        **_step_fields(fenced.execution),
+        **step_fields(fenced.execution),
         "activity_attempt_id": req.activity_attempt_id,
         "attempt_number": fenced.attempt["attempt_number"],
         "result": result,
@@ -293,7 +306,7 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteActivi
     )
     await conn.execute(sql("complete_task"), task_id, None)
     outcome = Outcome()
-    next_task = await _wake_after_settling(conn, fenced, outcome)
+    next_task = await wake_after_settling(conn, fenced.run, fenced.execution, outcome)
     outcome.body = {
         "task_id": task_id,
         "activity_attempt_id": req.activity_attempt_id,
@@ -305,7 +318,7 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteActivi
     return outcome
 
 
-def _retry_decision(execution: Any, attempt_number: int, failure: dict[str, Any]) -> int | None:
+def retry_decision(execution: Any, attempt_number: int, failure: dict[str, Any]) -> int | None:
     """Seconds until the next attempt, or None when this failure is final."""
     policy = execution["retry_policy"] or {}
     if failure.get("non_retryable") is True:
@@ -327,7 +340,7 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailActivityTask) 
         failure.get("message") if isinstance(failure.get("message"), str) else "activity failed"
     )
     common = {
-        **_step_fields(fenced.execution),
+        **step_fields(fenced.execution),
         "activity_attempt_id": req.activity_attempt_id,
         "attempt_number": attempt_number,
         "message": message,
@@ -338,7 +351,7 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailActivityTask) 
         common["code"] = failure["code"]
     await conn.execute(sql("close_activity_attempt"), req.activity_attempt_id, "failed", failure)
     outcome = Outcome()
-    backoff_s = _retry_decision(fenced.execution, attempt_number, failure)
+    backoff_s = retry_decision(fenced.execution, attempt_number, failure)
     if backoff_s is not None:
         policy = fenced.execution["retry_policy"] or {}
         available_at = await conn.fetchval(
@@ -385,7 +398,7 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailActivityTask) 
     )
     await append_events(conn, fenced.run.id, [NewEvent(event_type="ActivityFailed", payload=final)])
     await conn.execute(sql("complete_task"), task_id, None)
-    next_task = await _wake_after_settling(conn, fenced, outcome)
+    next_task = await wake_after_settling(conn, fenced.run, fenced.execution, outcome)
     outcome.body = {
         "task_id": task_id,
         "activity_attempt_id": req.activity_attempt_id,
@@ -400,7 +413,24 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailActivityTask) 
 async def heartbeat(
     conn: Conn, namespace: str, task_id: str, req: HeartbeatActivityTask, default_lease_s: int
 ) -> dict[str, Any]:
-    fenced = await fence(conn, namespace, task_id, req)
+    """Extend the lease and keep the progress; a closed run answers 200 ``cancel_requested``.
+
+    The SDK raises ``ActivityCancelled`` in the activity only for a 200 body
+    with ``cancel_requested`` (an error status would surface as ``ServerError``).
+    """
+    try:
+        fenced = await fence(conn, namespace, task_id, req)
+    except RunClosedError as exc:
+        return {
+            "task_id": task_id,
+            "activity_attempt_id": req.activity_attempt_id,
+            "lease_owner": req.lease_owner,
+            "cancel_requested": True,
+            "can_continue": False,
+            "reason": RunClosedError.reason,
+            "run_status": exc.fields.get("run_status"),
+            "heartbeat_recorded": False,
+        }
     options = fenced.execution["options"] or {}
     lease_s = int(options.get("start_to_close_timeout") or default_lease_s)
     expires = await conn.fetchval(sql("extend_task_lease"), task_id, lease_s)

@@ -17,6 +17,9 @@ class Outcome:
     body: dict[str, Any] = attrs.field(factory=dict)
     status: int = 200
     wakes: set[QueueKey] = attrs.field(factory=set)
+    #: A timer was armed: nudge this process's timer loop after commit, in case
+    #: the new timer is due before the loop's next tick.
+    timer_armed: bool = False
 
     def wake(self, namespace: str, task_queue: str, kind: str) -> None:
         self.wakes.add((namespace, task_queue, kind))

@@ -17,8 +17,10 @@ import attrs
 from dwtrio import wire
 from dwtrio.engine.closing import close_run
 from dwtrio.engine.commands import HANDLERS, Completion
+from dwtrio.engine.commands.conditions import close_open_wait
+from dwtrio.engine.commands.context import CommandLimits
 from dwtrio.engine.outcome import Outcome
-from dwtrio.engine.wakes import create_workflow_task
+from dwtrio.engine.updates import create_next_workflow_task
 from dwtrio.errors import (
     InvalidCommandsError,
     InvalidPageTokenError,
@@ -99,7 +101,7 @@ async def _history_page(
 def _task_body(
     claimed: Any, run: Any, events: list[dict[str, Any]], token: str | None, queue: str
 ) -> dict[str, Any]:
-    return {
+    body = {
         "task_id": claimed["id"],
         "workflow_id": run["workflow_id"],
         "run_id": claimed["run_id"],
@@ -116,6 +118,10 @@ def _task_body(
         "lease_owner": claimed["lease_owner"],
         "lease_expires_at": wire.iso_z(claimed["lease_expires_at"]),
     }
+    if claimed["workflow_update_id"] is not None:
+        # An update task: the worker runs this update's handler (commands.md §5.9).
+        body["workflow_update_id"] = claimed["workflow_update_id"]
+    return body
 
 
 async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[str, Any] | None:
@@ -172,6 +178,8 @@ class FencedTask:
     attempt: int
     receipt: dict[str, Any] | None
     failure_count: int
+    #: Set on update tasks: the update the task runs.
+    update_id: str | None
 
 
 async def fence(
@@ -198,6 +206,7 @@ async def fence(
         attempt=row["attempt"],
         receipt=row["receipt"],
         failure_count=row["failure_count"],
+        update_id=row["workflow_update_id"],
     )
     if row["state"] != "leased":
         receipt = row["receipt"] or {}
@@ -208,6 +217,19 @@ async def fence(
             and receipt.get("workflow_task_attempt") == lease.workflow_task_attempt
         ):
             return task
+        if (
+            row["state"] == "cancelled"
+            and row["lease_owner"] == lease.lease_owner
+            and row["attempt"] == lease.workflow_task_attempt
+        ):
+            # The run closed (cancel, terminate, timeout) under this worker's lease.
+            run = await runs.lock_run(conn, task.run_id)
+            raise RunClosedError(
+                "The workflow run is closed.",
+                run_status=None if run is None else run.status,
+                can_continue=False,
+                **fields,
+            )
         raise TaskNotLeasedError("Workflow task is not leased.", **fields)
     if row["lease_expired"]:
         raise LeaseExpiredError(
@@ -243,9 +265,11 @@ async def _lock_open_run(conn: Conn, task: FencedTask, lease: WorkflowTaskLease)
 
 
 # --- completion ----------------------------------------------------------------------
-async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkflowTask) -> Outcome:
+async def complete(
+    conn: Conn, namespace: str, task_id: str, req: CompleteWorkflowTask, limits: CommandLimits
+) -> Outcome:
     try:
-        return await _complete(conn, namespace, task_id, req)
+        return await _complete(conn, namespace, task_id, req, limits)
     except (InvalidCommandsError, ValidationFailedError) as exc:
         # Rejected commands: the body names the task like every fencing answer (§7.5).
         exc.fields.setdefault("task_id", task_id)
@@ -253,7 +277,9 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkfl
         raise
 
 
-async def _complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkflowTask) -> Outcome:
+async def _complete(
+    conn: Conn, namespace: str, task_id: str, req: CompleteWorkflowTask, limits: CommandLimits
+) -> Outcome:
     # Fencing first (worker-plane.md §7.5 order), then the whole command list is
     # validated before anything is mutated.
     task = await fence(conn, namespace, task_id, req, allow_replay=True)
@@ -262,8 +288,16 @@ async def _complete(conn: Conn, namespace: str, task_id: str, req: CompleteWorkf
     run = await _lock_open_run(conn, task, req)
     parsed = parse_commands(req.commands)
     ctx = Completion(
-        conn=conn, run=run, task_id=task.id, outcome=Outcome(), seq=run.last_step_sequence
+        conn=conn,
+        run=run,
+        task_id=task.id,
+        outcome=Outcome(),
+        limits=limits,
+        seq=run.last_step_sequence,
+        update_id=task.update_id,
     )
+    if task.update_id is None:  # an update task leaves the open condition wait open
+        await close_open_wait(ctx)
     for index, command in enumerate(parsed):
         await HANDLERS[type(command)](ctx, command, index)
     events = [attrs.evolve(e, workflow_task_id=task.id) for e in ctx.events]
@@ -323,8 +357,7 @@ async def _close_task(
         "body": outcome.body,
     }
     await conn.execute(sql("complete_task"), task_id, receipt)
-    if next_task is not None:
-        await create_workflow_task(conn, run, outcome, next_task)
+    await create_next_workflow_task(conn, run, outcome, next_task)
 
 
 # --- fail and heartbeat ------------------------------------------------------------
@@ -374,7 +407,11 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailWorkflowTask) 
 async def heartbeat(
     conn: Conn, namespace: str, task_id: str, req: WorkflowTaskLease, lease_s: int
 ) -> dict[str, Any]:
-    task = await fence(conn, namespace, task_id, req)
+    try:
+        task = await fence(conn, namespace, task_id, req)
+    except RunClosedError as exc:
+        exc.fields.update(lease_owner=req.lease_owner, renewed=False)
+        raise
     run = await runs.lock_run(conn, task.run_id)
     if run is None or not run.is_open:
         raise RunClosedError(

@@ -12,7 +12,10 @@ from dwtrio.http import (
     health,
     namespaces,
     pipeline,
+    queries,
+    updates,
     workers,
+    workflow_commands,
     workflow_tasks,
     workflows,
 )
@@ -48,4 +51,7 @@ def create_app(rt: Runtime) -> QuartTrio:
     for module in (health, cluster, namespaces, workers, workflow_tasks, activity_tasks):
         app.register_blueprint(module.blueprint(rt))
     app.register_blueprint(workflows.blueprint(rt))
+    app.register_blueprint(queries.blueprint(rt))
+    app.register_blueprint(updates.blueprint(rt))
+    app.register_blueprint(workflow_commands.blueprint(rt))
     return app

@@ -6,6 +6,7 @@ from quart import Blueprint, Response, g
 
 from dwtrio import wire
 from dwtrio.engine import workflow_tasks as engine
+from dwtrio.engine.commands.context import CommandLimits
 from dwtrio.http.worker_response import long_poll, worker_json
 from dwtrio.protocol.worker import (
     CompleteWorkflowTask,
@@ -20,6 +21,7 @@ from dwtrio.runtime import Runtime
 def blueprint(rt: Runtime) -> Blueprint:
     bp = Blueprint("workflow_tasks", __name__)
     settings = rt.settings
+    limits = CommandLimits.from_settings(settings)
 
     @bp.post("/api/worker/workflow-tasks/poll")
     async def poll() -> Response:
@@ -60,8 +62,10 @@ def blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/api/worker/workflow-tasks/<task_id>/complete")
     async def complete(task_id: str) -> Response:
         req = wire.structure(g.json, CompleteWorkflowTask)
-        outcome = await rt.store.transaction(engine.complete, g.namespace, task_id, req)
+        outcome = await rt.store.transaction(engine.complete, g.namespace, task_id, req, limits)
         rt.publish_wakes(outcome.wakes)
+        if outcome.timer_armed:
+            rt.timer_nudge.set()
         return worker_json(rt, outcome.body, outcome.status)
 
     @bp.post("/api/worker/workflow-tasks/<task_id>/fail")

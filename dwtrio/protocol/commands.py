@@ -26,6 +26,14 @@ PARALLEL_FIELDS = (
     "parallel_group_index",
     "parallel_group_path",
 )
+#: Longest timer (or condition timeout) accepted: 100 years, far inside timestamptz range.
+MAX_TIMER_SECONDS = 100 * 365 * 24 * 3600
+PARENT_CLOSE_POLICIES = frozenset(
+    {"abandon", "request_cancel", "request_cancellation", "terminate"}
+)
+CHILD_CANCELLATION_POLICIES = frozenset({"abandon", "try_cancel", "wait_cancellation_completed"})
+#: Timeouts are stored as Postgres integers.
+MAX_TIMEOUT_SECONDS = 2**31 - 1
 ACTIVITY_TIMEOUTS = (
     "start_to_close_timeout",
     "schedule_to_start_timeout",
@@ -59,7 +67,97 @@ class FailWorkflow:
     details: dict[str, Any]
 
 
-Command = ScheduleActivity | CompleteWorkflow | FailWorkflow
+@attrs.frozen(kw_only=True)
+class RecordSideEffect:
+    #: The blob string (or inline envelope) as sent; validated by the handler.
+    result: Any
+
+
+@attrs.frozen(kw_only=True)
+class RecordVersionMarker:
+    change_id: str
+    version: int
+    min_supported: int
+    max_supported: int
+
+
+@attrs.frozen(kw_only=True)
+class UpsertSearchAttributes:
+    #: As sent: a ``None`` value deletes the key.
+    attributes: dict[str, Any]
+
+
+@attrs.frozen(kw_only=True)
+class StartTimer:
+    delay_seconds: int
+    parallel: dict[str, Any]
+
+
+@attrs.frozen(kw_only=True)
+class OpenConditionWait:
+    #: Key and fingerprint exactly as sent: the SDK compares them on replay.
+    condition_key: str | None
+    condition_definition_fingerprint: str | None
+    timeout_seconds: int | None
+
+
+@attrs.frozen(kw_only=True)
+class UpsertMemo:
+    #: The envelope as sent (an Avro map; ``None`` values delete keys); checked by the handler.
+    entries: Any
+
+
+@attrs.frozen(kw_only=True)
+class ContinueAsNew:
+    #: None keeps the run's type / queue.
+    workflow_type: str | None
+    queue: str | None
+    arguments: Any
+
+
+@attrs.frozen(kw_only=True)
+class StartChildWorkflow:
+    workflow_type: str
+    queue: str | None
+    arguments: Any
+    #: As sent (None when the command had none, which means ``abandon``).
+    parent_close_policy: str | None
+    cancellation_policy: str | None
+    execution_timeout_seconds: int | None
+    run_timeout_seconds: int | None
+    parallel: dict[str, Any]
+
+
+@attrs.frozen(kw_only=True)
+class CompleteUpdate:
+    update_id: str
+    result: Any
+
+
+@attrs.frozen(kw_only=True)
+class FailUpdate:
+    update_id: str
+    message: str
+    exception_type: str | None
+    exception_class: str | None
+    non_retryable: bool
+
+
+Command = (
+    ScheduleActivity
+    | CompleteWorkflow
+    | FailWorkflow
+    | RecordSideEffect
+    | RecordVersionMarker
+    | UpsertSearchAttributes
+    | StartTimer
+    | OpenConditionWait
+    | UpsertMemo
+    | ContinueAsNew
+    | StartChildWorkflow
+    | CompleteUpdate
+    | FailUpdate
+)
 
 
 class _Errors:
@@ -185,10 +283,187 @@ def _fail_workflow(raw: dict[str, Any], path: str, errors: _Errors) -> FailWorkf
     )
 
 
+def _record_side_effect(raw: dict[str, Any], path: str, errors: _Errors) -> RecordSideEffect:
+    result = raw.get("result")
+    if not isinstance(result, str | dict):
+        errors.add(f"{path}.result", "The result must be a payload blob string or an envelope.")
+    return RecordSideEffect(result=result)
+
+
+def _record_version_marker(raw: dict[str, Any], path: str, errors: _Errors) -> RecordVersionMarker:
+    change_id = raw.get("change_id")
+    if not isinstance(change_id, str) or not change_id.strip():
+        errors.add(f"{path}.change_id", "The change id field is required.")
+    numbers: dict[str, int] = {}
+    for key in ("version", "min_supported", "max_supported"):
+        if _is_int(raw.get(key)):
+            numbers[key] = raw[key]
+        else:
+            errors.add(f"{path}.{key}", f"The {key.replace('_', ' ')} must be an integer.")
+    if len(numbers) == 3 and not (
+        numbers["min_supported"] <= numbers["version"] <= numbers["max_supported"]
+    ):
+        errors.add(
+            f"{path}.version", "The version must lie between min_supported and max_supported."
+        )
+    return RecordVersionMarker(
+        change_id=change_id if isinstance(change_id, str) else "",
+        version=numbers.get("version", 0),
+        min_supported=numbers.get("min_supported", 0),
+        max_supported=numbers.get("max_supported", 0),
+    )
+
+
+def _upsert_search_attributes(
+    raw: dict[str, Any], path: str, errors: _Errors
+) -> UpsertSearchAttributes:
+    attributes = raw.get("attributes")
+    if not isinstance(attributes, dict):
+        errors.add(f"{path}.attributes", "The attributes must be an object.")
+        attributes = {}
+    return UpsertSearchAttributes(attributes=attributes)
+
+
+def _seconds(raw: dict[str, Any], key: str, path: str, errors: _Errors) -> int | None:
+    """An optional whole number of seconds in [0, MAX_TIMER_SECONDS]."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not (_is_int(value) and 0 <= value <= MAX_TIMER_SECONDS):
+        errors.add(
+            f"{path}.{key}",
+            f"The {key.replace('_', ' ')} must be an integer between 0 and {MAX_TIMER_SECONDS}.",
+        )
+        return None
+    return int(value)
+
+
+def _start_timer(raw: dict[str, Any], path: str, errors: _Errors) -> StartTimer:
+    if raw.get("delay_seconds") is None:
+        errors.add(f"{path}.delay_seconds", "The delay seconds field is required.")
+    delay = _seconds(raw, "delay_seconds", path, errors)
+    return StartTimer(delay_seconds=delay or 0, parallel=_parallel(raw, path, errors))
+
+
+def _open_condition_wait(raw: dict[str, Any], path: str, errors: _Errors) -> OpenConditionWait:
+    if any(k in raw for k in PARALLEL_FIELDS):
+        # The SDK groups conditions only in durable selections (ctx.select).
+        raise InvalidCommandsError("Condition waits in parallel groups are not supported.")
+    strings: dict[str, str | None] = {}
+    for key in ("condition_key", "condition_definition_fingerprint"):
+        value = raw.get(key)
+        if value is not None and not isinstance(value, str):
+            errors.add(f"{path}.{key}", f"The {key.replace('_', ' ')} must be a string.")
+        strings[key] = value if isinstance(value, str) else None
+    return OpenConditionWait(
+        condition_key=strings["condition_key"],
+        condition_definition_fingerprint=strings["condition_definition_fingerprint"],
+        timeout_seconds=_seconds(raw, "timeout_seconds", path, errors),
+    )
+
+
+def _upsert_memo(raw: dict[str, Any], path: str, errors: _Errors) -> UpsertMemo:
+    entries = raw.get("entries")
+    if not isinstance(entries, dict):
+        errors.add(f"{path}.entries", "The entries must be a payload envelope.")
+    return UpsertMemo(entries=entries)
+
+
+def _optional_name(raw: dict[str, Any], key: str, path: str, errors: _Errors) -> str | None:
+    value = raw.get(key)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        errors.add(f"{path}.{key}", f"The {key.replace('_', ' ')} must be a non-empty string.")
+        return None
+    return value
+
+
+def _continue_as_new(raw: dict[str, Any], path: str, errors: _Errors) -> ContinueAsNew:
+    return ContinueAsNew(
+        workflow_type=_optional_name(raw, "workflow_type", path, errors),
+        queue=_optional_name(raw, "queue", path, errors),
+        arguments=raw.get("arguments"),
+    )
+
+
+def _start_child_workflow(raw: dict[str, Any], path: str, errors: _Errors) -> StartChildWorkflow:
+    workflow_type = raw.get("workflow_type")
+    if not isinstance(workflow_type, str) or not workflow_type.strip():
+        errors.add(f"{path}.workflow_type", "The workflow type field is required.")
+    if raw.get("retry_policy") is not None:
+        raise InvalidCommandsError(
+            "Child workflow retry policies are not supported by this server."
+        )
+    policies: dict[str, str | None] = {}
+    for key, allowed in (
+        ("parent_close_policy", PARENT_CLOSE_POLICIES),
+        ("cancellation_policy", CHILD_CANCELLATION_POLICIES),
+    ):
+        value = raw.get(key)
+        if value is not None and value not in allowed:
+            errors.add(
+                f"{path}.{key}", f"The {key.replace('_', ' ')} must be one of {sorted(allowed)}."
+            )
+        policies[key] = value if value in allowed else None
+    timeouts: dict[str, int | None] = {}
+    for key in ("execution_timeout_seconds", "run_timeout_seconds"):
+        value = raw.get(key)
+        if value is not None and not (_is_int(value) and 1 <= value <= MAX_TIMEOUT_SECONDS):
+            errors.add(f"{path}.{key}", f"The {key.replace('_', ' ')} must be an integer >= 1.")
+            value = None
+        timeouts[key] = value
+    return StartChildWorkflow(
+        workflow_type=workflow_type if isinstance(workflow_type, str) else "",
+        queue=_optional_name(raw, "queue", path, errors),
+        arguments=raw.get("arguments"),
+        parent_close_policy=policies["parent_close_policy"],
+        cancellation_policy=policies["cancellation_policy"],
+        execution_timeout_seconds=timeouts["execution_timeout_seconds"],
+        run_timeout_seconds=timeouts["run_timeout_seconds"],
+        parallel=_parallel(raw, path, errors),
+    )
+
+
+def _update_id(raw: dict[str, Any], path: str, errors: _Errors) -> str:
+    update_id = raw.get("update_id")
+    if not isinstance(update_id, str) or not update_id.strip():
+        errors.add(f"{path}.update_id", "The update id field is required.")
+        return ""
+    return update_id
+
+
+def _complete_update(raw: dict[str, Any], path: str, errors: _Errors) -> CompleteUpdate:
+    return CompleteUpdate(update_id=_update_id(raw, path, errors), result=raw.get("result"))
+
+
+def _fail_update(raw: dict[str, Any], path: str, errors: _Errors) -> FailUpdate:
+    message = raw.get("message")
+    if not isinstance(message, str):
+        errors.add(f"{path}.message", "The message field is required.")
+    exception_type = raw.get("exception_type")
+    exception_class = raw.get("exception_class")
+    return FailUpdate(
+        update_id=_update_id(raw, path, errors),
+        message=message if isinstance(message, str) else "",
+        exception_type=exception_type if isinstance(exception_type, str) else None,
+        exception_class=exception_class if isinstance(exception_class, str) else None,
+        non_retryable=raw.get("non_retryable") is True,
+    )
+
+
 PARSERS: dict[str, Callable[[dict[str, Any], str, _Errors], Command]] = {
     "schedule_activity": _schedule_activity,
     "complete_workflow": _complete_workflow,
     "fail_workflow": _fail_workflow,
+    "record_side_effect": _record_side_effect,
+    "record_version_marker": _record_version_marker,
+    "upsert_search_attributes": _upsert_search_attributes,
+    "start_timer": _start_timer,
+    "open_condition_wait": _open_condition_wait,
+    "upsert_memo": _upsert_memo,
+    "continue_as_new": _continue_as_new,
+    "start_child_workflow": _start_child_workflow,
+    "complete_update": _complete_update,
+    "fail_update": _fail_update,
 }
 
 #: Command types the engine applies (advertised in discovery).

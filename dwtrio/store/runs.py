@@ -23,6 +23,8 @@ class LockedRun:
     payload_codec: str | None
     arguments: str | None
     compatibility: str | None
+    #: The open condition wait, if any (engine/commands/conditions.py).
+    open_wait_id: str | None = None
 
     @property
     def is_open(self) -> bool:

@@ -36,11 +36,17 @@ WITH next AS (
 ), execution AS (
     UPDATE activity_executions e
        SET attempt_count = task.attempt, current_attempt_id = $7, status = 'running',
-           started_at = COALESCE(e.started_at, now()), updated_at = now()
+           started_at = COALESCE(e.started_at, now()), updated_at = now(),
+           schedule_to_start_deadline_at = NULL,
+           start_to_close_deadline_at = now() + make_interval(
+               secs => (e.options ->> 'start_to_close_timeout')::int),
+           heartbeat_deadline_at = now() + make_interval(
+               secs => (e.options ->> 'heartbeat_timeout')::int)
       FROM task
      WHERE e.id = task.activity_execution_id
     RETURNING e.id, e.workflow_id, e.sequence, e.activity_type, e.arguments, e.retry_policy,
-              e.parallel
+              e.parallel, e.schedule_to_close_deadline_at, e.start_to_close_deadline_at,
+              e.heartbeat_deadline_at
 ), attempt AS (
     INSERT INTO activity_attempts (id, activity_execution_id, run_id, task_id, attempt_number,
                                    lease_owner)
@@ -49,13 +55,16 @@ WITH next AS (
 SELECT task.id AS task_id, task.run_id, task.lease_owner, task.lease_expires_at,
        task.attempt AS attempt_number, execution.id AS execution_id, execution.workflow_id,
        execution.sequence, execution.activity_type, execution.arguments, execution.retry_policy,
-       execution.parallel
+       execution.parallel, execution.schedule_to_close_deadline_at,
+       execution.start_to_close_deadline_at, execution.heartbeat_deadline_at
   FROM task JOIN execution ON execution.id = task.activity_execution_id;
 
 -- name: lock_activity_execution
 -- Lock an activity execution with what attempts and events need.
 SELECT id, run_id, workflow_id, namespace, sequence, activity_type, task_queue, status, arguments,
-       retry_policy, options, parallel, attempt_count, current_attempt_id
+       retry_policy, options, parallel, attempt_count, current_attempt_id,
+       schedule_to_start_deadline_at, start_to_close_deadline_at, schedule_to_close_deadline_at,
+       heartbeat_deadline_at
   FROM activity_executions
  WHERE id = $1
    FOR UPDATE;
@@ -80,9 +89,15 @@ UPDATE activity_executions
  WHERE id = $1;
 
 -- name: schedule_activity_retry
--- The attempt failed and will be retried: the task becomes ready after the backoff.
+-- The attempt failed and will be retried: the task becomes ready after the backoff. The
+-- attempt's deadlines end with it; schedule_to_start counts again from the retry's availability.
 WITH exec AS (
-    UPDATE activity_executions SET status = 'pending', updated_at = now() WHERE id = $2
+    UPDATE activity_executions
+       SET status = 'pending', start_to_close_deadline_at = NULL, heartbeat_deadline_at = NULL,
+           schedule_to_start_deadline_at = now() + make_interval(secs => $3)
+               + make_interval(secs => (options ->> 'schedule_to_start_timeout')::int),
+           updated_at = now()
+     WHERE id = $2
 )
 UPDATE workflow_tasks
    SET state = 'ready', lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL,
@@ -97,7 +112,8 @@ WITH attempt AS (
     UPDATE activity_attempts SET last_heartbeat_at = now() WHERE id = $2
 )
 UPDATE activity_executions
-   SET heartbeat_details = $3, last_heartbeat_at = now(), updated_at = now()
+   SET heartbeat_details = $3, last_heartbeat_at = now(), updated_at = now(),
+       heartbeat_deadline_at = now() + make_interval(secs => (options ->> 'heartbeat_timeout')::int)
  WHERE id = $1
 RETURNING cancel_requested, last_heartbeat_at;
 
@@ -112,7 +128,10 @@ SELECT (SELECT count(*) FROM activity_executions
          WHERE run_id = $1 AND sequence BETWEEN $2 AND $3
            AND status IN ('completed', 'failed', 'timed_out', 'cancelled'))
      + (SELECT count(*) FROM timers
-         WHERE run_id = $1 AND sequence BETWEEN $2 AND $3 AND state = 'fired');
+         WHERE run_id = $1 AND sequence BETWEEN $2 AND $3 AND state = 'fired')
+     + (SELECT count(*) FROM child_workflow_calls
+         WHERE parent_run_id = $1 AND sequence BETWEEN $2 AND $3
+           AND status IN ('completed', 'failed', 'cancelled', 'terminated'));
 
 -- name: expire_activity_attempt
 -- A lease expired or could not be delivered: that attempt is over.

@@ -1,7 +1,7 @@
 -- name: lock_run
 -- Lock a run row for a use case and read what the engine needs.
 SELECT id, workflow_id, namespace, workflow_type, task_queue, status, wake_pending,
-       last_step_sequence, payload_codec, arguments, compatibility
+       last_step_sequence, payload_codec, arguments, compatibility, open_wait_id
   FROM workflow_runs
  WHERE id = $1
    FOR UPDATE;

@@ -29,7 +29,7 @@ WITH next AS (
            updated_at = now()
       FROM next
      WHERE t.id = next.id
-    RETURNING t.id, t.run_id, t.attempt, t.lease_owner, t.lease_expires_at
+    RETURNING t.id, t.run_id, t.attempt, t.lease_owner, t.lease_expires_at, t.workflow_update_id
 ), run AS (
     UPDATE workflow_runs r
        SET status = CASE WHEN r.status IN ('pending', 'waiting') THEN 'running' ELSE r.status END,
@@ -40,13 +40,14 @@ WITH next AS (
               r.last_history_sequence
 )
 SELECT task.id, task.run_id, task.attempt, task.lease_owner, task.lease_expires_at,
+       task.workflow_update_id,
        run.workflow_id, run.workflow_type, run.payload_codec, run.arguments,
        run.status AS run_status, run.last_history_sequence
   FROM task JOIN run ON run.id = task.run_id;
 
 -- name: find_polled_task
 -- The task a poll with this poll_request_id already leased (poll retries).
-SELECT id, run_id, attempt, lease_owner, lease_expires_at, activity_attempt_id
+SELECT id, run_id, attempt, lease_owner, lease_expires_at, activity_attempt_id, workflow_update_id
   FROM workflow_tasks
  WHERE lease_owner = $1 AND poll_request_id = $2 AND state = 'leased' AND kind = $3
    AND namespace = $4 AND task_queue = $5 AND lease_expires_at > now();
@@ -55,7 +56,7 @@ SELECT id, run_id, attempt, lease_owner, lease_expires_at, activity_attempt_id
 -- Lock a task for fencing and read its lease.
 SELECT id, namespace, task_queue, kind, run_id, workflow_id, state, lease_owner, lease_expires_at,
        lease_expires_at <= now() AS lease_expired, attempt, activity_execution_id,
-       activity_attempt_id, receipt, failure_count
+       activity_attempt_id, receipt, failure_count, workflow_update_id
   FROM workflow_tasks
  WHERE id = $1
    FOR UPDATE;
@@ -95,20 +96,3 @@ RETURNING lease_expires_at;
 UPDATE workflow_tasks
    SET state = 'cancelled', lease_expires_at = NULL, updated_at = now()
  WHERE run_id = $1 AND state IN ('ready', 'leased') AND id IS DISTINCT FROM $2;
-
--- name: expire_leases
--- Task repair: leases past their expiry become ready again (returns the old attempt id).
-WITH expired AS (
-    SELECT id, activity_attempt_id FROM workflow_tasks
-     WHERE state = 'leased' AND lease_expires_at <= now()
-     ORDER BY lease_expires_at
-     LIMIT $1
-       FOR UPDATE SKIP LOCKED
-)
-UPDATE workflow_tasks t
-   SET state = 'ready', lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL,
-       poll_request_id = NULL, repair_count = t.repair_count + 1, available_at = now(),
-       activity_attempt_id = NULL, updated_at = now()
-  FROM expired
- WHERE t.id = expired.id
-RETURNING t.id, t.namespace, t.task_queue, t.kind, expired.activity_attempt_id;

@@ -680,7 +680,7 @@ async def test_rejected_commands_leave_the_task_leased(h: Harness) -> None:
     rejections: list[tuple[list[dict[str, Any]], int, str]] = [
         ([], 409, "invalid_commands"),
         ([{"type": "complete_workflow", "result": "x"}, activity_cmd()], 409, "invalid_commands"),
-        ([{"type": "start_timer", "delay_seconds": 1}], 409, "invalid_commands"),
+        ([{"type": "start_service_operation"}], 409, "invalid_commands"),
         ([{"type": "no_such_command"}], 409, "invalid_commands"),
         ([activity_cmd(), "not-an-object"], 409, "invalid_commands"),  # type: ignore[list-item]
         ([activity_cmd(**parallel_fields(0, base=5))], 409, "invalid_commands"),

@@ -726,9 +726,9 @@ async def test_gate_errors_on_workflow_routes_carry_the_envelope(server: Running
         assert r.status_code == 415
         assert_envelope(r.json(), "start", success=False)
 
-        # operations without a handler yet: a reasoned 404 that still carries the envelope
+        # unknown workflows: a reasoned 404 that still carries the envelope
         r = await c.post("/api/workflows/wf-1/signal/go%2Fnow", json={}, headers=CP)
-        assert r.status_code == 404 and r.json()["reason"] == "not_found"
+        assert r.status_code == 404 and r.json()["reason"] == "instance_not_found"
         assert_envelope(r.json(), "signal", success=False, operation_name="go/now")
         r = await c.post("/api/workflows/wf-1/runs/r-2/cancel", json={}, headers=CP)
         assert r.status_code == 404

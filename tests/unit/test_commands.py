@@ -15,9 +15,12 @@ import pytest
 from dwtrio.errors import InvalidCommandsError, ValidationFailedError
 from dwtrio.protocol.commands import (
     IMPLEMENTED,
+    MAX_TIMER_SECONDS,
     CompleteWorkflow,
     FailWorkflow,
+    OpenConditionWait,
     ScheduleActivity,
+    StartTimer,
     parse_commands,
 )
 
@@ -77,11 +80,8 @@ def test_two_terminal_commands_are_refused() -> None:
 @pytest.mark.parametrize(
     "kind",
     [
-        "start_timer",
-        "start_child_workflow",
-        "record_side_effect",
-        "open_condition_wait",
-        "upsert_memo",
+        "start_service_operation",
+        "cancel_selection_operation",
         "no_such_command",
         "",
     ],
@@ -94,7 +94,7 @@ def test_unknown_or_unimplemented_types_are_refused(kind: str) -> None:
 
 def test_structural_errors_win_over_field_errors() -> None:
     """The whole list is checked: an unsupported type anywhere refuses it as a whole."""
-    structural([activity(activity_type=""), {"type": "start_timer", "delay_seconds": 1}])
+    structural([activity(activity_type=""), {"type": "start_service_operation"}])
 
 
 def test_durable_selection_is_refused() -> None:
@@ -288,3 +288,39 @@ def test_fail_workflow_minimal() -> None:
         non_retryable=False,
         details={},
     )
+
+
+def test_timer_and_condition_wait_fields() -> None:
+    timer, wait = parse_commands(
+        [
+            {"type": "start_timer", "delay_seconds": 0},
+            {
+                "type": "open_condition_wait",
+                "condition_key": "k",
+                "condition_definition_fingerprint": "sha256:f",
+                "timeout_seconds": 30,
+            },
+        ]
+    )
+    assert timer == StartTimer(delay_seconds=0, parallel={})
+    assert wait == OpenConditionWait(
+        condition_key="k", condition_definition_fingerprint="sha256:f", timeout_seconds=30
+    )
+    assert parse_commands([{"type": "open_condition_wait"}]) == [
+        OpenConditionWait(
+            condition_key=None, condition_definition_fingerprint=None, timeout_seconds=None
+        )
+    ]
+    errors = field_errors(
+        [
+            {"type": "start_timer", "delay_seconds": MAX_TIMER_SECONDS + 1},
+            {"type": "open_condition_wait", "condition_key": 7, "timeout_seconds": True},
+        ]
+    )
+    assert set(errors) == {
+        "commands.0.delay_seconds",
+        "commands.1.condition_key",
+        "commands.1.timeout_seconds",
+    }
+    grouped = {"parallel_group_base_sequence": 1, "parallel_group_index": 0}
+    assert "parallel" in structural([{"type": "open_condition_wait", **grouped}])

@@ -222,7 +222,10 @@ def test_full_command_catalogue_order() -> None:
     assert advertised == list(manifest.KNOWN_WORKFLOW_TASK_COMMANDS)
     # upsert_memo is only usable by the SDK together with the memo capability object
     assert caps["workflow_memo_updates"] == {"supported": True}
-    assert "workflow_memo_updates" not in worker_server_capabilities(make_settings())
+    without_memo = ("complete_workflow", "fail_workflow")
+    assert "workflow_memo_updates" not in worker_server_capabilities(
+        make_settings(), commands=without_memo
+    )
 
 
 def test_unknown_command_is_refused() -> None:

@@ -18,9 +18,34 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dwtrio.engine.commands.activities import apply_schedule_activity
+from dwtrio.engine.commands.children import apply_start_child_workflow
+from dwtrio.engine.commands.conditions import apply_open_condition_wait
 from dwtrio.engine.commands.context import Completion
+from dwtrio.engine.commands.continue_as_new import apply_continue_as_new
+from dwtrio.engine.commands.markers import (
+    apply_record_side_effect,
+    apply_record_version_marker,
+    apply_upsert_memo,
+    apply_upsert_search_attributes,
+)
 from dwtrio.engine.commands.terminal import apply_complete_workflow, apply_fail_workflow
-from dwtrio.protocol.commands import CompleteWorkflow, FailWorkflow, ScheduleActivity
+from dwtrio.engine.commands.timers import apply_start_timer
+from dwtrio.engine.commands.updates import apply_complete_update, apply_fail_update
+from dwtrio.protocol.commands import (
+    CompleteUpdate,
+    CompleteWorkflow,
+    ContinueAsNew,
+    FailUpdate,
+    FailWorkflow,
+    OpenConditionWait,
+    RecordSideEffect,
+    RecordVersionMarker,
+    ScheduleActivity,
+    StartChildWorkflow,
+    StartTimer,
+    UpsertMemo,
+    UpsertSearchAttributes,
+)
 
 Handler = Callable[[Completion, Any, int], Awaitable[None]]
 
@@ -28,6 +53,16 @@ HANDLERS: dict[type, Handler] = {
     ScheduleActivity: apply_schedule_activity,
     CompleteWorkflow: apply_complete_workflow,
     FailWorkflow: apply_fail_workflow,
+    StartTimer: apply_start_timer,
+    OpenConditionWait: apply_open_condition_wait,
+    RecordSideEffect: apply_record_side_effect,
+    RecordVersionMarker: apply_record_version_marker,
+    UpsertSearchAttributes: apply_upsert_search_attributes,
+    UpsertMemo: apply_upsert_memo,
+    ContinueAsNew: apply_continue_as_new,
+    StartChildWorkflow: apply_start_child_workflow,
+    CompleteUpdate: apply_complete_update,
+    FailUpdate: apply_fail_update,
 }
 
 __all__ = ["HANDLERS", "Completion", "Handler"]

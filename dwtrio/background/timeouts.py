@@ -1,0 +1,55 @@
+"""The timeout loop: every second or so, enforce activity and workflow deadlines.
+
+Each due item is handled in its own short transaction (see
+``engine.timeouts``); due rows are claimed ``FOR UPDATE SKIP LOCKED``, so the
+loops of several nodes share the work without handling an item twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from dwtrio.engine.outcome import Outcome
+from dwtrio.engine.timeouts import fire_next_activity_timeout, fire_next_run_timeout
+from dwtrio.errors import RetryableStoreError, StoreUnavailableError
+from dwtrio.runtime import Runtime
+from dwtrio.store.pool import Conn
+
+log = logging.getLogger(__name__)
+
+#: Most items one pass handles per kind before sleeping (the next pass continues).
+TIMEOUT_BATCH = 500
+
+
+async def _drain(rt: Runtime, op: Callable[[Conn], Awaitable[Outcome | None]]) -> int:
+    handled = 0
+    while handled < TIMEOUT_BATCH:
+        outcome = await rt.store.transaction(op)
+        if outcome is None:
+            break
+        rt.publish_wakes(outcome.wakes)
+        handled += 1
+    return handled
+
+
+async def check_once(rt: Runtime) -> int:
+    """One pass: run deadlines first (closing a run retires its activities), then activities."""
+    return await _drain(rt, fire_next_run_timeout) + await _drain(rt, fire_next_activity_timeout)
+
+
+async def run_timeouts_loop(rt: Runtime, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    task_status.started()
+    while True:
+        try:
+            handled = await check_once(rt)
+            if handled:
+                log.info("timeouts: %d deadlines enforced", handled, extra={"action": "timeouts"})
+        except (StoreUnavailableError, RetryableStoreError) as exc:
+            log.warning(
+                "timeouts: store unavailable (%s)", exc, extra={"action": "timeouts_backoff"}
+            )
+        await trio.sleep(rt.settings.timeout_check_interval_s)

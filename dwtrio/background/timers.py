@@ -1,0 +1,47 @@
+"""The timer loop: fires due durable timers (``start_timer`` and condition timeouts).
+
+Each tick is one short transaction that settles a batch of due timers
+(``engine.timers.fire_due``); wakes are published after the commit. Safe on
+several nodes at once: due timers and their runs are claimed with
+``FOR UPDATE SKIP LOCKED``, so no timer fires twice and no node waits on
+another.
+
+Between ticks the loop sleeps until the earliest pending timer is due, at most
+``DW_TIMER_POLL_INTERVAL_MS`` (which bounds how late a timer armed on another
+node fires), and a timer armed in this process nudges it awake at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from dwtrio.engine.timers import fire_due
+from dwtrio.errors import RetryableStoreError, StoreUnavailableError
+from dwtrio.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+TIMER_BATCH = 200
+#: Shortest sleep between ticks: overdue timers whose run is busy (locked by a
+#: completion) are retried at this pace rather than in a tight loop.
+MIN_SLEEP_S = 0.01
+
+
+async def run_timer_loop(rt: Runtime, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    interval_s = rt.settings.timer_poll_interval_ms / 1000
+    task_status.started()
+    while True:
+        sleep_s = interval_s
+        try:
+            outcome, settled, next_due_s = await rt.store.transaction(fire_due, TIMER_BATCH)
+            rt.publish_wakes(outcome.wakes)
+            if settled >= TIMER_BATCH:
+                continue  # more are due right away
+            if next_due_s is not None:
+                sleep_s = min(interval_s, max(next_due_s, MIN_SLEEP_S))
+        except (StoreUnavailableError, RetryableStoreError) as exc:
+            log.warning("timers: store unavailable (%s)", exc, extra={"action": "timer_backoff"})
+        await rt.timer_nudge.sleep(sleep_s)

