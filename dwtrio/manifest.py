@@ -868,6 +868,7 @@ SERVER_FEATURES = Features(
     continue_as_new=True,
     child_workflows=True,
     parent_close_policy=True,
+    child_workflow_timeouts=True,
     activity_tasks=True,
     activity_retry_policy=True,
     activity_timeouts=True,

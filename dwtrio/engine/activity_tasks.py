@@ -10,6 +10,7 @@ the outermost group in its path has settled.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -318,6 +319,39 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteActivi
     return outcome
 
 
+async def schedule_retry(
+    conn: Conn,
+    run: LockedRun,
+    execution: Any,
+    task_id: str,
+    attempt_number: int,
+    backoff_s: int,
+    attempt_fields: dict[str, Any],
+    outcome: Outcome,
+) -> datetime:
+    """Make the activity's task ready again after ``backoff_s`` and record
+    ActivityRetryScheduled (the ended attempt's ``attempt_fields`` plus the policy); a
+    retry due at once wakes the activity pollers. Returns when the retry is due."""
+    policy = execution["retry_policy"] or {}
+    available_at: datetime = await conn.fetchval(
+        sql("schedule_activity_retry"), task_id, execution["id"], backoff_s
+    )
+    retry = {
+        **attempt_fields,
+        "retry_available_at": wire.iso_z(available_at),
+        "retry_backoff_seconds": backoff_s,
+        "retry_after_attempt": attempt_number,
+        "max_attempts": int(policy.get("max_attempts") or 1),
+        "retry_policy": policy,
+    }
+    await append_events(
+        conn, run.id, [NewEvent(event_type="ActivityRetryScheduled", payload=retry)]
+    )
+    if backoff_s == 0:
+        outcome.wake(run.namespace, execution["task_queue"], "activity")
+    return available_at
+
+
 def retry_decision(execution: Any, attempt_number: int, failure: dict[str, Any]) -> int | None:
     """Seconds until the next attempt, or None when this failure is final."""
     policy = execution["retry_policy"] or {}
@@ -353,23 +387,16 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailActivityTask) 
     outcome = Outcome()
     backoff_s = retry_decision(fenced.execution, attempt_number, failure)
     if backoff_s is not None:
-        policy = fenced.execution["retry_policy"] or {}
-        available_at = await conn.fetchval(
-            sql("schedule_activity_retry"), task_id, fenced.execution["id"], backoff_s
+        available_at = await schedule_retry(
+            conn,
+            fenced.run,
+            fenced.execution,
+            task_id,
+            attempt_number,
+            backoff_s,
+            common,
+            outcome,
         )
-        retry = {
-            **common,
-            "retry_available_at": wire.iso_z(available_at),
-            "retry_backoff_seconds": backoff_s,
-            "retry_after_attempt": attempt_number,
-            "max_attempts": int(policy.get("max_attempts") or 1),
-            "retry_policy": policy,
-        }
-        await append_events(
-            conn, fenced.run.id, [NewEvent(event_type="ActivityRetryScheduled", payload=retry)]
-        )
-        if backoff_s == 0:
-            outcome.wake(namespace, fenced.task["task_queue"], "activity")
         outcome.body = {
             "task_id": task_id,
             "activity_attempt_id": req.activity_attempt_id,

@@ -90,18 +90,13 @@ async def start_child(
         workflow_id = new_id()
         new_run = attrs.evolve(new_run, workflow_id=workflow_id)
         times = await store.insert_instance_with_first_run(conn, new_run, timeout)
-    child = LockedRun(
+    child = LockedRun.inserted(
         id=run_id,
         workflow_id=workflow_id,
         namespace=parent.namespace,
         workflow_type=command.workflow_type,
         task_queue=queue,
-        status="pending",
-        wake_pending=False,
-        last_step_sequence=0,
-        payload_codec=payloads.CODEC,
         arguments=arguments,
-        compatibility=None,
     )
     await append_events(
         conn,

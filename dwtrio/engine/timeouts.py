@@ -21,7 +21,12 @@ from datetime import datetime
 from typing import Any
 
 from dwtrio import wire
-from dwtrio.engine.activity_tasks import retry_decision, step_fields, wake_after_settling
+from dwtrio.engine.activity_tasks import (
+    retry_decision,
+    schedule_retry,
+    step_fields,
+    wake_after_settling,
+)
 from dwtrio.engine.closing import close_run
 from dwtrio.engine.outcome import Outcome
 from dwtrio.protocol.ids import new_id
@@ -98,24 +103,16 @@ async def time_out_attempt(
     if backoff_s is None:
         await _record_timed_out(conn, task, run, execution, common, kind, outcome)
         return
-    policy = execution["retry_policy"] or {}
-    available_at = await conn.fetchval(
-        sql("schedule_activity_retry"), task["task_id"], execution["id"], backoff_s
+    await schedule_retry(
+        conn,
+        run,
+        execution,
+        task["task_id"],
+        attempt_number,
+        backoff_s,
+        {**common, "exception": failure},
+        outcome,
     )
-    retry = {
-        **common,
-        "retry_available_at": wire.iso_z(available_at),
-        "retry_backoff_seconds": backoff_s,
-        "retry_after_attempt": attempt_number,
-        "max_attempts": int(policy.get("max_attempts") or 1),
-        "retry_policy": policy,
-        "exception": failure,
-    }
-    await append_events(
-        conn, run.id, [NewEvent(event_type="ActivityRetryScheduled", payload=retry)]
-    )
-    if backoff_s == 0:
-        outcome.wake(run.namespace, execution["task_queue"], "activity")
 
 
 async def _time_out_activity(

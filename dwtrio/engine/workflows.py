@@ -29,6 +29,7 @@ from dwtrio.store import runs
 from dwtrio.store import workflows as store
 from dwtrio.store.history import NewEvent, append_events
 from dwtrio.store.pool import Conn
+from dwtrio.store.queries import sql
 from dwtrio.store.runs import LockedRun
 
 COMMAND_SOURCE = "control_plane"
@@ -88,6 +89,79 @@ def start_body(
     return body
 
 
+def _start_events(
+    cmd: StartCommand, run_id: str, command_id: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The payloads of StartAccepted and WorkflowStarted (without the run's deadlines)."""
+    ids = {
+        "workflow_command_id": command_id,
+        "workflow_instance_id": cmd.workflow_id,
+        "workflow_run_id": run_id,
+    }
+    common = {
+        "workflow_type": cmd.workflow_type,
+        "business_key": cmd.business_key,
+        "memo": cmd.memo,
+        "search_attributes": cmd.search_attributes,
+    }
+    accepted = {**ids, **common, "outcome": STARTED_NEW, "rejection_reason": None}
+    started = {
+        **ids,
+        **common,
+        "task_queue": cmd.task_queue,
+        "execution_timeout_seconds": cmd.execution_timeout_seconds,
+        "run_timeout_seconds": cmd.run_timeout_seconds,
+        "continued_from_run_id": None,
+    }
+    return accepted, started
+
+
+async def start_fresh(conn: Conn, cmd: StartCommand) -> Outcome | None:
+    """Start a workflow id nobody holds, as one statement outside any transaction.
+
+    The common start costs one round trip instead of six. Returns None when the
+    id is taken; the caller then runs :func:`start_workflow`, which answers for
+    the existing instance (duplicate policies, reservations, type mismatch).
+    """
+    run_id, command_id = new_id(), new_id()
+    accepted, started = _start_events(cmd, run_id, command_id)
+    row = await conn.fetchrow(
+        sql("start_new_workflow"),
+        run_id,
+        cmd.workflow_id,
+        cmd.namespace,
+        cmd.workflow_type,
+        cmd.business_key,
+        cmd.task_queue,
+        cmd.input_blob,
+        cmd.memo,
+        cmd.search_attributes,
+        cmd.execution_timeout_seconds,
+        cmd.run_timeout_seconds,
+        command_id,
+        {"duplicate_policy": cmd.duplicate_policy},
+        accepted,
+        started,
+        new_id(),
+        new_id(),
+        new_id(),
+    )
+    if row is None:
+        return None
+    outcome = Outcome(status=201)
+    outcome.wake(cmd.namespace, cmd.task_queue, "workflow")
+    outcome.body = start_body(
+        workflow_id=cmd.workflow_id,
+        run_id=run_id,
+        workflow_type=cmd.workflow_type,
+        namespace=cmd.namespace,
+        status="pending",
+        business_key=cmd.business_key,
+        outcome=STARTED_NEW,
+    )
+    return outcome
+
+
 async def start_workflow(conn: Conn, cmd: StartCommand) -> Outcome:
     """Start ``cmd.workflow_id`` or answer for the instance that already has it.
 
@@ -123,20 +197,13 @@ async def start_workflow(conn: Conn, cmd: StartCommand) -> Outcome:
 
 
 async def _start_new(conn: Conn, cmd: StartCommand, run_id: str, times: store.RunTimes) -> Outcome:
-    # The run was inserted by this transaction, so it is already locked and
-    # invisible to everyone else: its state is known without reading it back.
-    run = LockedRun(
+    run = LockedRun.inserted(
         id=run_id,
         workflow_id=cmd.workflow_id,
         namespace=cmd.namespace,
         workflow_type=cmd.workflow_type,
         task_queue=cmd.task_queue,
-        status="pending",
-        wake_pending=False,
-        last_step_sequence=0,
-        payload_codec="avro",
         arguments=cmd.input_blob,
-        compatibility=None,
     )
     command_id = new_id()
     await store.insert_command(
@@ -155,40 +222,15 @@ async def _start_new(conn: Conn, cmd: StartCommand, run_id: str, times: store.Ru
             context={"duplicate_policy": cmd.duplicate_policy},
         ),
     )
-    ids = {
-        "workflow_command_id": command_id,
-        "workflow_instance_id": cmd.workflow_id,
-        "workflow_run_id": run_id,
-    }
-    common = {
-        "workflow_type": cmd.workflow_type,
-        "business_key": cmd.business_key,
-        "memo": cmd.memo,
-        "search_attributes": cmd.search_attributes,
-    }
+    accepted, started = _start_events(cmd, run_id, command_id)
+    started["execution_deadline_at"] = wire.iso_z(times.execution_deadline_at)
+    started["run_deadline_at"] = wire.iso_z(times.run_deadline_at)
     await append_events(
         conn,
         run_id,
         [
-            NewEvent(
-                event_type="StartAccepted",
-                payload={**ids, **common, "outcome": STARTED_NEW, "rejection_reason": None},
-                workflow_command_id=command_id,
-            ),
-            NewEvent(
-                event_type="WorkflowStarted",
-                payload={
-                    **ids,
-                    **common,
-                    "task_queue": cmd.task_queue,
-                    "execution_timeout_seconds": cmd.execution_timeout_seconds,
-                    "run_timeout_seconds": cmd.run_timeout_seconds,
-                    "execution_deadline_at": wire.iso_z(times.execution_deadline_at),
-                    "run_deadline_at": wire.iso_z(times.run_deadline_at),
-                    "continued_from_run_id": None,
-                },
-                workflow_command_id=command_id,
-            ),
+            NewEvent(event_type="StartAccepted", payload=accepted, workflow_command_id=command_id),
+            NewEvent(event_type="WorkflowStarted", payload=started, workflow_command_id=command_id),
         ],
     )
     outcome = Outcome(status=201)

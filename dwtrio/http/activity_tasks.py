@@ -6,7 +6,7 @@ from quart import Blueprint, Response, g
 
 from dwtrio import wire
 from dwtrio.engine import activity_tasks as engine
-from dwtrio.http.worker_response import long_poll, worker_json
+from dwtrio.http.worker_response import long_poll, worker_json, worker_outcome
 from dwtrio.protocol.worker import (
     CompleteActivityTask,
     FailActivityTask,
@@ -45,16 +45,12 @@ def blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/api/worker/activity-tasks/<task_id>/complete")
     async def complete(task_id: str) -> Response:
         req = wire.structure(g.json, CompleteActivityTask)
-        outcome = await rt.store.transaction(engine.complete, g.namespace, task_id, req)
-        rt.publish_wakes(outcome.wakes)
-        return worker_json(rt, outcome.body, outcome.status)
+        return await worker_outcome(rt, engine.complete, g.namespace, task_id, req)
 
     @bp.post("/api/worker/activity-tasks/<task_id>/fail")
     async def fail(task_id: str) -> Response:
         req = wire.structure(g.json, FailActivityTask)
-        outcome = await rt.store.transaction(engine.fail, g.namespace, task_id, req)
-        rt.publish_wakes(outcome.wakes)
-        return worker_json(rt, outcome.body, outcome.status)
+        return await worker_outcome(rt, engine.fail, g.namespace, task_id, req)
 
     @bp.post("/api/worker/activity-tasks/<task_id>/heartbeat")
     async def heartbeat(task_id: str) -> Response:

@@ -19,7 +19,7 @@ from dwtrio.engine import queries as engine
 from dwtrio.errors import InstanceNotFoundError, QueryWorkerTimeoutError, ValidationFailedError
 from dwtrio.http.envelope import json_response
 from dwtrio.http.pipeline import json_body
-from dwtrio.http.worker_response import long_poll, worker_json
+from dwtrio.http.worker_response import long_poll, worker_outcome
 from dwtrio.http.workflows import could_exist
 from dwtrio.matching.answers import wait_for_answer
 from dwtrio.protocol.ids import new_id
@@ -59,7 +59,9 @@ def blueprint(rt: Runtime) -> Blueprint:
     bp = Blueprint("queries", __name__)
     settings = rt.settings
 
-    async def query(wf: str, name: str, run_id: str | None) -> Response:
+    @bp.post("/api/workflows/<wf>/query/<name>")
+    @bp.post("/api/workflows/<wf>/runs/<run_id>/query/<name>")
+    async def query(wf: str, name: str, run_id: str | None = None) -> Response:
         if errors := operation_name_errors(name, "query_name"):
             raise ValidationFailedError(errors)
         req = wire.structure(json_body(), QueryWorkflow)
@@ -110,14 +112,6 @@ def blueprint(rt: Runtime) -> Blueprint:
             answer, workflow_id=wf, run_id=admitted.run_id, scope=scope, name=name
         )
 
-    @bp.post("/api/workflows/<wf>/query/<name>")
-    async def query_workflow(wf: str, name: str) -> Response:
-        return await query(wf, name, None)
-
-    @bp.post("/api/workflows/<wf>/runs/<run_id>/query/<name>")
-    async def query_run(wf: str, run_id: str, name: str) -> Response:
-        return await query(wf, name, run_id)
-
     @bp.post("/api/worker/query-tasks/poll")
     async def poll() -> Response:
         req = wire.structure(g.json, PollTasks)
@@ -142,15 +136,11 @@ def blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/api/worker/query-tasks/<task_id>/complete")
     async def complete(task_id: str) -> Response:
         req = wire.structure(g.json, CompleteQueryTask)
-        outcome = await rt.store.transaction(engine.complete, g.namespace, task_id, req)
-        rt.publish_wakes(outcome.wakes)
-        return worker_json(rt, outcome.body, outcome.status)
+        return await worker_outcome(rt, engine.complete, g.namespace, task_id, req)
 
     @bp.post("/api/worker/query-tasks/<task_id>/fail")
     async def fail(task_id: str) -> Response:
         req = wire.structure(g.json, FailQueryTask)
-        outcome = await rt.store.transaction(engine.fail, g.namespace, task_id, req)
-        rt.publish_wakes(outcome.wakes)
-        return worker_json(rt, outcome.body, outcome.status)
+        return await worker_outcome(rt, engine.fail, g.namespace, task_id, req)
 
     return bp

@@ -30,7 +30,9 @@ def blueprint(rt: Runtime) -> Blueprint:
     bp = Blueprint("updates", __name__)
     settings = rt.settings
 
-    async def update(wf: str, name: str, run_id: str | None) -> Response:
+    @bp.post("/api/workflows/<wf>/update/<name>")
+    @bp.post("/api/workflows/<wf>/runs/<run_id>/update/<name>")
+    async def update(wf: str, name: str, run_id: str | None = None) -> Response:
         body = json_body()
         if errors := operation_name_errors(name, "update_name") or rejected_field_errors(body):
             raise ValidationFailedError(errors)
@@ -78,13 +80,5 @@ def blueprint(rt: Runtime) -> Blueprint:
             retained=submitted.retained,
         )
         return json_response(payload, status)
-
-    @bp.post("/api/workflows/<wf>/update/<name>")
-    async def update_workflow(wf: str, name: str) -> Response:
-        return await update(wf, name, None)
-
-    @bp.post("/api/workflows/<wf>/runs/<run_id>/update/<name>")
-    async def update_run(wf: str, run_id: str, name: str) -> Response:
-        return await update(wf, name, run_id)
 
     return bp

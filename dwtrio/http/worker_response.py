@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ParamSpec
 
 from quart import Response
 
-from dwtrio.engine.outcome import QueueKey
+from dwtrio.engine.outcome import Outcome, QueueKey
 from dwtrio.http.envelope import json_response, worker_body
 from dwtrio.matching.poll import poll_for_task
 from dwtrio.runtime import Runtime
 from dwtrio.store.pool import Op
+
+P = ParamSpec("P")
 
 
 def worker_json(rt: Runtime, payload: dict[str, Any], status: int = 200) -> Response:
     return json_response(
         worker_body(payload, rt.settings.worker_protocol_version, rt.worker_capabilities), status
     )
+
+
+async def worker_outcome(
+    rt: Runtime, op: Op[P, Outcome], *args: P.args, **kwargs: P.kwargs
+) -> Response:
+    """Run a worker's report (complete, fail, ...) as one transaction; only once it has
+    committed, wake the queues it touched and nudge the timer loop if it armed a timer."""
+    outcome = await rt.store.transaction(op, *args, **kwargs)
+    rt.publish_wakes(outcome.wakes)
+    if outcome.timer_armed:
+        rt.timer_nudge.set()
+    return worker_json(rt, outcome.body, outcome.status)
 
 
 def poll_timeout_s(rt: Runtime, requested: int | None) -> float:

@@ -45,7 +45,9 @@ def parse_close(wf: str, run_id: str | None, kind: CloseKind) -> CloseCommand:
 def blueprint(rt: Runtime) -> Blueprint:
     bp = Blueprint("workflow_commands", __name__)
 
-    async def signal(wf: str, run_id: str | None, name: str) -> Response:
+    @bp.post("/api/workflows/<wf>/signal/<path:name>")
+    @bp.post("/api/workflows/<wf>/runs/<run_id>/signal/<path:name>")
+    async def signal(wf: str, name: str, run_id: str | None = None) -> Response:
         outcome = await rt.store.transaction(engine.signal_workflow, parse_signal(wf, run_id, name))
         rt.publish_wakes(outcome.wakes)
         return json_response(outcome.body, outcome.status)
@@ -55,28 +57,14 @@ def blueprint(rt: Runtime) -> Blueprint:
         rt.publish_wakes(outcome.wakes)
         return json_response(outcome.body, outcome.status)
 
-    @bp.post("/api/workflows/<wf>/signal/<path:name>")
-    async def signal_instance(wf: str, name: str) -> Response:
-        return await signal(wf, None, name)
-
-    @bp.post("/api/workflows/<wf>/runs/<run_id>/signal/<path:name>")
-    async def signal_run(wf: str, run_id: str, name: str) -> Response:
-        return await signal(wf, run_id, name)
-
     @bp.post("/api/workflows/<wf>/cancel")
-    async def cancel_instance(wf: str) -> Response:
-        return await close(wf, None, "cancel")
-
     @bp.post("/api/workflows/<wf>/runs/<run_id>/cancel")
-    async def cancel_run(wf: str, run_id: str) -> Response:
+    async def cancel(wf: str, run_id: str | None = None) -> Response:
         return await close(wf, run_id, "cancel")
 
     @bp.post("/api/workflows/<wf>/terminate")
-    async def terminate_instance(wf: str) -> Response:
-        return await close(wf, None, "terminate")
-
     @bp.post("/api/workflows/<wf>/runs/<run_id>/terminate")
-    async def terminate_run(wf: str, run_id: str) -> Response:
+    async def terminate(wf: str, run_id: str | None = None) -> Response:
         return await close(wf, run_id, "terminate")
 
     return bp

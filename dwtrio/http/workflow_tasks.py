@@ -7,7 +7,7 @@ from quart import Blueprint, Response, g
 from dwtrio import wire
 from dwtrio.engine import workflow_tasks as engine
 from dwtrio.engine.commands.context import CommandLimits
-from dwtrio.http.worker_response import long_poll, worker_json
+from dwtrio.http.worker_response import long_poll, worker_json, worker_outcome
 from dwtrio.protocol.worker import (
     CompleteWorkflowTask,
     FailWorkflowTask,
@@ -62,18 +62,12 @@ def blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/api/worker/workflow-tasks/<task_id>/complete")
     async def complete(task_id: str) -> Response:
         req = wire.structure(g.json, CompleteWorkflowTask)
-        outcome = await rt.store.transaction(engine.complete, g.namespace, task_id, req, limits)
-        rt.publish_wakes(outcome.wakes)
-        if outcome.timer_armed:
-            rt.timer_nudge.set()
-        return worker_json(rt, outcome.body, outcome.status)
+        return await worker_outcome(rt, engine.complete, g.namespace, task_id, req, limits)
 
     @bp.post("/api/worker/workflow-tasks/<task_id>/fail")
     async def fail(task_id: str) -> Response:
         req = wire.structure(g.json, FailWorkflowTask)
-        outcome = await rt.store.transaction(engine.fail, g.namespace, task_id, req)
-        rt.publish_wakes(outcome.wakes)
-        return worker_json(rt, outcome.body, outcome.status)
+        return await worker_outcome(rt, engine.fail, g.namespace, task_id, req)
 
     @bp.post("/api/worker/workflow-tasks/<task_id>/heartbeat")
     async def heartbeat(task_id: str) -> Response:

@@ -232,7 +232,10 @@ def blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/api/workflows")
     async def start_workflow() -> Response:
         cmd = parse_start(json_body(), g.namespace, rt.settings)
-        outcome = await rt.store.transaction(engine.start_workflow, cmd)
+        # The usual start is one statement; a taken id needs the transactional path.
+        outcome = await rt.store.read(engine.start_fresh, cmd)
+        if outcome is None:
+            outcome = await rt.store.transaction(engine.start_workflow, cmd)
         rt.publish_wakes(outcome.wakes)
         return json_response(outcome.body, outcome.status)
 

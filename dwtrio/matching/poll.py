@@ -31,26 +31,29 @@ async def poll_for_task(
     """Return a claimed task, or None when ``timeout_s`` passes (or the server drains).
 
     ``timeout_s <= 0`` probes once. A poll on a queue known to be empty (its last
-    claim found nothing and no wake came since) parks without claiming first. Cancellation from outside (the client went
+    claim found nothing and no wake came since), or arriving while several
+    claims of the queue run, parks without claiming first. Cancellation from outside (the client went
     away) while parked returns nothing and leases nothing; cancellation right
     after a claim releases the claimed task. The deadline itself never
     interrupts a claim: it only bounds the parking.
     """
     deadline = trio.current_time() + max(timeout_s, 0.0)
-    # An idle queue costs parked pollers nothing: no claim until something changes.
-    skip_claim = timeout_s > 0 and waiters.known_empty(key)
+    # An idle queue costs parked pollers nothing: no claim until something changes;
+    # nor does a burst of polls while a few claims of the queue are running.
+    skip_claim = timeout_s > 0 and waiters.should_defer(key)
     # One place in line for the whole poll: the event is renewed before every claim
     # (so a wake during the claim is never lost) but the poller keeps its position.
     with waiters.register(key) as waiter:
         while True:
             task = None
             if not skip_claim:
-                with trio.CancelScope(shield=True):  # never abandon a committed lease
-                    task = await claim()
+                with waiters.claiming(key), trio.CancelScope(shield=True):
+                    task = await claim()  # shielded: never abandon a committed lease
                 waiters.record_claim(key, found=task is not None)
             skip_claim = False
-            waiter.consumed = True
             if task is not None:
+                # A wake that arrived during the claim is for another task: leaving
+                # with it unconsumed hands it to the next poller (``register``).
                 try:
                     await trio.lowlevel.checkpoint()  # raises if the client has gone
                 except BaseException:
@@ -58,6 +61,7 @@ async def poll_for_task(
                         await release(task)
                     raise
                 return task
+            waiter.consumed = True
             if draining.is_set() or trio.current_time() >= deadline:
                 return None
             event = waiter.event
@@ -69,4 +73,18 @@ async def poll_for_task(
                 park_until = min(deadline, trio.current_time() + recheck_s)
             with trio.move_on_at(park_until):
                 await event.wait()
+            if draining.is_set():
+                return None
+            if waiter.promoted:
+                # Its predecessor left: it now owns the queue's recheck. Nothing
+                # new arrived, so park again (on the recheck timer) without claiming.
+                waiter.promoted = False
+                waiter.rearm()
+                skip_claim = True
+                continue
+            if not event.is_set() and trio.current_time() >= deadline:
+                # Unwoken at the deadline: no last claim. A thousand polls ending
+                # together would be a thousand empty claims; a task created without
+                # a wake is the head's periodic recheck's to find.
+                return None
             waiter.rearm()  # consumed: the claim below looks for what woke it

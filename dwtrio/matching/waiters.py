@@ -12,6 +12,12 @@ queue per interval, not one per parked poller (10,000 parked polls would
 otherwise mean 10,000 claim queries a second). When the head leaves, the next
 waiter is nudged so that it starts rechecking.
 
+At most ``MAX_CLAIMS_IN_FLIGHT`` claims of one queue run at once in a process;
+a poll arriving while they run parks instead of claiming (it is *deferred*),
+and each claim that finds a task wakes one deferred poll, so a backlog still
+drains at full speed. A burst of a thousand polls (every worker reconnecting
+after a restart) thus costs a few claims, not a thousand transactions.
+
 A queue whose last claim found nothing, with no wake since, is *known empty*:
 a new poll on it parks without running a claim first. Any wake of the queue
 (a task created here, or announced by another node) forgets that, and the
@@ -30,6 +36,9 @@ import trio
 
 from dwtrio.engine.outcome import QueueKey
 
+#: Concurrent claims of one queue per process; more polls arriving meanwhile park.
+MAX_CLAIMS_IN_FLIGHT = 4
+
 
 @attrs.frozen
 class WaiterStatistics:
@@ -44,6 +53,8 @@ class Waiter:
     event: trio.Event = attrs.field(factory=trio.Event)
     #: Set by the poller once it has run a claim after being woken.
     consumed: bool = False
+    #: Woken because it became the head (it takes over the recheck), not by work.
+    promoted: bool = False
 
     def rearm(self) -> None:
         """A fresh, unset event before the next claim (keeping the place in line)."""
@@ -58,16 +69,51 @@ class WaiterSet:
     _wakes_sent: int = 0
     _wakes_unclaimed: int = 0
     _known_empty: set[QueueKey] = attrs.field(factory=set)
+    _claiming: dict[QueueKey, int] = attrs.field(factory=dict)
+    _deferred: dict[QueueKey, int] = attrs.field(factory=dict)
 
     def known_empty(self, key: QueueKey) -> bool:
         return key in self._known_empty
 
+    def should_defer(self, key: QueueKey) -> bool:
+        """A new poll parks without claiming: the queue is known empty, or enough
+        claims of it are already running (their outcome decides for it)."""
+        if key in self._known_empty:
+            return True
+        if self._claiming.get(key, 0) >= MAX_CLAIMS_IN_FLIGHT:
+            self._deferred[key] = self._deferred.get(key, 0) + 1
+            return True
+        return False
+
+    @contextmanager
+    def claiming(self, key: QueueKey) -> Iterator[None]:
+        """Count a claim of ``key`` in flight for the duration of the block."""
+        self._claiming[key] = self._claiming.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._claiming[key] - 1
+            if left:
+                self._claiming[key] = left
+            else:
+                del self._claiming[key]
+
     def record_claim(self, key: QueueKey, *, found: bool) -> None:
-        """Remember whether the latest claim on ``key`` found a task."""
+        """Remember whether the latest claim on ``key`` found a task.
+
+        A found task may not be the last one: a poll deferred behind the claim
+        is woken to look for the next.
+        """
         if found:
             self._known_empty.discard(key)
+            deferred = self._deferred.pop(key, 0)
+            if deferred:
+                if deferred > 1:
+                    self._deferred[key] = deferred - 1
+                self.wake(key)
         else:
             self._known_empty.add(key)
+            self._deferred.pop(key, None)  # nothing to look for until a wake
 
     @contextmanager
     def register(self, key: QueueKey) -> Iterator[Waiter]:
@@ -88,8 +134,15 @@ class WaiterSet:
                 # Woken but leaving without looking: hand the wake to the next poller.
                 self.wake(key)
             elif was_head and queue:
-                # The new head takes over the periodic recheck: nudge it to look now.
-                self.wake(key)
+                # The new head takes over the periodic recheck: nudge it to start it.
+                self._promote(queue)
+
+    @staticmethod
+    def _promote(queue: OrderedDict[int, Waiter]) -> None:
+        head = next(iter(queue.values()))
+        if not head.event.is_set():
+            head.promoted = True
+            head.event.set()
 
     def wake(self, key: QueueKey, count: int = 1) -> int:
         """Wake up to ``count`` parked waiters on ``key``; returns how many were woken."""

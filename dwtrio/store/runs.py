@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 
+from dwtrio import payloads
 from dwtrio.store.pool import Conn
 from dwtrio.store.queries import sql
 
@@ -29,6 +30,34 @@ class LockedRun:
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
+
+    @classmethod
+    def inserted(
+        cls,
+        *,
+        id: str,
+        workflow_id: str,
+        namespace: str,
+        workflow_type: str,
+        task_queue: str,
+        arguments: str | None,
+        compatibility: str | None = None,
+    ) -> LockedRun:
+        """A run this transaction just inserted: already locked and invisible to everyone
+        else, so its state (pending, no steps yet) is known without reading it back."""
+        return cls(
+            id=id,
+            workflow_id=workflow_id,
+            namespace=namespace,
+            workflow_type=workflow_type,
+            task_queue=task_queue,
+            status="pending",
+            wake_pending=False,
+            last_step_sequence=0,
+            payload_codec=payloads.CODEC,
+            arguments=arguments,
+            compatibility=compatibility,
+        )
 
 
 async def lock_run(conn: Conn, run_id: str) -> LockedRun | None:

@@ -90,3 +90,55 @@ SELECT r.id AS run_id, r.workflow_id, r.namespace, r.workflow_type, r.business_k
                          OR strpos(COALESCE(r.business_key, ''), $5::text) > 0)
  ORDER BY r.started_at DESC, r.id DESC
 OFFSET $6 LIMIT $7;
+
+-- name: start_new_workflow
+-- A start of a new workflow id as one atomic statement (one round trip, no explicit
+-- transaction): instance, first run, start command, StartAccepted + WorkflowStarted
+-- and the first workflow task. No row: the id is taken (the caller then runs the
+-- transactional start, which answers for the existing instance).
+-- $14/$15 are the two events' payloads; WorkflowStarted gets the run's deadlines here.
+WITH instance AS (
+    INSERT INTO workflow_instances (workflow_id, namespace, workflow_type, business_key,
+                                    execution_timeout_seconds, execution_deadline_at,
+                                    current_run_id, run_count)
+    VALUES ($2, $3, $4, $5, $10::integer, now() + make_interval(secs => $10::integer), $1, 1)
+    ON CONFLICT (workflow_id) DO NOTHING
+    RETURNING workflow_id, namespace, execution_deadline_at
+), run AS (
+    INSERT INTO workflow_runs (id, workflow_id, namespace, run_number, workflow_type,
+                               business_key, task_queue, payload_codec, arguments, memo,
+                               search_attributes, run_timeout_seconds, execution_deadline_at,
+                               run_deadline_at, last_command_sequence, last_history_sequence,
+                               last_progress_at)
+    SELECT $1, instance.workflow_id, instance.namespace, 1, $4, $5, $6, 'avro', $7, $8::jsonb,
+           $9::jsonb, $11::integer, instance.execution_deadline_at,
+           now() + make_interval(secs => $11::integer), 1, 2, now()
+      FROM instance
+    RETURNING id, started_at, execution_deadline_at, run_deadline_at
+), command AS (
+    INSERT INTO workflow_commands (id, namespace, workflow_id, run_id, resolved_run_id,
+                                   command_type, target_scope, context, status, outcome,
+                                   workflow_type, payload_codec, payload, command_sequence,
+                                   accepted_at, applied_at)
+    SELECT $12, $3, $2, run.id, run.id, 'start', 'instance', $13::jsonb, 'accepted',
+           'started_new', $4, 'avro', $7, 1, now(), now()
+      FROM run
+), events AS (
+    INSERT INTO history_events (id, run_id, sequence, event_type, payload, workflow_command_id)
+    SELECT $16, run.id, 1, 'StartAccepted', $14::jsonb, $12 FROM run
+    UNION ALL
+    SELECT $17, run.id, 2, 'WorkflowStarted',
+           $15::jsonb || jsonb_build_object(
+               'execution_deadline_at',
+               to_char(run.execution_deadline_at AT TIME ZONE 'UTC',
+                       'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               'run_deadline_at',
+               to_char(run.run_deadline_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')),
+           $12
+      FROM run
+), task AS (
+    INSERT INTO workflow_tasks (id, namespace, task_queue, kind, run_id, workflow_id,
+                                workflow_type, available_at)
+    SELECT $18, $3, $6, 'workflow', run.id, $2, $4, now() FROM run
+)
+SELECT started_at FROM run;

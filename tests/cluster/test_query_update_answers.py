@@ -5,6 +5,7 @@ Redis the waiting node's recheck still finds it)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -12,9 +13,9 @@ import trio
 
 from dwtrio import payloads
 
-from conftest import CP, WP, RunningServer, StartServer, free_port
+from cluster_nodes import TOKEN, dead_redis_url, start_two_nodes
+from conftest import CP, WP, RunningServer, StartServer
 
-TOKEN = "t"
 ANSWER = {"codec": "avro", "blob": payloads.encode(42)}
 
 
@@ -89,69 +90,46 @@ async def answer_update(node: RunningServer, queue: str) -> None:
         assert r.status_code == 200, r.text
 
 
-async def ask_across(a: RunningServer, b: RunningServer) -> tuple[httpx.Response, float]:
-    """Query through node A while the worker polls and answers through node B."""
+async def answered_across(
+    a: RunningServer,
+    b: RunningServer,
+    answer: Callable[[RunningServer, str], Awaitable[None]],
+    request: str,
+    body: dict[str, Any],
+) -> tuple[httpx.Response, float]:
+    """Ask through node A (``/api/workflows/<id>/<request>``) while a worker polls and
+    answers through node B; return the response and how long it took."""
     queue = f"q-{uuid.uuid4().hex[:8]}"
     workflow_id = await start_parked_workflow(a, queue)
     out: list[Any] = []
     async with a.client(TOKEN, **CP) as cc, trio.open_nursery() as nursery:
-        nursery.start_soon(answer_query, b, queue)
-        await trio.sleep(0.3)  # the query poll is parked on node B
+        nursery.start_soon(answer, b, queue)
+        await trio.sleep(0.3)  # the worker's poll is parked on node B
         t0 = trio.current_time()
-        out.append(await cc.post(f"/api/workflows/{workflow_id}/query/q", json={}))
+        out.append(await cc.post(f"/api/workflows/{workflow_id}/{request}", json=body))
     return out[0], trio.current_time() - t0
 
 
-async def update_across(a: RunningServer, b: RunningServer) -> tuple[httpx.Response, float]:
-    queue = f"q-{uuid.uuid4().hex[:8]}"
-    workflow_id = await start_parked_workflow(a, queue)
-    out: list[Any] = []
-    async with a.client(TOKEN, **CP) as cc, trio.open_nursery() as nursery:
-        nursery.start_soon(answer_update, b, queue)
-        await trio.sleep(0.3)  # the workflow poll is parked on node B
-        t0 = trio.current_time()
-        out.append(
-            await cc.post(
-                f"/api/workflows/{workflow_id}/update/u",
-                json={"wait_for": "completed", "wait_timeout_seconds": 10},
-            )
-        )
-    return out[0], trio.current_time() - t0
+async def ask_and_update_across(a: RunningServer, b: RunningServer) -> list[float]:
+    """A query and then an update, each answered across nodes; their latencies."""
+    elapsed: list[float] = []
+    for answer, request, body in (
+        (answer_query, "query/q", {}),
+        (answer_update, "update/u", {"wait_for": "completed", "wait_timeout_seconds": 10}),
+    ):
+        with trio.fail_after(20):
+            r, took = await answered_across(a, b, answer, request, body)
+        assert r.status_code == 200 and r.json()["result"] == 42, r.text
+        elapsed.append(took)
+    return elapsed
 
 
 async def test_answers_cross_nodes_through_redis(start_server: StartServer, redis_url: str) -> None:
     # Rechecks far slower than the bound below: only Redis wakes explain the speed.
-    common = {
-        "admin_token": None,
-        "auth_token": TOKEN,
-        "redis_url": redis_url,
-        "worker_poll_interval_ms": 20_000,
-    }
-    a = await start_server(**common)
-    b = await start_server(**common)
-    with trio.fail_after(20):
-        r, elapsed = await ask_across(a, b)
-    assert r.status_code == 200 and r.json()["result"] == 42, r.text
-    assert elapsed < 3.0
-    with trio.fail_after(20):
-        r, elapsed = await update_across(a, b)
-    assert r.status_code == 200 and r.json()["result"] == 42, r.text
-    assert elapsed < 3.0
+    a, b = await start_two_nodes(start_server, redis_url, poll_interval_ms=20_000)
+    assert all(took < 3.0 for took in await ask_and_update_across(a, b))
 
 
 async def test_without_redis_the_recheck_delivers_answers(start_server: StartServer) -> None:
-    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    common = {
-        "admin_token": None,
-        "auth_token": TOKEN,
-        "redis_url": dead,
-        "worker_poll_interval_ms": 300,
-    }
-    a = await start_server(**common)
-    b = await start_server(**common)
-    with trio.fail_after(20):
-        r, _ = await ask_across(a, b)
-    assert r.status_code == 200 and r.json()["result"] == 42, r.text
-    with trio.fail_after(20):
-        r, _ = await update_across(a, b)
-    assert r.status_code == 200 and r.json()["result"] == 42, r.text
+    a, b = await start_two_nodes(start_server, dead_redis_url(), poll_interval_ms=300)
+    await ask_and_update_across(a, b)

@@ -7,9 +7,8 @@ import uuid
 
 import trio
 
-from conftest import CP, WP, RunningServer, StartServer, free_port
-
-TOKEN = "t"
+from cluster_nodes import TOKEN, dead_redis_url, start_two_nodes
+from conftest import CP, WP, RunningServer, StartServer
 
 
 async def parked_poll(
@@ -63,14 +62,7 @@ async def test_a_start_on_one_node_wakes_a_poll_on_another(
     start_server: StartServer, redis_url: str
 ) -> None:
     # The recheck interval is far longer than the bound below: only a Redis wake can explain it.
-    common = {
-        "admin_token": None,
-        "auth_token": TOKEN,
-        "redis_url": redis_url,
-        "worker_poll_interval_ms": 20_000,
-    }
-    a = await start_server(**common)
-    b = await start_server(**common)
+    a, b = await start_two_nodes(start_server, redis_url, poll_interval_ms=20_000)
     async with a.client(TOKEN) as c:
         ready = (await c.get("/api/ready")).json()
     assert ready["checks"]["cache"] == {"status": "ok", "store": "redis"}
@@ -79,15 +71,7 @@ async def test_a_start_on_one_node_wakes_a_poll_on_another(
 
 
 async def test_without_redis_the_recheck_still_delivers(start_server: StartServer) -> None:
-    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    common = {
-        "admin_token": None,
-        "auth_token": TOKEN,
-        "redis_url": dead,
-        "worker_poll_interval_ms": 300,
-    }
-    a = await start_server(**common)
-    b = await start_server(**common)
+    a, b = await start_two_nodes(start_server, dead_redis_url(), poll_interval_ms=300)
     async with a.client(TOKEN) as c:
         r = await c.get("/api/ready")
     assert r.status_code == 200  # Redis only accelerates: the node stays ready, marked degraded

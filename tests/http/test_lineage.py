@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
-import httpx
 import pytest
 import trio
 
 from dwtrio import payloads
 
-from conftest import CP, WP, StartServer
+from conftest import StartServer
+from http_clients import Clients
 
 TOKEN = "t"
 Q = "lq"
@@ -31,11 +31,8 @@ def value(v: Any) -> dict[str, str]:
 
 
 @attrs.define
-class Worker:
+class Worker(Clients):
     """A hand-driven worker plus a control-plane client."""
-
-    wc: httpx.AsyncClient
-    cc: httpx.AsyncClient
 
     async def start(self, workflow_id: str, **extra: Any) -> dict[str, Any]:
         body = {"workflow_id": workflow_id, "workflow_type": "parent", "task_queue": Q, **extra}
@@ -61,43 +58,14 @@ class Worker:
         )
         assert r.status_code == 200 and r.json()["task"] is None, r.text
 
-    async def complete(
-        self, task: dict[str, Any], commands: list[dict[str, Any]], status: int = 200
-    ) -> dict[str, Any]:
-        r = await self.wc.post(
-            f"/api/worker/workflow-tasks/{task['task_id']}/complete",
-            json={
-                "lease_owner": task["lease_owner"],
-                "workflow_task_attempt": task["workflow_task_attempt"],
-                "commands": commands,
-            },
-        )
-        assert r.status_code == status, r.text
-        return r.json()  # type: ignore[no-any-return]
-
-    async def history(self, workflow_id: str, run_id: str) -> list[dict[str, Any]]:
-        r = await self.cc.get(
-            f"/api/workflows/{workflow_id}/runs/{run_id}/history", params={"page_size": 1000}
-        )
-        assert r.status_code == 200, r.text
-        events: list[dict[str, Any]] = r.json()["events"]
-        assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
-        return events
-
     async def types(self, workflow_id: str, run_id: str) -> list[str]:
         return [e["event_type"] for e in await self.history(workflow_id, run_id)]
-
-    async def describe(self, workflow_id: str) -> dict[str, Any]:
-        r = await self.cc.get(f"/api/workflows/{workflow_id}")
-        assert r.status_code == 200, r.text
-        return r.json()  # type: ignore[no-any-return]
 
 
 @pytest.fixture
 async def w(start_server: StartServer) -> AsyncIterator[Worker]:
-    server = await start_server(admin_token=None, auth_token=TOKEN)
-    async with server.client(TOKEN, **WP) as wc, server.client(TOKEN, **CP) as cc:
-        yield Worker(wc, cc)
+    async with Worker.open(start_server, TOKEN) as worker:
+        yield worker
 
 
 def payload_of(events: list[dict[str, Any]], event_type: str) -> dict[str, Any]:
@@ -531,9 +499,7 @@ async def test_a_taken_child_id_falls_back_to_a_fresh_one(w: Worker) -> None:
 async def test_the_pending_children_limit_refuses_the_completion(
     start_server: StartServer,
 ) -> None:
-    server = await start_server(admin_token=None, auth_token=TOKEN, max_pending_children=1)
-    async with server.client(TOKEN, **WP) as wc, server.client(TOKEN, **CP) as cc:
-        lw = Worker(wc, cc)
+    async with Worker.open(start_server, TOKEN, max_pending_children=1) as lw:
         parent = await lw.start("par-8")
         task = await lw.task()
         body = await lw.complete(task, [child_cmd(), child_cmd()], status=409)
@@ -550,3 +516,22 @@ async def test_a_terminated_child_is_reported_to_its_parent(w: Worker) -> None:
     terminated = payload_of(await w.history("par-9", parent_run), "ChildRunTerminated")
     assert terminated["sequence"] == 1 and terminated["child_status"] == "terminated"
     assert "ops" in terminated["message"]
+
+
+async def test_a_timed_out_child_is_reported_to_its_parent(w: Worker) -> None:
+    # The child's run timeout is enforced by the timeout loop like any run's.
+    parent_run, child = await _parent_with_child(w, "par-timeout", run_timeout_seconds=1)
+    child_view = (await w.history(child["workflow_id"], child["run_id"]))[0]["payload"]
+    assert child_view["run_timeout_seconds"] == 1
+    with trio.fail_after(15):
+        while True:  # the parent's task arrives once the child has timed out
+            r = await w.wc.post(
+                "/api/worker/workflow-tasks/poll",
+                json={"worker_id": "w1", "task_queue": Q, "timeout_seconds": 2},
+            )
+            if r.json()["task"] is not None:
+                break
+    assert r.json()["task"]["run_id"] == parent_run
+    failed = payload_of(await w.history("par-timeout", parent_run), "ChildRunFailed")
+    assert failed["timeout_kind"] == "run"
+    assert failed["child_status"] == "failed"

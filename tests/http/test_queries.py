@@ -8,7 +8,6 @@ are ephemeral: they never write history and vanish once answered.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
@@ -18,7 +17,8 @@ import trio
 
 from dwtrio import payloads
 
-from conftest import CP, WP, RunningServer, StartServer
+from conftest import StartServer
+from http_clients import Clients
 
 TOKEN = "t"
 Q = "qq"
@@ -26,11 +26,7 @@ POLL = "/api/worker/query-tasks/poll"
 
 
 @attrs.define
-class Harness:
-    server: RunningServer
-    wc: httpx.AsyncClient
-    cc: httpx.AsyncClient
-
+class Harness(Clients):
     async def start(self, workflow_id: str, workflow_type: str = "counter") -> str:
         r = await self.cc.post(
             "/api/workflows",
@@ -79,6 +75,25 @@ class Harness:
         assert r.status_code == status, r.text
         return r.json()  # type: ignore[no-any-return]
 
+    async def close_run(self, workflow_id: str, command: dict[str, Any]) -> None:
+        """Start a run and let its first workflow task close it with ``command``."""
+        await self.start(workflow_id)
+        await self.register()
+        r = await self.wc.post(
+            "/api/worker/workflow-tasks/poll",
+            json={"worker_id": "w1", "task_queue": Q, "timeout_seconds": 5},
+        )
+        task = r.json()["task"]
+        r = await self.wc.post(
+            f"/api/worker/workflow-tasks/{task['task_id']}/complete",
+            json={
+                "lease_owner": "w1",
+                "workflow_task_attempt": task["workflow_task_attempt"],
+                "commands": [command],
+            },
+        )
+        assert r.status_code == 200, r.text
+
     async def query(
         self, workflow_id: str, name: str, body: dict[str, Any] | None = None, path: str = ""
     ) -> httpx.Response:
@@ -87,16 +102,9 @@ class Harness:
         )
 
 
-@asynccontextmanager
-async def harness(start_server: StartServer, **settings: Any) -> AsyncIterator[Harness]:
-    server = await start_server(admin_token=None, auth_token=TOKEN, **settings)
-    async with server.client(TOKEN, **WP) as wc, server.client(TOKEN, **CP) as cc:
-        yield Harness(server, wc, cc)
-
-
 @pytest.fixture
 async def h(start_server: StartServer) -> AsyncIterator[Harness]:
-    async with harness(start_server, query_task_timeout_s=5) as hh:
+    async with Harness.open(start_server, TOKEN, query_task_timeout_s=5) as hh:
         yield hh
 
 
@@ -229,7 +237,7 @@ async def test_fencing_of_query_task_answers(h: Harness) -> None:
 async def test_nobody_answers_times_out_and_forgets_the_task(
     start_server: StartServer,
 ) -> None:
-    async with harness(start_server, query_task_timeout_s=1) as h:
+    async with Harness.open(start_server, TOKEN, query_task_timeout_s=1) as h:
         await h.start("q1")
         await h.register()
         began = trio.current_time()
@@ -243,7 +251,7 @@ async def test_nobody_answers_times_out_and_forgets_the_task(
 
 
 async def test_a_task_leased_too_late_cannot_answer(start_server: StartServer) -> None:
-    async with harness(start_server, query_task_timeout_s=2) as h:
+    async with Harness.open(start_server, TOKEN, query_task_timeout_s=2) as h:
         await h.start("q1")
         await h.register()
         leased: list[dict[str, Any]] = []
@@ -265,8 +273,8 @@ async def test_a_task_leased_too_late_cannot_answer(start_server: StartServer) -
 
 
 async def test_pending_query_cap_per_queue(start_server: StartServer) -> None:
-    async with harness(
-        start_server, query_task_timeout_s=10, query_task_max_pending_per_queue=1
+    async with Harness.open(
+        start_server, TOKEN, query_task_timeout_s=10, query_task_max_pending_per_queue=1
     ) as h:
         await h.start("q1")
         await h.register()
@@ -307,22 +315,7 @@ async def test_query_refusals(h: Harness) -> None:
 
 
 async def test_query_to_a_failed_run_is_refused(h: Harness) -> None:
-    await h.start("q1")
-    await h.register()
-    r = await h.wc.post(
-        "/api/worker/workflow-tasks/poll",
-        json={"worker_id": "w1", "task_queue": Q, "timeout_seconds": 5},
-    )
-    task = r.json()["task"]
-    r = await h.wc.post(
-        f"/api/worker/workflow-tasks/{task['task_id']}/complete",
-        json={
-            "lease_owner": "w1",
-            "workflow_task_attempt": task["workflow_task_attempt"],
-            "commands": [{"type": "fail_workflow", "message": "boom"}],
-        },
-    )
-    assert r.status_code == 200, r.text
+    await h.close_run("q1", {"type": "fail_workflow", "message": "boom"})
     r = await h.query("q1", "count")
     assert r.status_code == 409, r.text
     body = r.json()
@@ -331,22 +324,7 @@ async def test_query_to_a_failed_run_is_refused(h: Harness) -> None:
 
 
 async def test_query_to_a_completed_run_is_routed_with_its_full_history(h: Harness) -> None:
-    await h.start("q1")
-    await h.register()
-    r = await h.wc.post(
-        "/api/worker/workflow-tasks/poll",
-        json={"worker_id": "w1", "task_queue": Q, "timeout_seconds": 5},
-    )
-    task = r.json()["task"]
-    r = await h.wc.post(
-        f"/api/worker/workflow-tasks/{task['task_id']}/complete",
-        json={
-            "lease_owner": "w1",
-            "workflow_task_attempt": task["workflow_task_attempt"],
-            "commands": [{"type": "complete_workflow", "result": None}],
-        },
-    )
-    assert r.status_code == 200, r.text
+    await h.close_run("q1", {"type": "complete_workflow", "result": None})
 
     async def complete(task: dict[str, Any]) -> None:
         assert task["history_events"][-1]["event_type"] == "WorkflowCompleted"

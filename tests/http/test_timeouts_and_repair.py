@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import trio
-from test_worker_plane import Harness, activity_cmd, harness, parallel_fields
+from test_worker_plane import TOKEN, Harness, activity_cmd, parallel_fields
 
 from conftest import StartServer
 
@@ -25,7 +25,7 @@ AMBIGUOUS = {"lease_expired", "lease_owner_mismatch", "task_not_leased", "run_cl
 
 @asynccontextmanager
 async def fast(start_server: StartServer, **settings: Any) -> AsyncIterator[Harness]:
-    async with harness(start_server, **FAST_LOOPS, **settings) as hh:
+    async with Harness.open(start_server, TOKEN, **FAST_LOOPS, **settings) as hh:
         yield hh
 
 

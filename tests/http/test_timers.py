@@ -13,7 +13,7 @@ import asyncpg
 import orjson
 import trio
 import trio_asyncio
-from test_worker_plane import ARGS, Harness, Q, harness
+from test_worker_plane import ARGS, TOKEN, Harness, Q
 
 from dwtrio.engine import timers
 from dwtrio.engine.outcome import Outcome
@@ -53,7 +53,7 @@ async def next_task_after(h: Harness, seconds: float) -> tuple[dict[str, Any], f
 
 
 async def test_timer_fires_after_its_delay_and_wakes_the_run(start_server: StartServer) -> None:
-    async with harness(start_server) as h:
+    async with Harness.open(start_server, TOKEN) as h:
         task = await h.begin("wf-sleep")
         body = await h.complete_wf(task, [{"type": "start_timer", "delay_seconds": 1}])
         assert body["run_status"] == "waiting"
@@ -79,7 +79,7 @@ async def test_timer_fires_after_its_delay_and_wakes_the_run(start_server: Start
 async def test_the_loop_sleeps_only_until_the_next_due_timer(start_server: StartServer) -> None:
     """A long poll interval does not delay a timer: arming it nudges the loop, which
     then sleeps until exactly that timer is due."""
-    async with harness(start_server, timer_poll_interval_ms=10_000) as h:
+    async with Harness.open(start_server, TOKEN, timer_poll_interval_ms=10_000) as h:
         task = await h.begin("wf-precise")
         await h.complete_wf(task, [{"type": "start_timer", "delay_seconds": 1}])
         woken, waited = await next_task_after(h, 8)
@@ -88,7 +88,7 @@ async def test_the_loop_sleeps_only_until_the_next_due_timer(start_server: Start
 
 
 async def test_zero_delay_timer_fires_through_a_new_task(start_server: StartServer) -> None:
-    async with harness(start_server) as h:
+    async with Harness.open(start_server, TOKEN) as h:
         task = await h.begin("wf-zero")
         await h.complete_wf(task, [{"type": "start_timer", "delay_seconds": 0}])
         woken, waited = await next_task_after(h, 3)
@@ -113,7 +113,7 @@ async def test_timers_in_a_parallel_group_wake_once_all_fired(start_server: Star
             "parallel_group_path": [entry],
         }
 
-    async with harness(start_server) as h:
+    async with Harness.open(start_server, TOKEN) as h:
         task = await h.begin("wf-group")
         await h.complete_wf(task, [member(0, 0), member(1, 1)])
         woken, waited = await next_task_after(h, 5)
@@ -124,7 +124,7 @@ async def test_timers_in_a_parallel_group_wake_once_all_fired(start_server: Star
 
 
 async def test_bad_timer_commands_are_rejected(start_server: StartServer) -> None:
-    async with harness(start_server) as h:
+    async with Harness.open(start_server, TOKEN) as h:
         task = await h.begin("wf-bad")
         for bad in ({}, {"delay_seconds": -1}, {"delay_seconds": "5"}, {"delay_seconds": 1.5}):
             body = await h.complete_wf(
@@ -150,7 +150,7 @@ async def test_bad_timer_commands_are_rejected(start_server: StartServer) -> Non
 
 
 async def test_closed_runs_timers_never_fire(start_server: StartServer, db_dsn: str) -> None:
-    async with harness(start_server) as h:
+    async with Harness.open(start_server, TOKEN) as h:
         task = await h.begin("wf-closing")
         await h.complete_wf(
             task,
@@ -167,7 +167,7 @@ async def test_closed_runs_timers_never_fire(start_server: StartServer, db_dsn: 
 
 
 async def test_condition_wait_times_out(start_server: StartServer, db_dsn: str) -> None:
-    async with harness(start_server) as h:
+    async with Harness.open(start_server, TOKEN) as h:
         task = await h.begin("wf-cond-timeout")
         wait = {
             "type": "open_condition_wait",
@@ -209,7 +209,7 @@ async def test_next_completion_satisfies_the_open_wait(
 ) -> None:
     """A wait closes as satisfied when the next ordinary completion arrives (here, a
     timer's wake stands in for the signal or update that normally wakes the run)."""
-    async with harness(start_server) as h:
+    async with Harness.open(start_server, TOKEN) as h:
         task = await h.begin("wf-cond-satisfied")
         await h.complete_wf(task, [{"type": "start_timer", "delay_seconds": 0}])
         woken, _ = await next_task_after(h, 3)

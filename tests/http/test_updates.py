@@ -8,7 +8,6 @@ task), history-events.md §4.5 (UpdateAccepted / UpdateApplied / UpdateCompleted
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
@@ -18,7 +17,8 @@ import trio
 
 from dwtrio import payloads
 
-from conftest import CP, WP, RunningServer, StartServer
+from conftest import StartServer
+from http_clients import Clients
 
 TOKEN = "t"
 Q = "uq"
@@ -32,11 +32,7 @@ SCHEDULE = {"type": "schedule_activity", "activity_type": "hold", "queue": Q}
 
 
 @attrs.define
-class Harness:
-    server: RunningServer
-    wc: httpx.AsyncClient
-    cc: httpx.AsyncClient
-
+class Harness(Clients):
     async def start(self, workflow_id: str = "u1") -> str:
         r = await self.cc.post(
             "/api/workflows",
@@ -52,20 +48,6 @@ class Harness:
         )
         assert r.status_code == 200, r.text
         return r.json()["task"]  # type: ignore[no-any-return]
-
-    async def complete(
-        self, task: dict[str, Any], commands: list[dict[str, Any]], status: int = 200
-    ) -> dict[str, Any]:
-        r = await self.wc.post(
-            f"/api/worker/workflow-tasks/{task['task_id']}/complete",
-            json={
-                "lease_owner": task["lease_owner"],
-                "workflow_task_attempt": task["workflow_task_attempt"],
-                "commands": commands,
-            },
-        )
-        assert r.status_code == status, r.text
-        return r.json()  # type: ignore[no-any-return]
 
     async def waiting(self, workflow_id: str = "u1") -> str:
         """Start a workflow and park it on an activity: no workflow task is open after."""
@@ -89,16 +71,9 @@ class Harness:
         return [e["event_type"] for e in await self.events(run_id)]
 
 
-@asynccontextmanager
-async def harness(start_server: StartServer) -> AsyncIterator[Harness]:
-    server = await start_server(admin_token=None, auth_token=TOKEN)
-    async with server.client(TOKEN, **WP) as wc, server.client(TOKEN, **CP) as cc:
-        yield Harness(server, wc, cc)
-
-
 @pytest.fixture
 async def h(start_server: StartServer) -> AsyncIterator[Harness]:
-    async with harness(start_server) as hh:
+    async with Harness.open(start_server, TOKEN) as hh:
         yield hh
 
 

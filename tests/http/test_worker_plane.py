@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
@@ -24,7 +23,8 @@ import trio
 from dwtrio.engine.workflows import StartCommand, start_workflow
 from dwtrio.store.pool import Conn, connect_once
 
-from conftest import CP, WP, RunningServer, StartServer
+from conftest import WP, StartServer
+from http_clients import Clients
 
 TOKEN = "t"
 Q = "wq"
@@ -80,12 +80,8 @@ def parallel_fields(index: int, size: int = 3, base: int = 1) -> dict[str, Any]:
 
 
 @attrs.define
-class Harness:
-    """A dwtrio with a legacy shared token, a worker-plane and a control-plane client."""
-
-    server: RunningServer
-    wc: httpx.AsyncClient
-    cc: httpx.AsyncClient
+class Harness(Clients):
+    """Every worker-plane call, with the status and reason each test expects."""
 
     async def start(
         self,
@@ -204,20 +200,8 @@ class Harness:
             f"/api/worker/activity-tasks/{task['task_id']}/{action}", body, status, reason
         )
 
-    async def history(self, workflow_id: str, run_id: str) -> list[dict[str, Any]]:
-        r = await self.cc.get(
-            f"/api/workflows/{workflow_id}/runs/{run_id}/history", params={"page_size": 1000}
-        )
-        assert r.status_code == 200, r.text
-        return r.json()["events"]  # type: ignore[no-any-return]
-
     async def event_types(self, workflow_id: str, run_id: str) -> list[str]:
         return [e["event_type"] for e in await self.history(workflow_id, run_id)]
-
-    async def describe(self, workflow_id: str) -> dict[str, Any]:
-        r = await self.cc.get(f"/api/workflows/{workflow_id}")
-        assert r.status_code == 200, r.text
-        return r.json()  # type: ignore[no-any-return]
 
     async def begin(self, workflow_id: str, worker: str = "w1") -> dict[str, Any]:
         """Start a workflow and lease its first workflow task."""
@@ -227,16 +211,9 @@ class Harness:
         return task
 
 
-@asynccontextmanager
-async def harness(start_server: StartServer, **settings: Any) -> AsyncIterator[Harness]:
-    server = await start_server(admin_token=None, auth_token=TOKEN, **settings)
-    async with server.client(TOKEN, **WP) as wc, server.client(TOKEN, **CP) as cc:
-        yield Harness(server, wc, cc)
-
-
 @pytest.fixture
 async def h(start_server: StartServer) -> AsyncIterator[Harness]:
-    async with harness(start_server) as hh:
+    async with Harness.open(start_server, TOKEN) as hh:
         yield hh
 
 
@@ -442,7 +419,7 @@ async def test_activity_poll_request_id_returns_the_same_attempt(h: Harness) -> 
 
 async def test_parked_pollers_are_served_in_fifo_order(start_server: StartServer) -> None:
     # A long recheck interval: only wakes move tasks, so the order is the waiters' order.
-    async with harness(start_server, worker_poll_interval_ms=60_000) as h:
+    async with Harness.open(start_server, TOKEN, worker_poll_interval_ms=60_000) as h:
         send, receive = trio.open_memory_channel[tuple[int, dict[str, Any] | None]](3)
         with trio.fail_after(15):
             async with trio.open_nursery() as nursery:
@@ -580,7 +557,7 @@ async def test_workflow_task_fencing(h: Harness) -> None:
 
 
 async def test_an_expired_lease_is_refused_then_repaired(start_server: StartServer) -> None:
-    async with harness(start_server, workflow_task_timeout_s=1) as h:
+    async with Harness.open(start_server, TOKEN, workflow_task_timeout_s=1) as h:
         task = await h.begin("wf-expire")
         await trio.sleep(1.5)
         body = await h.complete_wf(task, [activity_cmd()], 409, "lease_expired")
@@ -1081,7 +1058,7 @@ async def test_final_activity_failures(
 async def test_a_task_inserted_without_a_wake_is_found_by_the_recheck(
     start_server: StartServer, db_dsn: str
 ) -> None:
-    async with harness(start_server, worker_poll_interval_ms=200) as h:
+    async with Harness.open(start_server, TOKEN, worker_poll_interval_ms=200) as h:
         got: list[tuple[dict[str, Any] | None, float]] = []
 
         async def parked() -> None:

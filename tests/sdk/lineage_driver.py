@@ -8,14 +8,13 @@ process has trio-asyncio loaded). Every scenario is bounded by timeouts.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
 import uuid
 from typing import Any
 
 from durable_workflow import Client, Worker, activity, workflow
 from durable_workflow.errors import ChildWorkflowFailed
+
+from driver_support import print_result, running
 
 #: How often the side-effect function really ran in this worker process.
 EFFECT_CALLS: list[str] = []
@@ -119,15 +118,11 @@ async def run_scenario(url: str, token: str, workflow_type: str, args: list[Any]
         handle = await client.start_workflow(
             workflow_type=workflow_type, workflow_id=workflow_id, task_queue=queue, input=args
         )
-        runner = asyncio.create_task(worker.run())
-        try:
+        async with running(worker):
             # A handle without a run id follows the instance's current run (continue-as-new).
             current = client.get_workflow_handle(workflow_id)
             result = await client.get_result(current, timeout=60.0, poll_interval=0.1)
             described = await client.describe_workflow(workflow_id)
-        finally:
-            await worker.stop()
-            await asyncio.gather(runner, return_exceptions=True)
         return {
             "workflow_id": workflow_id,
             "first_run_id": handle.run_id,
@@ -152,10 +147,4 @@ async def main(scenario: str, url: str, token: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    name, base_url, auth_token = sys.argv[1:4]
-    print(
-        json.dumps(
-            asyncio.run(asyncio.wait_for(main(name, base_url, auth_token), timeout=150)),
-            default=str,
-        )
-    )
+    print_result(main)

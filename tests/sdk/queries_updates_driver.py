@@ -11,14 +11,14 @@ nothing depends on timing. Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from durable_workflow import Client, Worker, activity, workflow
 from durable_workflow.errors import QueryFailed, UpdateFailed
+
+from driver_support import print_result, running
 
 RELEASE: asyncio.Event | None = None
 
@@ -120,8 +120,7 @@ async def with_counter(
             activities=[add_one, hold],
             poll_timeout=5,
         )
-        runner = asyncio.create_task(worker.run())
-        try:
+        async with running(worker):
             workflow_id = f"counter-{uuid.uuid4().hex}"
             handle = await client.start_workflow(
                 workflow_type="counter", workflow_id=workflow_id, task_queue=queue, input=[5]
@@ -130,9 +129,6 @@ async def with_counter(
             out.update(await body(client, handle))
             _release().set()
             out["final"] = await client.get_result(handle, timeout=30.0, poll_interval=0.1)
-        finally:
-            await worker.stop()
-            await asyncio.gather(runner, return_exceptions=True)
         return out
 
 
@@ -182,8 +178,7 @@ async def scenario_update_condition(url: str, token: str) -> dict[str, Any]:
     queue = f"q-{uuid.uuid4().hex[:8]}"
     async with Client(url, token=token, namespace="default") as client:
         worker = Worker(client, task_queue=queue, workflows=[GateWorkflow], poll_timeout=5)
-        runner = asyncio.create_task(worker.run())
-        try:
+        async with running(worker):
             workflow_id = f"gate-{uuid.uuid4().hex}"
             handle = await client.start_workflow(
                 workflow_type="gate", workflow_id=workflow_id, task_queue=queue, input=[20]
@@ -191,9 +186,6 @@ async def scenario_update_condition(url: str, token: str) -> dict[str, Any]:
             first = await handle.update("add", [15], wait_for="completed")
             second = await handle.update("add", [10], wait_for="completed")
             final = await client.get_result(handle, timeout=30.0, poll_interval=0.1)
-        finally:
-            await worker.stop()
-            await asyncio.gather(runner, return_exceptions=True)
         return {
             "workflow_id": workflow_id,
             "run_id": handle.run_id,
@@ -213,10 +205,4 @@ async def main(scenario: str, url: str, token: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    name, base_url, auth_token = sys.argv[1:4]
-    print(
-        json.dumps(
-            asyncio.run(asyncio.wait_for(main(name, base_url, auth_token), timeout=150)),
-            default=str,
-        )
-    )
+    print_result(main)

@@ -4,37 +4,21 @@ continue-as-new chains and child workflows (worker and client in a subprocess)."
 from __future__ import annotations
 
 import itertools
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
 from conftest import CP, RunningServer, StartServer
+from sdk_helpers import TOKEN, history, run_driver, start_sdk_server
 
-DRIVER = Path(__file__).with_name("lineage_driver.py")
-TOKEN = "dev-token-123"
+DRIVER = "lineage_driver.py"
 
 pytestmark = pytest.mark.sdk
 
 
 @pytest.fixture
 async def sdk_server(start_server: StartServer) -> RunningServer:
-    return await start_server(admin_token=None, auth_token=TOKEN)
-
-
-async def run_driver(server: RunningServer, scenario: str) -> dict[str, Any]:
-    with trio.fail_after(180):
-        proc = await trio.run_process(
-            [sys.executable, str(DRIVER), scenario, server.url, TOKEN],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    assert proc.returncode == 0, proc.stderr.decode()[-4000:]
-    return json.loads(proc.stdout.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return await start_sdk_server(start_server)
 
 
 async def get(server: RunningServer, path: str) -> Any:
@@ -44,15 +28,8 @@ async def get(server: RunningServer, path: str) -> Any:
     return r.json()
 
 
-async def history(server: RunningServer, workflow_id: str, run_id: str) -> list[dict[str, Any]]:
-    body = await get(server, f"/api/workflows/{workflow_id}/runs/{run_id}/history?page_size=1000")
-    events: list[dict[str, Any]] = body["events"]
-    assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
-    return events
-
-
 async def test_side_effect_and_version_markers_are_replayed(sdk_server: RunningServer) -> None:
-    out = await run_driver(sdk_server, "markers")
+    out = await run_driver(sdk_server, DRIVER, "markers")
     result = out["result"]
     # The side effect ran once; later tasks replayed the recorded value into the workflow.
     assert out["effect_calls"] == [result["token"]]
@@ -66,7 +43,7 @@ async def test_side_effect_and_version_markers_are_replayed(sdk_server: RunningS
 async def test_search_attributes_and_memo_are_visible_on_describe(
     sdk_server: RunningServer,
 ) -> None:
-    out = await run_driver(sdk_server, "search-attributes")
+    out = await run_driver(sdk_server, DRIVER, "search-attributes")
     assert out["result"] == "red"
     assert out["search_attributes"] == {"Color": "red", "Done": True}
     assert out["memo"] == {"owner": "ana"}
@@ -78,7 +55,7 @@ async def test_search_attributes_and_memo_are_visible_on_describe(
 
 
 async def test_a_three_run_continue_as_new_chain(sdk_server: RunningServer) -> None:
-    out = await run_driver(sdk_server, "continue-as-new")
+    out = await run_driver(sdk_server, DRIVER, "continue-as-new")
     assert out["result"] == [3, 2, 1]
     runs = (await get(sdk_server, f"/api/workflows/{out['workflow_id']}/runs"))["runs"]
     assert len(runs) == 3
@@ -90,7 +67,7 @@ async def test_a_three_run_continue_as_new_chain(sdk_server: RunningServer) -> N
 
 
 async def test_child_results_and_failures_reach_the_parent(sdk_server: RunningServer) -> None:
-    out = await run_driver(sdk_server, "children")
+    out = await run_driver(sdk_server, DRIVER, "children")
     result = out["result"]
     assert result["doubled"] == 42
     caught = result["caught"]

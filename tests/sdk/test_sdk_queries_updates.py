@@ -2,54 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
-from typing import Any
-
 import pytest
-import trio
 
-from conftest import CP, RunningServer, StartServer
+from conftest import RunningServer, StartServer
+from sdk_helpers import history, history_types, run_driver, start_sdk_server
 
-DRIVER = Path(__file__).with_name("queries_updates_driver.py")
-TOKEN = "dev-token-123"
+DRIVER = "queries_updates_driver.py"
 
 pytestmark = pytest.mark.sdk
 
 
 @pytest.fixture
 async def sdk_server(start_server: StartServer) -> RunningServer:
-    return await start_server(admin_token=None, auth_token=TOKEN, query_task_timeout_s=10)
-
-
-async def run_driver(server: RunningServer, scenario: str) -> dict[str, Any]:
-    with trio.fail_after(180):
-        proc = await trio.run_process(
-            [sys.executable, str(DRIVER), scenario, server.url, TOKEN],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    assert proc.returncode == 0, proc.stderr.decode()[-4000:]
-    return json.loads(proc.stdout.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-
-async def history(server: RunningServer, workflow_id: str, run_id: str) -> list[dict[str, Any]]:
-    async with server.client(TOKEN) as c:
-        r = await c.get(
-            f"/api/workflows/{workflow_id}/runs/{run_id}/history?page_size=1000", headers=CP
-        )
-        assert r.status_code == 200, r.text
-        return r.json()["events"]  # type: ignore[no-any-return]
-
-
-async def history_types(server: RunningServer, workflow_id: str, run_id: str) -> list[str]:
-    return [e["event_type"] for e in await history(server, workflow_id, run_id)]
+    return await start_sdk_server(start_server, query_task_timeout_s=10)
 
 
 async def test_query_reads_live_workflow_state(sdk_server: RunningServer) -> None:
-    out = await run_driver(sdk_server, "query")
+    out = await run_driver(sdk_server, DRIVER, "query")
     assert out["held"] == {"count": 6, "stage": "holding"}
     assert out["held_query_name"] == "state"
     assert out["times"] == 18
@@ -64,7 +33,7 @@ async def test_query_reads_live_workflow_state(sdk_server: RunningServer) -> Non
 async def test_updates_return_values_and_a_failing_update_raises(
     sdk_server: RunningServer,
 ) -> None:
-    out = await run_driver(sdk_server, "update")
+    out = await run_driver(sdk_server, DRIVER, "update")
     added = out["added"]
     assert added["result"] == 16 and added["update_status"] == "completed"
     assert added["outcome"] == "update_completed" and added["update_id"]
@@ -82,7 +51,7 @@ async def test_updates_return_values_and_a_failing_update_raises(
 
 
 async def test_updates_satisfy_a_condition_wait(sdk_server: RunningServer) -> None:
-    out = await run_driver(sdk_server, "update-condition")
+    out = await run_driver(sdk_server, DRIVER, "update-condition")
     assert out["results"] == [15, 25]
     assert out["final"] == {"count": 25}
     events = await history(sdk_server, out["workflow_id"], out["run_id"])

@@ -6,50 +6,22 @@ The SDK's replayer is the judge of the event payloads: a wrong ``sequence``,
 
 from __future__ import annotations
 
-import json
-import sys
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
-from conftest import CP, RunningServer, StartServer
+from conftest import RunningServer, StartServer
+from sdk_helpers import history, run_driver, start_sdk_server
 
-DRIVER = Path(__file__).with_name("timers_driver.py")
-TOKEN = "dev-token-123"
+DRIVER = "timers_driver.py"
 
 pytestmark = pytest.mark.sdk
 
 
 @pytest.fixture
 async def sdk_server(start_server: StartServer) -> RunningServer:
-    return await start_server(admin_token=None, auth_token=TOKEN)
-
-
-async def run_driver(server: RunningServer, scenario: str) -> dict[str, Any]:
-    with trio.fail_after(120):
-        proc = await trio.run_process(
-            [sys.executable, str(DRIVER), scenario, server.url, TOKEN],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    assert proc.returncode == 0, proc.stderr.decode()[-4000:]
-    return json.loads(proc.stdout.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-
-async def history(server: RunningServer, out: dict[str, Any]) -> list[dict[str, Any]]:
-    async with server.client(TOKEN) as c:
-        r = await c.get(
-            f"/api/workflows/{out['workflow_id']}/runs/{out['run_id']}/history?page_size=1000",
-            headers=CP,
-        )
-        assert r.status_code == 200, r.text
-        events: list[dict[str, Any]] = r.json()["events"]
-    assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
-    return events
+    return await start_sdk_server(start_server)
 
 
 def recorded(event: dict[str, Any]) -> datetime:
@@ -62,9 +34,9 @@ def only(events: list[dict[str, Any]], event_type: str) -> dict[str, Any]:
 
 
 async def test_sleep_then_activity(sdk_server: RunningServer) -> None:
-    out = await run_driver(sdk_server, "sleep")
+    out = await run_driver(sdk_server, DRIVER, "sleep")
     assert out["result"] == {"echoed": "hi"}
-    events = await history(sdk_server, out)
+    events = await history(sdk_server, out["workflow_id"], out["run_id"])
     assert [e["event_type"] for e in events] == [
         "StartAccepted",
         "WorkflowStarted",
@@ -82,9 +54,9 @@ async def test_sleep_then_activity(sdk_server: RunningServer) -> None:
 
 
 async def test_sleep_in_a_parallel_group(sdk_server: RunningServer) -> None:
-    out = await run_driver(sdk_server, "parallel-sleep")
+    out = await run_driver(sdk_server, DRIVER, "parallel-sleep")
     assert out["result"] == {"first": "first", "both": [None, "second"]}
-    events = await history(sdk_server, out)
+    events = await history(sdk_server, out["workflow_id"], out["run_id"])
     types = [e["event_type"] for e in events]
     assert types.count("TimerScheduled") == 1 and types.count("ActivityScheduled") == 2
     timer = only(events, "TimerFired")["payload"]
@@ -93,9 +65,9 @@ async def test_sleep_in_a_parallel_group(sdk_server: RunningServer) -> None:
 
 
 async def test_condition_waits_time_out(sdk_server: RunningServer) -> None:
-    out = await run_driver(sdk_server, "condition-timeouts")
+    out = await run_driver(sdk_server, DRIVER, "condition-timeouts")
     assert out["result"] == {"already": True, "first": False, "second": False}
-    events = await history(sdk_server, out)
+    events = await history(sdk_server, out["workflow_id"], out["run_id"])
     assert [e["event_type"] for e in events] == [
         "StartAccepted",
         "WorkflowStarted",
@@ -125,9 +97,9 @@ async def test_condition_waits_time_out(sdk_server: RunningServer) -> None:
 
 
 async def test_signals_satisfy_a_wait_and_cancel_its_timeout(sdk_server: RunningServer) -> None:
-    out = await run_driver(sdk_server, "signal-satisfies")
+    out = await run_driver(sdk_server, DRIVER, "signal-satisfies")
     assert out["result"] == {"ok": True, "late": False, "items": ["a", "b"]}
-    events = await history(sdk_server, out)
+    events = await history(sdk_server, out["workflow_id"], out["run_id"])
     assert [e["event_type"] for e in events] == [
         "StartAccepted",
         "WorkflowStarted",

@@ -2,52 +2,25 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
-from typing import Any
-
 import pytest
-import trio
 
-from conftest import CP, RunningServer, StartServer
+from conftest import RunningServer, StartServer
+from sdk_helpers import history, run_driver, start_sdk_server
 
-DRIVER = Path(__file__).with_name("workflow_commands_driver.py")
-TOKEN = "dev-token-123"
+DRIVER = "workflow_commands_driver.py"
 
 pytestmark = pytest.mark.sdk
 
 
 @pytest.fixture
 async def sdk_server(start_server: StartServer) -> RunningServer:
-    return await start_server(admin_token=None, auth_token=TOKEN)
-
-
-async def run_driver(server: RunningServer, scenario: str) -> dict[str, Any]:
-    with trio.fail_after(180):
-        proc = await trio.run_process(
-            [sys.executable, str(DRIVER), scenario, server.url, TOKEN],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    assert proc.returncode == 0, proc.stderr.decode()[-4000:]
-    return json.loads(proc.stdout.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-
-async def history(server: RunningServer, workflow_id: str, run_id: str) -> list[dict[str, Any]]:
-    async with server.client(TOKEN) as c:
-        r = await c.get(
-            f"/api/workflows/{workflow_id}/runs/{run_id}/history?page_size=1000", headers=CP
-        )
-        assert r.status_code == 200, r.text
-        return r.json()["events"]  # type: ignore[no-any-return]
+    return await start_sdk_server(start_server)
 
 
 async def test_signals_sent_before_the_worker_reach_the_workflow(
     sdk_server: RunningServer,
 ) -> None:
-    out = await run_driver(sdk_server, "signal-before-worker")
+    out = await run_driver(sdk_server, DRIVER, "signal-before-worker")
     assert out["result"] == [["alice", 1], ["bob", 2]]
     assert out["first"]["outcome"] == "signal_received" and out["first"]["retained"] is False
     # The SDK's retried key got the first receipt back, not a second signal.
@@ -60,7 +33,7 @@ async def test_signals_sent_before_the_worker_reach_the_workflow(
 
 
 async def test_a_waiting_workflow_returns_the_signal_payload(sdk_server: RunningServer) -> None:
-    out = await run_driver(sdk_server, "signal-while-waiting")
+    out = await run_driver(sdk_server, DRIVER, "signal-while-waiting")
     assert out["result"] == [["carol", 3]]
     assert out["receipt"]["outcome"] == "signal_received"
     events = await history(sdk_server, out["workflow_id"], out["run_id"])
@@ -73,7 +46,7 @@ async def test_a_waiting_workflow_returns_the_signal_payload(sdk_server: Running
 
 
 async def test_a_signal_during_an_activity_is_seen_after_it(sdk_server: RunningServer) -> None:
-    out = await run_driver(sdk_server, "signal-from-activity")
+    out = await run_driver(sdk_server, DRIVER, "signal-from-activity")
     assert out["result"] == {"sent": "sent", "approvals": [["from-activity", 2]]}
     types = [e["event_type"] for e in await history(sdk_server, out["workflow_id"], out["run_id"])]
     assert types.index("SignalReceived") < types.index("ActivityCompleted")
@@ -84,7 +57,7 @@ async def test_a_signal_during_an_activity_is_seen_after_it(sdk_server: RunningS
 async def test_cancel_reaches_the_client_and_the_heartbeating_activity(
     sdk_server: RunningServer,
 ) -> None:
-    out = await run_driver(sdk_server, "cancel")
+    out = await run_driver(sdk_server, DRIVER, "cancel")
     assert out["activity"] == "cancelled"
     assert out["error"] == {"type": "WorkflowCancelled", "message": "customer asked"}
     assert out["status"] == "cancelled"
@@ -97,7 +70,7 @@ async def test_cancel_reaches_the_client_and_the_heartbeating_activity(
 async def test_terminate_reaches_the_client_and_the_heartbeating_activity(
     sdk_server: RunningServer,
 ) -> None:
-    out = await run_driver(sdk_server, "terminate")
+    out = await run_driver(sdk_server, DRIVER, "terminate")
     assert out["activity"] == "cancelled"
     assert out["error"] == {"type": "WorkflowTerminated", "message": "workflow was terminated"}
     assert out["status"] == "terminated"

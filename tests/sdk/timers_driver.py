@@ -9,13 +9,13 @@ its own process because the SDK is asyncio-based; every scenario is bounded.
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 import uuid
 from typing import Any
 
 from durable_workflow import Client, Worker, activity, workflow
 from durable_workflow.errors import WorkflowFailed
+
+from driver_support import print_result, running
 
 
 @activity.defn(name="echo")
@@ -114,20 +114,15 @@ async def main(scenario: str, url: str, token: str) -> dict[str, Any]:
             workflow_type=workflow_type, workflow_id=workflow_id, task_queue=queue, input=args
         )
         out: dict[str, Any] = {"workflow_id": workflow_id, "run_id": handle.run_id}
-        runner = asyncio.create_task(worker.run())
-        try:
-            if scenario == "signal-satisfies":
-                await _send_signals(client, handle)
-            out["result"] = await client.get_result(handle, timeout=30.0, poll_interval=0.1)
-        except WorkflowFailed as exc:
-            out["error"] = {"type": type(exc).__name__, "message": str(exc)}
-        finally:
-            await worker.stop()
-            await asyncio.gather(runner, return_exceptions=True)
+        async with running(worker):
+            try:
+                if scenario == "signal-satisfies":
+                    await _send_signals(client, handle)
+                out["result"] = await client.get_result(handle, timeout=30.0, poll_interval=0.1)
+            except WorkflowFailed as exc:
+                out["error"] = {"type": type(exc).__name__, "message": str(exc)}
         return out
 
 
 if __name__ == "__main__":
-    name, base_url, auth_token = sys.argv[1:4]
-    result = asyncio.run(asyncio.wait_for(main(name, base_url, auth_token), timeout=90))
-    print(json.dumps(result, default=str))
+    print_result(main, timeout_s=90)

@@ -9,8 +9,6 @@ trio-asyncio loaded). Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +22,8 @@ from durable_workflow.errors import (
     WorkflowNotFound,
     WorkflowTerminated,
 )
+
+from driver_support import print_result, running
 
 #: What each heartbeating activity saw, keyed by its argument: "started" / "cancelled".
 OBSERVED: dict[str, str] = {}
@@ -102,12 +102,8 @@ async def running_worker(client: Client, queue: str) -> AsyncIterator[Worker]:
     worker = Worker(
         client, task_queue=queue, workflows=WORKFLOWS, activities=ACTIVITIES, poll_timeout=5
     )
-    runner = asyncio.create_task(worker.run())
-    try:
+    async with running(worker):
         yield worker
-    finally:
-        await worker.stop()
-        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def _wait_for(key: str, state: str, timeout: float = 30.0) -> None:
@@ -237,10 +233,4 @@ async def main(scenario: str, url: str, token: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    name, base_url, auth_token = sys.argv[1:4]
-    print(
-        json.dumps(
-            asyncio.run(asyncio.wait_for(main(name, base_url, auth_token), timeout=150)),
-            default=str,
-        )
-    )
+    print_result(main)

@@ -10,8 +10,6 @@ bounded by timeouts.
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 import time
 import uuid
 from typing import Any
@@ -23,6 +21,8 @@ from durable_workflow.errors import (
     WorkflowAlreadyStarted,
     WorkflowFailed,
 )
+
+from driver_support import print_result
 
 
 # --- activities -----------------------------------------------------------------------
@@ -257,10 +257,4 @@ async def main(scenario: str, url: str, token: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    name, base_url, auth_token = sys.argv[1:4]
-    print(
-        json.dumps(
-            asyncio.run(asyncio.wait_for(main(name, base_url, auth_token), timeout=150)),
-            default=str,
-        )
-    )
+    print_result(main)

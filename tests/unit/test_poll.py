@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from dwtrio.matching.poll import poll_for_task
-from dwtrio.matching.waiters import WaiterSet
+from dwtrio.matching.waiters import MAX_CLAIMS_IN_FLIGHT, WaiterSet
 
 KEY = ("default", "q", "workflow")
 
@@ -74,8 +74,8 @@ async def test_empty_poll_returns_none_at_the_deadline_not_earlier(
     assert await poll(queue, waiters, timeout_s=5) is None
     elapsed = trio.current_time() - start
     assert 5 <= elapsed < 5.001
-    # One claim at the start and one when the deadline ends the parking.
-    assert queue.claims == [start, start + 5]
+    # One claim at the start; nothing woke it, so no claim when the deadline ends it.
+    assert queue.claims == [start]
     assert waiters.statistics().waiters == 0
 
 
@@ -86,7 +86,7 @@ async def test_rechecks_every_interval_without_wakes(
     start = trio.current_time()
     assert await poll(queue, waiters, timeout_s=3, recheck_s=0.5) is None
     offsets = [round(t - start, 6) for t in queue.claims]
-    assert offsets == [0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    assert offsets == [0, 0.5, 1.0, 1.5, 2.0, 2.5]  # the deadline itself is no recheck
 
 
 async def test_a_lost_wake_only_delays_until_the_next_recheck(
@@ -138,7 +138,7 @@ async def test_a_wake_without_a_task_parks_again_until_the_deadline(
         nursery.start_soon(wake_only)
         assert await poll(queue, waiters, timeout_s=4) is None
     assert trio.current_time() - start == pytest.approx(4)
-    assert [round(t - start, 6) for t in queue.claims] == [0, 1, 4]
+    assert [round(t - start, 6) for t in queue.claims] == [0, 1]
 
 
 async def test_timeout_zero_probes_once(autojump_clock: trio.testing.MockClock) -> None:
@@ -165,7 +165,8 @@ async def test_a_slow_claim_is_not_cut_by_the_deadline(
 
     async def insert_late() -> None:
         await trio.sleep(0.9)
-        queue.ready.append("t1")  # present when the deadline-claim reads
+        queue.ready.append("t1")
+        waiters.wake(KEY)  # its claim runs from 0.9 s to 1.2 s, past the deadline
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(insert_late)
@@ -316,3 +317,88 @@ async def test_a_known_empty_queue_is_not_claimed_until_something_changes(
         assert not queue.ready  # the woken head took it
         # (the head leaving nudges the other poller, which looks once more and parks)
         assert len(queue.claims) <= claims_before + 2
+
+
+async def test_a_burst_of_polls_runs_few_claims_and_still_drains_a_backlog(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Polls arriving while MAX_CLAIMS_IN_FLIGHT claims run park; each found task
+    wakes one of them, so every task is still handed out at once."""
+    tasks = [f"t{i}" for i in range(30)]
+    queue, waiters = FakeQueue(ready=list(tasks), claim_delay_s=0.01), WaiterSet()
+    in_flight, peak = 0, 0
+
+    async def counted_claim() -> str | None:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            return await queue.claim()
+        finally:
+            in_flight -= 1
+
+    got: list[str | None] = []
+    start = trio.current_time()
+
+    async def one() -> None:
+        got.append(
+            await poll_for_task(
+                waiters,
+                KEY,
+                counted_claim,
+                queue.release,
+                timeout_s=60,
+                recheck_s=1000,
+                draining=trio.Event(),
+            )
+        )
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(100):
+            nursery.start_soon(one)
+        await trio.sleep(1)
+        assert sorted(t for t in got if t) == sorted(tasks)  # the backlog drained within 1 s
+        assert trio.current_time() - start <= 1
+        nursery.cancel_scope.cancel()
+    assert peak <= MAX_CLAIMS_IN_FLIGHT
+    assert len(queue.claims) < 30 + 2 * MAX_CLAIMS_IN_FLIGHT  # not one claim per poll
+
+
+async def test_parked_polls_ending_together_make_no_claims(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters = FakeQueue(), WaiterSet()
+    async with trio.open_nursery() as nursery:
+        for _ in range(50):
+            nursery.start_soon(lambda: poll(queue, waiters, timeout_s=5))
+    # One claim found the queue empty; the other 49 polls knew, and nobody
+    # claims again when the deadline ends the parking.
+    assert len(queue.claims) == 1
+
+
+async def test_a_wake_landing_on_a_poller_that_then_returns_a_task_is_passed_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two tasks arrive back to back: the second wake lands on the first poller while
+    its claim runs; it returns the first task and hands the wake to the next poller."""
+    queue, waiters = FakeQueue(claim_delay_s=0.1), WaiterSet()
+    got: dict[str, tuple[str | None, float]] = {}
+    start = trio.current_time()
+
+    async def one(name: str) -> None:
+        task = await poll(queue, waiters, timeout_s=30)  # no recheck within the test
+        got[name] = (task, trio.current_time() - start)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, "a")
+        await trio.sleep(1)
+        nursery.start_soon(one, "b")
+        await trio.sleep(1)
+        queue.ready.append("t1")
+        waiters.wake(KEY)  # a starts claiming (0.1 s)
+        await trio.sleep(0.05)
+        queue.ready.append("t2")
+        waiters.wake(KEY)  # lands on a's fresh event while a claims
+    assert got["a"][0] == "t1"
+    assert got["b"][0] == "t2"
+    assert got["b"][1] == pytest.approx(2.2)  # at once, not at some recheck

@@ -22,6 +22,7 @@ from typing import Any
 from dwtrio import wire
 from dwtrio.engine import timers
 from dwtrio.engine.commands.context import Completion
+from dwtrio.engine.commands.timers import schedule_timer
 from dwtrio.errors import InvalidCommandsError
 from dwtrio.protocol.commands import OpenConditionWait
 from dwtrio.protocol.ids import new_id
@@ -59,24 +60,17 @@ async def apply_open_condition_wait(
     timer_id, fire_at = None, None
     # A zero timeout arms nothing, as in the reference: the wait never times out.
     if command.timeout_seconds:
-        timer_id, fire_at = await timers.arm(
-            ctx.conn, ctx.run.id, seq, command.timeout_seconds, condition_wait_id=wait_id
+        timer_id, fire_at = await schedule_timer(
+            ctx,
+            seq,
+            command.timeout_seconds,
+            {
+                "timer_kind": timers.CONDITION_TIMEOUT,
+                "condition_wait_id": wait_id,
+                **_identity(details),
+            },
+            condition_wait_id=wait_id,
         )
-        ctx.add(
-            NewEvent(
-                event_type="TimerScheduled",
-                payload={
-                    "timer_id": timer_id,
-                    "sequence": seq,
-                    "delay_seconds": command.timeout_seconds,
-                    "fire_at": wire.iso_z(fire_at),
-                    "timer_kind": timers.CONDITION_TIMEOUT,
-                    "condition_wait_id": wait_id,
-                    **_identity(details),
-                },
-            )
-        )
-        ctx.outcome.timer_armed = True
     await ctx.conn.execute(
         sql("open_condition_wait"),
         ctx.run.id,

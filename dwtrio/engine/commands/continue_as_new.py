@@ -108,16 +108,12 @@ async def _start_next_run(
             )
         ],
     )
-    run = LockedRun(
+    run = LockedRun.inserted(
         id=new_run_id,
         workflow_id=previous.workflow_id,
         namespace=previous.namespace,
         workflow_type=row["workflow_type"],
         task_queue=queue,
-        status="pending",
-        wake_pending=False,
-        last_step_sequence=0,
-        payload_codec=payloads.CODEC,
         arguments=arguments,
         compatibility=row["compatibility"],
     )

@@ -1,0 +1,106 @@
+"""The one-statement start and the transactional start write the same rows and history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dwtrio.engine.workflows import StartCommand, start_fresh, start_workflow
+from dwtrio.store.pool import Conn, connect_once
+
+ID_KEYS = {"workflow_command_id", "workflow_instance_id", "workflow_run_id"}
+
+
+def command(workflow_id: str) -> StartCommand:
+    return StartCommand(
+        namespace="default",
+        workflow_id=workflow_id,
+        workflow_type="greeter",
+        task_queue="q1",
+        input_blob="AAEC",
+        business_key="order-7",
+        memo={"m": 1},
+        search_attributes={"Region": "eu"},
+        duplicate_policy="fail",
+        execution_timeout_seconds=3600,
+        run_timeout_seconds=600,
+    )
+
+
+async def written(conn: Conn, workflow_id: str) -> dict[str, Any]:
+    """Everything a start wrote, with ids and timestamps normalised away."""
+    run = dict(
+        await conn.fetchrow(
+            "SELECT r.id, r.status, r.run_number, r.last_history_sequence, r.last_command_sequence,"
+            " r.last_step_sequence, r.task_queue, r.arguments, r.memo, r.search_attributes,"
+            " r.business_key, r.run_timeout_seconds, r.execution_deadline_at, r.run_deadline_at,"
+            " i.current_run_id = r.id AS current, i.run_count, i.execution_timeout_seconds"
+            " FROM workflow_runs r JOIN workflow_instances i USING (workflow_id)"
+            " WHERE r.workflow_id = $1",
+            workflow_id,
+        )
+    )
+    run_id = run.pop("id")
+    deadlines = (run.pop("execution_deadline_at"), run.pop("run_deadline_at"))
+    events = []
+    for e in await conn.fetch(
+        "SELECT sequence, event_type, payload, workflow_command_id IS NOT NULL AS has_cmd"
+        " FROM history_events WHERE run_id = $1 ORDER BY sequence",
+        run_id,
+    ):
+        payload = {k: v for k, v in e["payload"].items() if k not in ID_KEYS}
+        assert {k for k in e["payload"] if k in ID_KEYS} == ID_KEYS
+        events.append((e["sequence"], e["event_type"], payload, e["has_cmd"]))
+    started = events[1][2]
+    # WorkflowStarted repeats the run's deadlines to the microsecond.
+    assert [started.pop("execution_deadline_at"), started.pop("run_deadline_at")] == [
+        d.strftime("%Y-%m-%dT%H:%M:%S.%fZ") for d in deadlines
+    ]
+    commands = [
+        dict(c)
+        for c in await conn.fetch(
+            "SELECT command_type, target_scope, context, status, outcome, workflow_type,"
+            " payload_codec, payload, command_sequence, resolved_run_id = run_id AS resolved,"
+            " accepted_at IS NOT NULL AS accepted, applied_at IS NOT NULL AS applied"
+            " FROM workflow_commands WHERE run_id = $1",
+            run_id,
+        )
+    ]
+    tasks = [
+        dict(t)
+        for t in await conn.fetch(
+            "SELECT kind, state, task_queue, workflow_type, namespace, attempt"
+            " FROM workflow_tasks WHERE run_id = $1",
+            run_id,
+        )
+    ]
+    return {"run": run, "events": events, "commands": commands, "tasks": tasks}
+
+
+async def test_both_start_paths_write_the_same_thing(aio_loop: None, db_dsn: str) -> None:
+    async def both(conn: Conn) -> tuple[dict[str, Any], dict[str, Any]]:
+        fresh = await start_fresh(conn, command("wf-fresh"))
+        assert fresh is not None and fresh.status == 201
+        async with conn.transaction():  # type: ignore[attr-defined]
+            classic = await start_workflow(conn, command("wf-classic"))
+        assert classic.status == 201
+        assert {k: v for k, v in fresh.body.items() if k not in ("workflow_id", "run_id")} == {
+            k: v for k, v in classic.body.items() if k not in ("workflow_id", "run_id")
+        }
+        assert fresh.wakes == classic.wakes == {("default", "q1", "workflow")}
+        return await written(conn, "wf-fresh"), await written(conn, "wf-classic")
+
+    fresh, classic = await connect_once(db_dsn, both)
+    assert fresh == classic
+    assert [e[1] for e in fresh["events"]] == ["StartAccepted", "WorkflowStarted"]
+
+
+async def test_a_taken_id_is_left_to_the_transactional_start(aio_loop: None, db_dsn: str) -> None:
+    async def twice(conn: Conn) -> tuple[Any, int]:
+        assert await start_fresh(conn, command("wf-dup")) is not None
+        again = await start_fresh(conn, command("wf-dup"))
+        count = await conn.fetchval(
+            "SELECT count(*) FROM workflow_runs WHERE workflow_id = 'wf-dup'"
+        )
+        return again, count
+
+    assert await connect_once(db_dsn, twice) == (None, 1)
