@@ -223,8 +223,8 @@ async def release(conn: Conn, task: dict[str, Any]) -> tuple[str, str, str] | No
 # --- fencing -------------------------------------------------------------------------
 @attrs.frozen(kw_only=True)
 class FencedAttempt:
+    #: The locked task joined with the caller's attempt (``attempt_*`` columns).
     task: Any
-    attempt: Any
     execution: Any
     run: LockedRun
 
@@ -233,23 +233,24 @@ async def fence(
     conn: Conn, namespace: str, task_id: str, lease: ActivityAttemptLease
 ) -> FencedAttempt:
     fields = {"task_id": task_id, "activity_attempt_id": lease.activity_attempt_id}
-    task = await conn.fetchrow(sql("lock_task"), task_id)
+    task = await conn.fetchrow(
+        sql("lock_activity_task_with_attempt"), task_id, lease.activity_attempt_id
+    )
     if task is None or task["namespace"] != namespace or task["kind"] != "activity":
         raise TaskNotFoundError("Activity task not found.", **fields)
-    attempt = await conn.fetchrow(sql("get_activity_attempt"), lease.activity_attempt_id)
-    if attempt is None:
+    if task["attempt_id"] is None:
         raise AttemptNotFoundError("Activity attempt not found.", **fields)
-    if attempt["task_id"] != task_id:
+    if task["attempt_task_id"] != task_id:
         raise TaskMismatchError("The activity attempt does not belong to this task.", **fields)
-    if attempt["lease_owner"] != lease.lease_owner:
+    if task["attempt_lease_owner"] != lease.lease_owner:
         raise LeaseOwnerMismatchError(
             "Activity attempt is owned by another worker.",
-            lease_owner=attempt["lease_owner"],
+            lease_owner=task["attempt_lease_owner"],
             **fields,
         )
     # A task cancelled under a running attempt means its run closed: answer run_closed.
     if (
-        attempt["status"] != "running"
+        task["attempt_status"] != "running"
         or task["state"] not in ("leased", "cancelled")
         or task["activity_attempt_id"] != lease.activity_attempt_id
     ):
@@ -266,10 +267,8 @@ async def fence(
         )
     if task["state"] != "leased":
         raise StaleAttemptError("The activity attempt is no longer current.", **fields)
-    execution = await conn.fetchrow(
-        sql("lock_activity_execution"), attempt["activity_execution_id"]
-    )
-    return FencedAttempt(task=task, attempt=attempt, execution=execution, run=run)
+    execution = await conn.fetchrow(sql("lock_activity_execution"), task["activity_execution_id"])
+    return FencedAttempt(task=task, execution=execution, run=run)
 
 
 async def wake_after_settling(
@@ -291,21 +290,19 @@ async def wake_after_settling(
 async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteActivityTask) -> Outcome:
     fenced = await fence(conn, namespace, task_id, req)
     result = payloads.value_blob(req.result)
-    await conn.execute(sql("close_activity_attempt"), req.activity_attempt_id, "completed", None)
     await conn.execute(
-        sql("close_activity_execution"), fenced.execution["id"], "completed", result, None
+        sql("complete_activity"), req.activity_attempt_id, fenced.execution["id"], result, task_id
     )
     payload = {
         **step_fields(fenced.execution),
         "activity_attempt_id": req.activity_attempt_id,
-        "attempt_number": fenced.attempt["attempt_number"],
+        "attempt_number": fenced.task["attempt_number"],
         "result": result,
         "payload_codec": "avro",
     }
     await append_events(
         conn, fenced.run.id, [NewEvent(event_type="ActivityCompleted", payload=payload)]
     )
-    await conn.execute(sql("complete_task"), task_id, None)
     outcome = Outcome()
     next_task = await wake_after_settling(conn, fenced.run, fenced.execution, outcome)
     outcome.body = {
@@ -369,7 +366,7 @@ def retry_decision(execution: Any, attempt_number: int, failure: dict[str, Any])
 async def fail(conn: Conn, namespace: str, task_id: str, req: FailActivityTask) -> Outcome:
     fenced = await fence(conn, namespace, task_id, req)
     failure = req.failure
-    attempt_number = fenced.attempt["attempt_number"]
+    attempt_number = fenced.task["attempt_number"]
     message = (
         failure.get("message") if isinstance(failure.get("message"), str) else "activity failed"
     )

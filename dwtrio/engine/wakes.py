@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dwtrio.engine.outcome import Outcome
 from dwtrio.protocol.ids import new_id
-from dwtrio.store import runs
 from dwtrio.store.pool import Conn
 from dwtrio.store.queries import sql
 from dwtrio.store.runs import LockedRun
@@ -38,14 +37,19 @@ async def create_workflow_task(
 
 
 async def request_wake(conn: Conn, run: LockedRun, outcome: Outcome) -> str | None:
-    """Apply a wake to a locked run; returns the id of a task it created, if any."""
+    """Apply a wake to a locked run (one statement); returns the id of a task it created."""
     if not run.is_open:
         return None
-    state = await conn.fetchval(sql("open_workflow_task_state"), run.id)
-    if state == "ready":
-        return None
-    if state == "leased":
-        if not run.wake_pending:
-            await runs.set_wake_pending(conn, run.id, True)
-        return None
-    return await create_workflow_task(conn, run, outcome)
+    created: str | None = await conn.fetchval(
+        sql("wake_run"),
+        run.id,
+        new_id(),
+        run.namespace,
+        run.task_queue,
+        run.workflow_id,
+        run.workflow_type,
+        run.compatibility,
+    )
+    if created is not None:
+        outcome.wake(run.namespace, run.task_queue, "workflow")
+    return created

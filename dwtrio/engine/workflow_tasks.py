@@ -129,6 +129,11 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
 
     With ``replay_poll``, a task already leased to this ``poll_request_id`` is
     returned again (the SDK retries a poll whose response it lost).
+
+    Runs without an explicit transaction: the claim is one statement (lease the
+    task, mark the run running) and the rest are reads. The history is read by
+    a later statement on purpose, so it sees every event committed by a wake
+    that the claim waited for on the run row lock.
     """
     if replay_poll and params.poll_request_id:
         again = await conn.fetchrow(

@@ -136,3 +136,27 @@ SELECT (SELECT count(*) FROM activity_executions
 -- name: expire_activity_attempt
 -- A lease expired or could not be delivered: that attempt is over.
 UPDATE activity_attempts SET status = 'expired', closed_at = now() WHERE id = $1 AND status = 'running';
+
+-- name: lock_activity_task_with_attempt
+-- Fencing of an activity call in one round trip: lock the task, read the attempt named
+-- by the caller (NULL columns when there is no such attempt).
+SELECT t.id, t.namespace, t.kind, t.run_id, t.state, t.activity_attempt_id,
+       a.id AS attempt_id, a.activity_execution_id, a.task_id AS attempt_task_id,
+       a.attempt_number, a.status AS attempt_status, a.lease_owner AS attempt_lease_owner
+  FROM workflow_tasks t
+  LEFT JOIN activity_attempts a ON a.id = $2
+ WHERE t.id = $1
+   FOR UPDATE OF t;
+
+-- name: complete_activity
+-- A completed attempt: the attempt, its execution and its task close together.
+WITH attempt AS (
+    UPDATE activity_attempts SET status = 'completed', closed_at = now() WHERE id = $1
+), execution AS (
+    UPDATE activity_executions
+       SET status = 'completed', result = $3, closed_at = now(), updated_at = now()
+     WHERE id = $2
+)
+UPDATE workflow_tasks
+   SET state = 'completed', completed_at = now(), lease_expires_at = NULL, updated_at = now()
+ WHERE id = $4;

@@ -96,3 +96,23 @@ RETURNING lease_expires_at;
 UPDATE workflow_tasks
    SET state = 'cancelled', lease_expires_at = NULL, updated_at = now()
  WHERE run_id = $1 AND state IN ('ready', 'leased') AND id IS DISTINCT FROM $2;
+
+-- name: wake_run
+-- A wake of a locked, open run in one statement (engine/wakes.py): nothing when its
+-- workflow task is ready, wake_pending when it is leased, otherwise a new ready task,
+-- whose id is returned.
+WITH open_task AS (
+    SELECT state FROM workflow_tasks
+     WHERE run_id = $1 AND kind = 'workflow' AND state IN ('ready', 'leased')
+     LIMIT 1
+), pending AS (
+    UPDATE workflow_runs SET wake_pending = true, updated_at = now()
+     WHERE id = $1 AND NOT wake_pending AND (SELECT state FROM open_task) = 'leased'
+), created AS (
+    INSERT INTO workflow_tasks (id, namespace, task_queue, kind, run_id, workflow_id,
+                                workflow_type, compatibility, available_at)
+    SELECT $2, $3, $4, 'workflow', $1, $5, $6, $7, now()
+     WHERE NOT EXISTS (SELECT 1 FROM open_task)
+    RETURNING id
+)
+SELECT id FROM created;
