@@ -34,7 +34,7 @@ WP = {"X-Durable-Workflow-Protocol-Version": "1.20"}
 CP = {"X-Durable-Workflow-Control-Plane-Version": "2"}
 
 
-POLL_S = 30  # the server holds a poll at most DW_WORKER_POLL_TIMEOUT (30 s by default)
+POLL_S = 60  # the longest poll the server holds (it caps a requested timeout at 60 s)
 
 
 async def _hold(url: str, queue: str, count: int, hold_s: float, ready: Any) -> None:
