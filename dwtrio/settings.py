@@ -13,6 +13,7 @@ and Redis URLs, bind address, process count, data dir) use new ``DW_*`` names.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 from collections.abc import Iterator, Mapping
@@ -333,6 +334,14 @@ class Settings:
             problems.append("DW_TIMEOUT_CHECK_INTERVAL_SECONDS must be > 0")
         if self.timer_poll_interval_ms < 10:
             problems.append("DW_TIMER_POLL_INTERVAL_MS must be >= 10")
+        if self.query_task_timeout_s is not None and self.query_task_timeout_s < 1:
+            problems.append("DW_QUERY_TASK_TIMEOUT must be >= 1")
+        if self.effective_query_task_timeout_s < 1:
+            problems.append("DW_QUERY_TASK_TIMEOUT must be set when DW_WORKER_POLL_TIMEOUT is 0")
+        if self.query_task_max_pending_per_queue < 1:
+            problems.append("DW_QUERY_TASK_MAX_PENDING_PER_QUEUE must be >= 1")
+        if self.update_wait_timeout_s < 1:
+            problems.append("DW_V2_UPDATE_WAIT_COMPLETION_TIMEOUT_SECONDS must be >= 1")
         if self.max_payload_bytes < 1024:
             problems.append("DW_MAX_PAYLOAD_BYTES must be >= 1024")
         if self.db_pool_min_size < 0 or self.db_pool_max_size < max(1, self.db_pool_min_size):
@@ -368,7 +377,10 @@ def parse_value(field: attrs.Attribute[Any], raw: str) -> Any:
         if "int" in kind:
             return int(raw)
         if "float" in kind:
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):  # nan/inf would stall or crash a loop's sleep
+                raise ValueError(raw)
+            return value
     except ValueError:
         raise SettingsError(f"{env}={raw!r} is not a valid {kind.replace(' | None', '')}") from None
     return raw

@@ -54,4 +54,8 @@ async def run_task_repair_loop(rt: Runtime, *, task_status: Any = trio.TASK_STAT
             log.warning(
                 "task repair: store unavailable (%s)", exc, extra={"action": "task_repair_backoff"}
             )
+        except Exception:
+            # A bug or one malformed row must not stop the server (this loop runs in
+            # the supervisor nursery): log it and try again next tick.
+            log.exception("task repair: tick failed", extra={"action": "task_repair_error"})
         await trio.sleep(rt.settings.task_repair_interval_s)

@@ -52,4 +52,8 @@ async def run_timeouts_loop(rt: Runtime, *, task_status: Any = trio.TASK_STATUS_
             log.warning(
                 "timeouts: store unavailable (%s)", exc, extra={"action": "timeouts_backoff"}
             )
+        except Exception:
+            # A bug or one malformed row must not stop the server (this loop runs in
+            # the supervisor nursery): log it and try again next tick.
+            log.exception("timeouts: tick failed", extra={"action": "timeouts_error"})
         await trio.sleep(rt.settings.timeout_check_interval_s)

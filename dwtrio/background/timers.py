@@ -44,4 +44,8 @@ async def run_timer_loop(rt: Runtime, *, task_status: Any = trio.TASK_STATUS_IGN
                 sleep_s = min(interval_s, max(next_due_s, MIN_SLEEP_S))
         except (StoreUnavailableError, RetryableStoreError) as exc:
             log.warning("timers: store unavailable (%s)", exc, extra={"action": "timer_backoff"})
+        except Exception:
+            # A bug or one malformed row must not stop the server (this loop runs in
+            # the supervisor nursery): log it and try again next tick.
+            log.exception("timers: tick failed", extra={"action": "timer_error"})
         await rt.timer_nudge.sleep(sleep_s)

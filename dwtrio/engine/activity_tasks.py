@@ -355,7 +355,7 @@ def retry_decision(execution: Any, attempt_number: int, failure: dict[str, Any])
     if failure.get("non_retryable") is True:
         return None
     excluded = set(policy.get("non_retryable_error_types") or ())
-    if failure.get("type") in excluded or failure.get("class") in excluded:
+    if any(isinstance(failure.get(k), str) and failure[k] in excluded for k in ("type", "class")):
         return None
     if attempt_number >= int(policy.get("max_attempts") or 1):
         return None

@@ -32,7 +32,7 @@ from dwtrio.errors import (
     ValidationFailedError,
     WorkflowTaskAttemptMismatchError,
 )
-from dwtrio.protocol.commands import parse_commands
+from dwtrio.protocol.commands import CompleteUpdate, FailUpdate, parse_commands
 from dwtrio.protocol.ids import new_id
 from dwtrio.protocol.worker import CompleteWorkflowTask, FailWorkflowTask, WorkflowTaskLease
 from dwtrio.store import runs
@@ -305,6 +305,13 @@ async def _complete(
         await close_open_wait(ctx)
     for index, command in enumerate(parsed):
         await HANDLERS[type(command)](ctx, command, index)
+    if task.update_id is not None and not any(
+        isinstance(c, (CompleteUpdate, FailUpdate)) for c in parsed
+    ):
+        # Otherwise the update stays open and gets a new task at once, forever.
+        raise InvalidCommandsError(
+            "An update task must answer its update with complete_update or fail_update."
+        )
     events = [attrs.evolve(e, workflow_task_id=task.id) for e in ctx.events]
     await append_events(conn, run.id, events)
     outcome = ctx.outcome

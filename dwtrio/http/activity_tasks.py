@@ -40,6 +40,7 @@ def blueprint(rt: Runtime) -> Blueprint:
             engine.claim,
             engine.release,
             timeout_seconds=req.timeout_seconds,
+            typed=bool(params.activity_types),
         )
 
     @bp.post("/api/worker/activity-tasks/<task_id>/complete")

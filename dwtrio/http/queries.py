@@ -59,8 +59,8 @@ def blueprint(rt: Runtime) -> Blueprint:
     bp = Blueprint("queries", __name__)
     settings = rt.settings
 
-    @bp.post("/api/workflows/<wf>/query/<name>")
-    @bp.post("/api/workflows/<wf>/runs/<run_id>/query/<name>")
+    @bp.post("/api/workflows/<wf>/query/<path:name>")
+    @bp.post("/api/workflows/<wf>/runs/<run_id>/query/<path:name>")
     async def query(wf: str, name: str, run_id: str | None = None) -> Response:
         if errors := operation_name_errors(name, "query_name"):
             raise ValidationFailedError(errors)
@@ -131,6 +131,7 @@ def blueprint(rt: Runtime) -> Blueprint:
             engine.claim,
             engine.release,
             timeout_seconds=req.timeout_seconds,
+            typed=bool(params.workflow_types),
         )
 
     @bp.post("/api/worker/query-tasks/<task_id>/complete")

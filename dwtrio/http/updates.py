@@ -30,8 +30,8 @@ def blueprint(rt: Runtime) -> Blueprint:
     bp = Blueprint("updates", __name__)
     settings = rt.settings
 
-    @bp.post("/api/workflows/<wf>/update/<name>")
-    @bp.post("/api/workflows/<wf>/runs/<run_id>/update/<name>")
+    @bp.post("/api/workflows/<wf>/update/<path:name>")
+    @bp.post("/api/workflows/<wf>/runs/<run_id>/update/<path:name>")
     async def update(wf: str, name: str, run_id: str | None = None) -> Response:
         body = json_body()
         if errors := operation_name_errors(name, "update_name") or rejected_field_errors(body):

@@ -47,11 +47,13 @@ async def long_poll(
     *,
     timeout_seconds: int | None,
     atomic: bool = True,
+    typed: bool = False,
 ) -> Response:
     """Answer a task poll: claim at once or park until woken; ``{"task": null}`` at the deadline.
 
     ``atomic=False`` runs the claim without an explicit transaction (two round
-    trips fewer) for claims whose only write is a single statement.
+    trips fewer) for claims whose only write is a single statement. ``typed``:
+    the claim only takes the worker's declared types.
 
     The first claim of a poll may replay the task a retried ``poll_request_id``
     already leased; a task claimed for a client that went away is released and
@@ -78,6 +80,7 @@ async def long_poll(
         timeout_s=poll_timeout_s(rt, timeout_seconds),
         recheck_s=rt.settings.worker_poll_interval_ms / 1000,
         draining=rt.draining,
+        typed=typed,
     )
     if task is None:
         return worker_json(rt, {"task": None, "poll_status": "empty"})

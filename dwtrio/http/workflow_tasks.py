@@ -48,6 +48,7 @@ def blueprint(rt: Runtime) -> Blueprint:
             engine.claim,
             engine.release,
             timeout_seconds=req.timeout_seconds,
+            typed=bool(params.workflow_types),
             atomic=False,  # engine.claim writes with one statement; see its docstring
         )
 

@@ -27,12 +27,14 @@ async def poll_for_task(
     timeout_s: float,
     recheck_s: float,
     draining: trio.Event,
+    typed: bool = False,
 ) -> T | None:
     """Return a claimed task, or None when ``timeout_s`` passes (or the server drains).
 
-    ``timeout_s <= 0`` probes once. A poll on a queue known to be empty (its last
-    claim found nothing and no wake came since), or arriving while several
-    claims of the queue run, parks without claiming first. Cancellation from outside (the client went
+    ``timeout_s <= 0`` probes once. A poll on a queue known to be empty (see
+    ``waiters.py``), or arriving while several claims of the queue run, parks
+    without claiming first. ``typed`` says the claim filters by the worker's
+    types, so finding nothing proves nothing about the queue. Cancellation from outside (the client went
     away) while parked returns nothing and leases nothing; cancellation right
     after a claim releases the claimed task. The deadline itself never
     interrupts a claim: it only bounds the parking.
@@ -40,16 +42,16 @@ async def poll_for_task(
     deadline = trio.current_time() + max(timeout_s, 0.0)
     # An idle queue costs parked pollers nothing: no claim until something changes;
     # nor does a burst of polls while a few claims of the queue are running.
-    skip_claim = timeout_s > 0 and waiters.should_defer(key)
+    skip_claim = timeout_s > 0 and waiters.should_defer(key, recheck_s)
     # One place in line for the whole poll: the event is renewed before every claim
     # (so a wake during the claim is never lost) but the poller keeps its position.
     with waiters.register(key) as waiter:
         while True:
             task = None
             if not skip_claim:
-                with waiters.claiming(key), trio.CancelScope(shield=True):
+                with waiters.claiming(key) as seq, trio.CancelScope(shield=True):
                     task = await claim()  # shielded: never abandon a committed lease
-                waiters.record_claim(key, found=task is not None)
+                waiters.record_claim(key, found=task is not None, typed=typed, seq=seq)
             skip_claim = False
             if task is not None:
                 # A wake that arrived during the claim is for another task: leaving
@@ -61,8 +63,8 @@ async def poll_for_task(
                         await release(task)
                     raise
                 return task
-            waiter.consumed = True
             if draining.is_set() or trio.current_time() >= deadline:
+                # A wake that arrived during the claim is left unconsumed: passed on.
                 return None
             event = waiter.event
             waiter.consumed = False
@@ -75,16 +77,10 @@ async def poll_for_task(
                 await event.wait()
             if draining.is_set():
                 return None
-            if waiter.promoted:
-                # Its predecessor left: it now owns the queue's recheck. Nothing
-                # new arrived, so park again (on the recheck timer) without claiming.
-                waiter.promoted = False
-                waiter.rearm()
-                skip_claim = True
-                continue
-            if not event.is_set() and trio.current_time() >= deadline:
-                # Unwoken at the deadline: no last claim. A thousand polls ending
-                # together would be a thousand empty claims; a task created without
-                # a wake is the head's periodic recheck's to find.
+            if trio.current_time() >= deadline and waiters.known_empty(key, recheck_s):
+                # Nothing arrived since the queue was last seen empty (a wake would
+                # have cleared the mark): no last claim, nothing to pass on. A
+                # thousand polls ending together are not a thousand empty claims.
+                waiter.consumed = True
                 return None
             waiter.rearm()  # consumed: the claim below looks for what woke it

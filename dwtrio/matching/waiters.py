@@ -18,11 +18,14 @@ and each claim that finds a task wakes one deferred poll, so a backlog still
 drains at full speed. A burst of a thousand polls (every worker reconnecting
 after a restart) thus costs a few claims, not a thousand transactions.
 
-A queue whose last claim found nothing, with no wake since, is *known empty*:
-a new poll on it parks without running a claim first. Any wake of the queue
-(a task created here, or announced by another node) forgets that, and the
-head's recheck still looks at the database every interval, so a task created
-without a wake is found within one interval, as before.
+A queue whose last claim found nothing less than one recheck interval ago,
+with no wake since (not even one that arrived while that claim ran), is
+*known empty*: a new poll on it parks without claiming, and a poll that
+reaches its deadline unwoken answers without a last claim. Any wake forgets
+it, and so does time: a task that became ready without a wake (a retry after
+its backoff) is found by the head's recheck or by the next poll once the
+mark is a recheck interval old, however short the polls are. A claim filtered
+by the worker's types proves nothing about the queue and never marks it.
 """
 
 from __future__ import annotations
@@ -53,8 +56,6 @@ class Waiter:
     event: trio.Event = attrs.field(factory=trio.Event)
     #: Set by the poller once it has run a claim after being woken.
     consumed: bool = False
-    #: Woken because it became the head (it takes over the recheck), not by work.
-    promoted: bool = False
 
     def rearm(self) -> None:
         """A fresh, unset event before the next claim (keeping the place in line)."""
@@ -68,17 +69,21 @@ class WaiterSet:
     _next_id: int = 0
     _wakes_sent: int = 0
     _wakes_unclaimed: int = 0
-    _known_empty: set[QueueKey] = attrs.field(factory=set)
+    #: When a claim last found the queue empty (trio clock), if no wake came since.
+    _empty_since: dict[QueueKey, float] = attrs.field(factory=dict)
     _claiming: dict[QueueKey, int] = attrs.field(factory=dict)
+    #: Wakes counted while claims of the queue run, so a claim can tell one arrived.
+    _wake_seq: dict[QueueKey, int] = attrs.field(factory=dict)
     _deferred: dict[QueueKey, int] = attrs.field(factory=dict)
 
-    def known_empty(self, key: QueueKey) -> bool:
-        return key in self._known_empty
+    def known_empty(self, key: QueueKey, within_s: float) -> bool:
+        since = self._empty_since.get(key)
+        return since is not None and trio.current_time() - since < within_s
 
-    def should_defer(self, key: QueueKey) -> bool:
+    def should_defer(self, key: QueueKey, within_s: float) -> bool:
         """A new poll parks without claiming: the queue is known empty, or enough
         claims of it are already running (their outcome decides for it)."""
-        if key in self._known_empty:
+        if self.known_empty(key, within_s):
             return True
         if self._claiming.get(key, 0) >= MAX_CLAIMS_IN_FLIGHT:
             self._deferred[key] = self._deferred.get(key, 0) + 1
@@ -86,11 +91,13 @@ class WaiterSet:
         return False
 
     @contextmanager
-    def claiming(self, key: QueueKey) -> Iterator[None]:
-        """Count a claim of ``key`` in flight for the duration of the block."""
+    def claiming(self, key: QueueKey) -> Iterator[int]:
+        """Count a claim of ``key`` in flight; yields the wake count to pass to
+        :meth:`record_claim`."""
         self._claiming[key] = self._claiming.get(key, 0) + 1
+        self._wake_seq.setdefault(key, 0)
         try:
-            yield
+            yield self._wake_seq[key]
         finally:
             left = self._claiming[key] - 1
             if left:
@@ -98,21 +105,25 @@ class WaiterSet:
             else:
                 del self._claiming[key]
 
-    def record_claim(self, key: QueueKey, *, found: bool) -> None:
-        """Remember whether the latest claim on ``key`` found a task.
+    def record_claim(self, key: QueueKey, *, found: bool, typed: bool, seq: int) -> None:
+        """Remember what a claim found (``seq`` from :meth:`claiming`).
 
         A found task may not be the last one: a poll deferred behind the claim
-        is woken to look for the next.
+        is woken to look for the next. An empty result marks the queue empty
+        only if the claim was not filtered by type and no wake arrived while it ran.
         """
+        woken_meanwhile = self._wake_seq.get(key, 0) != seq
+        if key not in self._claiming:
+            self._wake_seq.pop(key, None)
         if found:
-            self._known_empty.discard(key)
-            deferred = self._deferred.pop(key, 0)
+            self._empty_since.pop(key, None)
+            deferred = min(self._deferred.pop(key, 0), self.waiting(key))
             if deferred:
                 if deferred > 1:
                     self._deferred[key] = deferred - 1
                 self.wake(key)
-        else:
-            self._known_empty.add(key)
+        elif not typed and not woken_meanwhile:
+            self._empty_since[key] = trio.current_time()
             self._deferred.pop(key, None)  # nothing to look for until a wake
 
     @contextmanager
@@ -130,23 +141,23 @@ class WaiterSet:
             queue.pop(token, None)
             if not queue:
                 self._queues.pop(key, None)
+                self._deferred.pop(key, None)
             if waiter.event.is_set() and not waiter.consumed:
                 # Woken but leaving without looking: hand the wake to the next poller.
                 self.wake(key)
             elif was_head and queue:
-                # The new head takes over the periodic recheck: nudge it to start it.
-                self._promote(queue)
-
-    @staticmethod
-    def _promote(queue: OrderedDict[int, Waiter]) -> None:
-        head = next(iter(queue.values()))
-        if not head.event.is_set():
-            head.promoted = True
-            head.event.set()
+                # The new head takes over the periodic recheck: nudge it to look now.
+                # A nudge is not a wake: the queue stays known empty.
+                for other in queue.values():
+                    if not other.event.is_set():
+                        other.event.set()
+                        break
 
     def wake(self, key: QueueKey, count: int = 1) -> int:
         """Wake up to ``count`` parked waiters on ``key``; returns how many were woken."""
-        self._known_empty.discard(key)
+        self._empty_since.pop(key, None)
+        if key in self._wake_seq:
+            self._wake_seq[key] += 1
         queue = self._queues.get(key)
         woken = 0
         if queue:

@@ -26,6 +26,8 @@ PARALLEL_FIELDS = (
     "parallel_group_index",
     "parallel_group_path",
 )
+#: Longest activity timeout or retry backoff accepted: 10 years (stored as int4 seconds).
+MAX_ACTIVITY_SECONDS = 10 * 365 * 24 * 3600
 #: Longest timer (or condition timeout) accepted: 100 years, far inside timestamptz range.
 MAX_TIMER_SECONDS = 100 * 365 * 24 * 3600
 PARENT_CLOSE_POLICIES = frozenset(
@@ -174,6 +176,18 @@ def _is_int(value: Any) -> bool:
 
 def _parallel(raw: dict[str, Any], path: str, errors: _Errors) -> dict[str, Any]:
     fields = {k: raw[k] for k in PARALLEL_FIELDS if k in raw}
+    flat = ("parallel_group_base_sequence", "parallel_group_size", "parallel_group_index")
+    if any(k in fields for k in flat):
+        # The wake rule reads all three; a partial group would fail when its step settles.
+        for key in flat:
+            if not (
+                _is_int(fields.get(key))
+                and fields[key] >= (1 if key != "parallel_group_index" else 0)
+            ):
+                errors.add(
+                    f"{path}.{key}",
+                    f"The {key} must be an integer (set with the other group fields).",
+                )
     entries = fields.get("parallel_group_path")
     if entries is None:
         return fields
@@ -188,7 +202,7 @@ def _parallel(raw: dict[str, Any], path: str, errors: _Errors) -> dict[str, Any]
         )
         return fields
     for i, entry in enumerate(entries):
-        for key in ("parallel_group_base_sequence", "parallel_group_size", "parallel_group_index"):
+        for key in flat:
             if not _is_int(entry.get(key)):
                 errors.add(
                     f"{path}.parallel_group_path.{i}.{key}", f"The {key} must be an integer."
@@ -220,10 +234,12 @@ def _schedule_activity(raw: dict[str, Any], path: str, errors: _Errors) -> Sched
                     f"{path}.retry_policy.max_attempts", "The max attempts must be an integer >= 1."
                 )
             backoff = retry.get("backoff_seconds", [])
-            if not isinstance(backoff, list) or not all(_is_int(b) and b >= 0 for b in backoff):
+            if not isinstance(backoff, list) or not all(
+                _is_int(b) and 0 <= b <= MAX_ACTIVITY_SECONDS for b in backoff
+            ):
                 errors.add(
                     f"{path}.retry_policy.backoff_seconds",
-                    "The backoff seconds must be a list of integers >= 0.",
+                    f"The backoff seconds must be a list of integers from 0 to {MAX_ACTIVITY_SECONDS}.",
                 )
             types = retry.get("non_retryable_error_types", [])
             if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
@@ -235,8 +251,11 @@ def _schedule_activity(raw: dict[str, Any], path: str, errors: _Errors) -> Sched
     for key in ACTIVITY_TIMEOUTS:
         if raw.get(key) is None:
             continue
-        if not (_is_int(raw[key]) and raw[key] >= 1):
-            errors.add(f"{path}.{key}", f"The {key.replace('_', ' ')} must be an integer >= 1.")
+        if not (_is_int(raw[key]) and 1 <= raw[key] <= MAX_ACTIVITY_SECONDS):
+            errors.add(
+                f"{path}.{key}",
+                f"The {key.replace('_', ' ')} must be an integer from 1 to {MAX_ACTIVITY_SECONDS}.",
+            )
         else:
             timeouts[key] = raw[key]
     if "worker_session" in raw or "cancellation_policy" in raw:

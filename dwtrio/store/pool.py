@@ -81,7 +81,8 @@ class Store:
         return await trio_asyncio.aio_as_trio(self._in_transaction)(op, *args, **kwargs)  # type: ignore[no-any-return]
 
     async def read(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``op(conn, ...)`` without an explicit transaction (autocommit reads)."""
+        """Run ``op(conn, ...)`` without an explicit transaction: reads, and use cases
+        whose only write is one statement (each statement commits on its own)."""
         return await trio_asyncio.aio_as_trio(self._plain)(op, *args, **kwargs)  # type: ignore[no-any-return]
 
     async def _in_transaction(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -102,13 +103,21 @@ class Store:
         raise AssertionError("unreachable")
 
     async def _plain(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            async with self._pool.acquire() as conn:
-                return await op(conn, *args, **kwargs)
-        except Exception as exc:
-            if (mapped := translate(exc)) is not None:
-                raise mapped from exc
-            raise
+        # Operations run this way write with at most one statement, so a statement
+        # that Postgres rolled back for a deadlock left nothing behind: run it again.
+        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            try:
+                async with self._pool.acquire() as conn:
+                    return await op(conn, *args, **kwargs)
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+                if attempt == TRANSACTION_ATTEMPTS:
+                    raise translate(exc) from exc  # type: ignore[misc]
+                log.info("statement retry %d after %s", attempt, type(exc).__name__)
+            except Exception as exc:
+                if (mapped := translate(exc)) is not None:
+                    raise mapped from exc
+                raise
+        raise AssertionError("unreachable")
 
     async def close(self, *, timeout_s: float = 5.0) -> None:
         """Close the pool gracefully, or terminate it after ``timeout_s``; runs even when cancelled."""

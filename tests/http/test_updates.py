@@ -325,3 +325,38 @@ async def test_update_refusals(h: Harness) -> None:
     r = await h.update(path=f"/runs/{run_id}", input=[3])
     assert r.status_code == 202 and r.json()["target_scope"] == "run"
     assert r.json()["run_id"] == run_id
+
+
+async def test_update_names_may_contain_slashes(h: Harness) -> None:
+    await h.waiting("u-slash")
+    r = await h.update(name="a%2Fb", workflow_id="u-slash", input=[1])
+    assert r.status_code == 202, r.text
+    assert r.json()["update_name"] == "a/b"
+
+
+async def test_an_update_task_must_answer_its_update(h: Harness) -> None:
+    """Otherwise the update would stay open and get a new task at once, forever."""
+    await h.waiting("u-silent")
+    assert (await h.update(workflow_id="u-silent", input=[1])).status_code == 202
+    task = await h.task()
+    assert task is not None and task["workflow_update_id"]
+    r = await h.wc.post(
+        f"/api/worker/workflow-tasks/{task['task_id']}/complete",
+        json={
+            "lease_owner": task["lease_owner"],
+            "workflow_task_attempt": task["workflow_task_attempt"],
+            "commands": [{"type": "record_side_effect", "result": envelope(1)}],
+        },
+    )
+    assert r.status_code == 409, r.text
+    assert r.json()["reason"] == "invalid_commands"
+    await h.complete(
+        task,
+        [
+            {
+                "type": "complete_update",
+                "update_id": task["workflow_update_id"],
+                "result": envelope(2),
+            }
+        ],
+    )

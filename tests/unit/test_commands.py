@@ -324,3 +324,32 @@ def test_timer_and_condition_wait_fields() -> None:
     }
     grouped = {"parallel_group_base_sequence": 1, "parallel_group_index": 0}
     assert "parallel" in structural([{"type": "open_condition_wait", **grouped}])
+
+
+@pytest.mark.parametrize(
+    ("command", "field"),
+    [
+        (
+            {"type": "start_timer", "delay_seconds": 1, "parallel_group_base_sequence": 1},
+            "parallel_group_size",
+        ),
+        (
+            {"type": "schedule_activity", "activity_type": "a", "start_to_close_timeout": 2**40},
+            "start_to_close_timeout",
+        ),
+        (
+            {
+                "type": "schedule_activity",
+                "activity_type": "a",
+                "retry_policy": {"backoff_seconds": [10**13]},
+            },
+            "retry_policy.backoff_seconds",
+        ),
+    ],
+)
+def test_values_that_would_break_later_are_refused_up_front(
+    command: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValidationFailedError) as info:
+        parse_commands([command])
+    assert f"commands.0.{field}" in info.value.errors

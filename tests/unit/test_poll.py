@@ -74,7 +74,9 @@ async def test_empty_poll_returns_none_at_the_deadline_not_earlier(
     assert await poll(queue, waiters, timeout_s=5) is None
     elapsed = trio.current_time() - start
     assert 5 <= elapsed < 5.001
-    # One claim at the start; nothing woke it, so no claim when the deadline ends it.
+    # One claim at the start. Nothing woke it and the queue's empty mark is younger
+    # than the recheck interval, so no last claim when the deadline ends the parking
+    # (test_a_stale_empty_mark_... covers an old mark).
     assert queue.claims == [start]
     assert waiters.statistics().waiters == 0
 
@@ -86,7 +88,7 @@ async def test_rechecks_every_interval_without_wakes(
     start = trio.current_time()
     assert await poll(queue, waiters, timeout_s=3, recheck_s=0.5) is None
     offsets = [round(t - start, 6) for t in queue.claims]
-    assert offsets == [0, 0.5, 1.0, 1.5, 2.0, 2.5]  # the deadline itself is no recheck
+    assert offsets == [0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
 
 
 async def test_a_lost_wake_only_delays_until_the_next_recheck(
@@ -302,7 +304,7 @@ async def test_a_known_empty_queue_is_not_claimed_until_something_changes(
 ) -> None:
     queue, waiters = FakeQueue(), WaiterSet()
     assert await poll(queue, waiters, timeout_s=0) is None  # a probe finds nothing
-    assert waiters.known_empty(KEY)
+    assert waiters.known_empty(KEY, 1000)
     claims_before = len(queue.claims)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(lambda: poll(queue, waiters, timeout_s=1))  # becomes the head
@@ -312,7 +314,7 @@ async def test_a_known_empty_queue_is_not_claimed_until_something_changes(
         assert len(queue.claims) == claims_before
         queue.ready.append("t1")
         waiters.wake(KEY)  # a task arrived: the queue is no longer known empty
-        assert not waiters.known_empty(KEY)
+        assert not waiters.known_empty(KEY, 1000)
         await trio.sleep(0.01)
         assert not queue.ready  # the woken head took it
         # (the head leaving nudges the other poller, which looks once more and parks)
@@ -364,16 +366,62 @@ async def test_a_burst_of_polls_runs_few_claims_and_still_drains_a_backlog(
     assert len(queue.claims) < 30 + 2 * MAX_CLAIMS_IN_FLIGHT  # not one claim per poll
 
 
-async def test_parked_polls_ending_together_make_no_claims(
+async def test_parked_polls_ending_together_make_one_last_claim(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     queue, waiters = FakeQueue(), WaiterSet()
     async with trio.open_nursery() as nursery:
         for _ in range(50):
-            nursery.start_soon(lambda: poll(queue, waiters, timeout_s=5))
-    # One claim found the queue empty; the other 49 polls knew, and nobody
-    # claims again when the deadline ends the parking.
+            nursery.start_soon(lambda: poll(queue, waiters, timeout_s=5, recheck_s=10))
+    # One claim found the queue empty and the other 49 polls knew; at the deadline
+    # the mark is still fresh, so nobody claims again (nor when each departing
+    # head nudges the next).
     assert len(queue.claims) == 1
+
+
+async def test_a_stale_empty_mark_does_not_stop_short_polls_from_claiming(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A task that becomes ready without a wake (a retry after its backoff) is found
+    by short polls once the empty mark is a recheck interval old."""
+    queue, waiters = FakeQueue(), WaiterSet()
+    assert await poll(queue, waiters, timeout_s=1, recheck_s=1) is None
+    queue.ready.append("t1")  # no wake
+    assert await poll(queue, waiters, timeout_s=1, recheck_s=1) == "t1"
+
+
+async def test_a_claim_filtered_by_type_does_not_mark_the_queue_empty(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters = FakeQueue(), WaiterSet()
+    await poll_for_task(
+        waiters,
+        KEY,
+        queue.claim,
+        queue.release,
+        timeout_s=0,
+        recheck_s=10,
+        draining=trio.Event(),
+        typed=True,
+    )
+    assert not waiters.known_empty(KEY, 10)
+    await poll(queue, waiters, timeout_s=0, recheck_s=10)
+    assert waiters.known_empty(KEY, 10)
+
+
+async def test_a_wake_during_an_empty_claim_keeps_the_queue_unknown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters = FakeQueue(claim_delay_s=0.5), WaiterSet()
+
+    async def wake_midway() -> None:
+        await trio.sleep(0.2)
+        waiters.wake(KEY)  # the claim already read the queue; its result is stale
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wake_midway)
+        assert await poll(queue, waiters, timeout_s=0, recheck_s=10) is None
+    assert not waiters.known_empty(KEY, 10)
 
 
 async def test_a_wake_landing_on_a_poller_that_then_returns_a_task_is_passed_on(

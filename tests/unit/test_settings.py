@@ -90,3 +90,18 @@ def test_configuration_reference_lists_every_setting() -> None:
     documented = set(re.findall(r"`(DW_[A-Z0-9_]+)", doc))
     stray = documented - env_names() - RECOGNISED_UNUSED
     assert not stray, f"docs mention variables Settings does not know: {sorted(stray)}"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"DW_TASK_REPAIR_INTERVAL_SECONDS": "nan"},
+        {"DW_TIMEOUT_CHECK_INTERVAL_SECONDS": "inf"},
+        {"DW_QUERY_TASK_MAX_PENDING_PER_QUEUE": "0"},
+        {"DW_V2_UPDATE_WAIT_COMPLETION_TIMEOUT_SECONDS": "0"},
+        {"DW_WORKER_POLL_TIMEOUT": "0"},
+    ],
+)
+def test_values_that_would_stall_a_loop_or_every_call_are_refused(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError):
+        Settings.from_env(env)
