@@ -78,41 +78,30 @@ class Store:
             StoreUnavailableError, RetryableStoreError, AlreadyExistsError: translated
                 driver errors; anything else propagates unchanged.
         """
-        return await trio_asyncio.aio_as_trio(self._in_transaction)(op, *args, **kwargs)  # type: ignore[no-any-return]
+        return await trio_asyncio.aio_as_trio(self._run)(True, op, *args, **kwargs)  # type: ignore[no-any-return]
 
     async def read(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``op(conn, ...)`` without an explicit transaction: reads, and use cases
         whose only write is one statement (each statement commits on its own)."""
-        return await trio_asyncio.aio_as_trio(self._plain)(op, *args, **kwargs)  # type: ignore[no-any-return]
+        return await trio_asyncio.aio_as_trio(self._run)(False, op, *args, **kwargs)  # type: ignore[no-any-return]
 
-    async def _in_transaction(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
-            try:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    return await op(conn, *args, **kwargs)
-            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
-                # Two use cases locked the same rows in opposite orders; Postgres
-                # rolled one back. Nothing was applied: run it again.
-                if attempt == TRANSACTION_ATTEMPTS:
-                    raise translate(exc) from exc  # type: ignore[misc]
-                log.info("transaction retry %d after %s", attempt, type(exc).__name__)
-            except Exception as exc:
-                if (mapped := translate(exc)) is not None:
-                    raise mapped from exc
-                raise
-        raise AssertionError("unreachable")
-
-    async def _plain(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        # Operations run this way write with at most one statement, so a statement
-        # that Postgres rolled back for a deadlock left nothing behind: run it again.
+    async def _run(
+        self, in_transaction: bool, op: Op[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
             try:
                 async with self._pool.acquire() as conn:
-                    return await op(conn, *args, **kwargs)
+                    if not in_transaction:
+                        return await op(conn, *args, **kwargs)
+                    async with conn.transaction():
+                        return await op(conn, *args, **kwargs)
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+                # Two use cases locked the same rows in opposite orders; Postgres
+                # rolled one back. Nothing was applied (a whole transaction, or the
+                # one writing statement of a ``read`` operation): run it again.
                 if attempt == TRANSACTION_ATTEMPTS:
                     raise translate(exc) from exc  # type: ignore[misc]
-                log.info("statement retry %d after %s", attempt, type(exc).__name__)
+                log.info("retry %d after %s", attempt, type(exc).__name__)
             except Exception as exc:
                 if (mapped := translate(exc)) is not None:
                     raise mapped from exc
