@@ -92,6 +92,7 @@ def blueprint(rt: Runtime) -> Blueprint:
                     lambda: rt.store.transaction(engine.take_answer, request.task_id),
                     deadline=deadline,
                     recheck_s=settings.worker_poll_interval_ms / 1000,
+                    draining=rt.draining,
                 )
             except BaseException:
                 with trio.CancelScope(shield=True):  # the client went away: forget the task

@@ -68,6 +68,7 @@ def blueprint(rt: Runtime) -> Blueprint:
                         lambda: rt.store.read(engine.read_closed_update, update_id),
                         deadline=trio.current_time() + timeout_s,
                         recheck_s=settings.worker_poll_interval_ms / 1000,
+                        draining=rt.draining,
                     )
                 timed_out = closed is None
                 view = closed or view

@@ -26,11 +26,15 @@ async def wait_for_answer(
     *,
     deadline: float,
     recheck_s: float,
+    draining: trio.Event | None = None,
 ) -> T | None:
-    """``check()``'s first non-None result, or None once ``deadline`` (trio clock) passes."""
+    """``check()``'s first non-None result, or None once ``deadline`` (trio clock)
+    passes or the server drains (the caller then answers as for a timeout at once,
+    instead of being cut off when the graceful drain ends)."""
     while True:
         found = await check()
-        if found is not None or trio.current_time() >= deadline:
+        stop = trio.current_time() >= deadline or (draining is not None and draining.is_set())
+        if found is not None or stop:
             waiter.consumed = True  # nobody else waits on this key: nothing to pass on
             return found
         with trio.move_on_at(min(deadline, trio.current_time() + recheck_s)):
