@@ -16,6 +16,7 @@ import httpx
 
 from bench.backlog import load_activity_backlog
 from bench.harness import (
+    WP,
     bench_database,
     dwtrio_server,
     median_of_runs,
@@ -25,8 +26,6 @@ from bench.harness import (
     table,
     write_result,
 )
-
-WP = {"X-Durable-Workflow-Protocol-Version": "1.20"}
 
 
 def measure(url: str, queue: str, samples: int, label: str) -> list[float]:

@@ -23,6 +23,9 @@ from typing import Any
 import httpx
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Version headers of the two planes (httpx adds the JSON content type to json= bodies).
+WP = {"X-Durable-Workflow-Protocol-Version": "1.20"}
+CP = {"X-Durable-Workflow-Control-Plane-Version": "2"}
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 
 from bench.harness import (
+    CP,
+    WP,
     bench_database,
     dwtrio_server,
     median_of_runs,
@@ -29,10 +31,6 @@ from bench.harness import (
     table,
     write_result,
 )
-
-WP = {"X-Durable-Workflow-Protocol-Version": "1.20"}
-CP = {"X-Durable-Workflow-Control-Plane-Version": "2"}
-
 
 POLL_S = 60  # the longest poll the server holds (it caps a requested timeout at 60 s)
 

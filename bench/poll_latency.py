@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 
 from bench.harness import (
+    CP,
+    WP,
     bench_database,
     dwtrio_server,
     median_of_runs,
@@ -30,8 +32,6 @@ from bench.harness import (
     write_result,
 )
 
-WP = {"X-Durable-Workflow-Protocol-Version": "1.20", "Content-Type": "application/json"}
-CP = {"X-Durable-Workflow-Control-Plane-Version": "2", "Content-Type": "application/json"}
 COMPLETE = {"type": "complete_workflow", "result": {"codec": "avro", "blob": "wwHioz3/VYAiNwA="}}
 
 

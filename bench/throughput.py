@@ -30,6 +30,8 @@ import httpx
 
 from bench.backlog import load_activity_backlog
 from bench.harness import (
+    CP,
+    WP,
     bench_database,
     dwtrio_server,
     median_of_runs,
@@ -40,8 +42,6 @@ from bench.harness import (
     write_result,
 )
 
-WP = {"X-Durable-Workflow-Protocol-Version": "1.20"}
-CP = {"X-Durable-Workflow-Control-Plane-Version": "2"}
 RESULT = {"codec": "avro", "blob": "wwHioz3/VYAiNwA="}
 ARGS = {"codec": "avro", "blob": "wwHioz3/VYAiNwwCCgp3b3JsZAA="}  # ["world"]
 POLL_S = 5  # long-poll timeout of every loop; polls still parked at the window's end are cut

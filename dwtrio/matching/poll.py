@@ -67,7 +67,6 @@ async def poll_for_task(
                 # A wake that arrived during the claim is left unconsumed: passed on.
                 return None
             event = waiter.event
-            waiter.consumed = False
             # Only the queue's head rechecks on a timer; the others wait for a wake
             # (the head's departure nudges the next one, so someone always rechecks).
             park_until = deadline
