@@ -132,6 +132,13 @@ class RouteNotFoundError(DwtrioError):
     http_status = 404
 
 
+class RequestTimeoutError(DwtrioError):
+    """The request body did not arrive in time."""
+
+    reason = "request_timeout"
+    http_status = 408
+
+
 class MethodNotAllowedError(DwtrioError):
     """The route does not accept this method."""
 

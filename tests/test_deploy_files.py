@@ -124,10 +124,10 @@ def test_k8s_probes_ports_and_selectors_line_up() -> None:
 
 
 def test_probe_routes_exist() -> None:
-    from dwtrio.http.app import create_app
+    from dwtrio.http.app import create_quart_app
     from dwtrio.runtime import Runtime
     from dwtrio.settings import Settings
 
-    app = create_app(Runtime.build(Settings.from_env({}), store=None))  # type: ignore[arg-type]
+    app = create_quart_app(Runtime.build(Settings.from_env({}), store=None))  # type: ignore[arg-type]
     rules = {r.rule for r in app.url_map.iter_rules()}
     assert {"/api/health", "/api/ready"} <= rules

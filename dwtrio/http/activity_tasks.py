@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, g
-
 from dwtrio import wire
 from dwtrio.engine import activity_tasks as engine
-from dwtrio.http.worker_response import long_poll, worker_json, worker_outcome
+from dwtrio.http.worker_plane import Reply, Route, WorkerCall
+from dwtrio.http.worker_response import long_poll, worker_outcome
 from dwtrio.protocol.worker import (
     CompleteActivityTask,
     FailActivityTask,
@@ -16,14 +15,12 @@ from dwtrio.protocol.worker import (
 from dwtrio.runtime import Runtime
 
 
-def blueprint(rt: Runtime) -> Blueprint:
-    bp = Blueprint("activity_tasks", __name__)
+def routes(rt: Runtime) -> list[Route]:
     settings = rt.settings
 
-    @bp.post("/api/worker/activity-tasks/poll")
-    async def poll() -> Response:
-        req = wire.structure(g.json, PollTasks)
-        namespace = g.namespace
+    async def poll(call: WorkerCall) -> Reply:
+        req = wire.structure(call.json, PollTasks)
+        namespace = call.namespace
         _, types = await rt.registrations.types(namespace, req.worker_id, req.task_queue)
         params = engine.ClaimParams(
             namespace=namespace,
@@ -43,22 +40,24 @@ def blueprint(rt: Runtime) -> Blueprint:
             typed=bool(params.activity_types),
         )
 
-    @bp.post("/api/worker/activity-tasks/<task_id>/complete")
-    async def complete(task_id: str) -> Response:
-        req = wire.structure(g.json, CompleteActivityTask)
-        return await worker_outcome(rt, engine.complete, g.namespace, task_id, req)
+    async def complete(call: WorkerCall, task_id: str) -> Reply:
+        req = wire.structure(call.json, CompleteActivityTask)
+        return await worker_outcome(rt, engine.complete, call.namespace, task_id, req)
 
-    @bp.post("/api/worker/activity-tasks/<task_id>/fail")
-    async def fail(task_id: str) -> Response:
-        req = wire.structure(g.json, FailActivityTask)
-        return await worker_outcome(rt, engine.fail, g.namespace, task_id, req)
+    async def fail(call: WorkerCall, task_id: str) -> Reply:
+        req = wire.structure(call.json, FailActivityTask)
+        return await worker_outcome(rt, engine.fail, call.namespace, task_id, req)
 
-    @bp.post("/api/worker/activity-tasks/<task_id>/heartbeat")
-    async def heartbeat(task_id: str) -> Response:
-        req = wire.structure(g.json, HeartbeatActivityTask)
+    async def heartbeat(call: WorkerCall, task_id: str) -> Reply:
+        req = wire.structure(call.json, HeartbeatActivityTask)
         body = await rt.store.transaction(
-            engine.heartbeat, g.namespace, task_id, req, settings.activity_task_timeout_s
+            engine.heartbeat, call.namespace, task_id, req, settings.activity_task_timeout_s
         )
-        return worker_json(rt, body)
+        return Reply(body)
 
-    return bp
+    return [
+        Route("POST", "activity-tasks/poll", poll, long_poll=True),
+        Route("POST", "activity-tasks/{task_id}/complete", complete),
+        Route("POST", "activity-tasks/{task_id}/fail", fail),
+        Route("POST", "activity-tasks/{task_id}/heartbeat", heartbeat),
+    ]

@@ -1,4 +1,10 @@
-"""create_app(rt): the Quart-Trio application, its pipeline hooks and error handler."""
+"""create_app(rt): the ASGI application.
+
+The worker plane (``/api/worker/...``) is served below Quart by
+``worker_plane.WorkerPlane`` (see its docstring for why); everything else is
+the Quart-Trio app built by :func:`create_quart_app`, with its pipeline hooks
+and error handler.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +19,27 @@ from dwtrio.http import (
     namespaces,
     pipeline,
     queries,
+    query_tasks,
     updates,
     workers,
     workflow_commands,
     workflow_tasks,
     workflows,
 )
+from dwtrio.http.worker_plane import WorkerPlane
 from dwtrio.runtime import Runtime
 
 
-def create_app(rt: Runtime) -> QuartTrio:
+def create_app(rt: Runtime) -> WorkerPlane:
+    routes = [
+        route
+        for module in (workers, workflow_tasks, activity_tasks, query_tasks)
+        for route in module.routes(rt)
+    ]
+    return WorkerPlane(rt, routes, fallback=create_quart_app(rt))
+
+
+def create_quart_app(rt: Runtime) -> QuartTrio:
     app = QuartTrio("dwtrio")
     # The body gate enforces DW_MAX_PAYLOAD_BYTES itself; Quart's own cap is a backstop.
     app.config["MAX_CONTENT_LENGTH"] = rt.settings.max_payload_bytes + 1
@@ -48,10 +65,6 @@ def create_app(rt: Runtime) -> QuartTrio:
             worker_capabilities=rt.worker_capabilities,
         )
 
-    for module in (health, cluster, namespaces, workers, workflow_tasks, activity_tasks):
+    for module in (health, cluster, namespaces, workflows, queries, updates, workflow_commands):
         app.register_blueprint(module.blueprint(rt))
-    app.register_blueprint(workflows.blueprint(rt))
-    app.register_blueprint(queries.blueprint(rt))
-    app.register_blueprint(updates.blueprint(rt))
-    app.register_blueprint(workflow_commands.blueprint(rt))
     return app

@@ -2,16 +2,24 @@
 
 Gate order (first failure answers): body (413/415/400) -> authentication
 (500/401) -> role (403) -> version header (400) -> namespace (404) -> handler.
-The body is always read here, even when nobody needs it, because an unread
-body can hang the next request on a keep-alive connection.
+The body is always read, even when nobody needs it, because an unread body
+can hang the next request on a keep-alive connection.
+
+The gates are plain functions of the method, path, headers and body, shared by
+the two ways a request is served: the Quart app (control plane, discovery,
+probes) runs them in its ``before_request`` hook through :func:`run_gates`;
+the worker plane (``worker_plane.py``, below Quart) calls :func:`admit`
+directly.
 """
 
 from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
+import attrs
 from quart import Response, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -28,7 +36,7 @@ from dwtrio.errors import (
     UnsupportedProtocolVersionError,
 )
 from dwtrio.http import control_envelope
-from dwtrio.http.auth import authenticate, role_allowed
+from dwtrio.http.auth import Principal, authenticate, role_allowed
 from dwtrio.http.routes import RoutePolicy, classify
 from dwtrio.manifest import CONTROL_PLANE_HEADER, CONTROL_PLANE_VERSION, WORKER_PROTOCOL_HEADER
 from dwtrio.runtime import Runtime
@@ -38,57 +46,48 @@ ACCEPTED_CONTENT_TYPES = ["application/json", "application/*+json"]
 COMPRESSION_MIN_BYTES = 1024
 
 
-def current_policy() -> RoutePolicy:
-    policy: RoutePolicy | None = getattr(g, "policy", None)
-    return policy or classify(request.method, request.path)
+@attrs.frozen
+class Admitted:
+    """What the gates established about a request."""
+
+    policy: RoutePolicy
+    #: Whether a body was sent, and its decoded JSON (None when none was).
+    has_body: bool
+    json: Any
+    principal: Principal | None = None
+    namespace: str | None = None
 
 
-async def read_body(rt: Runtime) -> Any:
-    """Gate 1: size, media type and JSON syntax. Returns the decoded body (or None)."""
-    limit = rt.settings.max_payload_bytes
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise PayloadTooLargeError(f"The request body exceeds {limit} bytes.", limit=limit)
-    try:
-        raw = await request.get_data(cache=True)
-    except RequestEntityTooLarge:
-        raise PayloadTooLargeError(
-            f"The request body exceeds {limit} bytes.", limit=limit
-        ) from None
-    assert isinstance(raw, bytes)
-    if len(raw) > limit:
-        raise PayloadTooLargeError(f"The request body exceeds {limit} bytes.", limit=limit)
-    g.raw_body = raw
-    g.has_body = request.method in BODY_METHODS and bool(raw or (declared or 0) > 0)
-    if not g.has_body:
-        return None
-    media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
-    if not (media == "application/json" or media.endswith("+json")) or request.headers.get(
-        "content-encoding", "identity"
-    ).strip().lower() not in ("", "identity"):
+def too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"The request body exceeds {limit} bytes.", limit=limit)
+
+
+def decode_body(
+    method: str, raw: bytes, declared: int | None, headers: Mapping[str, str]
+) -> tuple[bool, Any]:
+    """Gate 1 (after the size check): media type and JSON syntax -> (has_body, json)."""
+    if not (method in BODY_METHODS and bool(raw or (declared or 0) > 0)):
+        return False, None
+    media = (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    encoding = (headers.get("content-encoding") or "identity").strip().lower()
+    if not (media == "application/json" or media.endswith("+json")) or encoding not in (
+        "",
+        "identity",
+    ):
         raise UnsupportedMediaTypeError(
             "Request bodies must be uncompressed JSON (Content-Type: application/json).",
             accepted_content_types=ACCEPTED_CONTENT_TYPES,
         )
     try:
-        return wire.loads(raw)
+        return True, wire.loads(raw)
     except ValueError as exc:
         raise MalformedJsonError(
             "The request body is not valid JSON.", json_error=str(exc)
         ) from None
 
 
-def json_body() -> Any:
-    """The decoded request body, or ``{}`` when the request had none.
-
-    A body that was sent (even JSON ``null``, ``[]`` or ``0``) is returned as is,
-    so the handler's validation rejects it as "not a JSON object".
-    """
-    return g.json if getattr(g, "has_body", False) else {}
-
-
-def check_control_plane_version(*, required: bool) -> None:
-    value = (request.headers.get(CONTROL_PLANE_HEADER) or "").strip()
+def check_control_plane_version(headers: Mapping[str, str], *, required: bool) -> None:
+    value = (headers.get(CONTROL_PLANE_HEADER) or "").strip()
     remediation = (
         f"Send {CONTROL_PLANE_HEADER}: {CONTROL_PLANE_VERSION} on every control-plane request."
     )
@@ -110,8 +109,8 @@ def check_control_plane_version(*, required: bool) -> None:
         )
 
 
-def check_worker_protocol_version(advertised: str) -> None:
-    value = (request.headers.get(WORKER_PROTOCOL_HEADER) or "").strip()
+def check_worker_protocol_version(headers: Mapping[str, str], advertised: str) -> None:
+    value = (headers.get(WORKER_PROTOCOL_HEADER) or "").strip()
     if not value:
         raise MissingProtocolVersionError(
             f"The {WORKER_PROTOCOL_HEADER} header is required on worker routes.",
@@ -128,11 +127,10 @@ def check_worker_protocol_version(advertised: str) -> None:
         )
 
 
-def resolve_namespace(default: str) -> str:
-    header = request.headers.get("x-namespace")
+def resolve_namespace(default: str, header: str | None, param: str | None) -> str:
+    """X-Namespace, else the ``namespace`` query parameter, else the default (lower-cased)."""
     if header is not None and header.strip():
         return header.strip().lower()
-    param = request.args.get("namespace")
     if param:
         return param.strip().lower()
     return default.lower()
@@ -143,38 +141,51 @@ def namespace_could_exist(name: str) -> bool:
     return "\x00" not in name
 
 
-async def run_gates(rt: Runtime) -> None:
-    """before_request hook: every gate, in the documented order."""
-    policy = classify(request.method, request.path)
-    g.policy = policy
-    g.json = await read_body(rt)
+async def admit(
+    rt: Runtime,
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    raw: bytes,
+    *,
+    declared: int | None,
+    namespace_param: str | None,
+) -> Admitted:
+    """Every gate after the size check, in the documented order.
+
+    ``headers`` answers ``get`` for lower-case names; ``raw`` is the whole body.
+    """
+    policy = classify(method, path)
+    has_body, json = decode_body(method, raw, declared, headers)
     if not policy.authenticated:
-        return
-    principal = authenticate(rt.settings, request.headers, g.raw_body)  # type: ignore[arg-type]
-    g.principal = principal
+        return Admitted(policy, has_body, json)
+    principal = authenticate(rt.settings, headers, raw)
     if not role_allowed(principal, policy.roles):
         fields: dict[str, Any] = {"allowed_roles": list(policy.roles)}
         if principal.role is not None:
             fields = {"role": principal.role, **fields}
         raise ForbiddenError("This credential's role may not use this route.", **fields)
     if policy.plane == "control":
-        check_control_plane_version(required=True)
+        check_control_plane_version(headers, required=True)
     elif policy.plane == "discovery":
-        check_control_plane_version(required=False)
+        check_control_plane_version(headers, required=False)
     elif policy.plane == "worker":
-        check_worker_protocol_version(rt.settings.worker_protocol_version)
-    g.namespace = resolve_namespace(rt.settings.default_namespace)
+        check_worker_protocol_version(headers, rt.settings.worker_protocol_version)
+    namespace = resolve_namespace(
+        rt.settings.default_namespace, headers.get("x-namespace"), namespace_param
+    )
     if policy.check_namespace and not (
-        namespace_could_exist(g.namespace) and await rt.namespaces.exists(g.namespace)
+        namespace_could_exist(namespace) and await rt.namespaces.exists(namespace)
     ):
         raise NamespaceNotFoundError(
-            f"Namespace {g.namespace!r} does not exist.",
-            namespace=g.namespace,
+            f"Namespace {namespace!r} does not exist.",
+            namespace=namespace,
             remediation="Create it with POST /api/namespaces or send an existing X-Namespace.",
         )
+    return Admitted(policy, has_body, json, principal, namespace)
 
 
-def _choose_encoding(accept: str, offered: tuple[str, ...]) -> str | None:
+def choose_encoding(accept: str, offered: tuple[str, ...] = ("gzip", "deflate")) -> str | None:
     q: dict[str, float] = {}
     for item in accept.split(","):
         name, *params = (p.strip() for p in item.split(";"))
@@ -199,6 +210,62 @@ def _choose_encoding(accept: str, offered: tuple[str, ...]) -> str | None:
     return None
 
 
+def compress_json(data: bytes, accept_encoding: str) -> tuple[bytes, str | None]:
+    """gzip or raw-deflate a JSON body of at least 1 KiB, as Accept-Encoding prefers."""
+    if len(data) < COMPRESSION_MIN_BYTES:
+        return data, None
+    encoding = choose_encoding(accept_encoding)
+    if encoding == "gzip":
+        return gzip.compress(data, compresslevel=6), encoding
+    if encoding == "deflate":
+        co = zlib.compressobj(6, zlib.DEFLATED, -15)  # raw DEFLATE, no zlib header
+        return co.compress(data) + co.flush(), encoding
+    return data, None
+
+
+# --- the Quart side ---------------------------------------------------------------------
+
+
+def current_policy() -> RoutePolicy:
+    admitted: Admitted | None = getattr(g, "admitted", None)
+    return admitted.policy if admitted else classify(request.method, request.path)
+
+
+def json_body() -> Any:
+    """The decoded request body, or ``{}`` when the request had none.
+
+    A body that was sent (even JSON ``null``, ``[]`` or ``0``) is returned as is,
+    so the handler's validation rejects it as "not a JSON object".
+    """
+    admitted: Admitted | None = getattr(g, "admitted", None)
+    return admitted.json if admitted and admitted.has_body else {}
+
+
+async def run_gates(rt: Runtime) -> None:
+    """before_request hook: read the body, then every gate, in the documented order."""
+    limit = rt.settings.max_payload_bytes
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise too_large(limit)
+    try:
+        raw = await request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise too_large(limit) from None
+    assert isinstance(raw, bytes)
+    if len(raw) > limit:
+        raise too_large(limit)
+    g.admitted = await admit(
+        rt,
+        request.method,
+        request.path,
+        request.headers,  # type: ignore[arg-type]  # werkzeug Headers: case-insensitive get
+        raw,
+        declared=declared,
+        namespace_param=request.args.get("namespace"),
+    )
+    g.namespace = g.admitted.namespace
+
+
 async def finish_response(rt: Runtime, response: Response) -> Response:
     """after_request hook: version headers, the control_plane envelope, compression."""
     policy = current_policy()
@@ -207,27 +274,16 @@ async def finish_response(rt: Runtime, response: Response) -> Response:
         await control_envelope.attach(response)
     elif policy.plane == "worker":
         response.headers[WORKER_PROTOCOL_HEADER] = rt.settings.worker_protocol_version
-    if rt.settings.compression_enabled and "content-encoding" not in response.headers:
-        await compress(response)
+    if (
+        rt.settings.compression_enabled
+        and "content-encoding" not in response.headers
+        and (response.mimetype or "").endswith("json")
+    ):
+        data = await response.get_data()
+        assert isinstance(data, bytes)
+        packed, encoding = compress_json(data, request.headers.get("accept-encoding", ""))
+        if encoding is not None:
+            response.set_data(packed)
+            response.headers["Content-Encoding"] = encoding
+            response.vary.add("Accept-Encoding")
     return response
-
-
-async def compress(response: Response) -> None:
-    """gzip or raw-deflate a JSON body of at least 1 KiB, as Accept-Encoding prefers."""
-    if not (response.mimetype or "").endswith("json"):
-        return
-    data = await response.get_data()
-    assert isinstance(data, bytes)
-    if len(data) < COMPRESSION_MIN_BYTES:
-        return
-    encoding = _choose_encoding(request.headers.get("accept-encoding", ""), ("gzip", "deflate"))
-    if encoding is None:
-        return
-    if encoding == "gzip":
-        packed = gzip.compress(data, compresslevel=6)
-    else:
-        co = zlib.compressobj(6, zlib.DEFLATED, -15)  # raw DEFLATE, no zlib header
-        packed = co.compress(data) + co.flush()
-    response.set_data(packed)
-    response.headers["Content-Encoding"] = encoding
-    response.vary.add("Accept-Encoding")

@@ -1,10 +1,8 @@
-"""Queries: the control-plane query route and the worker's query-task routes.
+"""Queries: ``POST /api/workflows/{wf}[/runs/{run}]/query/{name}`` (control-plane.md §5.8).
 
-Control plane (control-plane.md §5.8): ``POST /api/workflows/{wf}[/runs/{run}]/query/{name}``
-admits a query task, wakes the queue's query pollers and parks until a worker
-answers or ``DW_QUERY_TASK_TIMEOUT`` passes (``504 query_worker_timeout``).
-Worker plane (worker-plane.md §10): ``/api/worker/query-tasks/poll``,
-``.../{id}/complete`` and ``.../{id}/fail``. Query tasks never touch history.
+The call admits a query task, wakes the queue's query pollers and parks until
+a worker answers (``query_tasks.py``) or ``DW_QUERY_TASK_TIMEOUT`` passes
+(``504 query_worker_timeout``). Query tasks never touch history.
 """
 
 from __future__ import annotations
@@ -19,12 +17,10 @@ from dwtrio.engine import queries as engine
 from dwtrio.errors import InstanceNotFoundError, QueryWorkerTimeoutError, ValidationFailedError
 from dwtrio.http.envelope import json_response
 from dwtrio.http.pipeline import json_body
-from dwtrio.http.worker_response import long_poll, worker_outcome
 from dwtrio.http.workflows import could_exist
 from dwtrio.matching.answers import wait_for_answer
 from dwtrio.protocol.ids import new_id
-from dwtrio.protocol.queries import CompleteQueryTask, FailQueryTask, QueryWorkflow
-from dwtrio.protocol.worker import PollTasks
+from dwtrio.protocol.queries import QueryWorkflow
 from dwtrio.protocol.workflow_commands import operation_name_errors
 from dwtrio.runtime import Runtime
 
@@ -112,37 +108,5 @@ def blueprint(rt: Runtime) -> Blueprint:
         return answer_response(
             answer, workflow_id=wf, run_id=admitted.run_id, scope=scope, name=name
         )
-
-    @bp.post("/api/worker/query-tasks/poll")
-    async def poll() -> Response:
-        req = wire.structure(g.json, PollTasks)
-        namespace = g.namespace
-        types, _ = await rt.registrations.types(namespace, req.worker_id, req.task_queue)
-        params = engine.ClaimParams(
-            namespace=namespace,
-            task_queue=req.task_queue,
-            worker_id=req.worker_id,
-            poll_request_id=req.poll_request_id,
-            workflow_types=tuple(types),
-        )
-        return await long_poll(
-            rt,
-            (namespace, req.task_queue, engine.POLL_KIND),
-            params,
-            engine.claim,
-            engine.release,
-            timeout_seconds=req.timeout_seconds,
-            typed=bool(params.workflow_types),
-        )
-
-    @bp.post("/api/worker/query-tasks/<task_id>/complete")
-    async def complete(task_id: str) -> Response:
-        req = wire.structure(g.json, CompleteQueryTask)
-        return await worker_outcome(rt, engine.complete, g.namespace, task_id, req)
-
-    @bp.post("/api/worker/query-tasks/<task_id>/fail")
-    async def fail(task_id: str) -> Response:
-        req = wire.structure(g.json, FailQueryTask)
-        return await worker_outcome(rt, engine.fail, g.namespace, task_id, req)
 
     return bp

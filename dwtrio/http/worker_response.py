@@ -1,13 +1,11 @@
-"""Worker-plane responses: every body carries the protocol version and capabilities; long-polls."""
+"""Worker-plane answers: a report's outcome after its commit, and long-polls."""
 
 from __future__ import annotations
 
 from typing import Any, ParamSpec
 
-from quart import Response
-
 from dwtrio.engine.outcome import Outcome, QueueKey
-from dwtrio.http.envelope import json_response, worker_body
+from dwtrio.http.worker_plane import Reply
 from dwtrio.matching.poll import poll_for_task
 from dwtrio.runtime import Runtime
 from dwtrio.store.pool import Op
@@ -15,22 +13,16 @@ from dwtrio.store.pool import Op
 P = ParamSpec("P")
 
 
-def worker_json(rt: Runtime, payload: dict[str, Any], status: int = 200) -> Response:
-    return json_response(
-        worker_body(payload, rt.settings.worker_protocol_version, rt.worker_capabilities), status
-    )
-
-
 async def worker_outcome(
     rt: Runtime, op: Op[P, Outcome], *args: P.args, **kwargs: P.kwargs
-) -> Response:
+) -> Reply:
     """Run a worker's report (complete, fail, ...) as one transaction; only once it has
     committed, wake the queues it touched and nudge the timer loop if it armed a timer."""
     outcome = await rt.store.transaction(op, *args, **kwargs)
     rt.publish_wakes(outcome.wakes)
     if outcome.timer_armed:
         rt.timer_nudge.set()
-    return worker_json(rt, outcome.body, outcome.status)
+    return Reply(outcome.body, outcome.status)
 
 
 def poll_timeout_s(rt: Runtime, requested: int | None) -> float:
@@ -48,7 +40,7 @@ async def long_poll(
     timeout_seconds: int | None,
     atomic: bool = True,
     typed: bool = False,
-) -> Response:
+) -> Reply:
     """Answer a task poll: claim at once or park until woken; ``{"task": null}`` at the deadline.
 
     ``atomic=False`` runs the claim without an explicit transaction (two round
@@ -83,5 +75,5 @@ async def long_poll(
         typed=typed,
     )
     if task is None:
-        return worker_json(rt, {"task": None, "poll_status": "empty"})
-    return worker_json(rt, {"task": task})
+        return Reply({"task": None, "poll_status": "empty"})
+    return Reply({"task": task})

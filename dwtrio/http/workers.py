@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, g
-
 from dwtrio import wire
 from dwtrio.errors import WorkerNotFoundError, WorkerNotRegisteredError
-from dwtrio.http.worker_response import worker_json
+from dwtrio.http.worker_plane import Reply, Route, WorkerCall
 from dwtrio.protocol.worker import RegisterWorker, WorkerHeartbeat
 from dwtrio.runtime import Runtime
 from dwtrio.store import workers
@@ -15,14 +13,11 @@ from dwtrio.store.workers import Registration
 HEARTBEAT_INTERVAL_S = 60
 
 
-def blueprint(rt: Runtime) -> Blueprint:
-    bp = Blueprint("workers", __name__)
-
-    @bp.post("/api/worker/register")
-    async def register() -> Response:
-        req = wire.structure(g.json, RegisterWorker)
+def routes(rt: Runtime) -> list[Route]:
+    async def register(call: WorkerCall) -> Reply:
+        req = wire.structure(call.json, RegisterWorker)
         reg = Registration(
-            namespace=g.namespace,
+            namespace=call.namespace,
             worker_id=req.worker_id,
             task_queue=req.task_queue,
             runtime=req.runtime,
@@ -42,19 +37,18 @@ def blueprint(rt: Runtime) -> Blueprint:
             heartbeat_interval_seconds=HEARTBEAT_INTERVAL_S,
         )
         await rt.store.transaction(workers.register, reg)
-        rt.registrations.forget(g.namespace, req.worker_id)
+        rt.registrations.forget(call.namespace, req.worker_id)
         body = {
             "worker_id": req.worker_id,
             "registered": True,
             "heartbeat_interval_seconds": HEARTBEAT_INTERVAL_S,
         }
-        return worker_json(rt, body, 201)
+        return Reply(body, 201)
 
-    @bp.post("/api/worker/heartbeat")
-    async def heartbeat() -> Response:
-        req = wire.structure(g.json, WorkerHeartbeat)
+    async def heartbeat(call: WorkerCall) -> Reply:
+        req = wire.structure(call.json, WorkerHeartbeat)
         known = await rt.store.transaction(
-            workers.heartbeat, g.namespace, req.worker_id, req.task_slots, req.process_metrics
+            workers.heartbeat, call.namespace, req.worker_id, req.task_slots, req.process_metrics
         )
         if not known:
             raise WorkerNotRegisteredError("The worker is not registered.", worker_id=req.worker_id)
@@ -63,20 +57,23 @@ def blueprint(rt: Runtime) -> Blueprint:
             "acknowledged": True,
             "heartbeat_interval_seconds": HEARTBEAT_INTERVAL_S,
         }
-        return worker_json(rt, body)
+        return Reply(body)
 
-    @bp.delete("/api/worker/registrations/<worker_id>")
-    async def deregister(worker_id: str) -> Response:
-        queues = await rt.store.transaction(workers.deregister, g.namespace, worker_id)
-        rt.registrations.forget(g.namespace, worker_id)
+    async def deregister(call: WorkerCall, worker_id: str) -> Reply:
+        queues = await rt.store.transaction(workers.deregister, call.namespace, worker_id)
+        rt.registrations.forget(call.namespace, worker_id)
         if queues is None:
             raise WorkerNotFoundError("The worker is not registered.", worker_id=worker_id)
-        rt.publish_wakes({(g.namespace, q, "workflow") for q in queues})
+        rt.publish_wakes({(call.namespace, q, "workflow") for q in queues})
         body = {
             "worker_id": worker_id,
             "outcome": "deregistered",
             "recovered_workflow_task_count": len(queues),
         }
-        return worker_json(rt, body)
+        return Reply(body)
 
-    return bp
+    return [
+        Route("POST", "register", register),
+        Route("POST", "heartbeat", heartbeat),
+        Route("DELETE", "registrations/{worker_id}", deregister),
+    ]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, g
-
 from dwtrio import wire
 from dwtrio.engine import workflow_tasks as engine
 from dwtrio.engine.commands.context import CommandLimits
-from dwtrio.http.worker_response import long_poll, worker_json, worker_outcome
+from dwtrio.http.worker_plane import Reply, Route, WorkerCall
+from dwtrio.http.worker_response import long_poll, worker_outcome
 from dwtrio.protocol.worker import (
     CompleteWorkflowTask,
     FailWorkflowTask,
@@ -18,15 +17,13 @@ from dwtrio.protocol.worker import (
 from dwtrio.runtime import Runtime
 
 
-def blueprint(rt: Runtime) -> Blueprint:
-    bp = Blueprint("workflow_tasks", __name__)
+def routes(rt: Runtime) -> list[Route]:
     settings = rt.settings
     limits = CommandLimits.from_settings(settings)
 
-    @bp.post("/api/worker/workflow-tasks/poll")
-    async def poll() -> Response:
-        req = wire.structure(g.json, PollTasks)
-        namespace = g.namespace
+    async def poll(call: WorkerCall) -> Reply:
+        req = wire.structure(call.json, PollTasks)
+        namespace = call.namespace
         types, _ = await rt.registrations.types(namespace, req.worker_id, req.task_queue)
         page = min(
             req.history_page_size or settings.history_page_size_default,
@@ -52,31 +49,33 @@ def blueprint(rt: Runtime) -> Blueprint:
             atomic=False,  # engine.claim writes with one statement; see its docstring
         )
 
-    @bp.post("/api/worker/workflow-tasks/<task_id>/history")
-    async def history(task_id: str) -> Response:
-        req = wire.structure(g.json, HistoryPage)
+    async def history(call: WorkerCall, task_id: str) -> Reply:
+        req = wire.structure(call.json, HistoryPage)
         page = min(settings.history_page_size_default, settings.history_page_size_max)
         body = await rt.store.transaction(
-            engine.history_page, g.namespace, task_id, req.next_history_page_token, req, page
+            engine.history_page, call.namespace, task_id, req.next_history_page_token, req, page
         )
-        return worker_json(rt, body)
+        return Reply(body)
 
-    @bp.post("/api/worker/workflow-tasks/<task_id>/complete")
-    async def complete(task_id: str) -> Response:
-        req = wire.structure(g.json, CompleteWorkflowTask)
-        return await worker_outcome(rt, engine.complete, g.namespace, task_id, req, limits)
+    async def complete(call: WorkerCall, task_id: str) -> Reply:
+        req = wire.structure(call.json, CompleteWorkflowTask)
+        return await worker_outcome(rt, engine.complete, call.namespace, task_id, req, limits)
 
-    @bp.post("/api/worker/workflow-tasks/<task_id>/fail")
-    async def fail(task_id: str) -> Response:
-        req = wire.structure(g.json, FailWorkflowTask)
-        return await worker_outcome(rt, engine.fail, g.namespace, task_id, req)
+    async def fail(call: WorkerCall, task_id: str) -> Reply:
+        req = wire.structure(call.json, FailWorkflowTask)
+        return await worker_outcome(rt, engine.fail, call.namespace, task_id, req)
 
-    @bp.post("/api/worker/workflow-tasks/<task_id>/heartbeat")
-    async def heartbeat(task_id: str) -> Response:
-        req = wire.structure(g.json, WorkflowTaskLease)
+    async def heartbeat(call: WorkerCall, task_id: str) -> Reply:
+        req = wire.structure(call.json, WorkflowTaskLease)
         body = await rt.store.transaction(
-            engine.heartbeat, g.namespace, task_id, req, settings.workflow_task_timeout_s
+            engine.heartbeat, call.namespace, task_id, req, settings.workflow_task_timeout_s
         )
-        return worker_json(rt, body)
+        return Reply(body)
 
-    return bp
+    return [
+        Route("POST", "workflow-tasks/poll", poll, long_poll=True),
+        Route("POST", "workflow-tasks/{task_id}/history", history),
+        Route("POST", "workflow-tasks/{task_id}/complete", complete),
+        Route("POST", "workflow-tasks/{task_id}/fail", fail),
+        Route("POST", "workflow-tasks/{task_id}/heartbeat", heartbeat),
+    ]

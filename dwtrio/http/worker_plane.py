@@ -1,0 +1,262 @@
+"""The worker plane (``/api/worker/...``), served as plain ASGI below Quart.
+
+Workers make most of a server's requests (a poll and a completion per task)
+and hold most of its open connections (thousands of parked long-polls), so
+their routes skip Quart's request machinery: no request context, no
+werkzeug request and response objects, no request nursery, and one Trio task
+per request instead of three (a parked poll adds one more, to notice a client
+that goes away). Per request that is roughly half the server CPU of the same
+handler under Quart and a third less memory per parked poll; see
+docs/performance.md.
+
+Everything else (control plane, discovery, probes, unknown paths) goes to the
+Quart app. Both sides run the same gates (``pipeline.admit``), in the same
+order, and map errors with the same functions (``envelope``),
+so a client cannot tell which side answered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+import attrs
+import trio
+
+from dwtrio import wire
+from dwtrio.errors import (
+    MethodNotAllowedError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    RouteNotFoundError,
+)
+from dwtrio.http import pipeline
+from dwtrio.http.envelope import JSON, error_body, to_dwtrio_error
+from dwtrio.manifest import WORKER_PROTOCOL_HEADER
+from dwtrio.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/worker/"
+#: How long a client may take to send its request body (Quart's own default).
+BODY_TIMEOUT_S = 60.0
+
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+
+@attrs.frozen
+class WorkerCall:
+    """What a worker-route handler gets: the admitted namespace and the decoded body."""
+
+    namespace: str
+    #: The JSON body as sent (None when the request had none); handlers structure it.
+    json: Any
+
+
+@attrs.frozen
+class Reply:
+    """A handler's answer; the plane adds ``protocol_version`` and ``server_capabilities``."""
+
+    body: dict[str, Any]
+    status: int = 200
+
+
+Handler = Callable[..., Awaitable[Reply]]
+
+
+@attrs.frozen
+class Route:
+    """``method`` + a pattern below /api/worker/ such as ``activity-tasks/{task_id}/complete``.
+
+    ``long_poll`` routes are cancelled when their client disconnects, so a
+    parked poll of a gone worker never claims a task.
+    """
+
+    method: str
+    pattern: str
+    handler: Handler
+    long_poll: bool = False
+
+    def match(self, parts: list[str]) -> dict[str, str] | None:
+        segments = self.pattern.split("/")
+        if len(segments) != len(parts):
+            return None
+        params: dict[str, str] = {}
+        for segment, part in zip(segments, parts, strict=True):
+            if segment.startswith("{"):
+                if not part:
+                    return None
+                params[segment[1:-1]] = part
+            elif segment != part:
+                return None
+        return params
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request was read: nothing to answer."""
+
+
+class Headers(dict[str, str]):
+    """Request headers, case-insensitive on ``get`` (the first value of a repeated header)."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return super().get(name.lower(), default)
+
+    @classmethod
+    def from_scope(cls, raw: Iterable[tuple[bytes, bytes]]) -> Headers:
+        headers = cls()
+        for name, value in raw:
+            headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+        return headers
+
+
+def is_worker_path(path: str) -> bool:
+    return path.startswith(PREFIX)
+
+
+@attrs.define
+class WorkerPlane:
+    """The ASGI app: worker routes here, everything else to ``fallback`` (the Quart app)."""
+
+    rt: Runtime
+    routes: list[Route]
+    fallback: ASGIApp
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not is_worker_path(scope["path"]):
+            await self.fallback(scope, receive, send)
+            return
+        await self.serve(scope, receive, send)
+
+    def find(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        parts = path[len(PREFIX) :].split("/")
+        if len(parts) > 1 and parts[-1] == "":  # a trailing slash is tolerated
+            parts.pop()
+        allowed = False
+        for route in self.routes:
+            params = route.match(parts)
+            if params is None:
+                continue
+            if route.method == method:
+                return route, params
+            allowed = True
+        if allowed:
+            raise MethodNotAllowedError("The route does not accept this method.")
+        raise RouteNotFoundError("No such route.")
+
+    async def serve(self, scope: Any, receive: Any, send: Any) -> None:
+        rt = self.rt
+        method: str = scope["method"]
+        headers = Headers.from_scope(scope["headers"])
+        close = False
+        try:
+            try:
+                raw, declared = await read_body(receive, headers, rt.settings.max_payload_bytes)
+            except (PayloadTooLargeError, RequestTimeoutError):
+                close = True  # the rest of the body is never read: end the connection
+                raise
+            query = scope.get("query_string") or b""
+            admitted = await pipeline.admit(
+                rt,
+                method,
+                scope["path"],
+                headers,
+                raw,
+                declared=declared,
+                namespace_param=namespace_param(query) if b"namespace" in query else None,
+            )
+            route, params = self.find(method, scope["path"])
+            assert admitted.namespace is not None  # worker routes are authenticated
+            call = WorkerCall(admitted.namespace, admitted.json)
+            if route.long_poll:
+                reply = await until_disconnect(receive, lambda: route.handler(call, **params))
+                if reply is None:
+                    return  # the client went away while parked: nothing was claimed
+            else:
+                reply = await route.handler(call, **params)
+            body, status = reply.body, reply.status
+        except _ClientGone:
+            return
+        except Exception as exc:  # every error becomes the documented envelope
+            err = to_dwtrio_error(exc)
+            body, status = error_body(err), err.http_status
+            body["error"] = err.message
+        body["protocol_version"] = rt.settings.worker_protocol_version
+        body["server_capabilities"] = rt.worker_capabilities
+        await respond(send, rt, method, headers, status, body, close=close)
+
+
+async def read_body(
+    receive: Any, headers: Mapping[str, str], limit: int
+) -> tuple[bytes, int | None]:
+    """The whole request body (gate 1: at most ``limit`` bytes, within BODY_TIMEOUT_S)."""
+    declared_text = headers.get("content-length")
+    declared = int(declared_text) if declared_text and declared_text.isdigit() else None
+    if declared is not None and declared > limit:
+        raise pipeline.too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    with trio.move_on_after(BODY_TIMEOUT_S) as timer:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise pipeline.too_large(limit)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+    if timer.cancelled_caught:
+        raise RequestTimeoutError("The request body did not arrive in time.")
+    return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), declared
+
+
+def namespace_param(query: bytes) -> str | None:
+    values = parse_qs(query.decode("utf-8", "replace"), keep_blank_values=True).get("namespace")
+    return values[0] if values else None
+
+
+async def until_disconnect(receive: Any, handler: Callable[[], Awaitable[Reply]]) -> Reply | None:
+    """Run ``handler``, cancelling it if the client disconnects meanwhile (then None)."""
+    reply: Reply | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch)
+        reply = await handler()
+        nursery.cancel_scope.cancel()
+    return reply
+
+
+async def respond(
+    send: Any,
+    rt: Runtime,
+    method: str,
+    headers: Mapping[str, str],
+    status: int,
+    body: dict[str, Any],
+    *,
+    close: bool = False,
+) -> None:
+    data = wire.dumps(body)
+    out = [
+        (b"content-type", JSON.encode()),
+        (WORKER_PROTOCOL_HEADER.lower().encode(), rt.settings.worker_protocol_version.encode()),
+    ]
+    if rt.settings.compression_enabled:
+        data, encoding = pipeline.compress_json(data, headers.get("accept-encoding", ""))
+        if encoding is not None:
+            out += [(b"content-encoding", encoding.encode()), (b"vary", b"Accept-Encoding")]
+    out.append((b"content-length", str(len(data)).encode()))
+    if close:
+        out.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else data})

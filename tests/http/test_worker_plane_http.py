@@ -1,0 +1,164 @@
+"""The worker plane's own HTTP layer (``dwtrio/http/worker_plane.py``), over real HTTP.
+
+The worker routes are served below Quart, so the pipeline guarantees that
+``test_gates.py`` checks mostly on control-plane routes are checked here on
+worker routes: the body gate, gate order before routing, 404/405, trailing
+slashes, the namespace query parameter, compression, and a body that never
+arrives. Every error carries the worker-plane envelope.
+"""
+
+from __future__ import annotations
+
+import gzip
+import uuid
+
+import orjson
+import pytest
+import trio
+
+from dwtrio.http import worker_plane
+
+from conftest import CP, WP, RunningServer, StartServer
+from test_gates import JSON_CT, WP_HEADER, RawHttp, assert_worker_error
+
+POLL = "/api/worker/workflow-tasks/poll"
+WORKER_TOKEN = "test-worker-token"
+
+
+def register_body(worker: str = "w-1") -> dict[str, object]:
+    return {"worker_id": worker, "task_queue": "q", "runtime": "python"}
+
+
+async def test_body_gate_on_worker_routes(start_server: StartServer) -> None:
+    srv = await start_server(max_payload_bytes=2048, worker_token=WORKER_TOKEN)
+    big = b'{"worker_id": "' + b"x" * 3000 + b'"}'
+    async with srv.client(WORKER_TOKEN, **WP) as c:
+        r = await c.post(POLL, content=big, headers=JSON_CT)
+        assert_worker_error(r, 413, "payload_too_large", limit=2048)
+        # A body that was never read ends the connection rather than poisoning it.
+        assert r.headers.get("connection") == "close"
+
+        async def chunks():  # type: ignore[no-untyped-def]
+            for _ in range(4):
+                yield b"x" * 1000
+
+        r = await c.post(POLL, content=chunks(), headers=JSON_CT)
+        assert r.request.headers["transfer-encoding"] == "chunked"
+        assert_worker_error(r, 413, "payload_too_large", limit=2048)
+
+        r = await c.post(POLL, content=b"{nope", headers=JSON_CT)
+        assert_worker_error(r, 400, "malformed_json")
+        r = await c.post(POLL, content=b"{}", headers={"Content-Type": "text/plain"})
+        assert_worker_error(r, 415, "unsupported_media_type")
+        # The same client goes on working: the errors above left no connection hung.
+        r = await c.post("/api/worker/register", json=register_body())
+        assert r.status_code == 201, r.text
+
+
+async def test_declared_length_over_limit_answers_from_the_head(start_server: StartServer) -> None:
+    srv = await start_server(max_payload_bytes=2048)
+    raw = await RawHttp.open(srv)
+    try:
+        with trio.fail_after(5):
+            status, headers, body = await raw.request(
+                "POST", POLL, {**JSON_CT, **WP}, declared_length=10_000_000
+            )
+    finally:
+        await raw.aclose()
+    assert status == 413
+    assert headers[WP_HEADER.lower()] == "1.20"
+    assert headers["connection"] == "close"
+    assert orjson.loads(body)["reason"] == "payload_too_large"
+
+
+async def test_a_body_that_never_arrives_is_408(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_plane, "BODY_TIMEOUT_S", 0.3)
+    raw = await RawHttp.open(server)
+    try:
+        with trio.fail_after(5):
+            status, headers, body = await raw.request(
+                "POST", POLL, {**JSON_CT, **WP}, declared_length=50
+            )
+    finally:
+        await raw.aclose()
+    assert status == 408
+    assert headers["connection"] == "close"
+    assert orjson.loads(body)["reason"] == "request_timeout"
+
+
+async def test_gates_run_before_routing(start_server: StartServer) -> None:
+    """An unknown method or path still passes auth, role and the version gate first."""
+    server = await start_server(worker_token=WORKER_TOKEN)
+    async with server.client(token=None, **WP) as c:
+        r = await c.get(POLL)
+        assert_worker_error(r, 401, "unauthorized")
+    async with server.client(**WP) as c:
+        r = await c.get(POLL)
+        assert_worker_error(r, 403, "forbidden")
+    async with server.client(WORKER_TOKEN) as c:
+        r = await c.get(POLL)
+        assert_worker_error(r, 400, "missing_protocol_version")
+    async with server.client(WORKER_TOKEN, **WP) as c:
+        r = await c.get(POLL)
+        assert_worker_error(r, 405, "method_not_allowed")
+        r = await c.delete("/api/worker/register")
+        assert_worker_error(r, 405, "method_not_allowed")
+        r = await c.post("/api/worker/registrations/w-1")
+        assert_worker_error(r, 405, "method_not_allowed")
+        r = await c.post("/api/worker/workflow-tasks/t-1/nothing")
+        assert_worker_error(r, 404, "not_found")
+        r = await c.post("/api/worker/workflow-tasks//complete", json={})
+        assert_worker_error(r, 404, "not_found")
+        r = await c.head(POLL)
+        assert r.status_code == 405
+        assert r.content == b""
+
+
+async def test_trailing_slash_and_namespace_parameter(start_server: StartServer) -> None:
+    server = await start_server(worker_token=WORKER_TOKEN)
+    async with server.client(WORKER_TOKEN, **WP) as c:
+        r = await c.post("/api/worker/register/", json=register_body())
+        assert r.status_code == 201, r.text
+        r = await c.post(
+            "/api/worker/register", params={"namespace": "nowhere"}, json=register_body()
+        )
+        assert_worker_error(r, 404, "namespace_not_found", namespace="nowhere")
+        r = await c.post(
+            "/api/worker/register", params={"namespace": "DEFAULT"}, json=register_body("w-2")
+        )
+        assert r.status_code == 201, r.text
+        # The header wins over the parameter.
+        r = await c.post(
+            "/api/worker/register",
+            params={"namespace": "nowhere"},
+            headers={"X-Namespace": "default"},
+            json=register_body("w-3"),
+        )
+        assert r.status_code == 201, r.text
+
+
+async def test_poll_answers_are_compressed_when_asked(start_server: StartServer) -> None:
+    server = await start_server(worker_token=WORKER_TOKEN)
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    async with server.client(**CP) as cc:
+        r = await cc.post(
+            "/api/workflows",
+            json={"workflow_id": f"wf-{queue}", "workflow_type": "greeter", "task_queue": queue},
+        )
+        assert r.status_code == 201, r.text
+    async with server.client(WORKER_TOKEN, **WP) as c:
+        body = {"worker_id": "w-1", "task_queue": queue, "timeout_seconds": 0}
+        async with c.stream("POST", POLL, json=body, headers={"Accept-Encoding": "gzip"}) as r:
+            packed = b"".join([chunk async for chunk in r.aiter_raw()])
+        assert r.status_code == 200
+        assert r.headers["content-encoding"] == "gzip"
+        assert "accept-encoding" in r.headers["vary"].lower()
+        assert int(r.headers["content-length"]) == len(packed)
+        task = orjson.loads(gzip.decompress(packed))["task"]
+        assert task["workflow_id"] == f"wf-{queue}"
+        # Without Accept-Encoding the same kind of answer comes plain.
+        r = await c.post(POLL, json=body, headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in r.headers
+        assert r.json()["poll_status"] == "empty"
