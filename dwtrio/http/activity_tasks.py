@@ -37,6 +37,7 @@ def routes(rt: Runtime) -> list[Route]:
             engine.claim,
             engine.release,
             timeout_seconds=req.timeout_seconds,
+            gone=call.gone,
             typed=bool(params.activity_types),
         )
 
@@ -56,7 +57,7 @@ def routes(rt: Runtime) -> list[Route]:
         return Reply(body)
 
     return [
-        Route("POST", "activity-tasks/poll", poll, long_poll=True),
+        Route("POST", "activity-tasks/poll", poll),
         Route("POST", "activity-tasks/{task_id}/complete", complete),
         Route("POST", "activity-tasks/{task_id}/fail", fail),
         Route("POST", "activity-tasks/{task_id}/heartbeat", heartbeat),

@@ -34,6 +34,7 @@ def routes(rt: Runtime) -> list[Route]:
             engine.claim,
             engine.release,
             timeout_seconds=req.timeout_seconds,
+            gone=call.gone,
             typed=bool(params.workflow_types),
         )
 
@@ -46,7 +47,7 @@ def routes(rt: Runtime) -> list[Route]:
         return await worker_outcome(rt, engine.fail, call.namespace, task_id, req)
 
     return [
-        Route("POST", "query-tasks/poll", poll, long_poll=True),
+        Route("POST", "query-tasks/poll", poll),
         Route("POST", "query-tasks/{task_id}/complete", complete),
         Route("POST", "query-tasks/{task_id}/fail", fail),
     ]

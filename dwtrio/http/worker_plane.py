@@ -4,10 +4,9 @@ Workers make most of a server's requests (a poll and a completion per task)
 and hold most of its open connections (thousands of parked long-polls), so
 their routes skip Quart's request machinery: no request context, no
 werkzeug request and response objects, no request nursery, and one Trio task
-per request instead of three (a parked poll adds one more, to notice a client
-that goes away). Per request that is roughly half the server CPU of the same
-handler under Quart and a third less memory per parked poll; see
-docs/performance.md.
+per request instead of three. A parked poll watches for its client going away
+in that same task (``Wakeup.wait``). See docs/performance.md for what it
+saves.
 
 Everything else (control plane, discovery, probes, unknown paths) goes to the
 Quart app. Both sides run the same gates (``pipeline.admit``), in the same
@@ -35,6 +34,7 @@ from dwtrio.errors import (
 from dwtrio.http import pipeline
 from dwtrio.http.envelope import JSON, error_body, to_dwtrio_error
 from dwtrio.manifest import WORKER_PROTOCOL_HEADER
+from dwtrio.matching.waiters import ClientGone
 from dwtrio.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ class WorkerCall:
     namespace: str
     #: The JSON body as sent (None when the request had none); handlers structure it.
     json: Any
+    #: Returns when the client disconnects (long-polls watch it while parked).
+    gone: Callable[[], Awaitable[None]]
 
 
 @attrs.frozen
@@ -68,16 +70,11 @@ Handler = Callable[..., Awaitable[Reply]]
 
 @attrs.frozen
 class Route:
-    """``method`` + a pattern below /api/worker/ such as ``activity-tasks/{task_id}/complete``.
-
-    ``long_poll`` routes are cancelled when their client disconnects, so a
-    parked poll of a gone worker never claims a task.
-    """
+    """``method`` + a pattern below /api/worker/ such as ``activity-tasks/{task_id}/complete``."""
 
     method: str
     pattern: str
     handler: Handler
-    long_poll: bool = False
 
     def match(self, parts: list[str]) -> dict[str, str] | None:
         segments = self.pattern.split("/")
@@ -92,10 +89,6 @@ class Route:
             elif segment != part:
                 return None
         return params
-
-
-class _ClientGone(Exception):
-    """The client disconnected before its request was read: nothing to answer."""
 
 
 class Headers(dict[str, str]):
@@ -150,42 +143,47 @@ class WorkerPlane:
         rt = self.rt
         method: str = scope["method"]
         headers = Headers.from_scope(scope["headers"])
-        close = False
+        accept_encoding = headers.get("accept-encoding", "")
         try:
-            try:
-                raw, declared = await read_body(receive, headers, rt.settings.max_payload_bytes)
-            except (PayloadTooLargeError, RequestTimeoutError):
-                close = True  # the rest of the body is never read: end the connection
-                raise
-            query = scope.get("query_string") or b""
-            admitted = await pipeline.admit(
-                rt,
-                method,
-                scope["path"],
-                headers,
-                raw,
-                declared=declared,
-                namespace_param=namespace_param(query) if b"namespace" in query else None,
-            )
-            route, params = self.find(method, scope["path"])
-            assert admitted.namespace is not None  # worker routes are authenticated
-            call = WorkerCall(admitted.namespace, admitted.json)
-            if route.long_poll:
-                reply = await until_disconnect(receive, lambda: route.handler(call, **params))
-                if reply is None:
-                    return  # the client went away while parked: nothing was claimed
-            else:
-                reply = await route.handler(call, **params)
+            call, route, params = await self.admit(scope, receive, headers)
+            del headers  # a parked poll keeps only what it needs
+            reply = await route.handler(call, **params)
             body, status = reply.body, reply.status
-        except _ClientGone:
-            return
+        except ClientGone:
+            return  # nobody to answer (a parked poll that left has claimed nothing)
         except Exception as exc:  # every error becomes the documented envelope
             err = to_dwtrio_error(exc)
             body, status = error_body(err), err.http_status
             body["error"] = err.message
         body["protocol_version"] = rt.settings.worker_protocol_version
         body["server_capabilities"] = rt.worker_capabilities
-        await respond(send, rt, method, headers, status, body, close=close)
+        # A body gate failure leaves the rest of the body unread: end the connection.
+        close = status in (PayloadTooLargeError.http_status, RequestTimeoutError.http_status)
+        await respond(send, rt, method, accept_encoding, status, body, close=close)
+
+    async def admit(
+        self, scope: Any, receive: Any, headers: Headers
+    ) -> tuple[WorkerCall, Route, dict[str, str]]:
+        """Read the body, run the gates, find the route."""
+        raw, declared = await read_body(receive, headers, self.rt.settings.max_payload_bytes)
+        query = scope.get("query_string") or b""
+        admitted = await pipeline.admit(
+            self.rt,
+            scope["method"],
+            scope["path"],
+            headers,
+            raw,
+            declared=declared,
+            namespace_param=namespace_param(query) if b"namespace" in query else None,
+        )
+        route, params = self.find(scope["method"], scope["path"])
+        assert admitted.namespace is not None  # worker routes are authenticated
+
+        async def gone() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        return WorkerCall(admitted.namespace, admitted.json, gone), route, params
 
 
 async def read_body(
@@ -202,7 +200,7 @@ async def read_body(
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise _ClientGone
+                raise ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
@@ -220,27 +218,11 @@ def namespace_param(query: bytes) -> str | None:
     return values[0] if values else None
 
 
-async def until_disconnect(receive: Any, handler: Callable[[], Awaitable[Reply]]) -> Reply | None:
-    """Run ``handler``, cancelling it if the client disconnects meanwhile (then None)."""
-    reply: Reply | None = None
-    async with trio.open_nursery() as nursery:
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(watch)
-        reply = await handler()
-        nursery.cancel_scope.cancel()
-    return reply
-
-
 async def respond(
     send: Any,
     rt: Runtime,
     method: str,
-    headers: Mapping[str, str],
+    accept_encoding: str,
     status: int,
     body: dict[str, Any],
     *,
@@ -252,7 +234,7 @@ async def respond(
         (WORKER_PROTOCOL_HEADER.lower().encode(), rt.settings.worker_protocol_version.encode()),
     ]
     if rt.settings.compression_enabled:
-        data, encoding = pipeline.compress_json(data, headers.get("accept-encoding", ""))
+        data, encoding = pipeline.compress_json(data, accept_encoding)
         if encoding is not None:
             out += [(b"content-encoding", encoding.encode()), (b"vary", b"Accept-Encoding")]
     out.append((b"content-length", str(len(data)).encode()))

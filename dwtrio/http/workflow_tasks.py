@@ -45,6 +45,7 @@ def routes(rt: Runtime) -> list[Route]:
             engine.claim,
             engine.release,
             timeout_seconds=req.timeout_seconds,
+            gone=call.gone,
             typed=bool(params.workflow_types),
             atomic=False,  # engine.claim writes with one statement; see its docstring
         )
@@ -73,7 +74,7 @@ def routes(rt: Runtime) -> list[Route]:
         return Reply(body)
 
     return [
-        Route("POST", "workflow-tasks/poll", poll, long_poll=True),
+        Route("POST", "workflow-tasks/poll", poll),
         Route("POST", "workflow-tasks/{task_id}/history", history),
         Route("POST", "workflow-tasks/{task_id}/complete", complete),
         Route("POST", "workflow-tasks/{task_id}/fail", fail),

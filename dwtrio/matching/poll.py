@@ -28,16 +28,21 @@ async def poll_for_task(
     recheck_s: float,
     draining: trio.Event,
     typed: bool = False,
+    gone: Callable[[], Awaitable[None]] | None = None,
 ) -> T | None:
     """Return a claimed task, or None when ``timeout_s`` passes (or the server drains).
 
     ``timeout_s <= 0`` probes once. A poll on a queue known to be empty (see
     ``waiters.py``), or arriving while several claims of the queue run, parks
     without claiming first. ``typed`` says the claim filters by the worker's
-    types, so finding nothing proves nothing about the queue. Cancellation from outside (the client went
-    away) while parked returns nothing and leases nothing; cancellation right
-    after a claim releases the claimed task. The deadline itself never
-    interrupts a claim: it only bounds the parking.
+    types, so finding nothing proves nothing about the queue.
+
+    The client going away while the poll is parked leases nothing: either
+    cancellation from outside, or ``gone`` returning (it is awaited while
+    parked and should return when the client disconnects; the poll then raises
+    ``ClientGone``). Cancellation right after a claim releases the claimed
+    task. The deadline itself never interrupts a claim: it only bounds the
+    parking.
     """
     deadline = trio.current_time() + max(timeout_s, 0.0)
     # An idle queue costs parked pollers nothing: no claim until something changes;
@@ -73,7 +78,7 @@ async def poll_for_task(
             if waiters.is_head(key, waiter):
                 park_until = min(deadline, trio.current_time() + recheck_s)
             with trio.move_on_at(park_until):
-                await event.wait()
+                await event.wait(gone)
             if draining.is_set():
                 return None
             if trio.current_time() >= deadline and waiters.known_empty(key, recheck_s):

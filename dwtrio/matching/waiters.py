@@ -1,8 +1,8 @@
 """Who is waiting for what: FIFO parked pollers per (namespace, task queue, kind).
 
-A poller registers a *fresh* ``trio.Event`` before it runs its claim query, so
-a wake that lands between the query and the wait is never lost (the event is
-already set when it starts waiting). A wake sets the oldest unset event of the
+A poller registers a *fresh* :class:`Wakeup` (a one-shot event) before it runs
+its claim query, so a wake that lands between the query and the wait is never
+lost (the event is already set when it starts waiting). A wake sets the oldest unset event of the
 queue: one new task wakes one poller, not the whole herd. A woken poller that
 leaves without claiming (timeout, disconnect) passes the wake on.
 
@@ -31,7 +31,7 @@ by the worker's types proves nothing about the queue and never marks it.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 import attrs
@@ -51,15 +51,59 @@ class WaiterStatistics:
     wakes_unclaimed: int
 
 
+class ClientGone(Exception):
+    """The client of a parked poll went away (see :meth:`Wakeup.wait`)."""
+
+
+class Wakeup:
+    """A one-shot wake-up, like ``trio.Event``, whose wait can also watch the client.
+
+    A parked long-poll must notice both a wake and its client disconnecting.
+    Waiting for both in one task (the wait *is* the watch for the disconnect,
+    and a wake cancels it) saves a watcher task per parked poll: with
+    thousands of idle polls, that is memory and scheduling that matter.
+    """
+
+    __slots__ = ("_scope", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._scope: trio.CancelScope | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self, gone: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Return once set. ``gone`` returns when the client has disconnected:
+        it is awaited meanwhile, and if it returns, :class:`ClientGone` is raised."""
+        if self._set:
+            await trio.lowlevel.checkpoint()
+            return
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            try:
+                if gone is None:
+                    await trio.sleep_forever()
+                await gone()
+                raise ClientGone
+            finally:
+                self._scope = None
+
+
 @attrs.define
 class Waiter:
-    event: trio.Event = attrs.field(factory=trio.Event)
+    event: Wakeup = attrs.field(factory=Wakeup)
     #: Set by the poller once it has run a claim after being woken.
     consumed: bool = False
 
     def rearm(self) -> None:
         """A fresh, unset event before the next claim (keeping the place in line)."""
-        self.event = trio.Event()
+        self.event = Wakeup()
         self.consumed = False
 
 

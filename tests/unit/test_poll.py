@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from dwtrio.matching.poll import poll_for_task
-from dwtrio.matching.waiters import MAX_CLAIMS_IN_FLIGHT, WaiterSet
+from dwtrio.matching.waiters import MAX_CLAIMS_IN_FLIGHT, ClientGone, WaiterSet, Wakeup
 
 KEY = ("default", "q", "workflow")
 
@@ -44,6 +44,7 @@ async def poll(
     timeout_s: float,
     recheck_s: float = 1000.0,
     draining: trio.Event | None = None,
+    gone: trio.Event | None = None,
 ) -> str | None:
     return await poll_for_task(
         waiters,
@@ -53,6 +54,7 @@ async def poll(
         timeout_s=timeout_s,
         recheck_s=recheck_s,
         draining=trio.Event() if draining is None else draining,
+        gone=None if gone is None else gone.wait,
     )
 
 
@@ -216,6 +218,61 @@ async def test_cancellation_while_parked_leases_nothing(
     assert queue.ready == ["t1"]
     assert queue.released == []
     assert len(queue.claims) == 1
+
+
+async def test_a_client_leaving_while_parked_ends_the_poll_without_a_claim(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``gone`` is watched by the parked poll itself (no watcher task): when it
+    returns, the poll raises ClientGone and leaves the queue."""
+    queue, waiters, gone = FakeQueue(), WaiterSet(), trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def poller() -> None:
+            with pytest.raises(ClientGone):
+                await poll(queue, waiters, timeout_s=30, gone=gone)
+
+        nursery.start_soon(poller)
+        await trio.sleep(5)
+        assert waiters.waiting(KEY) == 1
+        gone.set()
+    assert waiters.waiting(KEY) == 0
+    assert trio.current_time() == 5  # left at once, not at the deadline
+    queue.ready.append("t1")
+    assert waiters.wake(KEY) == 0
+    assert queue.ready == ["t1"]
+    assert len(queue.claims) == 1  # only the first, before parking
+
+
+async def test_a_wake_ends_the_watch_for_the_client_and_claims(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters, gone = FakeQueue(), WaiterSet(), trio.Event()
+    got: list[str | None] = []
+    async with trio.open_nursery() as nursery:
+
+        async def poller() -> None:
+            got.append(await poll(queue, waiters, timeout_s=30, gone=gone))
+
+        nursery.start_soon(poller)
+        await trio.sleep(3)
+        queue.ready.append("t1")
+        assert waiters.wake(KEY) == 1
+    assert got == ["t1"]
+    assert trio.current_time() == 3
+
+
+async def test_wakeup_is_a_one_shot_event() -> None:
+    wakeup = Wakeup()
+    assert not wakeup.is_set()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wakeup.wait)
+        await trio.testing.wait_all_tasks_blocked()
+        wakeup.set()
+    assert wakeup.is_set()
+    with trio.fail_after(1):
+        await wakeup.wait()  # already set: returns at once
+        await wakeup.wait(trio.sleep_forever)
 
 
 async def test_a_gone_poller_passes_its_wake_to_the_next(
