@@ -7,13 +7,20 @@ the asyncio side with a connection (``async def op(conn, ...)``), and
 :meth:`Store.transaction` / :meth:`Store.read` acquire a connection, run the
 whole operation and come back to Trio once.
 
+Connections stay checked out of asyncpg's pool between operations
+(:class:`Checkout`): taking a connection from asyncpg's pool and giving it
+back costs an ``asyncio.shield`` task and several loop turns, which through
+the bridge came to ~0.35 ms per operation, more than a ``SELECT 1``.
+
 Requires a running trio-asyncio loop in an ancestor task (``main.py`` opens it
 around everything, tests open it in their server fixture).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
@@ -65,11 +72,103 @@ async def _no_reset(conn: Any) -> None:
     """dwtrio keeps no session state, so skip asyncpg's reset round trip on release."""
 
 
+PooledConn = asyncpg.pool.PoolConnectionProxy
+
+
+class Checkout:
+    """Pooled connections kept checked out between operations (asyncio side).
+
+    asyncpg's pool owns the connections' lifecycle (connecting, ``init``,
+    replacing broken ones, closing); this layer only keeps up to ``max_size``
+    of them checked out, in a LIFO deque, so that an operation after a clean
+    one takes and returns its connection without a loop turn. A connection
+    whose operation failed or was cancelled is released to asyncpg's pool,
+    which resets or replaces it. When all ``max_size`` are busy, callers queue
+    (FIFO) for the next one returned.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, max_size: int) -> None:
+        self._pool = pool
+        self._max = max_size
+        self._idle: deque[PooledConn] = deque()
+        #: Each gets a connection, or None: "capacity freed, take one from the pool".
+        self._waiters: deque[asyncio.Future[PooledConn | None]] = deque()
+        #: Connections taken from asyncpg's pool (idle here or in use).
+        self._out = 0
+
+    async def acquire(self) -> PooledConn:
+        while self._idle:
+            conn = self._idle.pop()
+            if _usable(conn):
+                return conn
+            self._out -= 1  # the server closed it while idle: asyncpg replaces it
+            await self._pool.release(conn)
+        if self._out >= self._max:
+            waiter: asyncio.Future[PooledConn | None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                handed = await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._pass_on(waiter.result())  # handed over as we were cancelled
+                waiter.cancel()
+                raise
+            if handed is not None:
+                return handed
+        self._out += 1
+        try:
+            return await self._pool.acquire()
+        except BaseException:
+            self._out -= 1
+            self._pass_on(None)
+            raise
+
+    def put_back(self, conn: PooledConn) -> None:
+        """After a clean operation: the next caller gets it without a loop turn."""
+        if not _usable(conn) or conn.is_in_transaction():
+            asyncio.get_running_loop().create_task(self.discard(conn))
+            return
+        self._pass_on(conn)
+
+    async def discard(self, conn: PooledConn) -> None:
+        """After a failed or cancelled operation: asyncpg's pool resets or replaces it."""
+        self._out -= 1
+        try:
+            await self._pool.release(conn)
+        finally:
+            self._pass_on(None)
+
+    def _pass_on(self, conn: PooledConn | None) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        if conn is not None:
+            self._idle.append(conn)
+
+    async def close(self) -> None:
+        """Give every idle connection back to asyncpg's pool (before closing it)."""
+        while self._idle:
+            self._out -= 1
+            await self._pool.release(self._idle.pop())
+
+
+def _usable(conn: PooledConn) -> bool:
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        # asyncpg took the connection back itself when the server closed it
+        # (the proxy is detached; releasing it again is a no-op).
+        return False
+
+
 class Store:
     """Runs store operations on pooled connections, one bridge crossing each."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, max_size: int) -> None:
         self._pool = pool
+        self._conns = Checkout(pool, max_size)
 
     async def transaction(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``op(conn, ...)`` inside one transaction; commit before returning.
@@ -90,11 +189,18 @@ class Store:
     ) -> T:
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
             try:
-                async with self._pool.acquire() as conn:
+                conn = await self._conns.acquire()
+                try:
                     if not in_transaction:
-                        return await op(conn, *args, **kwargs)
-                    async with conn.transaction():
-                        return await op(conn, *args, **kwargs)
+                        result = await op(conn, *args, **kwargs)
+                    else:
+                        async with conn.transaction():
+                            result = await op(conn, *args, **kwargs)
+                except BaseException:
+                    await asyncio.shield(self._conns.discard(conn))
+                    raise
+                self._conns.put_back(conn)
+                return result
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
                 # Two use cases locked the same rows in opposite orders; Postgres
                 # rolled one back. Nothing was applied (a whole transaction, or the
@@ -111,6 +217,7 @@ class Store:
     async def close(self, *, timeout_s: float = 5.0) -> None:
         """Close the pool gracefully, or terminate it after ``timeout_s``; runs even when cancelled."""
         with trio.move_on_after(timeout_s, shield=True) as scope:  # cleanup must not be skipped
+            await trio_asyncio.aio_as_trio(self._conns.close)()
             await trio_asyncio.aio_as_trio(self._pool.close)()
         if scope.cancelled_caught:
             log.warning("pool did not close within %.1fs; terminating connections", timeout_s)
@@ -144,7 +251,7 @@ async def open_store(dsn: str, *, min_size: int = 2, max_size: int = 16) -> Asyn
         if (mapped := translate(exc)) is not None:
             raise mapped from exc
         raise
-    store = Store(pool)
+    store = Store(pool, max_size)
     try:
         yield store
     finally:
