@@ -32,12 +32,9 @@ async def close_run(
 
     ``keep_task_id`` is the workflow task doing the closing (the caller completes it).
     """
-    if last_step_sequence is not None and last_step_sequence != run.last_step_sequence:
-        await conn.execute(sql("set_last_step_sequence"), run.id, last_step_sequence)
-    await conn.execute(sql("close_run"), run.id, status, reason, output)
-    await conn.execute(sql("cancel_open_tasks_of_run"), run.id, keep_task_id)
-    await conn.execute(sql("cancel_run_activities"), run.id)
-    await conn.execute(sql("cancel_run_timers"), run.id)
+    await conn.execute(
+        sql("close_run"), run.id, status, reason, output, keep_task_id, last_step_sequence
+    )
     # Wakes already in ``outcome`` stay: a child started by the closing task, or
     # the parent told below, must still be woken; a stale wake costs one empty claim.
     await children.on_run_closed(conn, run, outcome, status=status, reason=reason, output=output)

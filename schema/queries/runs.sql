@@ -14,19 +14,33 @@ UPDATE workflow_runs SET wake_pending = $2, updated_at = now() WHERE id = $1;
 -- Move an open run between pending / running / waiting.
 UPDATE workflow_runs SET status = $2, updated_at = now() WHERE id = $1;
 
--- name: set_last_step_sequence
--- Record the last workflow step sequence allocated on a run.
-UPDATE workflow_runs SET last_step_sequence = $2, updated_at = now() WHERE id = $1;
-
--- name: close_run
--- Close a run: status, reason, output; clears any pending wake.
-UPDATE workflow_runs
-   SET status = $2, closed_reason = $3, output = COALESCE($4, output),
-       closed_at = now(), wake_pending = false, updated_at = now()
- WHERE id = $1;
-
 -- name: settle_open_run
 -- After a non-terminal completion: the step counter, status waiting, deferred wake consumed.
 UPDATE workflow_runs
    SET last_step_sequence = $2, status = 'waiting', wake_pending = false, updated_at = now()
  WHERE id = $1;
+
+-- name: close_run
+-- Close a run in one statement: status, reason, output and (when $6 is not NULL) the
+-- last step sequence; any pending wake and open condition wait cleared; the run's
+-- other ready/leased tasks ($5 is the closing workflow task, completed separately),
+-- open activity executions and pending timers cancelled.
+WITH run AS (
+    UPDATE workflow_runs
+       SET status = $2, closed_reason = $3, output = COALESCE($4, output),
+           last_step_sequence = COALESCE($6, last_step_sequence),
+           closed_at = now(), wake_pending = false, updated_at = now(),
+           open_wait_id = NULL, open_wait_sequence = NULL, open_wait_timer_id = NULL,
+           open_wait = NULL, wait_kind = NULL, wait_reason = NULL, wait_started_at = NULL,
+           wait_deadline_at = NULL
+     WHERE id = $1
+), tasks AS (
+    UPDATE workflow_tasks
+       SET state = 'cancelled', lease_expires_at = NULL, updated_at = now()
+     WHERE run_id = $1 AND state IN ('ready', 'leased') AND id IS DISTINCT FROM $5
+), activities AS (
+    UPDATE activity_executions SET status = 'cancelled', closed_at = now(), updated_at = now()
+     WHERE run_id = $1 AND status IN ('pending', 'running')
+)
+UPDATE timers SET state = 'cancelled', cancelled_at = now()
+ WHERE run_id = $1 AND state = 'pending';

@@ -91,12 +91,6 @@ UPDATE workflow_tasks
  WHERE id = $1
 RETURNING lease_expires_at;
 
--- name: cancel_open_tasks_of_run
--- A run closed: cancel its ready/leased tasks (the closing task itself is completed separately).
-UPDATE workflow_tasks
-   SET state = 'cancelled', lease_expires_at = NULL, updated_at = now()
- WHERE run_id = $1 AND state IN ('ready', 'leased') AND id IS DISTINCT FROM $2;
-
 -- name: wake_run
 -- A wake of a locked, open run in one statement (engine/wakes.py): nothing when its
 -- workflow task is ready, wake_pending when it is leased, otherwise a new ready task,

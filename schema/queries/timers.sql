@@ -37,18 +37,6 @@ SELECT EXTRACT(EPOCH FROM min(fire_at) - clock_timestamp())::double precision
   FROM timers
  WHERE state = 'pending';
 
--- name: cancel_run_timers
--- A run closed: its pending timers never fire, and no condition wait stays open.
-WITH cleared AS (
-    UPDATE workflow_runs
-       SET open_wait_id = NULL, open_wait_sequence = NULL, open_wait_timer_id = NULL,
-           open_wait = NULL, wait_kind = NULL, wait_reason = NULL, wait_started_at = NULL,
-           wait_deadline_at = NULL
-     WHERE id = $1 AND open_wait_id IS NOT NULL
-)
-UPDATE timers SET state = 'cancelled', cancelled_at = now()
- WHERE run_id = $1 AND state = 'pending';
-
 -- name: open_condition_wait
 -- Make a condition wait the run's open wait (what describe shows as its current wait).
 UPDATE workflow_runs
