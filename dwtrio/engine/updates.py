@@ -320,15 +320,16 @@ async def _create_update_task(
 
 
 async def create_next_workflow_task(
-    conn: Conn, run: LockedRun, outcome: Outcome, task_id: str | None
+    conn: Conn, run: LockedRun, outcome: Outcome, task_id: str | None, update_id: str | None
 ) -> None:
     """After a workflow task closed on an open run: its follow-up, queued updates first.
 
     ``task_id`` is the ordinary follow-up task the caller wants (None: none).
-    A queued update gets the run's one open task instead, and the ordinary
-    follow-up stays pending (``wake_pending``) until that update task completes.
+    ``update_id`` is the run's oldest queued update, read by the statement that
+    closed the task (``settle_and_complete_workflow_task``); it gets the run's
+    one open task instead, and the ordinary follow-up stays pending
+    (``wake_pending``) until that update task completes.
     """
-    update_id = await conn.fetchval(sql("next_queued_update"), run.id)
     if update_id is None:
         if task_id is not None:
             await create_workflow_task(conn, run, outcome, task_id)

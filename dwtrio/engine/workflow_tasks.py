@@ -333,7 +333,6 @@ async def _complete(
             await hook()
     else:
         run_status = "waiting"
-        await conn.execute(sql("settle_open_run"), run.id, ctx.seq)
         if run.wake_pending or ctx.wake_again:
             next_task = new_id()
             ctx.created.append(next_task)
@@ -347,29 +346,42 @@ async def _complete(
         "created_task_ids": ctx.created,
         "reason": None,
     }
-    await _close_task(conn, task.id, req, run, outcome, next_task)
+    if ctx.closing is not None:  # the closed run gets no follow-up task
+        await conn.execute(sql("complete_task"), task.id, _receipt(req, outcome))
+    else:
+        await _settle_and_close_task(conn, task.id, req, run, outcome, next_task, ctx.seq)
     return outcome
 
 
-async def _close_task(
+def _receipt(lease: WorkflowTaskLease, outcome: Outcome) -> dict[str, Any]:
+    """What a re-sent completion of the same lease gets back."""
+    return {
+        "lease_owner": lease.lease_owner,
+        "workflow_task_attempt": lease.workflow_task_attempt,
+        "body": outcome.body,
+    }
+
+
+async def _settle_and_close_task(
     conn: Conn,
     task_id: str,
     lease: WorkflowTaskLease,
     run: LockedRun,
     outcome: Outcome,
     next_task: str | None,
+    step_sequence: int,
 ) -> None:
-    """Complete the task with its receipt (for re-sent completions), then any follow-up task.
-
-    The order matters: a run has at most one open workflow task.
-    """
-    receipt = {
-        "lease_owner": lease.lease_owner,
-        "workflow_task_attempt": lease.workflow_task_attempt,
-        "body": outcome.body,
-    }
-    await conn.execute(sql("complete_task"), task_id, receipt)
-    await create_next_workflow_task(conn, run, outcome, next_task)
+    """On a run that stays open: settle the run (waiting), complete the task with its
+    receipt, then create the follow-up task (a queued update first), in that order:
+    a run has at most one open workflow task."""
+    queued_update = await conn.fetchval(
+        sql("settle_and_complete_workflow_task"),
+        run.id,
+        task_id,
+        step_sequence,
+        _receipt(lease, outcome),
+    )
+    await create_next_workflow_task(conn, run, outcome, next_task, queued_update)
 
 
 # --- fail and heartbeat ------------------------------------------------------------
@@ -387,14 +399,15 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailWorkflowTask) 
     }
     if req.failure.get("type") == WAITING_FOR_HISTORY:
         next_task = new_id() if run.wake_pending else None
-        await conn.execute(sql("settle_open_run"), run.id, run.last_step_sequence)
         outcome.body = {
             **base,
             "outcome": "waiting_for_history",
             "reason": None,
             "next_task_id": next_task,
         }
-        await _close_task(conn, task.id, req, run, outcome, next_task)
+        await _settle_and_close_task(
+            conn, task.id, req, run, outcome, next_task, run.last_step_sequence
+        )
         return outcome
     # A genuine failure: re-offer the same task after an exponential backoff so a
     # fixed deployment heals the run, without ever busy-looping.

@@ -14,12 +14,6 @@ UPDATE workflow_runs SET wake_pending = $2, updated_at = now() WHERE id = $1;
 -- Move an open run between pending / running / waiting.
 UPDATE workflow_runs SET status = $2, updated_at = now() WHERE id = $1;
 
--- name: settle_open_run
--- After a non-terminal completion: the step counter, status waiting, deferred wake consumed.
-UPDATE workflow_runs
-   SET last_step_sequence = $2, status = 'waiting', wake_pending = false, updated_at = now()
- WHERE id = $1;
-
 -- name: close_run
 -- Close a run in one statement: status, reason, output and (when $6 is not NULL) the
 -- last step sequence; any pending wake and open condition wait cleared; the run's
@@ -44,3 +38,26 @@ WITH run AS (
 )
 UPDATE timers SET state = 'cancelled', cancelled_at = now()
  WHERE run_id = $1 AND state = 'pending';
+
+-- name: settle_and_complete_workflow_task
+-- A workflow task completed on a run that stays open, in one statement: the run gets
+-- its step counter ($3), status waiting and its deferred wake consumed; the task ($2)
+-- is completed with its receipt ($4); and the run's oldest accepted update without an
+-- open update task is returned (it gets the run's next task).
+WITH settled AS (
+    UPDATE workflow_runs
+       SET last_step_sequence = $3, status = 'waiting', wake_pending = false, updated_at = now()
+     WHERE id = $1
+), completed AS (
+    UPDATE workflow_tasks
+       SET state = 'completed', completed_at = now(), receipt = $4, lease_expires_at = NULL,
+           updated_at = now()
+     WHERE id = $2
+)
+SELECT u.id FROM workflow_updates u
+ WHERE u.run_id = $1 AND u.status = 'accepted'
+   AND NOT EXISTS (SELECT 1 FROM workflow_tasks t
+                    WHERE t.workflow_update_id = u.id AND t.state IN ('ready', 'leased')
+                      AND t.id <> $2)
+ ORDER BY u.accepted_at, u.id
+ LIMIT 1;

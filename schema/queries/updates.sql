@@ -30,15 +30,6 @@ INSERT INTO workflow_tasks (id, namespace, task_queue, kind, run_id, workflow_id
                             compatibility, workflow_update_id)
 VALUES ($1, $2, $3, 'workflow', $4, $5, $6, $7, $8);
 
--- name: next_queued_update
--- The oldest accepted update of a run that has no open update task yet.
-SELECT u.id FROM workflow_updates u
- WHERE u.run_id = $1 AND u.status = 'accepted'
-   AND NOT EXISTS (SELECT 1 FROM workflow_tasks t
-                    WHERE t.workflow_update_id = u.id AND t.state IN ('ready', 'leased'))
- ORDER BY u.accepted_at, u.id
- LIMIT 1;
-
 -- name: read_update
 -- An update with its command, as the update route answers it.
 SELECT u.id AS update_id, u.update_name, u.status, u.outcome, u.run_id, u.result,
