@@ -185,6 +185,11 @@ class FencedTask:
     failure_count: int
     #: Set on update tasks: the update the task runs.
     update_id: str | None
+    #: The task's run, locked with it (``fence(..., with_run=True)``).
+    run: LockedRun | None = None
+
+
+RUN_FIELDS = tuple(attrs.fields_dict(LockedRun))
 
 
 async def fence(
@@ -194,14 +199,19 @@ async def fence(
     lease: WorkflowTaskLease,
     *,
     allow_replay: bool = False,
+    with_run: bool = False,
 ) -> FencedTask:
     """Check the caller still owns the task's lease (worker-plane fencing order).
 
     With ``allow_replay``, a task already completed by this same owner and
     attempt is returned (with its receipt) instead of refused, so a re-sent
     completion gets the original answer and is never applied twice.
+    ``with_run`` locks the task's run in the same statement (task first).
     """
-    row = await conn.fetchrow(sql("lock_task"), task_id)
+    if with_run:
+        row = await conn.fetchrow(sql("lock_workflow_task_and_run"), task_id)
+    else:
+        row = await conn.fetchrow(sql("lock_task"), task_id)
     fields = {"task_id": task_id, "workflow_task_attempt": lease.workflow_task_attempt}
     if row is None or row["namespace"] != namespace or row["kind"] != "workflow":
         raise TaskNotFoundError("Workflow task not found.", **fields)
@@ -212,6 +222,11 @@ async def fence(
         receipt=row["receipt"],
         failure_count=row["failure_count"],
         update_id=row["workflow_update_id"],
+        run=LockedRun(
+            id=row["run_id_"], **{f: row[f"run_{f}"] for f in RUN_FIELDS if f != "id"}
+        )
+        if with_run
+        else None,
     )
     if row["state"] != "leased":
         receipt = row["receipt"] or {}
@@ -257,7 +272,8 @@ async def fence(
 
 
 async def _lock_open_run(conn: Conn, task: FencedTask, lease: WorkflowTaskLease) -> LockedRun:
-    run = await runs.lock_run(conn, task.run_id)
+    """The task's run, locked (already, when fenced ``with_run``); it must be open."""
+    run = task.run if task.run is not None else await runs.lock_run(conn, task.run_id)
     if run is None or not run.is_open:
         raise RunClosedError(
             "The workflow run is closed.",
@@ -287,7 +303,7 @@ async def _complete(
 ) -> Outcome:
     # Fencing first (worker-plane.md §7.5 order), then the whole command list is
     # validated before anything is mutated.
-    task = await fence(conn, namespace, task_id, req, allow_replay=True)
+    task = await fence(conn, namespace, task_id, req, allow_replay=True, with_run=True)
     if task.receipt is not None:
         return Outcome(body=dict(task.receipt["body"]))
     run = await _lock_open_run(conn, task, req)

@@ -52,6 +52,24 @@ SELECT id, run_id, attempt, lease_owner, lease_expires_at, activity_attempt_id, 
  WHERE lease_owner = $1 AND poll_request_id = $2 AND state = 'leased' AND kind = $3
    AND namespace = $4 AND task_queue = $5 AND lease_expires_at > now();
 
+-- name: lock_workflow_task_and_run
+-- Lock a workflow task and its run together for a completion (one round trip instead
+-- of two; the task is locked first, as when they were two statements). The run's
+-- columns are those of lock_run, prefixed run_.
+SELECT t.id, t.namespace, t.task_queue, t.kind, t.run_id, t.workflow_id, t.state,
+       t.lease_owner, t.lease_expires_at, t.lease_expires_at <= now() AS lease_expired,
+       t.attempt, t.activity_execution_id, t.activity_attempt_id, t.receipt, t.failure_count,
+       t.workflow_update_id,
+       r.id AS run_id_, r.workflow_id AS run_workflow_id, r.namespace AS run_namespace,
+       r.workflow_type AS run_workflow_type, r.task_queue AS run_task_queue,
+       r.status AS run_status, r.wake_pending AS run_wake_pending,
+       r.last_step_sequence AS run_last_step_sequence, r.payload_codec AS run_payload_codec,
+       r.arguments AS run_arguments, r.compatibility AS run_compatibility,
+       r.open_wait_id AS run_open_wait_id
+  FROM workflow_tasks t JOIN workflow_runs r ON r.id = t.run_id
+ WHERE t.id = $1
+   FOR UPDATE OF t, r;
+
 -- name: lock_task
 -- Lock a task for fencing and read its lease.
 SELECT id, namespace, task_queue, kind, run_id, workflow_id, state, lease_owner, lease_expires_at,
