@@ -25,7 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dsn", default=os.environ.get("DWTRIO_BENCH_DSN"), help="admin Postgres DSN"
     )
-    parser.add_argument("--server-workers", type=int, default=1, help="dwtrio server processes")
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=1,
+        help="dwtrio server processes (several share the Redis wake bus of --redis-url)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("DWTRIO_BENCH_REDIS_URL"),
+        help="Redis for the wake bus of several server processes (DW_REDIS_URL)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("poll-latency", help="task creation -> parked poller wake latency")
     p.add_argument("--pollers", type=int, nargs="+", default=[1, 100])
@@ -80,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds before each window: load generators start, register and fill the pipeline",
     )
     t.add_argument("--load-processes", type=int, default=2)
-    t.add_argument("--redis-url", default=os.environ.get("DWTRIO_BENCH_REDIS_URL"))
+    # Accepted after the subcommand too (where it used to live); same destination.
+    t.add_argument("--redis-url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     t.set_defaults(run=throughput.run)
     b = sub.add_parser("backlog-scaling", help="claim latency against 1k / 100k / 1M ready tasks")
     b.add_argument("--sizes", type=int, nargs="+", default=[1_000, 100_000, 1_000_000])

@@ -123,10 +123,14 @@ def dwtrio_server(
     *,
     dsn: str | None,
     workers: int = 1,
+    redis_url: str | None = None,
     extra_env: dict[str, str] | None = None,
     data_dir: str | None = None,
 ) -> Iterator[str]:
-    """Start ``python -m dwtrio serve`` on a free loopback port; yield its base URL."""
+    """Start ``python -m dwtrio serve`` on a free loopback port; yield its base URL.
+
+    Several ``workers`` share the Redis wake bus of ``redis_url`` when one is given.
+    """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DW_", "DWTRIO_"))}
     env.update(
@@ -138,6 +142,8 @@ def dwtrio_server(
             "DW_DB_POOL_MAX_SIZE": "20",
         }
     )
+    if workers > 1 and redis_url:
+        env["DW_REDIS_URL"] = redis_url
     if dsn:
         env["DW_DATABASE_URL"] = dsn
     else:

@@ -124,7 +124,7 @@ def run(args: Any) -> dict[str, Any]:
     rows, series, raw = [], {}, {}
     with (
         bench_database(args.dsn) as dsn,
-        dwtrio_server(dsn=dsn, workers=args.server_workers) as url,
+        dwtrio_server(dsn=dsn, workers=args.server_workers, redis_url=args.redis_url) as url,
     ):
         for n in args.pollers:
             runs = [measure(url, n, args.samples) for _ in range(args.runs)]

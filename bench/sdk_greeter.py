@@ -154,7 +154,7 @@ def _dwtrio(args: Any) -> list[dict[str, Any]]:
     rows = []
     with (
         bench_database(args.dsn) as dsn,
-        dwtrio_server(dsn=dsn, workers=args.server_workers) as url,
+        dwtrio_server(dsn=dsn, workers=args.server_workers, redis_url=args.redis_url) as url,
     ):
         queue = f"greet-{uuid.uuid4().hex[:8]}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("DW_")}

@@ -254,13 +254,12 @@ def measure(
 def run(args: Any) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for server_workers in args.server_processes:
-        extra = {"DW_REDIS_URL": args.redis_url} if server_workers > 1 and args.redis_url else {}
         if server_workers > 1 and not args.redis_url:
             print(f"  note: {server_workers} server processes without --redis-url (no wake bus)")
         with bench_database(args.dsn) as dsn:
             if dsn is None:
                 raise SystemExit("dispatch-throughput needs --dsn (it bulk-loads the backlog)")
-            with dwtrio_server(dsn=dsn, workers=server_workers, extra_env=extra) as url:
+            with dwtrio_server(dsn=dsn, workers=server_workers, redis_url=args.redis_url) as url:
                 for mode in args.modes:
                     queue = f"tp-{mode}-{uuid.uuid4().hex[:6]}"
                     if mode == "backlog":
