@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from bench import backlog_scaling, open_polls, poll_latency, sdk_greeter, throughput
+from bench import backlog_scaling, open_polls, poll_latency, request_cost, sdk_greeter, throughput
 
 
 def _positive(text: str) -> int:
@@ -100,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs", type=_positive, default=3, help="runs per size; the median is reported"
     )
     b.set_defaults(run=backlog_scaling.run)
+    c = sub.add_parser(
+        "request-cost", help="latency and server CPU of one request, by kind, one at a time"
+    )
+    c.add_argument("--requests", type=_positive, default=400, help="requests of each kind per run")
+    c.add_argument(
+        "--runs", type=_positive, default=3, help="runs; the median of each figure is reported"
+    )
+    c.set_defaults(run=request_cost.run)
     return parser
 
 

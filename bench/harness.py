@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -111,9 +112,9 @@ def bench_database(admin_dsn: str | None) -> Iterator[str | None]:
         return
     name = f"dwtrio_bench_{uuid.uuid4().hex[:10]}"
     _admin(admin_dsn, f'CREATE DATABASE "{name}"')
-    base, _, _ = admin_dsn.rpartition("/")
+    parts = urlsplit(admin_dsn)  # TCP or Unix-socket (?host=/run/postgresql) DSNs alike
     try:
-        yield f"{base}/{name}"
+        yield urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
     finally:
         _admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

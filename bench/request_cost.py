@@ -1,0 +1,166 @@
+"""request-cost: what one request costs the server, by kind, with nothing else going on.
+
+One client sends requests one after another on one keep-alive connection,
+over a plain socket (no HTTP client library, whose own cost would blur the
+figure). For each kind of request: latency p50 and the server's CPU time per
+request (user + system time of the server process over the batch). Kinds:
+
+* ``worker-404``: a worker-plane path that does not exist (gates, no database);
+* ``poll-empty``: a workflow-task poll with ``timeout_seconds: 0`` on an empty
+  queue (gates, one claim statement);
+* ``health``: ``GET /api/health`` (the Quart side, one ``SELECT 1``);
+* ``start``: ``POST /api/workflows`` (the Quart side, the one-statement start);
+* ``claim``: a poll that finds one of the workflow tasks the starts created;
+* ``complete``: completing that task with ``complete_workflow`` (closes the run).
+
+Each run repeats every kind ``--requests`` times; the reported figures are the
+median over ``--runs`` runs.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from bench.harness import (
+    CP,
+    WP,
+    bench_database,
+    dwtrio_server,
+    median_of_runs,
+    progress,
+    server_processes,
+    table,
+    write_result,
+)
+
+COMPLETE = {"type": "complete_workflow", "result": {"codec": "avro", "blob": "wwHioz3/VYAiNwA="}}
+KINDS = ["worker-404", "poll-empty", "health", "start", "claim", "complete"]
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection driven by hand."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def request(
+        self, method: str, path: str, headers: dict[str, str], body: Any = None
+    ) -> tuple[int, Any]:
+        data = b"" if body is None else json.dumps(body).encode()
+        head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        self.sock.sendall(head.encode() + data)
+        buf = b""
+        while True:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            buf += chunk
+            top, sep, rest = buf.partition(b"\r\n\r\n")
+            if not sep:
+                continue
+            lines = top.split(b"\r\n")
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in lines
+                if line.lower().startswith(b"content-length:")
+            )
+            if len(rest) >= length:
+                return int(lines[0].split()[1]), json.loads(rest[:length] or b"null")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _cpu_s(procs: list[Any]) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+
+def one_run(url: str, procs: list[Any], count: int, bar: Any) -> dict[str, dict[str, float]]:
+    conn = Connection(url)
+    queue = f"cost-{uuid.uuid4().hex[:8]}"
+    tasks: list[dict[str, Any]] = []
+
+    def poll(q: str) -> dict[str, Any] | None:
+        body = {"worker_id": "bench", "task_queue": q, "timeout_seconds": 0}
+        status, answer = conn.request("POST", "/api/worker/workflow-tasks/poll", WP, body)
+        assert status == 200, answer
+        return answer["task"]  # type: ignore[no-any-return]
+
+    def start() -> None:
+        body = {"workflow_id": uuid.uuid4().hex, "workflow_type": "bench", "task_queue": queue}
+        status, answer = conn.request("POST", "/api/workflows", CP, body)
+        assert status == 201, answer
+
+    def claim() -> None:
+        task = poll(queue)
+        assert task is not None, "the starts left no task to claim"
+        tasks.append(task)
+
+    def complete() -> None:
+        task = tasks.pop()
+        body = {
+            "lease_owner": task["lease_owner"],
+            "workflow_task_attempt": task["workflow_task_attempt"],
+            "commands": [COMPLETE],
+        }
+        path = f"/api/worker/workflow-tasks/{task['task_id']}/complete"
+        status, answer = conn.request("POST", path, WP, body)
+        assert status == 200, answer
+
+    cases: dict[str, Callable[[], Any]] = {
+        "worker-404": lambda: conn.request("POST", "/api/worker/no-such-route", WP, {}),
+        "poll-empty": lambda: poll(f"{queue}-empty"),
+        "health": lambda: conn.request("GET", "/api/health", {}),
+        "start": start,
+        "claim": claim,
+        "complete": complete,
+    }
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for kind in KINDS:
+            latencies = []
+            cpu0 = _cpu_s(procs)
+            for _ in range(count):
+                t0 = time.perf_counter()
+                cases[kind]()
+                latencies.append(time.perf_counter() - t0)
+                bar.update()
+            cpu = (_cpu_s(procs) - cpu0) / count
+            out[kind] = {
+                "p50_ms": round(statistics.median(latencies) * 1000, 3),
+                "server_cpu_ms": round(cpu * 1000, 3),
+            }
+    finally:
+        conn.close()
+    return out
+
+
+def run(args: Any) -> dict[str, Any]:
+    with bench_database(args.dsn) as dsn, dwtrio_server(dsn=dsn) as url:
+        procs = server_processes(url)
+        bar = progress(args.runs * args.requests * len(KINDS), "request-cost", "req")
+        runs = [one_run(url, procs, args.requests, bar) for _ in range(args.runs)]
+        bar.close()
+    rows = [
+        {"request": kind, **median_of_runs([r[kind] for r in runs], ["p50_ms", "server_cpu_ms"])}
+        for kind in KINDS
+    ]
+    print(f"median over {args.runs} runs of {args.requests} requests each:")
+    print(table(rows, ["request", "p50_ms", "server_cpu_ms"]))
+    path = write_result(
+        "request-cost",
+        {"requests_per_run": args.requests, "summary": rows, "runs": runs},
+    )
+    print(f"results: {path}")
+    return {"summary": rows}
