@@ -222,9 +222,7 @@ async def fence(
         receipt=row["receipt"],
         failure_count=row["failure_count"],
         update_id=row["workflow_update_id"],
-        run=LockedRun(
-            id=row["run_id_"], **{f: row[f"run_{f}"] for f in RUN_FIELDS if f != "id"}
-        )
+        run=LockedRun(id=row["run_id_"], **{f: row[f"run_{f}"] for f in RUN_FIELDS if f != "id"})
         if with_run
         else None,
     )

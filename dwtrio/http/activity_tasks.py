@@ -5,7 +5,7 @@ from __future__ import annotations
 from dwtrio import wire
 from dwtrio.engine import activity_tasks as engine
 from dwtrio.http.worker_plane import Reply, Route, WorkerCall
-from dwtrio.http.worker_response import long_poll, worker_outcome
+from dwtrio.http.worker_response import long_poll, task_report
 from dwtrio.protocol.worker import (
     CompleteActivityTask,
     FailActivityTask,
@@ -41,14 +41,6 @@ def routes(rt: Runtime) -> list[Route]:
             typed=bool(params.activity_types),
         )
 
-    async def complete(call: WorkerCall, task_id: str) -> Reply:
-        req = wire.structure(call.json, CompleteActivityTask)
-        return await worker_outcome(rt, engine.complete, call.namespace, task_id, req)
-
-    async def fail(call: WorkerCall, task_id: str) -> Reply:
-        req = wire.structure(call.json, FailActivityTask)
-        return await worker_outcome(rt, engine.fail, call.namespace, task_id, req)
-
     async def heartbeat(call: WorkerCall, task_id: str) -> Reply:
         req = wire.structure(call.json, HeartbeatActivityTask)
         body = await rt.store.transaction(
@@ -58,7 +50,13 @@ def routes(rt: Runtime) -> list[Route]:
 
     return [
         Route("POST", "activity-tasks/poll", poll),
-        Route("POST", "activity-tasks/{task_id}/complete", complete),
-        Route("POST", "activity-tasks/{task_id}/fail", fail),
+        Route(
+            "POST",
+            "activity-tasks/{task_id}/complete",
+            task_report(rt, CompleteActivityTask, engine.complete),
+        ),
+        Route(
+            "POST", "activity-tasks/{task_id}/fail", task_report(rt, FailActivityTask, engine.fail)
+        ),
         Route("POST", "activity-tasks/{task_id}/heartbeat", heartbeat),
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dwtrio import wire
 from dwtrio.engine import queries as engine
 from dwtrio.http.worker_plane import Reply, Route, WorkerCall
-from dwtrio.http.worker_response import long_poll, worker_outcome
+from dwtrio.http.worker_response import long_poll, task_report
 from dwtrio.protocol.queries import CompleteQueryTask, FailQueryTask
 from dwtrio.protocol.worker import PollTasks
 from dwtrio.runtime import Runtime
@@ -38,16 +38,12 @@ def routes(rt: Runtime) -> list[Route]:
             typed=bool(params.workflow_types),
         )
 
-    async def complete(call: WorkerCall, task_id: str) -> Reply:
-        req = wire.structure(call.json, CompleteQueryTask)
-        return await worker_outcome(rt, engine.complete, call.namespace, task_id, req)
-
-    async def fail(call: WorkerCall, task_id: str) -> Reply:
-        req = wire.structure(call.json, FailQueryTask)
-        return await worker_outcome(rt, engine.fail, call.namespace, task_id, req)
-
     return [
         Route("POST", "query-tasks/poll", poll),
-        Route("POST", "query-tasks/{task_id}/complete", complete),
-        Route("POST", "query-tasks/{task_id}/fail", fail),
+        Route(
+            "POST",
+            "query-tasks/{task_id}/complete",
+            task_report(rt, CompleteQueryTask, engine.complete),
+        ),
+        Route("POST", "query-tasks/{task_id}/fail", task_report(rt, FailQueryTask, engine.fail)),
     ]

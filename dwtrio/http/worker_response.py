@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec
 
+from dwtrio import wire
 from dwtrio.engine.outcome import Outcome, QueueKey
-from dwtrio.http.worker_plane import Reply
+from dwtrio.http.worker_plane import Handler, Reply, WorkerCall
 from dwtrio.matching.poll import poll_for_task
 from dwtrio.runtime import Runtime
 from dwtrio.store.pool import Op
@@ -24,6 +25,17 @@ async def worker_outcome(
     if outcome.timer_armed:
         rt.timer_nudge.set()
     return Reply(outcome.body, outcome.status)
+
+
+def task_report(rt: Runtime, model: type, op: Op[..., Outcome], *extra: Any) -> Handler:
+    """The handler of ``POST .../{task_id}/<report>``: the body as ``model``, then
+    ``op(conn, namespace, task_id, body, *extra)`` through :func:`worker_outcome`."""
+
+    async def handler(call: WorkerCall, task_id: str) -> Reply:
+        req: Any = wire.structure(call.json, model)
+        return await worker_outcome(rt, op, call.namespace, task_id, req, *extra)
+
+    return handler
 
 
 def poll_timeout_s(rt: Runtime, requested: int | None) -> float:

@@ -6,7 +6,7 @@ from dwtrio import wire
 from dwtrio.engine import workflow_tasks as engine
 from dwtrio.engine.commands.context import CommandLimits
 from dwtrio.http.worker_plane import Reply, Route, WorkerCall
-from dwtrio.http.worker_response import long_poll, worker_outcome
+from dwtrio.http.worker_response import long_poll, task_report
 from dwtrio.protocol.worker import (
     CompleteWorkflowTask,
     FailWorkflowTask,
@@ -58,14 +58,6 @@ def routes(rt: Runtime) -> list[Route]:
         )
         return Reply(body)
 
-    async def complete(call: WorkerCall, task_id: str) -> Reply:
-        req = wire.structure(call.json, CompleteWorkflowTask)
-        return await worker_outcome(rt, engine.complete, call.namespace, task_id, req, limits)
-
-    async def fail(call: WorkerCall, task_id: str) -> Reply:
-        req = wire.structure(call.json, FailWorkflowTask)
-        return await worker_outcome(rt, engine.fail, call.namespace, task_id, req)
-
     async def heartbeat(call: WorkerCall, task_id: str) -> Reply:
         req = wire.structure(call.json, WorkflowTaskLease)
         body = await rt.store.transaction(
@@ -76,7 +68,13 @@ def routes(rt: Runtime) -> list[Route]:
     return [
         Route("POST", "workflow-tasks/poll", poll),
         Route("POST", "workflow-tasks/{task_id}/history", history),
-        Route("POST", "workflow-tasks/{task_id}/complete", complete),
-        Route("POST", "workflow-tasks/{task_id}/fail", fail),
+        Route(
+            "POST",
+            "workflow-tasks/{task_id}/complete",
+            task_report(rt, CompleteWorkflowTask, engine.complete, limits),
+        ),
+        Route(
+            "POST", "workflow-tasks/{task_id}/fail", task_report(rt, FailWorkflowTask, engine.fail)
+        ),
         Route("POST", "workflow-tasks/{task_id}/heartbeat", heartbeat),
     ]
