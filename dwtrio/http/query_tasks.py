@@ -34,7 +34,7 @@ def routes(rt: Runtime) -> list[Route]:
             engine.claim,
             engine.release,
             timeout_seconds=req.timeout_seconds,
-            gone=call.gone,
+            client=call.client,
             typed=bool(params.workflow_types),
         )
 

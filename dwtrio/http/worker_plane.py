@@ -16,10 +16,9 @@ so a client cannot tell which side answered.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import trio
@@ -37,8 +36,6 @@ from dwtrio.manifest import WORKER_PROTOCOL_HEADER
 from dwtrio.matching.waiters import ClientGone
 from dwtrio.runtime import Runtime
 
-log = logging.getLogger(__name__)
-
 PREFIX = "/api/worker/"
 #: How long a client may take to send its request body (Quart's own default).
 BODY_TIMEOUT_S = 60.0
@@ -53,8 +50,8 @@ class WorkerCall:
     namespace: str
     #: The JSON body as sent (None when the request had none); handlers structure it.
     json: Any
-    #: Returns when the client disconnects (long-polls watch it while parked).
-    gone: Callable[[], Awaitable[None]]
+    #: Whether the worker went away (long-polls watch it while parked).
+    client: WorkerClient
 
 
 @attrs.frozen
@@ -91,6 +88,39 @@ class Route:
         return params
 
 
+@attrs.define
+class WorkerClient:
+    """The connection behind a worker request: has the worker gone away?
+
+    Implements ``matching.poll.Client``. A parked poll waits in
+    :meth:`wait_gone`; after a claim, :meth:`has_gone` looks without waiting.
+    Hypercorn hands the application a memory channel's ``receive``, so a
+    queued ``http.disconnect`` can be read from the channel directly; under a
+    server whose ``receive`` is something else, :meth:`has_gone` knows only
+    what :meth:`wait_gone` saw (a lease nobody receives then waits for its
+    expiry and the task-repair loop).
+    """
+
+    _receive: Any
+    _gone: bool = False
+
+    async def wait_gone(self) -> None:
+        while not self._gone:
+            if (await self._receive())["type"] == "http.disconnect":
+                self._gone = True
+
+    def has_gone(self) -> bool:
+        take = getattr(getattr(self._receive, "__self__", None), "receive_nowait", None)
+        while not self._gone and take is not None:
+            try:
+                message = take()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if message["type"] == "http.disconnect":
+                self._gone = True
+        return self._gone
+
+
 class Headers(dict[str, str]):
     """Request headers, case-insensitive on ``get`` (the first value of a repeated header)."""
 
@@ -103,6 +133,15 @@ class Headers(dict[str, str]):
         for name, value in raw:
             headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
         return headers
+
+
+def request_path(scope: Any) -> str:
+    """The request's path; an absolute-form target (``http://host/path``) is reduced
+    to its path, as Quart does."""
+    path: str = scope["path"]
+    if not path.startswith("/"):
+        path = urlsplit(path).path or "/"
+    return path
 
 
 def is_worker_path(path: str) -> bool:
@@ -118,7 +157,7 @@ class WorkerPlane:
     fallback: ASGIApp
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not is_worker_path(scope["path"]):
+        if scope["type"] != "http" or not is_worker_path(request_path(scope)):
             await self.fallback(scope, receive, send)
             return
         await self.serve(scope, receive, send)
@@ -157,9 +196,16 @@ class WorkerPlane:
             body["error"] = err.message
         body["protocol_version"] = rt.settings.worker_protocol_version
         body["server_capabilities"] = rt.worker_capabilities
-        # A body gate failure leaves the rest of the body unread: end the connection.
-        close = status in (PayloadTooLargeError.http_status, RequestTimeoutError.http_status)
-        await respond(send, rt, method, accept_encoding, status, body, close=close)
+        if status not in (PayloadTooLargeError.http_status, RequestTimeoutError.http_status):
+            await respond(send, rt, method, accept_encoding, status, body)
+            return
+        # The body gate refused the rest of the body: end the connection. Hypercorn
+        # may still be queueing body chunks, and the end of the response waits for
+        # room in that queue: throw them away while answering.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(discard_body, receive)
+            await respond(send, rt, method, accept_encoding, status, body, close=True)
+            nursery.cancel_scope.cancel()
 
     async def admit(
         self, scope: Any, receive: Any, headers: Headers
@@ -167,23 +213,19 @@ class WorkerPlane:
         """Read the body, run the gates, find the route."""
         raw, declared = await read_body(receive, headers, self.rt.settings.max_payload_bytes)
         query = scope.get("query_string") or b""
+        path = request_path(scope)
         admitted = await pipeline.admit(
             self.rt,
             scope["method"],
-            scope["path"],
+            path,
             headers,
             raw,
             declared=declared,
             namespace_param=namespace_param(query) if b"namespace" in query else None,
         )
-        route, params = self.find(scope["method"], scope["path"])
+        route, params = self.find(scope["method"], path)
         assert admitted.namespace is not None  # worker routes are authenticated
-
-        async def gone() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-
-        return WorkerCall(admitted.namespace, admitted.json, gone), route, params
+        return WorkerCall(admitted.namespace, admitted.json, WorkerClient(receive)), route, params
 
 
 async def read_body(
@@ -211,6 +253,13 @@ async def read_body(
     if timer.cancelled_caught:
         raise RequestTimeoutError("The request body did not arrive in time.")
     return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), declared
+
+
+async def discard_body(receive: Any) -> None:
+    """Read and drop what is left of a refused request, for at most BODY_TIMEOUT_S."""
+    with trio.move_on_after(BODY_TIMEOUT_S):
+        while (await receive())["type"] != "http.disconnect":
+            pass
 
 
 def namespace_param(query: bytes) -> str | None:

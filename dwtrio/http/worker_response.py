@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec
 
 from dwtrio import wire
 from dwtrio.engine.outcome import Outcome, QueueKey
 from dwtrio.http.worker_plane import Handler, Reply, WorkerCall
-from dwtrio.matching.poll import poll_for_task
+from dwtrio.matching.poll import Client, poll_for_task
 from dwtrio.runtime import Runtime
 from dwtrio.store.pool import Op
 
@@ -53,14 +52,14 @@ async def long_poll(
     timeout_seconds: int | None,
     atomic: bool = True,
     typed: bool = False,
-    gone: Callable[[], Awaitable[None]] | None = None,
+    client: Client | None = None,
 ) -> Reply:
     """Answer a task poll: claim at once or park until woken; ``{"task": null}`` at the deadline.
 
     ``atomic=False`` runs the claim without an explicit transaction (two round
     trips fewer) for claims whose only write is a single statement. ``typed``:
-    the claim only takes the worker's declared types. ``gone`` returns when the
-    client disconnects (see ``poll_for_task``).
+    the claim only takes the worker's declared types. ``client`` tells whether the
+    worker went away (see ``poll_for_task``).
 
     The first claim of a poll may replay the task a retried ``poll_request_id``
     already leased; a task claimed for a client that went away is released and
@@ -88,7 +87,7 @@ async def long_poll(
         recheck_s=rt.settings.worker_poll_interval_ms / 1000,
         draining=rt.draining,
         typed=typed,
-        gone=gone,
+        client=client,
     )
     if task is None:
         return Reply({"task": None, "poll_status": "empty"})

@@ -8,14 +8,24 @@ releases it again, so a task is never stranded on a poller that is gone.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import trio
 
 from dwtrio.engine.outcome import QueueKey
-from dwtrio.matching.waiters import WaiterSet
+from dwtrio.matching.waiters import ClientGone, WaiterSet
 
 T = TypeVar("T")
+
+
+class Client(Protocol):
+    """The poll's client, as its transport sees it."""
+
+    async def wait_gone(self) -> None:
+        """Return when the client has disconnected."""
+
+    def has_gone(self) -> bool:
+        """Whether the client is known to have disconnected, without waiting."""
 
 
 async def poll_for_task(
@@ -28,7 +38,7 @@ async def poll_for_task(
     recheck_s: float,
     draining: trio.Event,
     typed: bool = False,
-    gone: Callable[[], Awaitable[None]] | None = None,
+    client: Client | None = None,
 ) -> T | None:
     """Return a claimed task, or None when ``timeout_s`` passes (or the server drains).
 
@@ -38,11 +48,11 @@ async def poll_for_task(
     types, so finding nothing proves nothing about the queue.
 
     The client going away while the poll is parked leases nothing: either
-    cancellation from outside, or ``gone`` returning (it is awaited while
-    parked and should return when the client disconnects; the poll then raises
-    ``ClientGone``). Cancellation right after a claim releases the claimed
-    task. The deadline itself never interrupts a claim: it only bounds the
-    parking.
+    cancellation from outside, or ``client.wait_gone`` returning (it is
+    awaited while parked; the poll then raises ``ClientGone``). A task claimed
+    for a client that went away meanwhile (cancellation, or
+    ``client.has_gone()``) is released before the poll ends. The deadline
+    itself never interrupts a claim: it only bounds the parking.
     """
     deadline = trio.current_time() + max(timeout_s, 0.0)
     # An idle queue costs parked pollers nothing: no claim until something changes;
@@ -62,7 +72,9 @@ async def poll_for_task(
                 # A wake that arrived during the claim is for another task: leaving
                 # with it unconsumed hands it to the next poller (``register``).
                 try:
-                    await trio.lowlevel.checkpoint()  # raises if the client has gone
+                    await trio.lowlevel.checkpoint()  # raises if cancelled from outside
+                    if client is not None and client.has_gone():
+                        raise ClientGone
                 except BaseException:
                     with trio.CancelScope(shield=True):  # put the task back for others
                         await release(task)
@@ -78,7 +90,7 @@ async def poll_for_task(
             if waiters.is_head(key, waiter):
                 park_until = min(deadline, trio.current_time() + recheck_s)
             with trio.move_on_at(park_until):
-                await event.wait(gone)
+                await event.wait(None if client is None else client.wait_gone)
             if draining.is_set():
                 return None
             if trio.current_time() >= deadline and waiters.known_empty(key, recheck_s):

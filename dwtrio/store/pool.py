@@ -91,67 +91,99 @@ class Checkout:
         self._pool = pool
         self._max = max_size
         self._idle: deque[PooledConn] = deque()
-        #: Each gets a connection, or None: "capacity freed, take one from the pool".
+        #: Each gets a connection, or None: a *slot* (take a connection from
+        #: asyncpg's pool, which has one free for it).
         self._waiters: deque[asyncio.Future[PooledConn | None]] = deque()
-        #: Connections taken from asyncpg's pool (idle here or in use).
+        #: Slots in use: connections taken from asyncpg's pool (idle here or
+        #: busy), plus slots handed to a waiter that is about to take one.
         self._out = 0
+        self._closed = False
+        self._releasing: set[asyncio.Task[None]] = set()
 
     async def acquire(self) -> PooledConn:
         while self._idle:
             conn = self._idle.pop()
             if _usable(conn):
                 return conn
-            self._out -= 1  # the server closed it while idle: asyncpg replaces it
+            # The server closed it while idle (asyncpg took it back already):
+            # its slot is ours, for a fresh connection from asyncpg's pool.
             await self._pool.release(conn)
-        if self._out >= self._max:
-            waiter: asyncio.Future[PooledConn | None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                handed = await waiter
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._pass_on(waiter.result())  # handed over as we were cancelled
-                waiter.cancel()
-                raise
-            if handed is not None:
-                return handed
-        self._out += 1
+            return await self._take_from_pool()
+        if self._out < self._max:
+            self._out += 1
+            return await self._take_from_pool()
+        waiter: asyncio.Future[PooledConn | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            handed = await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                # Handed over just as we were cancelled: pass it on.
+                given = waiter.result()
+                if given is not None:
+                    self._pass_on(given)
+                else:
+                    self._free_slot()
+            waiter.cancel()
+            raise
+        return handed if handed is not None else await self._take_from_pool()
+
+    async def _take_from_pool(self) -> PooledConn:
+        """A connection from asyncpg's pool, for a slot already counted in ``_out``."""
         try:
             return await self._pool.acquire()
         except BaseException:
-            self._out -= 1
-            self._pass_on(None)
+            self._free_slot()
             raise
 
     def put_back(self, conn: PooledConn) -> None:
         """After a clean operation: the next caller gets it without a loop turn."""
-        if not _usable(conn) or conn.is_in_transaction():
-            asyncio.get_running_loop().create_task(self.discard(conn))
+        if self._closed or not _usable(conn) or conn.is_in_transaction():
+            task = asyncio.get_running_loop().create_task(self.discard(conn))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
             return
         self._pass_on(conn)
 
     async def discard(self, conn: PooledConn) -> None:
-        """After a failed or cancelled operation: asyncpg's pool resets or replaces it."""
-        self._out -= 1
+        """After a failed or cancelled operation: asyncpg's pool resets or replaces it.
+
+        The slot is freed only once asyncpg has the connection back, and goes
+        to a caller already waiting if there is one: a newcomer must not take
+        it first and leave that caller waiting on an exhausted asyncpg pool.
+        """
         try:
             await self._pool.release(conn)
         finally:
-            self._pass_on(None)
+            self._free_slot()
 
-    def _pass_on(self, conn: PooledConn | None) -> None:
+    def _pass_on(self, conn: PooledConn) -> None:
+        """A connection to the first waiter, or to the idle deque."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(conn)
                 return
-        if conn is not None:
-            self._idle.append(conn)
+        self._idle.append(conn)
+
+    def _free_slot(self) -> None:
+        """A slot to the first waiter (it takes a connection from asyncpg's pool), or free."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._out -= 1
 
     async def close(self) -> None:
-        """Give every idle connection back to asyncpg's pool (before closing it)."""
+        """Give every idle connection back to asyncpg's pool (before closing it);
+        connections of operations still running go back when those end."""
+        self._closed = True
         while self._idle:
-            self._out -= 1
             await self._pool.release(self._idle.pop())
+            self._out -= 1
+        if self._releasing:
+            await asyncio.gather(*self._releasing, return_exceptions=True)
 
 
 def _usable(conn: PooledConn) -> bool:

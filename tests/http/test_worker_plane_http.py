@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import uuid
 
+import httpx
 import orjson
 import pytest
 import trio
@@ -162,3 +163,115 @@ async def test_poll_answers_are_compressed_when_asked(start_server: StartServer)
         r = await c.post(POLL, json=body, headers={"Accept-Encoding": "identity"})
         assert "content-encoding" not in r.headers
         assert r.json()["poll_status"] == "empty"
+
+
+def task_count() -> int:
+    """Every task of this trio run (the in-process server's included)."""
+
+    def walk(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(walk(t) for n in task.child_nurseries for t in n.child_tasks)
+
+    return walk(trio.lowlevel.current_root_task())
+
+
+async def settle_to(count: int) -> int:
+    with trio.move_on_after(3):
+        while task_count() > count:
+            await trio.sleep(0.05)
+    return task_count()
+
+
+async def test_a_big_refused_body_leaves_no_task_behind(start_server: StartServer) -> None:
+    """The body keeps coming after the 413 (more than Hypercorn queues for the
+    application): the answer still arrives, and neither the request's task nor
+    Hypercorn's connection task is left hanging afterwards."""
+    srv = await start_server(max_payload_bytes=2048, worker_token=WORKER_TOKEN)
+    await trio.sleep(0.2)
+    baseline = task_count()
+    url = httpx.URL(srv.url)
+    assert url.port is not None
+    stream = await trio.open_tcp_stream(url.host, url.port)
+    head = (
+        f"POST {POLL} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {WORKER_TOKEN}\r\n{WP_HEADER}: 1.20\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    chunk = b"%x\r\n%s\r\n" % (1000, b"x" * 1000)
+    with trio.fail_after(10):
+        await stream.send_all(head + chunk * 200 + b"0\r\n\r\n")
+        answer = b""
+        while b"payload_too_large" not in answer:
+            data = await stream.receive_some(65536)
+            assert data, answer
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 413")
+    await stream.aclose()
+    assert await settle_to(baseline) <= baseline
+
+
+async def test_absolute_form_targets_reach_the_worker_plane(start_server: StartServer) -> None:
+    srv = await start_server(worker_token=WORKER_TOKEN)
+    raw = await RawHttp.open(srv)
+    try:
+        body = orjson.dumps(register_body())
+        status, headers, payload = await raw.request(
+            "POST",
+            f"{srv.url}/api/worker/register",
+            {**JSON_CT, **WP, "Authorization": f"Bearer {WORKER_TOKEN}"},
+            body,
+        )
+    finally:
+        await raw.aclose()
+    assert status == 201, payload
+    assert headers[WP_HEADER.lower()] == "1.20"
+
+
+async def test_a_task_claimed_for_a_poller_that_left_is_released(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poller disconnects while its claim runs: the claimed task goes back to
+    the queue at once (not after the lease expires) for the next poller."""
+    import asyncio
+
+    from dwtrio.engine import workflow_tasks as wt_engine
+
+    server = await start_server(worker_token=WORKER_TOKEN)
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    async with server.client(**CP) as cc:
+        r = await cc.post(
+            "/api/workflows",
+            json={"workflow_id": f"wf-{queue}", "workflow_type": "greeter", "task_queue": queue},
+        )
+        assert r.status_code == 201, r.text
+    real_claim = wt_engine.claim
+    claim_started = trio.Event()
+
+    async def slow_claim(conn: object, params: object, *, replay_poll: bool) -> object:
+        claim_started.set()  # trio-asyncio runs the asyncio side inside the trio run
+        await asyncio.sleep(0.5)  # the store operation runs on the asyncio side
+        return await real_claim(conn, params, replay_poll=replay_poll)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(wt_engine, "claim", slow_claim)
+    url = httpx.URL(server.url)
+    assert url.port is not None
+    stream = await trio.open_tcp_stream(url.host, url.port)
+    body = orjson.dumps({"worker_id": "leaver", "task_queue": queue, "timeout_seconds": 5})
+    head = (
+        f"POST {POLL} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {WORKER_TOKEN}\r\n{WP_HEADER}: 1.20\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with trio.fail_after(10):
+        await stream.send_all(head + body)
+        await claim_started.wait()
+    await stream.aclose()  # gone while the claim runs
+    await trio.sleep(1.0)  # the claim ends; the lease is released
+    monkeypatch.setattr(wt_engine, "claim", real_claim)
+    async with server.client(WORKER_TOKEN, **WP) as c:
+        r = await c.post(
+            POLL, json={"worker_id": "stayer", "task_queue": queue, "timeout_seconds": 0}
+        )
+    task = r.json()["task"]
+    assert task is not None, r.text
+    assert task["lease_owner"] == "stayer"
+    assert task["workflow_task_attempt"] == 1

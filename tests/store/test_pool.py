@@ -134,3 +134,35 @@ async def test_a_connection_killed_mid_operation_is_an_error_then_replaced(db_ds
 async def test_closing_returns_checked_out_connections_at_once(db_dsn: str) -> None:
     with trio.fail_after(4):  # a leaked connection would make close wait its 5 s timeout
         await with_store(db_dsn, lambda store: store.read(backend_pid))
+
+
+async def test_a_full_pool_with_failures_never_strands_a_caller(db_dsn: str) -> None:
+    """Many callers on a small pool, a third of their operations failing: a slot
+    freed by a failure goes to a caller already waiting, never to a newcomer that
+    would leave the waiter blocked on an exhausted asyncpg pool."""
+
+    async def maybe_fail(conn: Conn, i: int) -> int:
+        await conn.execute("SELECT pg_sleep(0.002)")
+        if i % 3 == 0:
+            raise RuntimeError("boom")
+        return i
+
+    async def body(store: Store) -> None:
+        done = 0
+
+        async def caller(k: int) -> None:
+            nonlocal done
+            for i in range(k, k + 30):
+                try:
+                    await store.read(maybe_fail, i)
+                except RuntimeError:
+                    pass
+                done += 1
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for k in range(20):
+                    nursery.start_soon(caller, k)
+        assert done == 20 * 30
+
+    await with_store(db_dsn, body)

@@ -37,6 +37,19 @@ class FakeQueue:
         self.released.append(task)
 
 
+@attrs.define
+class FakeClient:
+    """A poll's client that leaves when ``left`` is set."""
+
+    left: trio.Event = attrs.field(factory=trio.Event)
+
+    async def wait_gone(self) -> None:
+        await self.left.wait()
+
+    def has_gone(self) -> bool:
+        return self.left.is_set()
+
+
 async def poll(
     queue: FakeQueue,
     waiters: WaiterSet,
@@ -44,7 +57,7 @@ async def poll(
     timeout_s: float,
     recheck_s: float = 1000.0,
     draining: trio.Event | None = None,
-    gone: trio.Event | None = None,
+    client: FakeClient | None = None,
 ) -> str | None:
     return await poll_for_task(
         waiters,
@@ -54,7 +67,7 @@ async def poll(
         timeout_s=timeout_s,
         recheck_s=recheck_s,
         draining=trio.Event() if draining is None else draining,
-        gone=None if gone is None else gone.wait,
+        client=client,
     )
 
 
@@ -223,19 +236,19 @@ async def test_cancellation_while_parked_leases_nothing(
 async def test_a_client_leaving_while_parked_ends_the_poll_without_a_claim(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """``gone`` is watched by the parked poll itself (no watcher task): when it
-    returns, the poll raises ClientGone and leaves the queue."""
-    queue, waiters, gone = FakeQueue(), WaiterSet(), trio.Event()
+    """The client is watched by the parked poll itself (no watcher task): when it
+    leaves, the poll raises ClientGone and leaves the queue."""
+    queue, waiters, client = FakeQueue(), WaiterSet(), FakeClient()
     async with trio.open_nursery() as nursery:
 
         async def poller() -> None:
             with pytest.raises(ClientGone):
-                await poll(queue, waiters, timeout_s=30, gone=gone)
+                await poll(queue, waiters, timeout_s=30, client=client)
 
         nursery.start_soon(poller)
         await trio.sleep(5)
         assert waiters.waiting(KEY) == 1
-        gone.set()
+        client.left.set()
     assert waiters.waiting(KEY) == 0
     assert trio.current_time() == 5  # left at once, not at the deadline
     queue.ready.append("t1")
@@ -247,12 +260,12 @@ async def test_a_client_leaving_while_parked_ends_the_poll_without_a_claim(
 async def test_a_wake_ends_the_watch_for_the_client_and_claims(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    queue, waiters, gone = FakeQueue(), WaiterSet(), trio.Event()
+    queue, waiters, client = FakeQueue(), WaiterSet(), FakeClient()
     got: list[str | None] = []
     async with trio.open_nursery() as nursery:
 
         async def poller() -> None:
-            got.append(await poll(queue, waiters, timeout_s=30, gone=gone))
+            got.append(await poll(queue, waiters, timeout_s=30, client=client))
 
         nursery.start_soon(poller)
         await trio.sleep(3)
@@ -260,6 +273,22 @@ async def test_a_wake_ends_the_watch_for_the_client_and_claims(
         assert waiters.wake(KEY) == 1
     assert got == ["t1"]
     assert trio.current_time() == 3
+
+
+async def test_a_task_claimed_for_a_client_that_left_during_the_claim_is_released(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters, client = FakeQueue(ready=["t1"], claim_delay_s=1.0), WaiterSet(), FakeClient()
+    async with trio.open_nursery() as nursery:
+
+        async def poller() -> None:
+            with pytest.raises(ClientGone):
+                await poll(queue, waiters, timeout_s=30, client=client)
+
+        nursery.start_soon(poller)
+        await trio.sleep(0.5)  # the claim is running
+        client.left.set()
+    assert queue.released == ["t1"]
 
 
 async def test_wakeup_is_a_one_shot_event() -> None:
