@@ -72,13 +72,18 @@ class Route:
     method: str
     pattern: str
     handler: Handler
+    #: The pattern split once, not on every request.
+    segments: tuple[str, ...] = attrs.field(init=False)
+
+    @segments.default
+    def _split(self) -> tuple[str, ...]:
+        return tuple(self.pattern.split("/"))
 
     def match(self, parts: list[str]) -> dict[str, str] | None:
-        segments = self.pattern.split("/")
-        if len(segments) != len(parts):
+        if len(self.segments) != len(parts):
             return None
         params: dict[str, str] = {}
-        for segment, part in zip(segments, parts, strict=True):
+        for segment, part in zip(self.segments, parts, strict=True):
             if segment.startswith("{"):
                 if not part:
                     return None

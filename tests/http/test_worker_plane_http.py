@@ -56,16 +56,23 @@ async def test_body_gate_on_worker_routes(start_server: StartServer) -> None:
         assert r.status_code == 201, r.text
 
 
-async def test_declared_length_over_limit_answers_from_the_head(start_server: StartServer) -> None:
-    srv = await start_server(max_payload_bytes=2048)
-    raw = await RawHttp.open(srv)
+async def head_only_poll(
+    server: RunningServer, declared_length: int
+) -> tuple[int, dict[str, str], bytes]:
+    """A poll whose head declares a body that is never sent."""
+    raw = await RawHttp.open(server)
     try:
         with trio.fail_after(5):
-            status, headers, body = await raw.request(
-                "POST", POLL, {**JSON_CT, **WP}, declared_length=10_000_000
+            return await raw.request(
+                "POST", POLL, {**JSON_CT, **WP}, declared_length=declared_length
             )
     finally:
         await raw.aclose()
+
+
+async def test_declared_length_over_limit_answers_from_the_head(start_server: StartServer) -> None:
+    srv = await start_server(max_payload_bytes=2048)
+    status, headers, body = await head_only_poll(srv, 10_000_000)
     assert status == 413
     assert headers[WP_HEADER.lower()] == "1.20"
     assert headers["connection"] == "close"
@@ -76,14 +83,7 @@ async def test_a_body_that_never_arrives_is_408(
     server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(worker_plane, "BODY_TIMEOUT_S", 0.3)
-    raw = await RawHttp.open(server)
-    try:
-        with trio.fail_after(5):
-            status, headers, body = await raw.request(
-                "POST", POLL, {**JSON_CT, **WP}, declared_length=50
-            )
-    finally:
-        await raw.aclose()
+    status, headers, body = await head_only_poll(server, 50)
     assert status == 408
     assert headers["connection"] == "close"
     assert orjson.loads(body)["reason"] == "request_timeout"
