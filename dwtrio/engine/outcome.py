@@ -20,6 +20,8 @@ class Outcome:
     #: A timer was armed: nudge this process's timer loop after commit, in case
     #: the new timer is due before the loop's next tick.
     timer_armed: bool = False
+    #: A task written leased to a reserved poller (sync match): its wire body.
+    handoff: dict[str, Any] | None = None
 
     def wake(self, namespace: str, task_queue: str, kind: str) -> None:
         self.wakes.add((namespace, task_queue, kind))

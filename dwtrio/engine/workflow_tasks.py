@@ -55,6 +55,10 @@ class ClaimParams:
     lease_s: int
     page_size: int
 
+    def accepts(self, workflow_type: str) -> bool:
+        """Whether this poll would lease a task of ``workflow_type`` (sync match)."""
+        return not self.workflow_types or workflow_type in self.workflow_types
+
 
 def encode_page_token(after_sequence: int) -> str:
     return base64.b64encode(str(after_sequence).encode()).decode()
@@ -88,17 +92,24 @@ def envelope(blob: str | None, codec: str | None = "avro") -> dict[str, str] | N
     return None if blob is None else {"codec": codec or "avro", "blob": blob}
 
 
-async def _history_page(
-    conn: Conn, run_id: str, namespace: str, after: int, page_size: int
+def history_page_of(
+    events: list[EventRow], namespace: str, page_size: int
 ) -> tuple[list[dict[str, Any]], str | None]:
-    events = await list_events(conn, run_id, after, page_size + 1)
+    """One page of ``events`` (read with one more than ``page_size``) and its next-page token."""
     more = len(events) > page_size
     events = events[:page_size]
     token = encode_page_token(events[-1].sequence) if more and events else None
     return [event_body(e, namespace) for e in events], token
 
 
-def _task_body(
+async def _history_page(
+    conn: Conn, run_id: str, namespace: str, after: int, page_size: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    events = await list_events(conn, run_id, after, page_size + 1)
+    return history_page_of(events, namespace, page_size)
+
+
+def task_body(
     claimed: Any, run: Any, events: list[dict[str, Any]], token: str | None, queue: str
 ) -> dict[str, Any]:
     body = {
@@ -149,7 +160,7 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
             events, token = await _history_page(
                 conn, again["run_id"], params.namespace, 0, params.page_size
             )
-            return _task_body(again, run, events, token, params.task_queue)
+            return task_body(again, run, events, token, params.task_queue)
     claimed = await conn.fetchrow(
         sql("claim_workflow_task"),
         params.namespace,
@@ -164,7 +175,7 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
     events, token = await _history_page(
         conn, claimed["run_id"], params.namespace, 0, params.page_size
     )
-    return _task_body(claimed, claimed, events, token, params.task_queue)
+    return task_body(claimed, claimed, events, token, params.task_queue)
 
 
 async def release(conn: Conn, task: dict[str, Any]) -> tuple[str, str, str] | None:

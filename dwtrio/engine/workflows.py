@@ -23,11 +23,12 @@ import attrs
 from dwtrio import wire
 from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.wakes import create_workflow_task
+from dwtrio.engine.workflow_tasks import ClaimParams, history_page_of, task_body
 from dwtrio.errors import RetryableStoreError, ValidationFailedError, WorkflowIdReservedError
 from dwtrio.protocol.ids import new_id
 from dwtrio.store import runs
 from dwtrio.store import workflows as store
-from dwtrio.store.history import NewEvent, append_events
+from dwtrio.store.history import EVENT_FIELDS, EventRow, NewEvent, append_events
 from dwtrio.store.pool import Conn
 from dwtrio.store.queries import sql
 from dwtrio.store.runs import LockedRun
@@ -116,16 +117,22 @@ def _start_events(
     return accepted, started
 
 
-async def start_fresh(conn: Conn, cmd: StartCommand) -> Outcome | None:
+async def start_fresh(
+    conn: Conn, cmd: StartCommand, lease: ClaimParams | None = None
+) -> Outcome | None:
     """Start a workflow id nobody holds, as one statement outside any transaction.
 
     The common start costs one round trip instead of six. Returns None when the
     id is taken; the caller then runs :func:`start_workflow`, which answers for
     the existing instance (duplicate policies, reservations, type mismatch).
+
+    With ``lease`` (a parked poll reserved for a sync match, whose types accept
+    ``cmd.workflow_type``), the first workflow task is written leased to that
+    poll and returned as ``outcome.handoff``, its wire body; nothing is woken.
     """
-    run_id, command_id = new_id(), new_id()
+    run_id, command_id, task_id = new_id(), new_id(), new_id()
     accepted, started = _start_events(cmd, run_id, command_id)
-    row = await conn.fetchrow(
+    rows = await conn.fetch(
         sql("start_new_workflow"),
         run_id,
         cmd.workflow_id,
@@ -144,22 +151,53 @@ async def start_fresh(conn: Conn, cmd: StartCommand) -> Outcome | None:
         started,
         new_id(),
         new_id(),
-        new_id(),
+        task_id,
+        None if lease is None else lease.worker_id,
+        None if lease is None else lease.poll_request_id,
+        None if lease is None else lease.lease_s,
     )
-    if row is None:
+    if not rows:
         return None
     outcome = Outcome(status=201)
-    outcome.wake(cmd.namespace, cmd.task_queue, "workflow")
+    if lease is None:
+        outcome.wake(cmd.namespace, cmd.task_queue, "workflow")
+    else:
+        outcome.handoff = _first_task_body(cmd, run_id, task_id, rows, lease.page_size)
     outcome.body = start_body(
         workflow_id=cmd.workflow_id,
         run_id=run_id,
         workflow_type=cmd.workflow_type,
         namespace=cmd.namespace,
-        status="pending",
+        status="pending" if lease is None else "running",
         business_key=cmd.business_key,
         outcome=STARTED_NEW,
     )
     return outcome
+
+
+def _first_task_body(
+    cmd: StartCommand, run_id: str, task_id: str, rows: list[Any], page_size: int
+) -> dict[str, Any]:
+    """The poll answer for a first workflow task written leased by ``start_new_workflow``."""
+    first = rows[0]
+    events = [EventRow(**{f: row[f] for f in EVENT_FIELDS}) for row in rows]
+    page, token = history_page_of(events, cmd.namespace, page_size)
+    claimed = {
+        "id": task_id,
+        "run_id": run_id,
+        "attempt": first["attempt"],
+        "lease_owner": first["lease_owner"],
+        "lease_expires_at": first["lease_expires_at"],
+        "workflow_update_id": None,
+    }
+    run = {
+        "workflow_id": cmd.workflow_id,
+        "workflow_type": cmd.workflow_type,
+        "arguments": cmd.input_blob,
+        "payload_codec": "avro",
+        "last_history_sequence": len(rows),
+    }
+    return task_body(claimed, run, page, token, cmd.task_queue)
 
 
 async def start_workflow(conn: Conn, cmd: StartCommand) -> Outcome:

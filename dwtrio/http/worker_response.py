@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec
+
+import trio
 
 from dwtrio import wire
 from dwtrio.engine.outcome import Outcome, QueueKey
@@ -42,6 +45,40 @@ def poll_timeout_s(rt: Runtime, requested: int | None) -> float:
     return float(rt.settings.worker_poll_timeout_s if requested is None else min(requested, 60))
 
 
+async def create_with_handoff(
+    rt: Runtime,
+    key: QueueKey,
+    accepts: Callable[[Any], bool],
+    create: Callable[[Any], Awaitable[Outcome | None]],
+    release_op: Op[..., QueueKey | None],
+) -> Outcome | None:
+    """Create a task, handing it to a poll parked on ``key`` in this process if one
+    ``accepts`` it (sync match, see ``matching/waiters.py``).
+
+    ``create(offer)`` runs the creating store operation: with the reserved
+    poll's offer it writes the task leased to that poll and returns its body as
+    ``outcome.handoff``; with None it creates a ready task and asks for a wake
+    as usual. A poll that ended before the delivery gets nothing: the lease is
+    released and the queue woken.
+    """
+    waiter = rt.waiters.reserve(key, accepts)
+    if waiter is None:
+        return await create(None)
+    outcome = None
+    try:
+        outcome = await create(waiter.offer)
+    finally:
+        if outcome is None or outcome.handoff is None:
+            rt.waiters.unreserve(waiter)
+    handoff = None if outcome is None else outcome.handoff
+    if handoff is not None and not rt.waiters.deliver(waiter, handoff):
+        with trio.CancelScope(shield=True):
+            queue = await rt.store.transaction(release_op, handoff)
+        if queue is not None:
+            rt.publish_wakes({queue})
+    return outcome
+
+
 async def long_poll(
     rt: Runtime,
     key: QueueKey,
@@ -53,13 +90,15 @@ async def long_poll(
     atomic: bool = True,
     typed: bool = False,
     client: Client | None = None,
+    offer: object = None,
 ) -> Reply:
     """Answer a task poll: claim at once or park until woken; ``{"task": null}`` at the deadline.
 
     ``atomic=False`` runs the claim without an explicit transaction (two round
     trips fewer) for claims whose only write is a single statement. ``typed``:
     the claim only takes the worker's declared types. ``client`` tells whether the
-    worker went away (see ``poll_for_task``).
+    worker went away (see ``poll_for_task``). ``offer``: what the poll would lease,
+    for requests that hand a new task straight to it (:func:`create_with_handoff`).
 
     The first claim of a poll may replay the task a retried ``poll_request_id``
     already leased; a task claimed for a client that went away is released and
@@ -88,6 +127,7 @@ async def long_poll(
         draining=rt.draining,
         typed=typed,
         client=client,
+        offer=offer,
     )
     if task is None:
         return Reply({"task": None, "poll_status": "empty"})

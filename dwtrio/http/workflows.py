@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from typing import Any, TypeVar
 
 from quart import Blueprint, Response, g, request
 
 from dwtrio import payloads, wire
+from dwtrio.engine import workflow_tasks
 from dwtrio.engine import workflows as engine
 from dwtrio.errors import (
     InstanceNotFoundError,
@@ -29,6 +31,7 @@ from dwtrio.errors import (
 )
 from dwtrio.http.envelope import json_response
 from dwtrio.http.pipeline import json_body
+from dwtrio.http.worker_response import create_with_handoff
 from dwtrio.protocol import workflows as protocol
 from dwtrio.protocol.ids import new_id
 from dwtrio.protocol.workflows import HistoryPageQuery, ListWorkflows, StartWorkflow
@@ -233,7 +236,14 @@ def blueprint(rt: Runtime) -> Blueprint:
     async def start_workflow() -> Response:
         cmd = parse_start(json_body(), g.namespace, rt.settings)
         # The usual start is one statement; a taken id needs the transactional path.
-        outcome = await rt.store.read(engine.start_fresh, cmd)
+        # A poller parked here for the queue gets the first task as the start writes it.
+        outcome = await create_with_handoff(
+            rt,
+            (cmd.namespace, cmd.task_queue, "workflow"),
+            lambda offer: offer.accepts(cmd.workflow_type),
+            functools.partial(rt.store.read, engine.start_fresh, cmd),
+            workflow_tasks.release,
+        )
         if outcome is None:
             outcome = await rt.store.transaction(engine.start_workflow, cmd)
         rt.publish_wakes(outcome.wakes)

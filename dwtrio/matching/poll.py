@@ -39,6 +39,7 @@ async def poll_for_task(
     draining: trio.Event,
     typed: bool = False,
     client: Client | None = None,
+    offer: object = None,
 ) -> T | None:
     """Return a claimed task, or None when ``timeout_s`` passes (or the server drains).
 
@@ -53,6 +54,11 @@ async def poll_for_task(
     for a client that went away meanwhile (cancellation, or
     ``client.has_gone()``) is released before the poll ends. The deadline
     itself never interrupts a claim: it only bounds the parking.
+
+    With an ``offer`` (what this poll would lease), a request creating a task
+    may hand it over while the poll is parked (sync match, ``waiters.py``):
+    the poll returns it without claiming, and releases it like a claimed task
+    if its client is gone.
     """
     deadline = trio.current_time() + max(timeout_s, 0.0)
     # An idle queue costs parked pollers nothing: no claim until something changes;
@@ -60,10 +66,10 @@ async def poll_for_task(
     skip_claim = timeout_s > 0 and waiters.should_defer(key, recheck_s)
     # One place in line for the whole poll: the event is renewed before every claim
     # (so a wake during the claim is never lost) but the poller keeps its position.
-    with waiters.register(key) as waiter:
+    with waiters.register(key, offer) as waiter:
         while True:
-            task = None
-            if not skip_claim:
+            task: T | None = waiter.take()  # handed over by the request that created it
+            if task is None and not skip_claim:
                 with waiters.claiming(key) as seq, trio.CancelScope(shield=True):
                     task = await claim()  # shielded: never abandon a committed lease
                 waiters.record_claim(key, found=task is not None, typed=typed, seq=seq)
@@ -89,14 +95,31 @@ async def poll_for_task(
             park_until = deadline
             if waiters.is_head(key, waiter):
                 park_until = min(deadline, trio.current_time() + recheck_s)
-            with trio.move_on_at(park_until):
-                await event.wait(None if client is None else client.wait_gone)
+            gone = None if client is None else client.wait_gone
+            waiter.parked = True
+            try:
+                with trio.move_on_at(park_until):
+                    await event.wait(gone)
+            finally:
+                waiter.parked = False
+            if waiter.reserved and not event.is_set():
+                # A task is being written for this poll: its creator's one statement
+                # decides, deadline or not (it delivers, or unreserves and wakes us).
+                await event.wait(gone)
+            if waiter.handoff is not None:
+                continue
             if draining.is_set():
                 return None
-            if trio.current_time() >= deadline and waiters.known_empty(key, recheck_s):
+            if waiters.known_empty(key, recheck_s):
                 # Nothing arrived since the queue was last seen empty (a wake would
-                # have cleared the mark): no last claim, nothing to pass on. A
-                # thousand polls ending together are not a thousand empty claims.
-                waiter.consumed = True
-                return None
+                # have cleared the mark): no claim. At the deadline, nothing to pass on
+                # (a thousand polls ending together are not a thousand empty claims);
+                # before it, this was a nudge to take over the recheck, or a recheck
+                # another claim has just made: park again.
+                if trio.current_time() >= deadline:
+                    waiter.consumed = True
+                    return None
+                waiter.rearm()
+                skip_claim = True
+                continue
             waiter.rearm()  # consumed: the claim below looks for what woke it

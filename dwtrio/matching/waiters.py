@@ -26,6 +26,17 @@ it, and so does time: a task that became ready without a wake (a retry after
 its backoff) is found by the head's recheck or by the next poll once the
 mark is a recheck interval old, however short the polls are. A claim filtered
 by the worker's types proves nothing about the queue and never marks it.
+
+*Sync match* (Temporal's name for it): a request about to create a task can
+hand it straight to a poller parked in this process instead of waking one.
+It reserves a parked waiter whose *offer* (what the poll would lease: worker,
+poll request, types) accepts the task, writes the task already leased to that
+worker in its own statement, and after commit delivers the task body. The
+poller answers with it without claiming: one transaction and one wake-up
+fewer per task. A reserved waiter takes no wakes; it waits for the outcome
+(even past its deadline: the creating statement is short) and, if the
+statement created nothing, claims as if woken. A poller that left meanwhile
+(its client went away) refuses the delivery, and the creator releases the lease.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import attrs
 import trio
@@ -49,6 +61,8 @@ class WaiterStatistics:
     waiters: int
     wakes_sent: int
     wakes_unclaimed: int
+    #: Tasks handed to a parked poller by the request that created them.
+    sync_matches: int = 0
 
 
 class ClientGone(Exception):
@@ -100,11 +114,32 @@ class Waiter:
     event: Wakeup = attrs.field(factory=Wakeup)
     #: Set by the poller once it has run a claim after being woken.
     consumed: bool = False
+    #: What this poll would lease, for a sync match (None: it takes no handoffs).
+    offer: Any = None
+    #: The poller is waiting for a wake (not claiming, not answering).
+    parked: bool = False
+    #: A creator is writing a task leased to this poll (see :meth:`WaiterSet.reserve`).
+    reserved: bool = False
+    #: The task body delivered by its creator, until the poller takes it.
+    handoff: Any = None
+    #: The poll has ended: a delivery is refused.
+    gone: bool = False
 
     def rearm(self) -> None:
         """A fresh, unset event before the next claim (keeping the place in line)."""
         self.event = Wakeup()
         self.consumed = False
+
+    def take(self) -> Any:
+        """The delivered task, if any (once)."""
+        task, self.handoff = self.handoff, None
+        if task is not None:
+            self.consumed = True  # the wake that came with it is used up
+        return task
+
+    @property
+    def wakeable(self) -> bool:
+        return not self.event.is_set() and not self.reserved
 
 
 @attrs.define
@@ -119,6 +154,7 @@ class WaiterSet:
     #: Wakes counted while claims of the queue run, so a claim can tell one arrived.
     _wake_seq: dict[QueueKey, int] = attrs.field(factory=dict)
     _deferred: dict[QueueKey, int] = attrs.field(factory=dict)
+    _sync_matches: int = 0
 
     def known_empty(self, key: QueueKey, within_s: float) -> bool:
         since = self._empty_since.get(key)
@@ -171,16 +207,19 @@ class WaiterSet:
             self._deferred.pop(key, None)  # nothing to look for until a wake
 
     @contextmanager
-    def register(self, key: QueueKey) -> Iterator[Waiter]:
-        """Park a waiter on ``key`` for the duration of the block (FIFO order)."""
+    def register(self, key: QueueKey, offer: Any = None) -> Iterator[Waiter]:
+        """Park a waiter on ``key`` for the duration of the block (FIFO order).
+
+        ``offer`` describes what the poll would lease, for a sync match."""
         self._next_id += 1
         token = self._next_id
-        waiter = Waiter()
+        waiter = Waiter(offer=offer)
         queue = self._queues.setdefault(key, OrderedDict())
         queue[token] = waiter
         try:
             yield waiter
         finally:
+            waiter.gone = True
             was_head = next(iter(queue), None) == token
             queue.pop(token, None)
             if not queue:
@@ -193,9 +232,36 @@ class WaiterSet:
                 # The new head takes over the periodic recheck: nudge it to look now.
                 # A nudge is not a wake: the queue stays known empty.
                 for other in queue.values():
-                    if not other.event.is_set():
+                    if other.wakeable:
                         other.event.set()
                         break
+
+    def reserve(self, key: QueueKey, accepts: Callable[[Any], bool]) -> Waiter | None:
+        """Reserve the oldest parked waiter of ``key`` whose offer ``accepts``, for a
+        sync match; the caller must then :meth:`deliver` or :meth:`unreserve` it."""
+        for waiter in self._queues.get(key, {}).values():
+            offer = waiter.offer
+            if waiter.parked and waiter.wakeable and offer is not None and accepts(offer):
+                waiter.reserved = True
+                return waiter
+        return None
+
+    def deliver(self, waiter: Waiter, task: Any) -> bool:
+        """Hand a committed task, leased to ``waiter``'s offer, to its poller.
+        False: the poll has ended, and the caller must release the lease."""
+        waiter.reserved = False
+        if waiter.gone:
+            return False
+        waiter.handoff = task
+        waiter.event.set()
+        self._sync_matches += 1
+        return True
+
+    def unreserve(self, waiter: Waiter) -> None:
+        """The reservation created nothing: the poller looks for itself (a claim)."""
+        waiter.reserved = False
+        if not waiter.gone and not waiter.parked:
+            waiter.event.set()  # its parking ended meanwhile: it waits for this answer
 
     def wake(self, key: QueueKey, count: int = 1) -> int:
         """Wake up to ``count`` parked waiters on ``key``; returns how many were woken."""
@@ -208,7 +274,7 @@ class WaiterSet:
             for waiter in queue.values():
                 if woken >= count:
                     break
-                if not waiter.event.is_set():
+                if waiter.wakeable:
                     waiter.event.set()
                     woken += 1
         self._wakes_sent += woken
@@ -239,4 +305,5 @@ class WaiterSet:
             waiters=sum(len(q) for q in self._queues.values()),
             wakes_sent=self._wakes_sent,
             wakes_unclaimed=self._wakes_unclaimed,
+            sync_matches=self._sync_matches,
         )

@@ -31,6 +31,9 @@ class EventRow:
     recorded_at: datetime
 
 
+EVENT_FIELDS = tuple(attrs.fields_dict(EventRow))
+
+
 async def append_events(conn: Conn, run_id: str, events: list[NewEvent]) -> int:
     """Append events with contiguous sequences (one round trip); returns the last sequence.
 

@@ -97,6 +97,9 @@ OFFSET $6 LIMIT $7;
 -- and the first workflow task. No row: the id is taken (the caller then runs the
 -- transactional start, which answers for the existing instance).
 -- $14/$15 are the two events' payloads; WorkflowStarted gets the run's deadlines here.
+-- Sync match: with a lease owner ($19, its poll request $20, lease seconds $21) the task is
+-- written leased to that worker (attempt 1) and the run running, as a claim would leave
+-- them. One row per event (for the handed-over task's history), none when the id is taken.
 WITH instance AS (
     INSERT INTO workflow_instances (workflow_id, namespace, workflow_type, business_key,
                                     execution_timeout_seconds, execution_deadline_at,
@@ -109,10 +112,11 @@ WITH instance AS (
                                business_key, task_queue, payload_codec, arguments, memo,
                                search_attributes, run_timeout_seconds, execution_deadline_at,
                                run_deadline_at, last_command_sequence, last_history_sequence,
-                               last_progress_at)
+                               last_progress_at, status)
     SELECT $1, instance.workflow_id, instance.namespace, 1, $4, $5, $6, 'avro', $7, $8::jsonb,
            $9::jsonb, $11::integer, instance.execution_deadline_at,
-           now() + make_interval(secs => $11::integer), 1, 2, now()
+           now() + make_interval(secs => $11::integer), 1, 2, now(),
+           CASE WHEN $19::text IS NULL THEN 'pending' ELSE 'running' END
       FROM instance
     RETURNING id, started_at, execution_deadline_at, run_deadline_at
 ), command AS (
@@ -136,9 +140,20 @@ WITH instance AS (
                to_char(run.run_deadline_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')),
            $12
       FROM run
+    RETURNING id, sequence, event_type, payload, workflow_task_id, workflow_command_id,
+              recorded_at
 ), task AS (
     INSERT INTO workflow_tasks (id, namespace, task_queue, kind, run_id, workflow_id,
-                                workflow_type, available_at)
-    SELECT $18, $3, $6, 'workflow', run.id, $2, $4, now() FROM run
+                                workflow_type, available_at, state, lease_owner,
+                                poll_request_id, leased_at, lease_expires_at, attempt)
+    SELECT $18, $3, $6, 'workflow', run.id, $2, $4, now(),
+           CASE WHEN $19::text IS NULL THEN 'ready' ELSE 'leased' END, $19::text, $20::text,
+           CASE WHEN $19::text IS NOT NULL THEN now() END,
+           CASE WHEN $19::text IS NOT NULL THEN now() + make_interval(secs => $21::integer) END,
+           CASE WHEN $19::text IS NULL THEN 0 ELSE 1 END
+      FROM run
+    RETURNING attempt, lease_owner, lease_expires_at
 )
-SELECT started_at FROM run;
+SELECT run.started_at, task.attempt, task.lease_owner, task.lease_expires_at, events.*
+  FROM run, task, events
+ ORDER BY events.sequence;

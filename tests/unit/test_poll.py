@@ -536,3 +536,190 @@ async def test_a_wake_landing_on_a_poller_that_then_returns_a_task_is_passed_on(
     assert got["a"][0] == "t1"
     assert got["b"][0] == "t2"
     assert got["b"][1] == pytest.approx(2.2)  # at once, not at some recheck
+
+
+# --- sync match: a task handed over by its creator --------------------------------------
+def accepts_all(offer: object) -> bool:
+    return True
+
+
+async def offered_poll(
+    queue: FakeQueue,
+    waiters: WaiterSet,
+    out: list[str | None],
+    *,
+    timeout_s: float = 10,
+    client: FakeClient | None = None,
+    draining: trio.Event | None = None,
+) -> None:
+    try:
+        out.append(
+            await poll_for_task(
+                waiters,
+                KEY,
+                queue.claim,
+                queue.release,
+                timeout_s=timeout_s,
+                recheck_s=1000,
+                draining=trio.Event() if draining is None else draining,
+                client=client,
+                offer="offer",
+            )
+        )
+    except ClientGone:
+        out.append("gone")
+
+
+async def test_a_delivered_task_is_returned_without_a_claim(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters, got = FakeQueue(), WaiterSet(), []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(offered_poll, queue, waiters, got)
+        await trio.sleep(1)
+        claims = len(queue.claims)
+        waiter = waiters.reserve(KEY, accepts_all)
+        assert waiter is not None and waiter.offer == "offer"
+        assert waiters.reserve(KEY, accepts_all) is None  # one reservation per waiter
+        assert waiters.deliver(waiter, "handed")
+    assert got == ["handed"]
+    assert len(queue.claims) == claims
+    assert waiters.statistics().sync_matches == 1
+    assert waiters.statistics().wakes_unclaimed == 0  # nothing was passed on
+
+
+async def test_only_parked_polls_with_an_accepted_offer_are_reserved(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters, got = FakeQueue(claim_delay_s=5), WaiterSet(), []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(offered_poll, queue, waiters, got)
+        await trio.sleep(1)
+        assert waiters.reserve(KEY, accepts_all) is None  # claiming, not parked
+        await trio.sleep(5)
+        assert waiters.reserve(KEY, lambda offer: False) is None
+        with waiters.register(KEY):  # a poll without an offer takes no handoffs
+            pass
+        waiter = waiters.reserve(KEY, accepts_all)
+        assert waiter is not None
+        waiters.unreserve(waiter)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reserved_poll_takes_no_wakes_and_waits_past_its_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters = FakeQueue(), WaiterSet()
+    first: list[str | None] = []
+    second: list[str | None] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: offered_poll(queue, waiters, first, timeout_s=2))
+        await trio.sleep(0.1)
+        nursery.start_soon(lambda: offered_poll(queue, waiters, second, timeout_s=60))
+        await trio.sleep(0.1)
+        waiter = waiters.reserve(KEY, accepts_all)
+        assert waiter is not None
+        queue.ready.append("woken-for")
+        assert waiters.wake(KEY) == 1  # goes to the other poll
+        await trio.sleep(0.1)
+        assert second == ["woken-for"]
+        await trio.sleep(5)  # the reserved poll's deadline passes: it waits for its task
+        assert first == []
+        assert waiters.deliver(waiter, "handed")
+        await trio.sleep(0)
+    assert first == ["handed"]
+
+
+async def test_an_unreserved_poll_past_its_deadline_looks_for_itself(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters, got = FakeQueue(), WaiterSet(), []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: offered_poll(queue, waiters, got, timeout_s=2))
+        await trio.sleep(0.1)
+        waiter = waiters.reserve(KEY, accepts_all)
+        assert waiter is not None
+        await trio.sleep(5)
+        queue.ready.append("t1")  # created by someone else meanwhile
+        assert waiters.wake(KEY) == 0  # not taken by the reserved poll
+        claims = len(queue.claims)
+        waiters.unreserve(waiter)
+    assert got == ["t1"]
+    assert len(queue.claims) == claims + 1
+
+
+async def test_a_poll_whose_client_left_refuses_the_delivery(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters, got = FakeQueue(), WaiterSet(), []
+    client = FakeClient()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: offered_poll(queue, waiters, got, client=client))
+        await trio.sleep(0.1)
+        waiter = waiters.reserve(KEY, accepts_all)
+        assert waiter is not None
+        client.left.set()
+        await trio.sleep(0.1)
+        assert got == ["gone"]
+        assert not waiters.deliver(waiter, "handed")  # the creator must release it
+    assert queue.released == []
+    assert waiters.statistics().sync_matches == 0
+
+
+async def test_a_delivered_task_for_a_client_gone_meanwhile_is_released(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters, got = FakeQueue(), WaiterSet(), []
+    client = FakeClient()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: offered_poll(queue, waiters, got, client=client))
+        await trio.sleep(0.1)
+        waiter = waiters.reserve(KEY, accepts_all)
+        assert waiter is not None
+        assert waiters.deliver(waiter, "handed")
+        client.left.set()  # gone before the poller ran again
+    assert got == ["gone"]
+    assert queue.released == ["handed"]
+
+
+async def test_a_drain_during_a_reservation_ends_the_poll(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters, got = FakeQueue(), WaiterSet(), []
+    draining = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: offered_poll(queue, waiters, got, draining=draining))
+        await trio.sleep(0.1)
+        waiter = waiters.reserve(KEY, accepts_all)
+        assert waiter is not None
+        draining.set()
+        waiters.wake_all()
+        await trio.sleep(0.1)
+        assert got == [None]
+        assert not waiters.deliver(waiter, "handed")
+
+
+async def test_a_nudged_new_head_does_not_claim_a_known_empty_queue(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters = FakeQueue(), WaiterSet()
+    first: list[str | None] = []
+    second: list[str | None] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: offered_poll(queue, waiters, first, timeout_s=60))
+        await trio.sleep(0.1)
+        assert len(queue.claims) == 1 and waiters.known_empty(KEY, 1000)
+        nursery.start_soon(lambda: offered_poll(queue, waiters, second, timeout_s=60))
+        await trio.sleep(0.1)
+        waiter = waiters.reserve(KEY, accepts_all)
+        assert waiter is not None
+        assert waiters.deliver(waiter, "handed")  # the head leaves with it
+        await trio.sleep(0.1)
+        assert first == ["handed"]
+        # The new head was nudged, but the queue is still known empty: no claim,
+        # and it parks again, ready for the next handoff.
+        assert len(queue.claims) == 1
+        again = waiters.reserve(KEY, accepts_all)
+        assert again is not None
+        assert waiters.deliver(again, "handed-2")
+    assert second == ["handed-2"]
