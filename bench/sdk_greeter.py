@@ -107,13 +107,17 @@ async def _client(url: str, queue: str, count: int, concurrency: int) -> dict[st
         async def watch() -> None:
             while True:
                 if waiting:
-                    listed = await client.list_workflows(
-                        workflow_type="greeter", status="completed", query=tag, page_size=page
-                    )
-                    for execution in listed.executions:
-                        done = waiting.get(execution.workflow_id)
-                        if done is not None:
-                            done.set()
+                    try:
+                        listed = await client.list_workflows(
+                            workflow_type="greeter", status="completed", query=tag, page_size=page
+                        )
+                    except Exception as exc:  # keep watching; say so, it skews the figures
+                        print(f"completion watcher: {exc!r}", file=sys.stderr)
+                    else:
+                        for execution in listed.executions:
+                            done = waiting.get(execution.workflow_id)
+                            if done is not None:
+                                done.set()
                 await asyncio.sleep(WATCH_INTERVAL_S)
 
         async def one() -> None:

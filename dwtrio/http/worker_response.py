@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec
 
@@ -15,6 +16,7 @@ from dwtrio.runtime import Runtime
 from dwtrio.store.pool import Op
 
 P = ParamSpec("P")
+log = logging.getLogger(__name__)
 
 
 async def worker_outcome(
@@ -59,23 +61,32 @@ async def create_with_handoff(
     poll's offer it writes the task leased to that poll and returns its body as
     ``outcome.handoff``; with None it creates a ready task and asks for a wake
     as usual. A poll that ended before the delivery gets nothing: the lease is
-    released and the queue woken.
+    released and the queue woken. (A lease whose outcome is lost all the same, the
+    connection failing after the commit, expires and is repaired like any other.)
     """
     waiter = rt.waiters.reserve(key, accepts)
     if waiter is None:
         return await create(None)
     outcome = None
     try:
-        outcome = await create(waiter.offer)
+        # Shielded like a claim: a lease this statement commits must be delivered or
+        # released, not left to expire because the creating request was cancelled.
+        with trio.CancelScope(shield=True):
+            outcome = await create(waiter.offer)
     finally:
         if outcome is None or outcome.handoff is None:
             rt.waiters.unreserve(waiter)
     handoff = None if outcome is None else outcome.handoff
     if handoff is not None and not rt.waiters.deliver(waiter, handoff):
-        with trio.CancelScope(shield=True):
-            queue = await rt.store.transaction(release_op, handoff)
-        if queue is not None:
-            rt.publish_wakes({queue})
+        try:
+            with trio.CancelScope(shield=True):
+                queue = await rt.store.transaction(release_op, handoff)
+        except Exception:
+            # The start itself succeeded; the lease expires and is repaired.
+            log.warning("could not release a task its poll left", exc_info=True)
+        else:
+            if queue is not None:
+                rt.publish_wakes({queue})
     return outcome
 
 

@@ -13,9 +13,12 @@ from typing import Protocol, TypeVar
 import trio
 
 from dwtrio.engine.outcome import QueueKey
-from dwtrio.matching.waiters import ClientGone, WaiterSet
+from dwtrio.matching.waiters import ClientGone, Waiter, WaiterSet
 
 T = TypeVar("T")
+
+#: How long past its deadline a reserved poll waits for the task being written for it.
+RESERVATION_GRACE_S = 2.0
 
 
 class Client(Protocol):
@@ -67,59 +70,84 @@ async def poll_for_task(
     # One place in line for the whole poll: the event is renewed before every claim
     # (so a wake during the claim is never lost) but the poller keeps its position.
     with waiters.register(key, offer) as waiter:
-        while True:
-            task: T | None = waiter.take()  # handed over by the request that created it
-            if task is None and not skip_claim:
-                with waiters.claiming(key) as seq, trio.CancelScope(shield=True):
-                    task = await claim()  # shielded: never abandon a committed lease
-                waiters.record_claim(key, found=task is not None, typed=typed, seq=seq)
-            skip_claim = False
-            if task is not None:
-                # A wake that arrived during the claim is for another task: leaving
-                # with it unconsumed hands it to the next poller (``register``).
-                try:
-                    await trio.lowlevel.checkpoint()  # raises if cancelled from outside
-                    if client is not None and client.has_gone():
-                        raise ClientGone
-                except BaseException:
-                    with trio.CancelScope(shield=True):  # put the task back for others
-                        await release(task)
-                    raise
-                return task
-            if draining.is_set() or trio.current_time() >= deadline:
-                # A wake that arrived during the claim is left unconsumed: passed on.
-                return None
-            event = waiter.event
-            # Only the queue's head rechecks on a timer; the others wait for a wake
-            # (the head's departure nudges the next one, so someone always rechecks).
-            park_until = deadline
-            if waiters.is_head(key, waiter):
-                park_until = min(deadline, trio.current_time() + recheck_s)
-            gone = None if client is None else client.wait_gone
-            waiter.parked = True
-            try:
-                with trio.move_on_at(park_until):
-                    await event.wait(gone)
-            finally:
-                waiter.parked = False
-            if waiter.reserved and not event.is_set():
-                # A task is being written for this poll: its creator's one statement
-                # decides, deadline or not (it delivers, or unreserves and wakes us).
-                await event.wait(gone)
-            if waiter.handoff is not None:
-                continue
-            if draining.is_set():
-                return None
-            if waiters.known_empty(key, recheck_s):
-                # Nothing arrived since the queue was last seen empty (a wake would
-                # have cleared the mark): no claim. At the deadline, nothing to pass on
-                # (a thousand polls ending together are not a thousand empty claims);
-                # before it, this was a nudge to take over the recheck, or a recheck
-                # another claim has just made: park again.
-                if trio.current_time() >= deadline:
-                    waiter.consumed = True
+        try:
+            while True:
+                task: T | None = waiter.take()  # handed over by the request that created it
+                if task is None and not skip_claim:
+                    with waiters.claiming(key) as seq, trio.CancelScope(shield=True):
+                        task = await claim()  # shielded: never abandon a committed lease
+                    waiters.record_claim(key, found=task is not None, typed=typed, seq=seq)
+                skip_claim = False
+                if task is not None:
+                    # A wake that arrived during the claim is for another task: leaving
+                    # with it unconsumed hands it to the next poller (``register``).
+                    try:
+                        await trio.lowlevel.checkpoint()  # raises if cancelled from outside
+                        if client is not None and client.has_gone():
+                            raise ClientGone
+                    except BaseException:
+                        with trio.CancelScope(shield=True):  # put the task back for others
+                            await release(task)
+                        raise
+                    return task
+                if draining.is_set() or trio.current_time() >= deadline:
+                    # A wake that arrived during the claim is left unconsumed: passed on.
                     return None
-                waiter.rearm()
-                skip_claim = True
-                continue
-            waiter.rearm()  # consumed: the claim below looks for what woke it
+                await _park(waiters, key, waiter, deadline, recheck_s, client)
+                if waiter.handoff is not None:
+                    continue
+                if draining.is_set():
+                    return None
+                if waiters.known_empty(key, recheck_s):
+                    # Nothing arrived since the queue was last seen empty (a wake would
+                    # have cleared the mark): no claim. At the deadline, nothing to pass on
+                    # (a thousand polls ending together are not a thousand empty claims);
+                    # before it, this was a nudge to take over the recheck, or a recheck
+                    # another claim has just made: park again.
+                    if trio.current_time() >= deadline:
+                        waiter.consumed = True
+                        return None
+                    waiter.rearm()
+                    skip_claim = True
+                    continue
+                waiter.rearm()  # consumed: the claim below looks for what woke it
+        except BaseException:
+            # Leaving (client gone, cancelled) with a task delivered but not yet taken:
+            # it was leased for this poll, so put it back for others.
+            handed = waiter.take()
+            if handed is not None:
+                with trio.CancelScope(shield=True):
+                    await release(handed)
+            raise
+
+
+async def _park(
+    waiters: WaiterSet,
+    key: QueueKey,
+    waiter: Waiter,
+    deadline: float,
+    recheck_s: float,
+    client: Client | None,
+) -> None:
+    """Wait for a wake or a handoff; until the deadline, or the next recheck if the
+    waiter is the queue's head. Raises ``ClientGone`` if the client leaves."""
+    event = waiter.event
+    # Only the queue's head rechecks on a timer; the others wait for a wake
+    # (the head's departure nudges the next one, so someone always rechecks).
+    park_until = deadline
+    if waiters.is_head(key, waiter):
+        park_until = min(deadline, trio.current_time() + recheck_s)
+    gone = None if client is None else client.wait_gone
+    waiter.parked = True
+    try:
+        with trio.move_on_at(park_until):
+            await event.wait(gone)
+    finally:
+        waiter.parked = False
+    if waiter.reserved and not event.is_set():
+        # A task is being written for this poll: its creator decides (it delivers,
+        # or unreserves and wakes us), even a little past the deadline. Should it
+        # take longer (a slow store), the poll goes on; a delivery to it is then
+        # refused and the creator releases the task.
+        with trio.move_on_at(deadline + RESERVATION_GRACE_S):
+            await event.wait(gone)

@@ -34,9 +34,11 @@ poll request, types) accepts the task, writes the task already leased to that
 worker in its own statement, and after commit delivers the task body. The
 poller answers with it without claiming: one transaction and one wake-up
 fewer per task. A reserved waiter takes no wakes; it waits for the outcome
-(even past its deadline: the creating statement is short) and, if the
-statement created nothing, claims as if woken. A poller that left meanwhile
-(its client went away) refuses the delivery, and the creator releases the lease.
+(even a little past its deadline: the creating statement is short) and, if
+the statement created nothing, looks again as if woken (a wake skipped
+meanwhile is not lost). A poll that has ended refuses the delivery and the
+creator releases the lease; one that ends with a delivered task it has not
+taken yet releases it itself.
 """
 
 from __future__ import annotations
@@ -258,10 +260,12 @@ class WaiterSet:
         return True
 
     def unreserve(self, waiter: Waiter) -> None:
-        """The reservation created nothing: the poller looks for itself (a claim)."""
+        """The reservation created nothing: the poller looks for itself."""
         waiter.reserved = False
-        if not waiter.gone and not waiter.parked:
-            waiter.event.set()  # its parking ended meanwhile: it waits for this answer
+        if not waiter.gone:
+            # Wakes and nudges skipped it while it was reserved: it looks again (and
+            # parks again without a claim if the queue is still known to be empty).
+            waiter.event.set()
 
     def wake(self, key: QueueKey, count: int = 1) -> int:
         """Wake up to ``count`` parked waiters on ``key``; returns how many were woken."""

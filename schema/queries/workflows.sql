@@ -99,7 +99,8 @@ OFFSET $6 LIMIT $7;
 -- $14/$15 are the two events' payloads; WorkflowStarted gets the run's deadlines here.
 -- Sync match: with a lease owner ($19, its poll request $20, lease seconds $21) the task is
 -- written leased to that worker (attempt 1) and the run running, as a claim would leave
--- them. One row per event (for the handed-over task's history), none when the id is taken.
+-- them. Then one row per event (the handed-over task's history), else one row; none
+-- when the id is taken.
 WITH instance AS (
     INSERT INTO workflow_instances (workflow_id, namespace, workflow_type, business_key,
                                     execution_timeout_seconds, execution_deadline_at,
@@ -155,5 +156,5 @@ WITH instance AS (
     RETURNING attempt, lease_owner, lease_expires_at
 )
 SELECT run.started_at, task.attempt, task.lease_owner, task.lease_expires_at, events.*
-  FROM run, task, events
+  FROM run CROSS JOIN task LEFT JOIN events ON $19::text IS NOT NULL
  ORDER BY events.sequence;

@@ -371,6 +371,7 @@ async def test_a_failed_create_lets_the_reserved_poll_go_on(rt: Runtime) -> None
                     broken,
                     workflow_tasks.release,
                 )
+            await trio.sleep(0.1)  # it looked again (the queue is known empty) and parked
             # Not reserved any more: an ordinary start is handed to it.
             outcome = await create_with_handoff(
                 rt,

@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from dwtrio.matching.poll import poll_for_task
+from dwtrio.matching.poll import RESERVATION_GRACE_S, poll_for_task
 from dwtrio.matching.waiters import MAX_CLAIMS_IN_FLIGHT, ClientGone, WaiterSet, Wakeup
 
 KEY = ("default", "q", "workflow")
@@ -598,8 +598,13 @@ async def test_only_parked_polls_with_an_accepted_offer_are_reserved(
         assert waiters.reserve(KEY, accepts_all) is None  # claiming, not parked
         await trio.sleep(5)
         assert waiters.reserve(KEY, lambda offer: False) is None
-        with waiters.register(KEY):  # a poll without an offer takes no handoffs
-            pass
+        with waiters.register(KEY) as plain:  # a poll without an offer takes no handoffs
+            plain.parked = True
+            waiter = waiters.reserve(KEY, accepts_all)
+            assert waiter is not None and waiter is not plain
+            waiters.unreserve(waiter)
+            await trio.sleep(0.1)  # it looks again, and parks again
+            plain.parked = False
         waiter = waiters.reserve(KEY, accepts_all)
         assert waiter is not None
         waiters.unreserve(waiter)
@@ -623,7 +628,7 @@ async def test_a_reserved_poll_takes_no_wakes_and_waits_past_its_deadline(
         assert waiters.wake(KEY) == 1  # goes to the other poll
         await trio.sleep(0.1)
         assert second == ["woken-for"]
-        await trio.sleep(5)  # the reserved poll's deadline passes: it waits for its task
+        await trio.sleep(2.5)  # the reserved poll's deadline passes: it waits for its task
         assert first == []
         assert waiters.deliver(waiter, "handed")
         await trio.sleep(0)
@@ -639,7 +644,7 @@ async def test_an_unreserved_poll_past_its_deadline_looks_for_itself(
         await trio.sleep(0.1)
         waiter = waiters.reserve(KEY, accepts_all)
         assert waiter is not None
-        await trio.sleep(5)
+        await trio.sleep(2.5)  # past the deadline, within the grace
         queue.ready.append("t1")  # created by someone else meanwhile
         assert waiters.wake(KEY) == 0  # not taken by the reserved poll
         claims = len(queue.claims)
@@ -723,3 +728,51 @@ async def test_a_nudged_new_head_does_not_claim_a_known_empty_queue(
         assert again is not None
         assert waiters.deliver(again, "handed-2")
     assert second == ["handed-2"]
+
+
+async def test_a_poll_leaving_in_the_tick_of_its_delivery_releases_the_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters, got = FakeQueue(), WaiterSet(), []
+    client = FakeClient()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: offered_poll(queue, waiters, got, client=client))
+        await trio.sleep(0.1)
+        waiter = waiters.reserve(KEY, accepts_all)
+        assert waiter is not None
+        client.left.set()  # the poller is scheduled to see it ...
+        assert waiters.deliver(waiter, "handed")  # ... before it runs, the task arrives
+    assert got == ["gone"]
+    assert queue.released == ["handed"]
+
+
+async def test_a_wake_skipped_during_a_reservation_that_created_nothing_is_not_lost(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters, got = FakeQueue(), WaiterSet(), []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: offered_poll(queue, waiters, got, timeout_s=60))
+        await trio.sleep(0.1)
+        waiter = waiters.reserve(KEY, accepts_all)
+        assert waiter is not None
+        queue.ready.append("t1")  # another request's task, meanwhile
+        assert waiters.wake(KEY) == 0  # nobody wakeable: the reserved poll skipped it
+        waiters.unreserve(waiter)  # the reservation's own statement created nothing
+        await trio.sleep(0.1)
+    assert got == ["t1"]
+
+
+async def test_a_reservation_that_never_settles_does_not_hold_the_poll(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters, got = FakeQueue(), WaiterSet(), []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: offered_poll(queue, waiters, got, timeout_s=5))
+        await trio.sleep(0.1)
+        start = trio.current_time()
+        waiter = waiters.reserve(KEY, accepts_all)
+        assert waiter is not None
+        await trio.sleep(5 + RESERVATION_GRACE_S + 1)
+        assert got == [None]
+        assert trio.current_time() - start <= 5 + RESERVATION_GRACE_S + 1
+        assert not waiters.deliver(waiter, "late")  # its creator must release it
