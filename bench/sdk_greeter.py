@@ -38,8 +38,11 @@ from bench.harness import (
     write_result,
 )
 
-#: How often the client's one completion watcher lists completed workflows.
+#: How often the client's one completion watcher lists completed workflows ...
 WATCH_INTERVAL_S = 0.01
+#: ... once a greeter has run this long (none completes sooner): with one starter,
+#: nothing but the greeter itself loads the server during its first milliseconds.
+WATCH_AFTER_S = 0.015
 #: A starter whose workflow the watcher has not seen by then waits with get_result's polls.
 WATCH_FALLBACK_S = 5.0
 
@@ -83,9 +86,10 @@ async def _client(url: str, queue: str, count: int, concurrency: int) -> dict[st
     its result with the SDK's ``get_result`` and starts the next. The SDK has no
     long-poll for a result (``get_result`` polls ``describe``), so waiting is
     done by one watcher for the whole client: it lists this run's completed
-    greeters (SDK ``list_workflows``) every WATCH_INTERVAL_S and releases their
-    starters. The server sees ~100 small list calls a second whatever the
-    number of starters, and a starter learns of its completion ~5 ms late on
+    greeters (SDK ``list_workflows``) every WATCH_INTERVAL_S while a greeter has
+    run for WATCH_AFTER_S, and releases their starters. The server sees at most
+    ~100 small list calls a second whatever the number of starters, none while
+    a lone greeter starts, and a starter learns of its completion ~5 ms late on
     average; polling per starter would instead either load the server with
     describes (16 starters at 50 ms: 320 a second) or bound workflows/s by the
     poll interval. Latencies are read from each run's history and are not
@@ -98,15 +102,16 @@ async def _client(url: str, queue: str, count: int, concurrency: int) -> dict[st
 
     runs: list[tuple[str, str]] = []
     tag = uuid.uuid4().hex[:12]
-    waiting: dict[str, asyncio.Event] = {}
-    page = min(200, 4 * concurrency + 32)
+    waiting: dict[str, tuple[asyncio.Event, float]] = {}
+    page = min(200, 2 * concurrency + 16)
     bar = progress(count, f"dwtrio greeter, {concurrency} starters", "wf")
     async with Client(url, token="bench", namespace="default") as client:
         sem = asyncio.Semaphore(concurrency)
 
         async def watch() -> None:
             while True:
-                if waiting:
+                due = time.monotonic() - WATCH_AFTER_S
+                if any(since <= due for _, since in waiting.values()):
                     try:
                         listed = await client.list_workflows(
                             workflow_type="greeter", status="completed", query=tag, page_size=page
@@ -115,15 +120,16 @@ async def _client(url: str, queue: str, count: int, concurrency: int) -> dict[st
                         print(f"completion watcher: {exc!r}", file=sys.stderr)
                     else:
                         for execution in listed.executions:
-                            done = waiting.get(execution.workflow_id)
-                            if done is not None:
-                                done.set()
+                            entry = waiting.get(execution.workflow_id)
+                            if entry is not None:
+                                entry[0].set()
                 await asyncio.sleep(WATCH_INTERVAL_S)
 
         async def one() -> None:
             async with sem:
                 workflow_id = f"greet-{tag}-{uuid.uuid4().hex}"
-                waiting[workflow_id] = done = asyncio.Event()
+                done = asyncio.Event()
+                waiting[workflow_id] = (done, time.monotonic())
                 handle = await client.start_workflow(
                     workflow_type="greeter",
                     workflow_id=workflow_id,
