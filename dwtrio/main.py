@@ -56,6 +56,10 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.backlog = settings.backlog
     config.graceful_timeout = settings.graceful_timeout_s
     config.keep_alive_max_requests = 1_000_000
+    # Longer than clients keep idle pooled connections (httpx, which the SDK uses: 5 s,
+    # Hypercorn's default too): otherwise a client can send on a connection the server
+    # is closing at that moment and get a reset instead of an answer.
+    config.keep_alive_timeout = settings.keep_alive_timeout_s
     config.include_server_header = False
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")

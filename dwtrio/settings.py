@@ -100,6 +100,12 @@ class Settings:
     graceful_timeout_s: float = _setting(
         "DW_GRACEFUL_TIMEOUT_SECONDS", 10.0, "Seconds in-flight requests get to finish on shutdown."
     )
+    keep_alive_timeout_s: float = _setting(
+        "DW_KEEP_ALIVE_TIMEOUT_SECONDS",
+        75.0,
+        "Seconds an idle keep-alive connection stays open; keep it above the idle timeout "
+        "of clients' connection pools and of load balancers in front.",
+    )
     log_level: str = _setting("DW_LOG_LEVEL", "info", "Log level: debug, info, warning or error.")
 
     # --- storage ---------------------------------------------------------------
@@ -328,6 +334,8 @@ class Settings:
             problems.append("DW_WORKER_POLL_TIMEOUT must be between 0 and 60")
         if self.worker_poll_interval_ms < 10:
             problems.append("DW_WORKER_POLL_INTERVAL_MS must be >= 10")
+        if not self.keep_alive_timeout_s > 0:
+            problems.append("DW_KEEP_ALIVE_TIMEOUT_SECONDS must be > 0")
         if self.task_repair_interval_s <= 0:
             problems.append("DW_TASK_REPAIR_INTERVAL_SECONDS must be > 0")
         if self.timeout_check_interval_s <= 0:

@@ -32,6 +32,22 @@ class Clients:
         async with server.client(token, **WP) as wc, server.client(token, **CP) as cc:
             yield cls(server, wc, cc)
 
+    async def start_workflow(
+        self, workflow_id: str, workflow_type: str, task_queue: str, input: list[Any]
+    ) -> dict[str, Any]:
+        """``POST /api/workflows`` for a new id; expects 201 and returns the body."""
+        r = await self.cc.post(
+            "/api/workflows",
+            json={
+                "workflow_id": workflow_id,
+                "workflow_type": workflow_type,
+                "task_queue": task_queue,
+                "input": input,
+            },
+        )
+        assert r.status_code == 201, r.text
+        return r.json()  # type: ignore[no-any-return]
+
     async def complete(
         self, task: dict[str, Any], commands: list[dict[str, Any]], status: int = 200
     ) -> dict[str, Any]:

@@ -28,17 +28,7 @@ POLL = "/api/worker/query-tasks/poll"
 @attrs.define
 class Harness(Clients):
     async def start(self, workflow_id: str, workflow_type: str = "counter") -> str:
-        r = await self.cc.post(
-            "/api/workflows",
-            json={
-                "workflow_id": workflow_id,
-                "workflow_type": workflow_type,
-                "task_queue": Q,
-                "input": [5],
-            },
-        )
-        assert r.status_code == 201, r.text
-        return str(r.json()["run_id"])
+        return str((await self.start_workflow(workflow_id, workflow_type, Q, [5]))["run_id"])
 
     async def register(self, worker: str = "w1", types: list[str] | None = None) -> None:
         r = await self.wc.post(

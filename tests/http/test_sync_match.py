@@ -23,6 +23,7 @@ import pytest
 import trio
 
 from dwtrio.engine import workflow_tasks
+from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.workflows import StartCommand, start_fresh
 from dwtrio.http.worker_response import create_with_handoff, long_poll
 from dwtrio.runtime import Runtime
@@ -40,17 +41,7 @@ ARGS = ["world"]
 @attrs.define
 class Sync(Clients):
     async def start(self, workflow_id: str, workflow_type: str = "greeter") -> dict[str, Any]:
-        r = await self.cc.post(
-            "/api/workflows",
-            json={
-                "workflow_id": workflow_id,
-                "workflow_type": workflow_type,
-                "task_queue": Q,
-                "input": ARGS,
-            },
-        )
-        assert r.status_code == 201, r.text
-        return r.json()  # type: ignore[no-any-return]
+        return await self.start_workflow(workflow_id, workflow_type, Q, ARGS)
 
     async def poll(self, worker: str, timeout: int, **extra: Any) -> dict[str, Any] | None:
         r = await self.wc.post(
@@ -277,6 +268,17 @@ def accepts_all(offer: Any) -> bool:
     return True
 
 
+async def start_handing_over(rt: Runtime, workflow_id: str) -> Outcome | None:
+    """What ``POST /api/workflows`` runs first: the one-statement start, with sync match."""
+    return await create_with_handoff(
+        rt,
+        ("default", Q, "workflow"),
+        accepts_all,
+        functools.partial(rt.store.read, start_fresh, command(workflow_id)),
+        workflow_tasks.release,
+    )
+
+
 async def test_a_poll_that_ends_before_the_delivery_leaves_the_task_to_others(
     rt: Runtime,
 ) -> None:
@@ -330,13 +332,7 @@ async def test_a_start_that_creates_nothing_frees_the_reserved_poll(rt: Runtime)
             await trio.sleep(0.2)
             # The id is taken: the one-statement start writes nothing.
             assert await rt.store.read(start_fresh, command("wf-taken")) is not None
-            outcome = await create_with_handoff(
-                rt,
-                ("default", Q, "workflow"),
-                accepts_all,
-                functools.partial(rt.store.read, start_fresh, command("wf-taken")),
-                workflow_tasks.release,
-            )
+            outcome = await start_handing_over(rt, "wf-taken")
             assert outcome is None
             await trio.sleep(0.2)
             assert got == []  # nothing was created for it: still parked, and free again
@@ -373,13 +369,7 @@ async def test_a_failed_create_lets_the_reserved_poll_go_on(rt: Runtime) -> None
                 )
             await trio.sleep(0.1)  # it looked again (the queue is known empty) and parked
             # Not reserved any more: an ordinary start is handed to it.
-            outcome = await create_with_handoff(
-                rt,
-                ("default", Q, "workflow"),
-                accepts_all,
-                functools.partial(rt.store.read, start_fresh, command("wf-after")),
-                workflow_tasks.release,
-            )
+            outcome = await start_handing_over(rt, "wf-after")
             assert outcome is not None and outcome.handoff is not None
     [task] = got
     assert task["workflow_id"] == "wf-after" and task["lease_owner"] == "w1"

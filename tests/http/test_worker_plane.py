@@ -91,17 +91,9 @@ class Harness(Clients):
         task_queue: str = Q,
         input: list[Any] | None = None,
     ) -> dict[str, Any]:
-        r = await self.cc.post(
-            "/api/workflows",
-            json={
-                "workflow_id": workflow_id,
-                "workflow_type": workflow_type,
-                "task_queue": task_queue,
-                "input": ["world"] if input is None else input,
-            },
+        return await self.start_workflow(
+            workflow_id, workflow_type, task_queue, ["world"] if input is None else input
         )
-        assert r.status_code == 201, r.text
-        return r.json()  # type: ignore[no-any-return]
 
     async def post(
         self, path: str, body: dict[str, Any], status: int = 200, reason: str | None = None

@@ -275,3 +275,34 @@ async def test_a_task_claimed_for_a_poller_that_left_is_released(
     assert task is not None, r.text
     assert task["lease_owner"] == "stayer"
     assert task["workflow_task_attempt"] == 1
+
+
+async def test_idle_keep_alive_connections_close_after_the_configured_time(
+    start_server: StartServer,
+) -> None:
+    """DW_KEEP_ALIVE_TIMEOUT_SECONDS reaches Hypercorn: an idle connection stays usable
+    within it (the default, 75 s, outlasts the 5 s for which httpx keeps idle connections,
+    so a pooled connection is never closed under a client about to reuse it) and is
+    closed by the server after it."""
+    server = await start_server(auth_driver="none", keep_alive_timeout_s=1.0)
+    raw = await RawHttp.open(server)
+    status, _, _ = await raw.request("GET", "/api/health", {})
+    assert status == 200
+    await trio.sleep(0.5)
+    raw.next_cycle()
+    status, _, _ = await raw.request("GET", "/api/health", {})  # same connection, still open
+    assert status == 200
+    with trio.fail_after(5):
+        assert await raw.stream.receive_some(1024) == b""  # closed by the server
+    await raw.aclose()
+    start = trio.current_time()
+    # and the default is well above a client pool's idle time
+    default = await start_server(auth_driver="none")
+    assert default.settings.keep_alive_timeout_s > 5
+    raw = await RawHttp.open(default)
+    assert (await raw.request("GET", "/api/health", {}))[0] == 200
+    await trio.sleep(5.5)
+    raw.next_cycle()
+    assert (await raw.request("GET", "/api/health", {}))[0] == 200
+    await raw.aclose()
+    assert trio.current_time() - start >= 5.5

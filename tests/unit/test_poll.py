@@ -7,13 +7,16 @@ wake only delays); dwtrio/matching/poll.py.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import attrs
 import pytest
 import trio
 import trio.testing
 
 from dwtrio.matching.poll import RESERVATION_GRACE_S, poll_for_task
-from dwtrio.matching.waiters import MAX_CLAIMS_IN_FLIGHT, ClientGone, WaiterSet, Wakeup
+from dwtrio.matching.waiters import MAX_CLAIMS_IN_FLIGHT, ClientGone, Waiter, WaiterSet, Wakeup
 
 KEY = ("default", "q", "workflow")
 
@@ -543,6 +546,13 @@ def accepts_all(offer: object) -> bool:
     return True
 
 
+def reserve(waiters: WaiterSet) -> Waiter:
+    """Reserve the oldest parked poll that has an offer; there must be one."""
+    waiter = waiters.reserve(KEY, accepts_all)
+    assert waiter is not None
+    return waiter
+
+
 async def offered_poll(
     queue: FakeQueue,
     waiters: WaiterSet,
@@ -568,6 +578,14 @@ async def offered_poll(
         )
     except ClientGone:
         out.append("gone")
+
+
+async def park_offered(
+    nursery: trio.Nursery, queue: FakeQueue, waiters: WaiterSet, out: list[str | None], **kw: Any
+) -> None:
+    """Start an offered poll and let it park."""
+    nursery.start_soon(functools.partial(offered_poll, queue, waiters, out, **kw))
+    await trio.sleep(0.1)
 
 
 async def test_a_delivered_task_is_returned_without_a_claim(
@@ -605,8 +623,7 @@ async def test_only_parked_polls_with_an_accepted_offer_are_reserved(
             waiters.unreserve(waiter)
             await trio.sleep(0.1)  # it looks again, and parks again
             plain.parked = False
-        waiter = waiters.reserve(KEY, accepts_all)
-        assert waiter is not None
+        waiter = reserve(waiters)
         waiters.unreserve(waiter)
         nursery.cancel_scope.cancel()
 
@@ -618,12 +635,9 @@ async def test_a_reserved_poll_takes_no_wakes_and_waits_past_its_deadline(
     first: list[str | None] = []
     second: list[str | None] = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: offered_poll(queue, waiters, first, timeout_s=2))
-        await trio.sleep(0.1)
-        nursery.start_soon(lambda: offered_poll(queue, waiters, second, timeout_s=60))
-        await trio.sleep(0.1)
-        waiter = waiters.reserve(KEY, accepts_all)
-        assert waiter is not None
+        await park_offered(nursery, queue, waiters, first, timeout_s=2)
+        await park_offered(nursery, queue, waiters, second, timeout_s=60)
+        waiter = reserve(waiters)
         queue.ready.append("woken-for")
         assert waiters.wake(KEY) == 1  # goes to the other poll
         await trio.sleep(0.1)
@@ -640,10 +654,8 @@ async def test_an_unreserved_poll_past_its_deadline_looks_for_itself(
 ) -> None:
     queue, waiters, got = FakeQueue(), WaiterSet(), []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: offered_poll(queue, waiters, got, timeout_s=2))
-        await trio.sleep(0.1)
-        waiter = waiters.reserve(KEY, accepts_all)
-        assert waiter is not None
+        await park_offered(nursery, queue, waiters, got, timeout_s=2)
+        waiter = reserve(waiters)
         await trio.sleep(2.5)  # past the deadline, within the grace
         queue.ready.append("t1")  # created by someone else meanwhile
         assert waiters.wake(KEY) == 0  # not taken by the reserved poll
@@ -659,10 +671,8 @@ async def test_a_poll_whose_client_left_refuses_the_delivery(
     queue, waiters, got = FakeQueue(), WaiterSet(), []
     client = FakeClient()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: offered_poll(queue, waiters, got, client=client))
-        await trio.sleep(0.1)
-        waiter = waiters.reserve(KEY, accepts_all)
-        assert waiter is not None
+        await park_offered(nursery, queue, waiters, got, client=client)
+        waiter = reserve(waiters)
         client.left.set()
         await trio.sleep(0.1)
         assert got == ["gone"]
@@ -677,10 +687,8 @@ async def test_a_delivered_task_for_a_client_gone_meanwhile_is_released(
     queue, waiters, got = FakeQueue(), WaiterSet(), []
     client = FakeClient()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: offered_poll(queue, waiters, got, client=client))
-        await trio.sleep(0.1)
-        waiter = waiters.reserve(KEY, accepts_all)
-        assert waiter is not None
+        await park_offered(nursery, queue, waiters, got, client=client)
+        waiter = reserve(waiters)
         assert waiters.deliver(waiter, "handed")
         client.left.set()  # gone before the poller ran again
     assert got == ["gone"]
@@ -693,10 +701,8 @@ async def test_a_drain_during_a_reservation_ends_the_poll(
     queue, waiters, got = FakeQueue(), WaiterSet(), []
     draining = trio.Event()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: offered_poll(queue, waiters, got, draining=draining))
-        await trio.sleep(0.1)
-        waiter = waiters.reserve(KEY, accepts_all)
-        assert waiter is not None
+        await park_offered(nursery, queue, waiters, got, draining=draining)
+        waiter = reserve(waiters)
         draining.set()
         waiters.wake_all()
         await trio.sleep(0.1)
@@ -711,21 +717,17 @@ async def test_a_nudged_new_head_does_not_claim_a_known_empty_queue(
     first: list[str | None] = []
     second: list[str | None] = []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: offered_poll(queue, waiters, first, timeout_s=60))
-        await trio.sleep(0.1)
+        await park_offered(nursery, queue, waiters, first, timeout_s=60)
         assert len(queue.claims) == 1 and waiters.known_empty(KEY, 1000)
-        nursery.start_soon(lambda: offered_poll(queue, waiters, second, timeout_s=60))
-        await trio.sleep(0.1)
-        waiter = waiters.reserve(KEY, accepts_all)
-        assert waiter is not None
+        await park_offered(nursery, queue, waiters, second, timeout_s=60)
+        waiter = reserve(waiters)
         assert waiters.deliver(waiter, "handed")  # the head leaves with it
         await trio.sleep(0.1)
         assert first == ["handed"]
         # The new head was nudged, but the queue is still known empty: no claim,
         # and it parks again, ready for the next handoff.
         assert len(queue.claims) == 1
-        again = waiters.reserve(KEY, accepts_all)
-        assert again is not None
+        again = reserve(waiters)
         assert waiters.deliver(again, "handed-2")
     assert second == ["handed-2"]
 
@@ -736,10 +738,8 @@ async def test_a_poll_leaving_in_the_tick_of_its_delivery_releases_the_task(
     queue, waiters, got = FakeQueue(), WaiterSet(), []
     client = FakeClient()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: offered_poll(queue, waiters, got, client=client))
-        await trio.sleep(0.1)
-        waiter = waiters.reserve(KEY, accepts_all)
-        assert waiter is not None
+        await park_offered(nursery, queue, waiters, got, client=client)
+        waiter = reserve(waiters)
         client.left.set()  # the poller is scheduled to see it ...
         assert waiters.deliver(waiter, "handed")  # ... before it runs, the task arrives
     assert got == ["gone"]
@@ -751,10 +751,8 @@ async def test_a_wake_skipped_during_a_reservation_that_created_nothing_is_not_l
 ) -> None:
     queue, waiters, got = FakeQueue(), WaiterSet(), []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: offered_poll(queue, waiters, got, timeout_s=60))
-        await trio.sleep(0.1)
-        waiter = waiters.reserve(KEY, accepts_all)
-        assert waiter is not None
+        await park_offered(nursery, queue, waiters, got, timeout_s=60)
+        waiter = reserve(waiters)
         queue.ready.append("t1")  # another request's task, meanwhile
         assert waiters.wake(KEY) == 0  # nobody wakeable: the reserved poll skipped it
         waiters.unreserve(waiter)  # the reservation's own statement created nothing
@@ -767,11 +765,9 @@ async def test_a_reservation_that_never_settles_does_not_hold_the_poll(
 ) -> None:
     queue, waiters, got = FakeQueue(), WaiterSet(), []
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(lambda: offered_poll(queue, waiters, got, timeout_s=5))
-        await trio.sleep(0.1)
+        await park_offered(nursery, queue, waiters, got, timeout_s=5)
         start = trio.current_time()
-        waiter = waiters.reserve(KEY, accepts_all)
-        assert waiter is not None
+        waiter = reserve(waiters)
         await trio.sleep(5 + RESERVATION_GRACE_S + 1)
         assert got == [None]
         assert trio.current_time() - start <= 5 + RESERVATION_GRACE_S + 1
