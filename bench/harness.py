@@ -6,6 +6,7 @@ time, and writes ``bench/results/<name>-<timestamp>.json`` plus a PNG plot.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -117,6 +118,54 @@ def bench_database(admin_dsn: str | None) -> Iterator[str | None]:
         yield urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
     finally:
         _admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class RawClient:
+    """One keep-alive HTTP/1.1 connection over asyncio streams, for load generators.
+
+    An HTTP library costs the load generator more CPU than the request costs
+    the server (httpx's pool bookkeeping grows with its connections: at 128
+    loops per process the generators, not the server, ran out of CPU). This
+    sends a JSON POST and reads a ``Content-Length`` answer, nothing more: no
+    compression, no redirects, no retries. One per loop, like one worker's
+    connection.
+    """
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self._address = (host, int(port))
+        self._head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def post(self, path: str, body: Any) -> tuple[int, Any]:
+        """``POST path`` with ``body`` as JSON; returns (status, decoded JSON answer)."""
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(*self._address)
+        reader, writer = self._streams
+        data = json.dumps(body).encode()
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n{self._head}\r\n".encode()
+            + data
+        )
+        lines = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
+        length, close = 0, False
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection":
+                close = value.strip().lower() == b"close"
+        answer = await reader.readexactly(length)
+        if close:
+            self.close()
+        return int(lines[0].split()[1]), json.loads(answer) if answer else None
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
 
 
 @contextlib.contextmanager

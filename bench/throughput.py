@@ -26,12 +26,11 @@ import time
 import uuid
 from typing import Any
 
-import httpx
-
 from bench.backlog import load_activity_backlog
 from bench.harness import (
     CP,
     WP,
+    RawClient,
     bench_database,
     dwtrio_server,
     median_of_runs,
@@ -48,10 +47,6 @@ POLL_S = 5  # long-poll timeout of every loop; polls still parked at the window'
 BACKLOG_RATE_CAP = 600  # cycles/s the backlog is sized for (well above what one host does)
 
 
-def _limits(count: int) -> httpx.Limits:
-    return httpx.Limits(max_connections=count + 4, max_keepalive_connections=count + 4)
-
-
 async def _until(until: float, *loops: Any) -> None:
     """Run the loops; cut whatever is still in flight (a parked poll) a second after ``until``."""
     with contextlib.suppress(TimeoutError):
@@ -61,33 +56,35 @@ async def _until(until: float, *loops: Any) -> None:
 async def _loops(url: str, queue: str, count: int, begin: float, until: float, out: Any) -> None:
     """``count`` activity loops; cycles and empty polls are counted inside [begin, until)."""
     done = empty = 0
-    async with httpx.AsyncClient(
-        base_url=url, headers=WP, timeout=30, limits=_limits(count)
-    ) as client:
 
-        async def loop() -> None:
-            nonlocal done, empty
-            worker = f"tp-{uuid.uuid4().hex[:8]}"
+    async def loop() -> None:
+        nonlocal done, empty
+        worker = f"tp-{uuid.uuid4().hex[:8]}"
+        client = RawClient(url, WP)
+        try:
             while time.monotonic() < until:
-                r = await client.post(
+                _, answer = await client.post(
                     "/api/worker/activity-tasks/poll",
-                    json={"worker_id": worker, "task_queue": queue, "timeout_seconds": POLL_S},
+                    {"worker_id": worker, "task_queue": queue, "timeout_seconds": POLL_S},
                 )
-                task = r.json().get("task")
+                task = answer.get("task")
                 if not task:
                     empty += begin <= time.monotonic() < until
                     continue
-                await client.post(
+                status, answer = await client.post(
                     f"/api/worker/activity-tasks/{task['task_id']}/complete",
-                    json={
+                    {
                         "activity_attempt_id": task["activity_attempt_id"],
                         "lease_owner": worker,
                         "result": RESULT,
                     },
                 )
+                assert status == 200, answer
                 done += begin <= time.monotonic() < until
+        finally:
+            client.close()
 
-        await _until(until, *(loop() for _ in range(count)))
+    await _until(until, *(loop() for _ in range(count)))
     out.put(("cycles", done, empty))
 
 
@@ -108,12 +105,11 @@ async def _produce(
     """Start workflows and answer their workflow tasks, at most ``in_flight`` open at a time."""
     slots = asyncio.Semaphore(in_flight)
     started = completed = 0
-    async with httpx.AsyncClient(
-        base_url=url, timeout=30, limits=_limits(starters + deciders)
-    ) as client:
 
-        async def start_loop() -> None:
-            nonlocal started
+    async def start_loop() -> None:
+        nonlocal started
+        client = RawClient(url, CP)
+        try:
             while time.monotonic() < until:
                 try:
                     await asyncio.wait_for(
@@ -121,29 +117,31 @@ async def _produce(
                     )
                 except TimeoutError:
                     return
-                r = await client.post(
+                status, answer = await client.post(
                     "/api/workflows",
-                    headers=CP,
-                    json={
+                    {
                         "workflow_id": f"live-{uuid.uuid4().hex}",
                         "workflow_type": "bench",
                         "task_queue": queue,
                         "input": ["world"],
                     },
                 )
-                r.raise_for_status()
+                assert status == 201, answer
                 started += begin <= time.monotonic() < until
+        finally:
+            client.close()
 
-        async def decide_loop() -> None:
-            nonlocal completed
-            worker = f"wf-{uuid.uuid4().hex[:8]}"
+    async def decide_loop() -> None:
+        nonlocal completed
+        worker = f"wf-{uuid.uuid4().hex[:8]}"
+        client = RawClient(url, WP)
+        try:
             while time.monotonic() < until:
-                r = await client.post(
+                _, answer = await client.post(
                     "/api/worker/workflow-tasks/poll",
-                    headers=WP,
-                    json={"worker_id": worker, "task_queue": queue, "timeout_seconds": POLL_S},
+                    {"worker_id": worker, "task_queue": queue, "timeout_seconds": POLL_S},
                 )
-                task = r.json().get("task")
+                task = answer.get("task")
                 if not task:
                     continue
                 events = {e["event_type"] for e in task["history_events"]}
@@ -158,25 +156,26 @@ async def _produce(
                         "arguments": ARGS,
                     }
                 )
-                r = await client.post(
+                status, answer = await client.post(
                     f"/api/worker/workflow-tasks/{task['task_id']}/complete",
-                    headers=WP,
-                    json={
+                    {
                         "lease_owner": worker,
                         "workflow_task_attempt": task["workflow_task_attempt"],
                         "commands": [command],
                     },
                 )
-                r.raise_for_status()
+                assert status == 200, answer
                 if finished:
                     slots.release()
                     completed += begin <= time.monotonic() < until
+        finally:
+            client.close()
 
-        await _until(
-            until,
-            *(start_loop() for _ in range(starters)),
-            *(decide_loop() for _ in range(deciders)),
-        )
+    await _until(
+        until,
+        *(start_loop() for _ in range(starters)),
+        *(decide_loop() for _ in range(deciders)),
+    )
     out.put(("producer", started, completed))
 
 
