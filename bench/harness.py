@@ -120,21 +120,46 @@ def bench_database(admin_dsn: str | None) -> Iterator[str | None]:
         _admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _request_bytes(method: str, path: str, head: str, body: Any) -> bytes:
+    data = b"" if body is None else json.dumps(body).encode()
+    if body is not None:
+        head = f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n{head}"
+    return f"{method} {path} HTTP/1.1\r\nHost: bench\r\n{head}\r\n".encode() + data
+
+
+def _parse_head(top: bytes) -> tuple[int, int, bool]:
+    """(status, content length, connection: close) of a response head."""
+    lines = top.split(b"\r\n")
+    length, close = 0, False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection":
+            close = value.strip().lower() == b"close"
+    return int(lines[0].split()[1]), length, close
+
+
+def _headers(headers: Mapping[str, str]) -> str:
+    return "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+
+
 class RawClient:
     """One keep-alive HTTP/1.1 connection over asyncio streams, for load generators.
 
     An HTTP library costs the load generator more CPU than the request costs
     the server (httpx's pool bookkeeping grows with its connections: at 128
     loops per process the generators, not the server, ran out of CPU). This
-    sends a JSON POST and reads a ``Content-Length`` answer, nothing more: no
+    sends a JSON request and reads a ``Content-Length`` answer, nothing more: no
     compression, no redirects, no retries. One per loop, like one worker's
     connection.
     """
 
-    def __init__(self, url: str, headers: dict[str, str]) -> None:
+    def __init__(self, url: str, headers: Mapping[str, str]) -> None:
         host, port = url.removeprefix("http://").rsplit(":", 1)
         self._address = (host, int(port))
-        self._head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self._head = _headers(headers)
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def post(self, path: str, body: Any) -> tuple[int, Any]:
@@ -142,30 +167,46 @@ class RawClient:
         if self._streams is None:
             self._streams = await asyncio.open_connection(*self._address)
         reader, writer = self._streams
-        data = json.dumps(body).encode()
-        writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n{self._head}\r\n".encode()
-            + data
-        )
-        lines = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")
-        length, close = 0, False
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"connection":
-                close = value.strip().lower() == b"close"
+        writer.write(_request_bytes("POST", path, self._head, body))
+        status, length, close = _parse_head(await reader.readuntil(b"\r\n\r\n"))
         answer = await reader.readexactly(length)
         if close:
             self.close()
-        return int(lines[0].split()[1]), json.loads(answer) if answer else None
+        return status, json.loads(answer) if answer else None
 
     def close(self) -> None:
         if self._streams is not None:
             self._streams[1].close()
             self._streams = None
+
+
+class RawConnection:
+    """The blocking twin of :class:`RawClient`, for one-at-a-time callers."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def request(
+        self, method: str, path: str, headers: Mapping[str, str], body: Any = None
+    ) -> tuple[int, Any]:
+        self.sock.sendall(_request_bytes(method, path, _headers(headers), body))
+        buf = b""
+        while True:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            buf += chunk
+            top, sep, rest = buf.partition(b"\r\n\r\n")
+            if not sep:
+                continue
+            status, length, _ = _parse_head(top)
+            if len(rest) >= length:
+                return status, json.loads(rest[:length] or b"null")
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 @contextlib.contextmanager

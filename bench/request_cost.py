@@ -19,8 +19,6 @@ median over ``--runs`` runs.
 
 from __future__ import annotations
 
-import json
-import socket
 import statistics
 import time
 import uuid
@@ -30,6 +28,7 @@ from typing import Any
 from bench.harness import (
     CP,
     WP,
+    RawConnection,
     bench_database,
     dwtrio_server,
     median_of_runs,
@@ -43,51 +42,12 @@ COMPLETE = {"type": "complete_workflow", "result": {"codec": "avro", "blob": "ww
 KINDS = ["worker-404", "poll-empty", "health", "start", "claim", "complete"]
 
 
-class Connection:
-    """One keep-alive HTTP/1.1 connection driven by hand."""
-
-    def __init__(self, url: str) -> None:
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def request(
-        self, method: str, path: str, headers: dict[str, str], body: Any = None
-    ) -> tuple[int, Any]:
-        data = b"" if body is None else json.dumps(body).encode()
-        head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\n"
-        if body is not None:
-            head += f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-        self.sock.sendall(head.encode() + data)
-        buf = b""
-        while True:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("the server closed the connection")
-            buf += chunk
-            top, sep, rest = buf.partition(b"\r\n\r\n")
-            if not sep:
-                continue
-            lines = top.split(b"\r\n")
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in lines
-                if line.lower().startswith(b"content-length:")
-            )
-            if len(rest) >= length:
-                return int(lines[0].split()[1]), json.loads(rest[:length] or b"null")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def _cpu_s(procs: list[Any]) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in procs)
 
 
 def one_run(url: str, procs: list[Any], count: int, bar: Any) -> dict[str, dict[str, float]]:
-    conn = Connection(url)
+    conn = RawConnection(url)
     queue = f"cost-{uuid.uuid4().hex[:8]}"
     tasks: list[dict[str, Any]] = []
 
