@@ -128,9 +128,13 @@ def _request_bytes(method: str, path: str, head: str, body: Any) -> bytes:
 
 
 def _parse_head(top: bytes) -> tuple[int, int, bool]:
-    """(status, content length, connection: close) of a response head."""
+    """(status, content length, connection: close) of a response head.
+
+    Only ``Content-Length`` framing is understood: anything else (chunked, or
+    delimited by the close) raises rather than desynchronising the connection.
+    """
     lines = top.split(b"\r\n")
-    length, close = 0, False
+    length, close = None, False
     for line in lines[1:]:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
@@ -138,6 +142,10 @@ def _parse_head(top: bytes) -> tuple[int, int, bool]:
             length = int(value)
         elif name == b"connection":
             close = value.strip().lower() == b"close"
+        elif name == b"transfer-encoding":
+            raise ValueError(f"unsupported response framing: {line!r}")
+    if length is None:
+        raise ValueError("a response without Content-Length")
     return int(lines[0].split()[1]), length, close
 
 
@@ -167,9 +175,13 @@ class RawClient:
         if self._streams is None:
             self._streams = await asyncio.open_connection(*self._address)
         reader, writer = self._streams
-        writer.write(_request_bytes("POST", path, self._head, body))
-        status, length, close = _parse_head(await reader.readuntil(b"\r\n\r\n"))
-        answer = await reader.readexactly(length)
+        try:
+            writer.write(_request_bytes("POST", path, self._head, body))
+            status, length, close = _parse_head(await reader.readuntil(b"\r\n\r\n"))
+            answer = await reader.readexactly(length)
+        except BaseException:
+            self.close()  # an answer half read would be taken for the next one's
+            raise
         if close:
             self.close()
         return status, json.loads(answer) if answer else None
@@ -183,9 +195,9 @@ class RawClient:
 class RawConnection:
     """The blocking twin of :class:`RawClient`, for one-at-a-time callers."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
         host, port = url.removeprefix("http://").rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)))
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout_s)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def request(
@@ -201,8 +213,10 @@ class RawConnection:
             top, sep, rest = buf.partition(b"\r\n\r\n")
             if not sep:
                 continue
-            status, length, _ = _parse_head(top)
+            status, length, close = _parse_head(top)
             if len(rest) >= length:
+                if close:
+                    self.close()  # a further request fails plainly
                 return status, json.loads(rest[:length] or b"null")
 
     def close(self) -> None:
