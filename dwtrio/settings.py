@@ -103,8 +103,8 @@ class Settings:
     keep_alive_timeout_s: float = _setting(
         "DW_KEEP_ALIVE_TIMEOUT_SECONDS",
         75.0,
-        "Seconds an idle keep-alive connection stays open; keep it above the idle timeout "
-        "of clients' connection pools and of load balancers in front.",
+        "Seconds an idle connection stays open (also one that has not sent a request "
+        "yet); keep it above the idle timeout of clients' pools and of load balancers.",
     )
     log_level: str = _setting("DW_LOG_LEVEL", "info", "Log level: debug, info, warning or error.")
 
