@@ -5,7 +5,9 @@ WITH instance AS (
                                     execution_timeout_seconds, execution_deadline_at,
                                     current_run_id, run_count)
     VALUES ($2, $3, $4, $5, $10::integer, now() + make_interval(secs => $10::integer), $1, 1)
-    ON CONFLICT (workflow_id) DO NOTHING
+    -- No conflict target: a racing start may collide on (workflow_id, namespace) first,
+    -- and that too means the id is taken (with a target it raised a unique violation).
+    ON CONFLICT DO NOTHING
     RETURNING workflow_id, namespace, execution_deadline_at
 )
 INSERT INTO workflow_runs (id, workflow_id, namespace, run_number, workflow_type, business_key,
@@ -106,7 +108,9 @@ WITH instance AS (
                                     execution_timeout_seconds, execution_deadline_at,
                                     current_run_id, run_count)
     VALUES ($2, $3, $4, $5, $10::integer, now() + make_interval(secs => $10::integer), $1, 1)
-    ON CONFLICT (workflow_id) DO NOTHING
+    -- No conflict target: a racing start may collide on (workflow_id, namespace) first,
+    -- and that too means the id is taken (with a target it raised a unique violation).
+    ON CONFLICT DO NOTHING
     RETURNING workflow_id, namespace, execution_deadline_at
 ), run AS (
     INSERT INTO workflow_runs (id, workflow_id, namespace, run_number, workflow_type,

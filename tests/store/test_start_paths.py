@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from dwtrio.engine.workflows import StartCommand, start_fresh, start_workflow
-from dwtrio.store.pool import Conn, connect_once
+import trio
 
+from dwtrio.engine.workflows import StartCommand, start_fresh, start_workflow
+from dwtrio.store.pool import Conn, Store, connect_once, open_store
+
+#: Rounds of racing starts: the collision on the second unique key needs tight timing.
+ROUNDS = 60
 ID_KEYS = {"workflow_command_id", "workflow_instance_id", "workflow_run_id"}
 
 
@@ -104,3 +108,25 @@ async def test_a_taken_id_is_left_to_the_transactional_start(aio_loop: None, db_
         return again, count
 
     assert await connect_once(db_dsn, twice) == (None, 1)
+
+
+async def test_racing_starts_of_one_id_leave_it_to_the_transactional_start(
+    aio_loop: None, db_dsn: str
+) -> None:
+    """Concurrent one-statement starts of one id: one creates it, the others get None
+    (and answer through the transactional start), never a unique violation. The
+    instance has two unique keys, and a racing insert may hit either one first."""
+    outcomes: dict[str, list[Any]] = {}
+
+    async def one(store: Store, workflow_id: str) -> None:
+        outcome = await store.read(start_fresh, command(workflow_id))
+        outcomes.setdefault(workflow_id, []).append(outcome)
+
+    async with open_store(db_dsn, min_size=8, max_size=8) as store:
+        for round_ in range(ROUNDS):
+            async with trio.open_nursery() as nursery:
+                for _ in range(8):
+                    nursery.start_soon(one, store, f"wf-race-{round_}")
+    for got in outcomes.values():
+        assert len(got) == 8
+        assert sum(o is not None for o in got) == 1, got
