@@ -21,8 +21,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from importlib import metadata
 from typing import Any
+
+import psutil
 
 from bench import temporal_greeter
 from bench.harness import (
@@ -34,6 +37,7 @@ from bench.harness import (
     plot_cdf,
     plot_lines,
     progress,
+    server_processes,
     table,
     write_result,
 )
@@ -79,7 +83,13 @@ def _ms(a: str, b: str) -> float:
     return (parse(b) - parse(a)).total_seconds() * 1000
 
 
-async def _client(url: str, queue: str, count: int, concurrency: int) -> dict[str, Any]:
+async def _client(
+    url: str,
+    queue: str,
+    count: int,
+    concurrency: int,
+    cpu: Callable[[], dict[str, float]] | None = None,
+) -> dict[str, Any]:
     """Run ``count`` greeters, ``concurrency`` at a time; latencies come from server timestamps.
 
     Each starter starts a greeter with the SDK, waits until it completed, reads
@@ -95,7 +105,8 @@ async def _client(url: str, queue: str, count: int, concurrency: int) -> dict[st
     poll interval. Latencies are read from each run's history and are not
     affected: start -> workflow code = StartAccepted to ActivityScheduled (the
     workflow's first task ran and was completed), end to end = StartAccepted to
-    WorkflowCompleted.
+    WorkflowCompleted. ``cpu`` returns CPU seconds used so far by process kind;
+    their use over the timed part is reported per workflow.
     """
     import httpx
     from durable_workflow import Client
@@ -157,9 +168,11 @@ async def _client(url: str, queue: str, count: int, concurrency: int) -> dict[st
             runs.clear()
             fallbacks = 0
             bar.reset()
+            cpu_before = cpu() if cpu else {}
             started = time.perf_counter()
             await asyncio.gather(*(one() for _ in range(count)))
             elapsed = time.perf_counter() - started
+            cpu_after = cpu() if cpu else {}
         finally:
             watcher.cancel()
     bar.close()
@@ -179,6 +192,10 @@ async def _client(url: str, queue: str, count: int, concurrency: int) -> dict[st
         "elapsed_s": elapsed,
         "workflows_per_s": count / elapsed,
         "watch_fallbacks": fallbacks,
+        "cpu_ms_per_workflow": {
+            kind: round((cpu_after[kind] - used) / count * 1000, 2)
+            for kind, used in cpu_before.items()
+        },
     }
 
 
@@ -196,12 +213,22 @@ def _row(system: str, starters: int, outs: list[dict[str, Any]]) -> dict[str, An
                 "p99": round(e2e["p99"], 2),
                 "count": e2e["count"],
                 "watch_fallbacks": out.get("watch_fallbacks"),
+                "cpu_ms_per_workflow": out.get("cpu_ms_per_workflow"),
                 "start_to_code_ms": out["start_to_code_ms"],
                 "latencies_ms": out["latencies_ms"],
             }
         )
     keys = ["wf_per_s", "start_to_code_p50", "start_to_code_p99", "p50", "p99"]
     return {"system": system, "starters": starters, **median_of_runs(runs, keys), "runs": runs}
+
+
+def process_cpu(kinds: dict[str, list[Any]]) -> Callable[[], dict[str, float]]:
+    """A callable returning the user+system CPU seconds of each kind's processes."""
+
+    def used() -> dict[str, float]:
+        return {kind: sum(sum(p.cpu_times()[:2]) for p in procs) for kind, procs in kinds.items()}
+
+    return used
 
 
 def _dwtrio(args: Any) -> list[dict[str, Any]]:
@@ -216,13 +243,22 @@ def _dwtrio(args: Any) -> list[dict[str, Any]]:
             [sys.executable, "-c", WORKER_CODE, url, queue], env=env, cwd=REPO
         )
         try:
+            cpu = process_cpu(
+                {
+                    "server": server_processes(url),
+                    "sdk worker": [psutil.Process(worker.pid)],
+                    "client": [psutil.Process()],
+                }
+            )
             for concurrency in args.concurrency:
                 outs = [
-                    asyncio.run(_client(url, queue, args.count, concurrency))
+                    asyncio.run(_client(url, queue, args.count, concurrency, cpu))
                     for _ in range(args.runs)
                 ]
                 rows.append(_row("dwtrio", concurrency, outs))
                 _say(rows[-1], args.runs)
+                shares = outs[len(outs) // 2]["cpu_ms_per_workflow"]
+                print("    CPU per workflow:", ", ".join(f"{k} {v} ms" for k, v in shares.items()))
         finally:
             worker.terminate()
             worker.wait(15)
