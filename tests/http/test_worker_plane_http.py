@@ -140,7 +140,8 @@ async def test_trailing_slash_and_namespace_parameter(start_server: StartServer)
         assert r.status_code == 201, r.text
 
 
-async def test_poll_answers_are_compressed_when_asked(start_server: StartServer) -> None:
+async def server_with_a_workflow(start_server: StartServer) -> tuple[RunningServer, str]:
+    """A server with worker-token auth and one started workflow on a fresh queue."""
     server = await start_server(worker_token=WORKER_TOKEN)
     queue = f"q-{uuid.uuid4().hex[:8]}"
     async with server.client(**CP) as cc:
@@ -149,6 +150,11 @@ async def test_poll_answers_are_compressed_when_asked(start_server: StartServer)
             json={"workflow_id": f"wf-{queue}", "workflow_type": "greeter", "task_queue": queue},
         )
         assert r.status_code == 201, r.text
+    return server, queue
+
+
+async def test_poll_answers_are_compressed_when_asked(start_server: StartServer) -> None:
+    server, queue = await server_with_a_workflow(start_server)
     async with server.client(WORKER_TOKEN, **WP) as c:
         body = {"worker_id": "w-1", "task_queue": queue, "timeout_seconds": 0}
         async with c.stream("POST", POLL, json=body, headers={"Accept-Encoding": "gzip"}) as r:
@@ -235,14 +241,7 @@ async def test_a_task_claimed_for_a_poller_that_left_is_released(
 
     from dwtrio.engine import workflow_tasks as wt_engine
 
-    server = await start_server(worker_token=WORKER_TOKEN)
-    queue = f"q-{uuid.uuid4().hex[:8]}"
-    async with server.client(**CP) as cc:
-        r = await cc.post(
-            "/api/workflows",
-            json={"workflow_id": f"wf-{queue}", "workflow_type": "greeter", "task_queue": queue},
-        )
-        assert r.status_code == 201, r.text
+    server, queue = await server_with_a_workflow(start_server)
     real_claim = wt_engine.claim
     claim_started = trio.Event()
 
