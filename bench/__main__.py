@@ -20,6 +20,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _floor_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure bench.floor: the same HTTP stack and config with no server behind it",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument(
@@ -43,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--runs", type=_positive, default=3, help="runs per point; the median is reported"
     )
+    _floor_option(p)
     p.set_defaults(run=poll_latency.run)
     g = sub.add_parser("sdk-greeter", help="official SDK greeter end to end")
     g.add_argument("--count", type=int, default=100, help="workflows per run and starter count")
@@ -64,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument(
         "--runs", type=_positive, default=3, help="probe windows; the median is reported"
     )
+    _floor_option(o)
     o.set_defaults(run=open_polls.run)
     t = sub.add_parser(
         "dispatch-throughput",
@@ -107,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--runs", type=_positive, default=3, help="runs; the median of each figure is reported"
     )
+    _floor_option(c)
     c.set_defaults(run=request_cost.run)
     return parser
 

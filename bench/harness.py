@@ -254,7 +254,26 @@ def dwtrio_server(
     else:
         env["DW_DATA_DIR"] = data_dir or str(RESULTS / ".embedded")
     env.update(extra_env or {})
-    proc = subprocess.Popen([sys.executable, "-m", "dwtrio", "serve"], env=env, cwd=REPO)
+    with _running([sys.executable, "-m", "dwtrio", "serve"], env, port) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def floor_server() -> Iterator[str]:
+    """Start ``bench.floor`` (Hypercorn + Trio, dwtrio's HTTP config, no server
+    behind it) on a free loopback port; yield its base URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DW_", "DWTRIO_"))}
+    env["DW_BIND"] = f"127.0.0.1:{port}"  # how server_processes finds it
+    cmd = [sys.executable, "-m", "bench.floor", "--bind", env["DW_BIND"]]
+    with _running(cmd, env, port) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _running(cmd: list[str], env: dict[str, str], port: int) -> Iterator[str]:
+    """Run a server process until the block ends; yield its URL once /api/ready answers."""
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -265,7 +284,7 @@ def dwtrio_server(
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("dwtrio did not become ready")
+                raise RuntimeError(f"{' '.join(cmd[1:])} did not become ready")
             time.sleep(0.1)
         yield url
     finally:
@@ -277,7 +296,8 @@ def dwtrio_server(
 
 
 def server_processes(url: str) -> list[Any]:
-    """The dwtrio server processes behind ``url`` (the serve process and its workers)."""
+    """The server processes behind ``url``: dwtrio's serve process and its workers,
+    or the floor app."""
     import psutil
 
     port = url.rsplit(":", 1)[1]
@@ -289,7 +309,7 @@ def server_processes(url: str) -> list[Any]:
         except (psutil.AccessDenied, psutil.NoSuchProcess):
             continue
         if env.get("DW_BIND", "").endswith(f":{port}") and (
-            "dwtrio" in cmd or "multiprocessing" in cmd
+            "dwtrio" in cmd or "multiprocessing" in cmd or "bench.floor" in cmd
         ):
             found.append(proc)
     return found
@@ -304,7 +324,7 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
-def plot_cdf(name: str, series: dict[str, Sequence[float]], xlabel: str) -> Path | None:
+def plot_cdf(name: str, series: Mapping[str, Sequence[float]], xlabel: str) -> Path | None:
     """A latency CDF, one line per series; None when matplotlib is not installed."""
     try:
         import matplotlib

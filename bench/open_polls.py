@@ -5,7 +5,8 @@ queue. Reported: the server's RSS growth per open poll, and p99 of other
 requests (``GET /api/health``, ``POST /api/workflows``) before and while they
 are parked: the median over ``--runs`` probe windows of each window's p99 (the
 polls themselves are opened once; holding them again would only repeat the
-setup).
+setup). ``--floor`` repeats it against ``bench.floor``, the same HTTP stack
+with no server behind it: the memory any application on it pays per poll.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bench.harness import (
     WP,
     bench_database,
     dwtrio_server,
+    floor_server,
     median_of_runs,
     percentiles,
     plot_cdf,
@@ -118,53 +120,64 @@ def _p99s(probes: list[dict[str, list[float]]], when: str) -> dict[str, float]:
     return {f"{k}_p99_{when}_ms": v for k, v in medians.items()}
 
 
+def _hold_and_measure(url: str, args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Hold ``args.polls`` idle polls on ``url``: memory per poll, latency before and meanwhile."""
+    baseline = [_probe(url, 3) for _ in range(args.runs)]
+    time.sleep(1)
+    rss_before = _rss(url)
+    ctx = mp.get_context("spawn")
+    ready = ctx.Queue()
+    procs = max(1, args.polls // 2500)
+    share = args.polls // procs
+    queue = f"idle-{uuid.uuid4().hex[:6]}"
+    hold_s = 240
+    workers = [
+        ctx.Process(target=_hold_process, args=(url, queue, share, hold_s, ready))
+        for _ in range(procs)
+    ]
+    started = time.monotonic()
+    for w in workers:
+        w.start()
+    for _ in workers:
+        ready.get(timeout=120)
+    # Wait until the server holds every poll and has run their first claims.
+    _wait_connections(url, share * procs, timeout_s=120)
+    _wait_idle(url, timeout_s=60)
+    rss_after = _rss(url)
+    held = [_probe(url, 5) for _ in range(args.runs)]
+    conns = sum(len(p.net_connections()) for p in server_processes(url))
+    for w in workers:
+        w.terminate()
+        w.join(10)
+    per_poll_kib = (rss_after - rss_before) / max(1, share * procs) / 1024
+    row = {
+        "polls": share * procs,
+        "server_connections": conns,
+        "rss_before_mib": round(rss_before / 2**20, 1),
+        "rss_after_mib": round(rss_after / 2**20, 1),
+        "kib_per_poll": round(per_poll_kib, 1),
+        **_p99s(baseline, "idle"),
+        **_p99s(held, "held"),
+        "setup_s": round(time.monotonic() - started, 1),
+    }
+    return row, {"idle": baseline, "held": held}
+
+
 def run(args: Any) -> dict[str, Any]:
-    rows = []
+    rows: list[dict[str, Any]] = []
+    probes: dict[str, Any] = {}
     with bench_database(args.dsn) as dsn, dwtrio_server(dsn=dsn) as url:
-        baseline = [_probe(url, 3) for _ in range(args.runs)]
-        time.sleep(1)
-        rss_before = _rss(url)
-        ctx = mp.get_context("spawn")
-        ready = ctx.Queue()
-        procs = max(1, args.polls // 2500)
-        share = args.polls // procs
-        queue = f"idle-{uuid.uuid4().hex[:6]}"
-        hold_s = 240
-        workers = [
-            ctx.Process(target=_hold_process, args=(url, queue, share, hold_s, ready))
-            for _ in range(procs)
-        ]
-        started = time.monotonic()
-        for w in workers:
-            w.start()
-        for _ in workers:
-            ready.get(timeout=120)
-        # Wait until the server holds every poll and has run their first claims.
-        _wait_connections(url, share * procs, timeout_s=120)
-        _wait_idle(url, timeout_s=60)
-        rss_after = _rss(url)
-        held = [_probe(url, 5) for _ in range(args.runs)]
-        conns = sum(len(p.net_connections()) for p in server_processes(url))
-        for w in workers:
-            w.terminate()
-            w.join(10)
-        per_poll_kib = (rss_after - rss_before) / max(1, share * procs) / 1024
-        rows.append(
-            {
-                "polls": share * procs,
-                "server_connections": conns,
-                "rss_before_mib": round(rss_before / 2**20, 1),
-                "rss_after_mib": round(rss_after / 2**20, 1),
-                "kib_per_poll": round(per_poll_kib, 1),
-                **_p99s(baseline, "idle"),
-                **_p99s(held, "held"),
-                "setup_s": round(time.monotonic() - started, 1),
-            }
-        )
+        row, probes["dwtrio"] = _hold_and_measure(url, args)
+        rows.append({"server": "dwtrio", **row})
+    if args.floor:
+        with floor_server() as url:
+            row, probes["floor"] = _hold_and_measure(url, args)
+            rows.append({"server": "floor", **row})
     print(table(rows, list(rows[0])))
     series = {
-        f"{kind} {when}": [v for probe in probes for v in probe[kind]]
-        for when, probes in (("idle", baseline), ("with polls held", held))
+        f"{server}: {kind} {label}": [v for probe in windows[when] for v in probe[kind]]
+        for server, windows in probes.items()
+        for when, label in (("idle", "idle"), ("held", "with polls held"))
         for kind in ("health", "start")
     }
     plot = plot_cdf("open-polls", series, "request latency (ms) beside the open polls")
@@ -174,7 +187,7 @@ def run(args: Any) -> dict[str, Any]:
             "unit": "ms",
             "runs_per_point": args.runs,
             "summary": rows,
-            "probes": {"idle": baseline, "held": held},
+            "probes": probes,
             "plot": str(plot),
         },
     )

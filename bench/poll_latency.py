@@ -9,7 +9,10 @@ completes the workflow so the queue stays empty between samples.
 
 Pollers and producer speak HTTP/1.1 over raw keep-alive connections
 (``RawClient``, ``RawConnection``): with httpx on both ends the clients' own
-work was ~1.5 ms of the p50.
+work was ~1.5 ms of the p50. ``--floor`` measures the same against
+``bench.floor`` (the same HTTP stack, the start handed to a parked poll in
+memory, nothing written): the wake latency of this stack and machine before
+any durable work.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from bench.harness import (
     RawConnection,
     bench_database,
     dwtrio_server,
+    floor_server,
     median_of_runs,
     percentiles,
     plot_cdf,
@@ -126,20 +130,29 @@ def measure(
 
 
 def run(args: Any) -> dict[str, Any]:
-    rows, series, raw = [], {}, {}
-    with (
-        bench_database(args.dsn) as dsn,
-        dwtrio_server(dsn=dsn, workers=args.server_workers, redis_url=args.redis_url) as url,
-    ):
+    rows: list[dict[str, Any]] = []
+    series: dict[str, list[float]] = {}
+    raw: dict[str, Any] = {}
+
+    def points(server: str, url: str) -> None:
         for n in args.pollers:
             runs = [measure(url, n, args.samples) for _ in range(args.runs)]
             per_run = [percentiles(lat) for lat in runs]
             medians = median_of_runs(per_run, ["p50", "p90", "p99", "max", "mean"])
-            rows.append({"pollers": n, "count": len(runs[0]), **medians})
-            series[f"{n} pollers"] = [v for lat in runs for v in lat]
-            raw[str(n)] = {"per_run": per_run, "samples": runs}
+            rows.append({"server": server, "pollers": n, "count": len(runs[0]), **medians})
+            series[f"{server}, {n} pollers"] = [v for lat in runs for v in lat]
+            raw[f"{server} {n}"] = {"per_run": per_run, "samples": runs}
+
+    with (
+        bench_database(args.dsn) as dsn,
+        dwtrio_server(dsn=dsn, workers=args.server_workers, redis_url=args.redis_url) as url,
+    ):
+        points("dwtrio", url)
+    if args.floor:
+        with floor_server() as url:
+            points("floor", url)
     print(f"median over {args.runs} runs of each run's figure:")
-    print(table(rows, ["pollers", "count", "p50", "p90", "p99", "max", "mean"]))
+    print(table(rows, ["server", "pollers", "count", "p50", "p90", "p99", "max", "mean"]))
     plot = plot_cdf(
         "poll-latency", series, "wake latency (ms), producer request -> poller response"
     )

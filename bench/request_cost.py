@@ -14,7 +14,9 @@ request (user + system time of the server process over the batch). Kinds:
 * ``complete``: completing that task with ``complete_workflow`` (closes the run).
 
 Each run repeats every kind ``--requests`` times; the reported figures are the
-median over ``--runs`` runs.
+median over ``--runs`` runs. ``--floor`` sends the same requests to
+``bench.floor`` (the same HTTP stack, no server behind it): what any
+application on this stack pays per request here.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from bench.harness import (
     RawConnection,
     bench_database,
     dwtrio_server,
+    floor_server,
     median_of_runs,
     progress,
     server_processes,
@@ -107,20 +110,34 @@ def one_run(url: str, procs: list[Any], count: int, bar: Any) -> dict[str, dict[
 
 
 def run(args: Any) -> dict[str, Any]:
+    servers = {}
     with bench_database(args.dsn) as dsn, dwtrio_server(dsn=dsn) as url:
-        procs = server_processes(url)
-        bar = progress(args.runs * args.requests * len(KINDS), "request-cost", "req")
-        runs = [one_run(url, procs, args.requests, bar) for _ in range(args.runs)]
-        bar.close()
+        servers["dwtrio"] = _runs(url, args)
+    if args.floor:
+        with floor_server() as url:
+            servers["floor"] = _runs(url, args)
     rows = [
-        {"request": kind, **median_of_runs([r[kind] for r in runs], ["p50_ms", "server_cpu_ms"])}
+        {
+            "server": server,
+            "request": kind,
+            **median_of_runs([r[kind] for r in runs], ["p50_ms", "server_cpu_ms"]),
+        }
+        for server, runs in servers.items()
         for kind in KINDS
     ]
     print(f"median over {args.runs} runs of {args.requests} requests each:")
-    print(table(rows, ["request", "p50_ms", "server_cpu_ms"]))
+    print(table(rows, ["server", "request", "p50_ms", "server_cpu_ms"]))
     path = write_result(
         "request-cost",
-        {"requests_per_run": args.requests, "summary": rows, "runs": runs},
+        {"requests_per_run": args.requests, "summary": rows, "runs": servers},
     )
     print(f"results: {path}")
     return {"summary": rows}
+
+
+def _runs(url: str, args: Any) -> list[dict[str, dict[str, float]]]:
+    procs = server_processes(url)
+    bar = progress(args.runs * args.requests * len(KINDS), "request-cost", "req")
+    runs = [one_run(url, procs, args.requests, bar) for _ in range(args.runs)]
+    bar.close()
+    return runs

@@ -140,8 +140,7 @@ async def _park(
     gone = None if client is None else client.wait_gone
     waiter.parked = True
     try:
-        with trio.move_on_at(park_until):
-            await event.wait(gone)
+        await event.wait(gone, until=park_until)
     finally:
         waiter.parked = False
     if waiter.reserved and not event.is_set():
@@ -149,5 +148,4 @@ async def _park(
         # or unreserves and wakes us), even a little past the deadline. Should it
         # take longer (a slow store), the poll goes on; a delivery to it is then
         # refused and the creator releases the task.
-        with trio.move_on_at(deadline + RESERVATION_GRACE_S):
-            await event.wait(gone)
+        await event.wait(gone, until=deadline + RESERVATION_GRACE_S)

@@ -43,6 +43,7 @@ taken yet releases it itself.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -94,13 +95,17 @@ class Wakeup:
     def is_set(self) -> bool:
         return self._set
 
-    async def wait(self, gone: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Return once set. ``gone`` returns when the client has disconnected:
-        it is awaited meanwhile, and if it returns, :class:`ClientGone` is raised."""
+    async def wait(
+        self, gone: Callable[[], Awaitable[None]] | None = None, *, until: float = math.inf
+    ) -> None:
+        """Return once set, or at ``until`` (trio clock). ``gone`` returns when the
+        client has disconnected: it is awaited meanwhile, and if it returns,
+        :class:`ClientGone` is raised. One cancel scope serves the wake and the
+        deadline (a parked poll holds nothing more than it needs)."""
         if self._set:
             await trio.lowlevel.checkpoint()
             return
-        with trio.CancelScope() as scope:
+        with trio.CancelScope(deadline=until) as scope:
             self._scope = scope
             try:
                 if gone is None:
@@ -208,35 +213,34 @@ class WaiterSet:
             self._empty_since[key] = trio.current_time()
             self._deferred.pop(key, None)  # nothing to look for until a wake
 
-    @contextmanager
-    def register(self, key: QueueKey, offer: Any = None) -> Iterator[Waiter]:
-        """Park a waiter on ``key`` for the duration of the block (FIFO order).
+    def register(self, key: QueueKey, offer: Any = None) -> Registration:
+        """Park a waiter on ``key`` for the duration of a ``with`` block (FIFO order).
 
         ``offer`` describes what the poll would lease, for a sync match."""
         self._next_id += 1
-        token = self._next_id
         waiter = Waiter(offer=offer)
         queue = self._queues.setdefault(key, OrderedDict())
-        queue[token] = waiter
-        try:
-            yield waiter
-        finally:
-            waiter.gone = True
-            was_head = next(iter(queue), None) == token
-            queue.pop(token, None)
-            if not queue:
-                self._queues.pop(key, None)
-                self._deferred.pop(key, None)
-            if waiter.event.is_set() and not waiter.consumed:
-                # Woken but leaving without looking: hand the wake to the next poller.
-                self.wake(key)
-            elif was_head and queue:
-                # The new head takes over the periodic recheck: nudge it to look now.
-                # A nudge is not a wake: the queue stays known empty.
-                for other in queue.values():
-                    if other.wakeable:
-                        other.event.set()
-                        break
+        queue[self._next_id] = waiter
+        return Registration(self, key, self._next_id, waiter)
+
+    def _leave(self, key: QueueKey, token: int, waiter: Waiter) -> None:
+        waiter.gone = True
+        queue = self._queues.get(key, {})
+        was_head = next(iter(queue), None) == token
+        queue.pop(token, None)
+        if not queue:
+            self._queues.pop(key, None)
+            self._deferred.pop(key, None)
+        if waiter.event.is_set() and not waiter.consumed:
+            # Woken but leaving without looking: hand the wake to the next poller.
+            self.wake(key)
+        elif was_head and queue:
+            # The new head takes over the periodic recheck: nudge it to look now.
+            # A nudge is not a wake: the queue stays known empty.
+            for other in queue.values():
+                if other.wakeable:
+                    other.event.set()
+                    break
 
     def reserve(self, key: QueueKey, accepts: Callable[[Any], bool]) -> Waiter | None:
         """Reserve the oldest parked waiter of ``key`` whose offer ``accepts``, for a
@@ -311,3 +315,22 @@ class WaiterSet:
             wakes_unclaimed=self._wakes_unclaimed,
             sync_matches=self._sync_matches,
         )
+
+
+class Registration:
+    """A waiter's place in its queue, for a ``with`` block (:meth:`WaiterSet.register`).
+
+    A plain class rather than a generator-based context manager: every parked
+    poll holds one, and a generator with its frame is several times the size.
+    """
+
+    __slots__ = ("_key", "_set", "_token", "_waiter")
+
+    def __init__(self, waiters: WaiterSet, key: QueueKey, token: int, waiter: Waiter) -> None:
+        self._set, self._key, self._token, self._waiter = waiters, key, token, waiter
+
+    def __enter__(self) -> Waiter:
+        return self._waiter
+
+    def __exit__(self, *exc: object) -> None:
+        self._set._leave(self._key, self._token, self._waiter)
