@@ -139,7 +139,13 @@ def _task_body(
 
 
 async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[str, Any] | None:
-    """Lease the next activity task: new attempt, ``ActivityStarted``, wire body."""
+    """Lease the next activity task: new attempt, ``ActivityStarted``, wire body.
+
+    Runs without an explicit transaction (``Store.read``): the claim, the
+    attempt and the event are one statement; the rare cleanup of work claimed
+    for a run that has closed meanwhile is another (a failure between the two
+    leaves a lease that expires and is repaired).
+    """
     if replay_poll and params.poll_request_id:
         again = await conn.fetchrow(
             sql("find_polled_task"),
@@ -168,6 +174,7 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
             list(params.activity_types),
             params.default_lease_s,
             attempt_id,
+            new_id(),
         )
         if row is None:
             return None
@@ -189,23 +196,13 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
             "schedule_to_close_deadline_at": row["schedule_to_close_deadline_at"],
             "heartbeat_deadline_at": row["heartbeat_deadline_at"],
         }
-        run = await runs.lock_run(conn, row["run_id"])
-        if run is None or not run.is_open:
+        if not row["run_open"]:
             # The run closed after scheduling: this work can never be used.
-            await conn.execute(sql("close_activity_attempt"), attempt_id, "cancelled", None)
             await conn.execute(
-                sql("close_activity_execution"), execution["id"], "cancelled", None, None
+                sql("cancel_claimed_activity"), attempt_id, execution["id"], claimed["id"]
             )
-            await conn.execute(sql("complete_task"), claimed["id"], None)
             continue
-        attempt_number = row["attempt_number"]
-        started = {
-            **step_fields(execution),
-            "activity_attempt_id": attempt_id,
-            "attempt_number": attempt_number,
-        }
-        await append_events(conn, run.id, [NewEvent(event_type="ActivityStarted", payload=started)])
-        return _task_body(claimed, execution, attempt_id, attempt_number, params.task_queue)
+        return _task_body(claimed, execution, attempt_id, row["attempt_number"], params.task_queue)
 
 
 async def release(conn: Conn, task: dict[str, Any]) -> tuple[str, str, str] | None:

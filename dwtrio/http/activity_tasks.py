@@ -39,6 +39,7 @@ def routes(rt: Runtime) -> list[Route]:
             timeout_seconds=req.timeout_seconds,
             client=call.client,
             typed=bool(params.activity_types),
+            atomic=False,  # engine.claim writes with one statement; see its docstring
         )
 
     async def heartbeat(call: WorkerCall, task_id: str) -> Reply:

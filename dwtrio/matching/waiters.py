@@ -225,7 +225,7 @@ class WaiterSet:
 
     def _leave(self, key: QueueKey, token: int, waiter: Waiter) -> None:
         waiter.gone = True
-        queue = self._queues.get(key, {})
+        queue: OrderedDict[int, Waiter] = self._queues.get(key, OrderedDict())
         was_head = next(iter(queue), None) == token
         queue.pop(token, None)
         if not queue:

@@ -14,8 +14,12 @@ INSERT INTO workflow_tasks (id, namespace, task_queue, kind, run_id, workflow_id
 SELECT $14, $4, $7, 'activity', $2, $3, $15, $6, execution.id FROM execution;
 
 -- name: claim_activity_task
--- Lease the oldest ready activity task on a queue and start its next attempt ($7 = attempt id),
--- in one statement; the lease follows start_to_close if set.
+-- Lease the oldest ready activity task on a queue, start its next attempt ($7 = attempt id)
+-- and record ActivityStarted ($8 = event id) on its run, in one statement that commits on its
+-- own (one round trip); the lease follows start_to_close if set. The run's row is locked by
+-- the event's sequence update, after the task and the execution (the order a transaction
+-- taking the run lock after its claim used). A run no longer open gets no event: run_open is
+-- false and the caller cancels what was claimed.
 WITH next AS (
     SELECT id FROM workflow_tasks
      WHERE namespace = $1 AND task_queue = $2 AND kind = 'activity' AND state = 'ready'
@@ -51,13 +55,35 @@ WITH next AS (
     INSERT INTO activity_attempts (id, activity_execution_id, run_id, task_id, attempt_number,
                                    lease_owner)
     SELECT $7, task.activity_execution_id, task.run_id, task.id, task.attempt, $3 FROM task
+), run AS (
+    UPDATE workflow_runs r
+       SET last_history_sequence = r.last_history_sequence + 1, last_progress_at = now(),
+           updated_at = now()
+      FROM task
+     WHERE r.id = task.run_id AND r.status IN ('pending', 'running', 'waiting')
+    RETURNING r.id, r.last_history_sequence AS sequence
+), started AS (
+    -- The payload of engine.activity_tasks.step_fields + the attempt (parallel keys over
+    -- the step's own, as there).
+    INSERT INTO history_events (id, run_id, sequence, event_type, payload)
+    SELECT $8, run.id, run.sequence, 'ActivityStarted',
+           jsonb_build_object('sequence', execution.sequence,
+                              'activity_type', execution.activity_type,
+                              'activity_class', execution.activity_type,
+                              'activity_execution_id', execution.id)
+           || COALESCE(execution.parallel, '{}'::jsonb)
+           || jsonb_build_object('activity_attempt_id', $7::text,
+                                 'attempt_number', task.attempt)
+      FROM run, task, execution
 )
 SELECT task.id AS task_id, task.run_id, task.lease_owner, task.lease_expires_at,
        task.attempt AS attempt_number, execution.id AS execution_id, execution.workflow_id,
        execution.sequence, execution.activity_type, execution.arguments, execution.retry_policy,
        execution.parallel, execution.schedule_to_close_deadline_at,
-       execution.start_to_close_deadline_at, execution.heartbeat_deadline_at
-  FROM task JOIN execution ON execution.id = task.activity_execution_id;
+       execution.start_to_close_deadline_at, execution.heartbeat_deadline_at,
+       run.id IS NOT NULL AS run_open
+  FROM task JOIN execution ON execution.id = task.activity_execution_id
+  LEFT JOIN run ON true;
 
 -- name: lock_activity_execution
 -- Lock an activity execution with what attempts and events need.
@@ -87,6 +113,19 @@ UPDATE activity_attempts SET status = $2, failure = $3, closed_at = now() WHERE 
 UPDATE activity_executions
    SET status = $2, result = $3, failure = $4, closed_at = now(), updated_at = now()
  WHERE id = $1;
+
+-- name: cancel_claimed_activity
+-- Work claimed for a run that closed meanwhile can never be used: its attempt ($1), execution
+-- ($2) and task ($3) are cancelled together, in one statement.
+WITH attempt AS (
+    UPDATE activity_attempts SET status = 'cancelled', closed_at = now() WHERE id = $1
+), execution AS (
+    UPDATE activity_executions SET status = 'cancelled', closed_at = now(), updated_at = now()
+     WHERE id = $2
+)
+UPDATE workflow_tasks
+   SET state = 'completed', completed_at = now(), lease_expires_at = NULL, updated_at = now()
+ WHERE id = $3;
 
 -- name: schedule_activity_retry
 -- The attempt failed and will be retried: the task becomes ready after the backoff. The

@@ -643,6 +643,40 @@ async def test_a_closed_run_is_refused(h: Harness, db_dsn: str) -> None:
     assert types == ["StartAccepted", "WorkflowStarted"]
 
 
+async def test_an_activity_claimed_for_a_run_closed_meanwhile_is_cancelled(
+    h: Harness, db_dsn: str
+) -> None:
+    """The claim statement records ActivityStarted only on an open run; otherwise what
+    it claimed is cancelled and the poll looks for other work (here: none)."""
+    task = await h.begin("wf-closed-act")
+    await h.complete_wf(task, [activity_cmd()])
+
+    async def close(conn: Conn) -> None:
+        # Closed by something that left the activity's task ready (close_run would
+        # cancel it): only a claim racing the close sees this.
+        await conn.execute(
+            "UPDATE workflow_runs SET status = 'terminated', closed_at = now() WHERE id = $1",
+            task["run_id"],
+        )
+
+    await connect_once(db_dsn, close)
+    assert await h.poll_act() is None
+
+    async def rows(conn: Conn) -> list[Any]:
+        return await conn.fetch(  # type: ignore[no-any-return]
+            "SELECT t.state, e.status AS execution, a.status AS attempt"
+            "  FROM workflow_tasks t JOIN activity_executions e ON e.id = t.activity_execution_id"
+            "  JOIN activity_attempts a ON a.activity_execution_id = e.id"
+            " WHERE t.run_id = $1 AND t.kind = 'activity'",
+            task["run_id"],
+        )
+
+    found = await connect_once(db_dsn, rows)
+    assert [tuple(r) for r in found] == [("completed", "cancelled", "cancelled")]
+    types = await h.event_types("wf-closed-act", task["run_id"])
+    assert "ActivityStarted" not in types and types.count("ActivityScheduled") == 1
+
+
 # --- 5. command grammar over HTTP ---------------------------------------------------------
 async def test_rejected_commands_leave_the_task_leased(h: Harness) -> None:
     task = await h.begin("wf-grammar")
