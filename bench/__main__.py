@@ -24,7 +24,8 @@ def _floor_option(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--floor",
         action="store_true",
-        help="also measure bench.floor: the same HTTP stack and config with no server behind it",
+        help="also measure bench.floor, the same HTTP stack and config with no server behind "
+        "it (one process)",
     )
 
 

@@ -11,7 +11,8 @@ a completion answers at once; anything else is 404.
 Run beside dwtrio (``--floor`` of ``poll-latency``, ``open-polls`` and
 ``request-cost``), it shows what any application on this HTTP stack pays on
 this machine before doing any work: the difference is dwtrio's own cost.
-It is a benchmark fixture, not a server: nothing here is durable.
+It is a benchmark fixture, not a server: nothing here is durable, and it is
+always one process (compare it with a one-process dwtrio).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import orjson
 import trio
 
-#: A poll is held at most this long, as dwtrio caps it.
+#: The longest poll dwtrio accepts (it refuses a longer timeout_seconds).
 MAX_POLL_S = 60
 
 _ids = itertools.count(1)

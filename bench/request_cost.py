@@ -110,7 +110,7 @@ def one_run(url: str, procs: list[Any], count: int, bar: Any) -> dict[str, dict[
 
 
 def run(args: Any) -> dict[str, Any]:
-    servers = {}
+    servers: dict[str, list[dict[str, dict[str, float]]]] = {}
     with bench_database(args.dsn) as dsn, dwtrio_server(dsn=dsn) as url:
         servers["dwtrio"] = _runs(url, args)
     if args.floor:

@@ -36,9 +36,14 @@ async def expire_next_activity_lease(conn: Conn) -> Outcome | None:
     run = await runs.lock_run(conn, task["run_id"])
     execution = await conn.fetchrow(sql("lock_activity_execution"), task["activity_execution_id"])
     if run is None or not run.is_open:
-        # Closing a run cancels its tasks, so this is only a leftover: retire it.
-        await conn.execute(sql("expire_activity_attempt"), task["activity_attempt_id"])
-        await conn.execute(sql("complete_task"), task["task_id"], None)
+        # Closing a run cancels its tasks, so this is only a leftover (e.g. a claim whose
+        # clean-up after finding the run closed did not run): retire it.
+        await conn.execute(
+            sql("cancel_claimed_activity"),
+            task["activity_attempt_id"],
+            task["activity_execution_id"],
+            task["task_id"],
+        )
         return outcome
     # With start_to_close_timeout the lease ends at that deadline: it is that timeout.
     bounded = execution["start_to_close_deadline_at"] is not None

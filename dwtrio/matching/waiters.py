@@ -213,7 +213,7 @@ class WaiterSet:
             self._empty_since[key] = trio.current_time()
             self._deferred.pop(key, None)  # nothing to look for until a wake
 
-    def register(self, key: QueueKey, offer: Any = None) -> Registration:
+    def register(self, key: QueueKey, offer: Any = None) -> QueuePlace:
         """Park a waiter on ``key`` for the duration of a ``with`` block (FIFO order).
 
         ``offer`` describes what the poll would lease, for a sync match."""
@@ -221,11 +221,11 @@ class WaiterSet:
         waiter = Waiter(offer=offer)
         queue = self._queues.setdefault(key, OrderedDict())
         queue[self._next_id] = waiter
-        return Registration(self, key, self._next_id, waiter)
+        return QueuePlace(self, key, self._next_id, waiter)
 
     def _leave(self, key: QueueKey, token: int, waiter: Waiter) -> None:
         waiter.gone = True
-        queue: OrderedDict[int, Waiter] = self._queues.get(key, OrderedDict())
+        queue = self._queues[key]  # a registered waiter's queue exists until it leaves
         was_head = next(iter(queue), None) == token
         queue.pop(token, None)
         if not queue:
@@ -317,7 +317,7 @@ class WaiterSet:
         )
 
 
-class Registration:
+class QueuePlace:
     """A waiter's place in its queue, for a ``with`` block (:meth:`WaiterSet.register`).
 
     A plain class rather than a generator-based context manager: every parked

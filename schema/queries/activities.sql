@@ -17,9 +17,10 @@ SELECT $14, $4, $7, 'activity', $2, $3, $15, $6, execution.id FROM execution;
 -- Lease the oldest ready activity task on a queue, start its next attempt ($7 = attempt id)
 -- and record ActivityStarted ($8 = event id) on its run, in one statement that commits on its
 -- own (one round trip); the lease follows start_to_close if set. The run's row is locked by
--- the event's sequence update, after the task and the execution (the order a transaction
--- taking the run lock after its claim used). A run no longer open gets no event: run_open is
--- false and the caller cancels what was claimed.
+-- the event's sequence update, after the task, as when the claim was a transaction that
+-- locked the run next (a close locking the run first can deadlock with it: Postgres aborts
+-- one whole statement, which is retried). A run no longer open gets no event: run_open is
+-- false and the caller retires what was claimed.
 WITH next AS (
     SELECT id FROM workflow_tasks
      WHERE namespace = $1 AND task_queue = $2 AND kind = 'activity' AND state = 'ready'
@@ -115,13 +116,15 @@ UPDATE activity_executions
  WHERE id = $1;
 
 -- name: cancel_claimed_activity
--- Work claimed for a run that closed meanwhile can never be used: its attempt ($1), execution
--- ($2) and task ($3) are cancelled together, in one statement.
+-- Work leased on a run that has closed can never be used: its attempt ($1), execution ($2)
+-- and task ($3) are retired together, in one statement (an attempt or execution already
+-- closed keeps its outcome).
 WITH attempt AS (
-    UPDATE activity_attempts SET status = 'cancelled', closed_at = now() WHERE id = $1
+    UPDATE activity_attempts SET status = 'cancelled', closed_at = now()
+     WHERE id = $1 AND status = 'running'
 ), execution AS (
     UPDATE activity_executions SET status = 'cancelled', closed_at = now(), updated_at = now()
-     WHERE id = $2
+     WHERE id = $2 AND status IN ('pending', 'running')
 )
 UPDATE workflow_tasks
    SET state = 'completed', completed_at = now(), lease_expires_at = NULL, updated_at = now()

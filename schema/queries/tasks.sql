@@ -46,11 +46,14 @@ SELECT task.id, task.run_id, task.attempt, task.lease_owner, task.lease_expires_
   FROM task JOIN run ON run.id = task.run_id;
 
 -- name: find_polled_task
--- The task a poll with this poll_request_id already leased (poll retries).
-SELECT id, run_id, attempt, lease_owner, lease_expires_at, activity_attempt_id, workflow_update_id
-  FROM workflow_tasks
- WHERE lease_owner = $1 AND poll_request_id = $2 AND state = 'leased' AND kind = $3
-   AND namespace = $4 AND task_queue = $5 AND lease_expires_at > now();
+-- The task a poll with this poll_request_id already leased (poll retries), while its run is
+-- open (a lease on a closed run is being retired, not worth running).
+SELECT t.id, t.run_id, t.attempt, t.lease_owner, t.lease_expires_at, t.activity_attempt_id,
+       t.workflow_update_id
+  FROM workflow_tasks t JOIN workflow_runs r ON r.id = t.run_id
+ WHERE t.lease_owner = $1 AND t.poll_request_id = $2 AND t.state = 'leased' AND t.kind = $3
+   AND t.namespace = $4 AND t.task_queue = $5 AND t.lease_expires_at > now()
+   AND r.status IN ('pending', 'running', 'waiting');
 
 -- name: lock_workflow_task_and_run
 -- Lock a workflow task and its run together for a completion (one round trip instead

@@ -8,6 +8,7 @@ a started workflow to a parked poll.
 from __future__ import annotations
 
 import functools
+import uuid
 from typing import Any
 
 import psutil
@@ -19,6 +20,9 @@ from bench.harness import WP, RawConnection, _NoProgress, free_port
 from bench.request_cost import KINDS, one_run
 from dwtrio.main import hypercorn_config
 from dwtrio.settings import Settings
+
+#: The floor keeps its queues in a module global: a queue of this test run's own.
+QUEUE = f"handoff-{uuid.uuid4().hex[:8]}"
 
 
 async def _serve_floor(nursery: trio.Nursery) -> str:
@@ -36,11 +40,21 @@ async def test_request_cost_round_against_the_floor() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def _parked(worker: str) -> None:
+    """Until ``worker``'s poll is parked on the floor's queue (the app runs in this process)."""
+    with trio.fail_after(10):
+        while True:
+            queue = floor._queues.get(QUEUE)
+            if queue is not None and any(slot[0] == worker for slot in queue.parked):
+                return
+            await trio.sleep(0.01)
+
+
 async def test_a_start_is_handed_to_the_oldest_parked_poll() -> None:
     def poll(url: str, worker: str, timeout: int) -> object:
         conn = RawConnection(url)
         try:
-            body = {"worker_id": worker, "task_queue": "handoff", "timeout_seconds": timeout}
+            body = {"worker_id": worker, "task_queue": QUEUE, "timeout_seconds": timeout}
             return conn.request("POST", "/api/worker/workflow-tasks/poll", WP, body)
         finally:
             conn.close()
@@ -48,7 +62,7 @@ async def test_a_start_is_handed_to_the_oldest_parked_poll() -> None:
     def start(url: str, wid: str) -> tuple[int, Any]:
         conn = RawConnection(url)
         try:
-            body = {"workflow_id": wid, "task_queue": "handoff"}
+            body = {"workflow_id": wid, "task_queue": QUEUE}
             return conn.request("POST", "/api/workflows", {}, body)
         finally:
             conn.close()
@@ -61,10 +75,9 @@ async def test_a_start_is_handed_to_the_oldest_parked_poll() -> None:
     async with trio.open_nursery() as nursery:
         url = await _serve_floor(nursery)
         async with trio.open_nursery() as polls:
-            polls.start_soon(parked, url, "first")
-            await trio.sleep(0.3)  # "first" parks before "second"
-            polls.start_soon(parked, url, "second")
-            await trio.sleep(0.3)
+            for worker in ("first", "second"):  # "first" parks before "second"
+                polls.start_soon(parked, url, worker)
+                await _parked(worker)
             for wid in ("wf-1", "wf-2"):
                 status, body = await trio.to_thread.run_sync(start, url, wid)
                 assert (status, body["workflow_id"]) == (201, wid)

@@ -643,24 +643,27 @@ async def test_a_closed_run_is_refused(h: Harness, db_dsn: str) -> None:
     assert types == ["StartAccepted", "WorkflowStarted"]
 
 
-async def test_an_activity_claimed_for_a_run_closed_meanwhile_is_cancelled(
+async def test_an_activity_left_ready_on_a_closed_run_is_retired_by_the_claim(
     h: Harness, db_dsn: str
 ) -> None:
     """The claim statement records ActivityStarted only on an open run; otherwise what
-    it claimed is cancelled and the poll looks for other work (here: none)."""
+    it claimed is retired and the poll looks on (here it finds another run's activity)."""
     task = await h.begin("wf-closed-act")
     await h.complete_wf(task, [activity_cmd()])
+    other = await h.begin("wf-open-act")
+    await h.complete_wf(other, [activity_cmd(activity_type="later")])
 
     async def close(conn: Conn) -> None:
-        # Closed by something that left the activity's task ready (close_run would
-        # cancel it): only a claim racing the close sees this.
+        # A run closed without its ready activity task (close_run would cancel it; a
+        # claim racing a close is skipped or deadlocks and retries): only a leftover.
         await conn.execute(
             "UPDATE workflow_runs SET status = 'terminated', closed_at = now() WHERE id = $1",
             task["run_id"],
         )
 
     await connect_once(db_dsn, close)
-    assert await h.poll_act() is None
+    act = await h.act_task()
+    assert (act["workflow_id"], act["activity_type"]) == ("wf-open-act", "later")
 
     async def rows(conn: Conn) -> list[Any]:
         return await conn.fetch(  # type: ignore[no-any-return]
@@ -675,6 +678,7 @@ async def test_an_activity_claimed_for_a_run_closed_meanwhile_is_cancelled(
     assert [tuple(r) for r in found] == [("completed", "cancelled", "cancelled")]
     types = await h.event_types("wf-closed-act", task["run_id"])
     assert "ActivityStarted" not in types and types.count("ActivityScheduled") == 1
+    assert (await h.event_types("wf-open-act", other["run_id"]))[-1] == "ActivityStarted"
 
 
 # --- 5. command grammar over HTTP ---------------------------------------------------------
@@ -876,6 +880,20 @@ async def test_a_parallel_group_wakes_once_every_member_settled(h: Harness) -> N
         assert p["sequence"] == index + 1
         for key, value in parallel_fields(index).items():
             assert p[key] == value, (e["event_type"], key)
+    # ActivityStarted (written by the claim statement in SQL), exactly.
+    executions = {p["sequence"]: p["activity_execution_id"] for p in scheduled}
+    for p in (e["payload"] for e in steps if e["event_type"] == "ActivityStarted"):
+        kind = p["activity_type"]
+        index = int(kind[1])
+        assert p == {
+            "sequence": index + 1,
+            "activity_type": kind,
+            "activity_class": kind,
+            "activity_execution_id": executions[index + 1],
+            **parallel_fields(index),
+            "activity_attempt_id": acts[kind]["activity_attempt_id"],
+            "attempt_number": 1,
+        }
     assert sorted(e["event_type"] for e in steps) == sorted(
         ["ActivityScheduled"] * 3
         + ["ActivityStarted"] * 3
