@@ -17,6 +17,8 @@ import pytest
 import trio
 from test_worker_plane import TOKEN, Harness, activity_cmd, parallel_fields
 
+from dwtrio.store.pool import Conn, connect_once
+
 from conftest import StartServer
 
 FAST_LOOPS = {"timeout_check_interval_s": 0.2, "task_repair_interval_s": 0.2}
@@ -177,6 +179,39 @@ async def test_an_expired_activity_lease_is_an_attempt_against_max_attempts(
         ]
         assert events[2]["payload"]["message"] == "activity lease expired"
         assert events[-1]["payload"]["attempt_number"] == 2
+
+
+async def test_repair_retires_an_activity_lease_left_on_a_closed_run(
+    start_server: StartServer, db_dsn: str
+) -> None:
+    """Its attempt and execution end cancelled with the task (none stays running)."""
+    async with fast(start_server, activity_task_timeout_s=1) as h:
+        t1 = await h.begin("wf-lease-closed")
+        await h.complete_wf(t1, [activity_cmd()])
+        await h.act_task("w1")  # leased, then the run closes under it without close_run
+
+        async def close(conn: Conn) -> None:
+            await conn.execute(
+                "UPDATE workflow_runs SET status = 'terminated', closed_at = now() WHERE id = $1",
+                t1["run_id"],
+            )
+
+        await connect_once(db_dsn, close)
+
+        async def states(conn: Conn) -> tuple[str, str, str]:
+            row = await conn.fetchrow(
+                "SELECT t.state, e.status, a.status FROM workflow_tasks t"
+                "  JOIN activity_executions e ON e.id = t.activity_execution_id"
+                "  JOIN activity_attempts a ON a.id = t.activity_attempt_id"
+                " WHERE t.run_id = $1 AND t.kind = 'activity'",
+                t1["run_id"],
+            )
+            return tuple(row)  # type: ignore[return-value]
+
+        with trio.fail_after(10):
+            while (found := await connect_once(db_dsn, states))[0] == "leased":
+                await trio.sleep(0.2)
+        assert found == ("completed", "cancelled", "cancelled")
 
 
 async def test_lease_repair_on_two_nodes_repairs_each_lease_once(

@@ -681,6 +681,25 @@ async def test_an_activity_left_ready_on_a_closed_run_is_retired_by_the_claim(
     assert (await h.event_types("wf-open-act", other["run_id"]))[-1] == "ActivityStarted"
 
 
+async def test_a_retried_poll_is_not_handed_a_lease_on_a_closed_run(
+    h: Harness, db_dsn: str
+) -> None:
+    task = await h.begin("wf-closed-replay")
+    await h.complete_wf(task, [activity_cmd()])
+    act = await h.poll_act(poll_request_id="act-poll-1")
+    assert act is not None
+
+    async def close(conn: Conn) -> None:
+        await conn.execute(
+            "UPDATE workflow_runs SET status = 'terminated', closed_at = now() WHERE id = $1",
+            task["run_id"],
+        )
+
+    await connect_once(db_dsn, close)
+    # The same poll sent again would replay its lease; on a closed run it finds nothing.
+    assert await h.poll_act(poll_request_id="act-poll-1") is None
+
+
 # --- 5. command grammar over HTTP ---------------------------------------------------------
 async def test_rejected_commands_leave_the_task_leased(h: Harness) -> None:
     task = await h.begin("wf-grammar")
