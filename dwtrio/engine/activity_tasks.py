@@ -229,10 +229,10 @@ class FencedAttempt:
 async def fence(
     conn: Conn, namespace: str, task_id: str, lease: ActivityAttemptLease
 ) -> FencedAttempt:
+    """Lock the task, its run and its execution (one statement) and check the caller's
+    attempt is the task's current one, on an open run."""
     fields = {"task_id": task_id, "activity_attempt_id": lease.activity_attempt_id}
-    task = await conn.fetchrow(
-        sql("lock_activity_task_with_attempt"), task_id, lease.activity_attempt_id
-    )
+    task = await conn.fetchrow(sql("lock_activity_call"), task_id, lease.activity_attempt_id)
     if task is None or task["namespace"] != namespace or task["kind"] != "activity":
         raise TaskNotFoundError("Activity task not found.", **fields)
     if task["attempt_id"] is None:
@@ -252,19 +252,18 @@ async def fence(
         or task["activity_attempt_id"] != lease.activity_attempt_id
     ):
         raise StaleAttemptError("The activity attempt is no longer current.", **fields)
-    run = await runs.lock_run(conn, task["run_id"])
-    if run is None or not run.is_open:
-        status = None if run is None else run.status
+    run = runs.joined_run(task)
+    if not run.is_open:
         raise RunClosedError(
             "The workflow run is closed.",
-            run_status=status,
+            run_status=run.status,
             cancel_requested=True,
             can_continue=False,
             **fields,
         )
     if task["state"] != "leased":
         raise StaleAttemptError("The activity attempt is no longer current.", **fields)
-    execution = await conn.fetchrow(sql("lock_activity_execution"), task["activity_execution_id"])
+    execution = {key[5:]: value for key, value in task.items() if key.startswith("exec_")}
     return FencedAttempt(task=task, execution=execution, run=run)
 
 
@@ -287,9 +286,6 @@ async def wake_after_settling(
 async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteActivityTask) -> Outcome:
     fenced = await fence(conn, namespace, task_id, req)
     result = payloads.value_blob(req.result)
-    await conn.execute(
-        sql("complete_activity"), req.activity_attempt_id, fenced.execution["id"], result, task_id
-    )
     payload = {
         **step_fields(fenced.execution),
         "activity_attempt_id": req.activity_attempt_id,
@@ -297,8 +293,15 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteActivi
         "result": result,
         "payload_codec": "avro",
     }
-    await append_events(
-        conn, fenced.run.id, [NewEvent(event_type="ActivityCompleted", payload=payload)]
+    await conn.execute(
+        sql("complete_activity"),
+        req.activity_attempt_id,
+        fenced.execution["id"],
+        result,
+        task_id,
+        fenced.run.id,
+        new_id(),
+        payload,
     )
     outcome = Outcome()
     next_task = await wake_after_settling(conn, fenced.run, fenced.execution, outcome)

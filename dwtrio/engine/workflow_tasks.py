@@ -200,9 +200,6 @@ class FencedTask:
     run: LockedRun | None = None
 
 
-RUN_FIELDS = tuple(attrs.fields_dict(LockedRun))
-
-
 async def fence(
     conn: Conn,
     namespace: str,
@@ -233,9 +230,7 @@ async def fence(
         receipt=row["receipt"],
         failure_count=row["failure_count"],
         update_id=row["workflow_update_id"],
-        run=LockedRun(id=row["run_id_"], **{f: row[f"run_{f}"] for f in RUN_FIELDS if f != "id"})
-        if with_run
-        else None,
+        run=runs.joined_run(row) if with_run else None,
     )
     if row["state"] != "leased":
         receipt = row["receipt"] or {}

@@ -37,6 +37,5 @@ async def wait_for_answer(
         if found is not None or stop:
             waiter.consumed = True  # nobody else waits on this key: nothing to pass on
             return found
-        with trio.move_on_at(min(deadline, trio.current_time() + recheck_s)):
-            await waiter.event.wait()
+        await waiter.event.wait(until=min(deadline, trio.current_time() + recheck_s))
         waiter.rearm()  # a wake during the next check sets the fresh event

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from dwtrio import payloads
@@ -58,6 +60,16 @@ class LockedRun:
             arguments=arguments,
             compatibility=compatibility,
         )
+
+
+_RUN_FIELDS = tuple(attrs.fields_dict(LockedRun))
+
+
+def joined_run(row: Any) -> LockedRun:
+    """The run of a statement that locked it with another row: ``lock_run``'s columns
+    prefixed ``run_`` (its id as ``run_id_``, beside the other row's ``run_id``)."""
+    fields = {f: row[f"run_{f}"] for f in _RUN_FIELDS if f != "id"}
+    return LockedRun(id=row["run_id_"], **fields)
 
 
 async def lock_run(conn: Conn, run_id: str) -> LockedRun | None:

@@ -179,25 +179,58 @@ SELECT (SELECT count(*) FROM activity_executions
 -- A lease expired or could not be delivered: that attempt is over.
 UPDATE activity_attempts SET status = 'expired', closed_at = now() WHERE id = $1 AND status = 'running';
 
--- name: lock_activity_task_with_attempt
--- Fencing of an activity call in one round trip: lock the task, read the attempt named
--- by the caller (NULL columns when there is no such attempt).
+-- name: lock_activity_call
+-- Fencing of an activity call in one round trip: the task, the attempt the caller names
+-- (NULL attempt_* columns when there is none), the task's run (lock_run's columns, prefixed
+-- run_, its id as run_id_) and its execution (lock_activity_execution's, prefixed exec_).
+-- Locked in the order FOR UPDATE OF names them, task first, as when these were three
+-- statements. No row: no such task, or not an activity task (those have an execution).
 SELECT t.id, t.namespace, t.kind, t.run_id, t.state, t.activity_attempt_id,
        a.id AS attempt_id, a.activity_execution_id, a.task_id AS attempt_task_id,
-       a.attempt_number, a.status AS attempt_status, a.lease_owner AS attempt_lease_owner
+       a.attempt_number, a.status AS attempt_status, a.lease_owner AS attempt_lease_owner,
+       r.id AS run_id_, r.workflow_id AS run_workflow_id, r.namespace AS run_namespace,
+       r.workflow_type AS run_workflow_type, r.task_queue AS run_task_queue,
+       r.status AS run_status, r.wake_pending AS run_wake_pending,
+       r.last_step_sequence AS run_last_step_sequence, r.payload_codec AS run_payload_codec,
+       r.arguments AS run_arguments, r.compatibility AS run_compatibility,
+       r.open_wait_id AS run_open_wait_id,
+       e.id AS exec_id, e.run_id AS exec_run_id, e.workflow_id AS exec_workflow_id,
+       e.namespace AS exec_namespace, e.sequence AS exec_sequence,
+       e.activity_type AS exec_activity_type, e.task_queue AS exec_task_queue,
+       e.status AS exec_status, e.arguments AS exec_arguments,
+       e.retry_policy AS exec_retry_policy, e.options AS exec_options,
+       e.parallel AS exec_parallel, e.attempt_count AS exec_attempt_count,
+       e.current_attempt_id AS exec_current_attempt_id,
+       e.schedule_to_start_deadline_at AS exec_schedule_to_start_deadline_at,
+       e.start_to_close_deadline_at AS exec_start_to_close_deadline_at,
+       e.schedule_to_close_deadline_at AS exec_schedule_to_close_deadline_at,
+       e.heartbeat_deadline_at AS exec_heartbeat_deadline_at
   FROM workflow_tasks t
+  JOIN workflow_runs r ON r.id = t.run_id
+  JOIN activity_executions e ON e.id = t.activity_execution_id
   LEFT JOIN activity_attempts a ON a.id = $2
  WHERE t.id = $1
-   FOR UPDATE OF t;
+   FOR UPDATE OF t, r, e;
 
 -- name: complete_activity
--- A completed attempt: the attempt, its execution and its task close together.
+-- A completed attempt: the attempt, its execution and its task close together, and the run
+-- ($5, locked by the caller) records ActivityCompleted ($6 = event id, $7 = payload) with
+-- its next sequence, as append_history_events would (one round trip fewer).
 WITH attempt AS (
     UPDATE activity_attempts SET status = 'completed', closed_at = now() WHERE id = $1
 ), execution AS (
     UPDATE activity_executions
        SET status = 'completed', result = $3, closed_at = now(), updated_at = now()
      WHERE id = $2
+), run AS (
+    UPDATE workflow_runs
+       SET last_history_sequence = last_history_sequence + 1, last_progress_at = now(),
+           updated_at = now()
+     WHERE id = $5
+    RETURNING last_history_sequence AS sequence
+), completed AS (
+    INSERT INTO history_events (id, run_id, sequence, event_type, payload)
+    SELECT $6, $5, run.sequence, 'ActivityCompleted', $7::jsonb FROM run
 )
 UPDATE workflow_tasks
    SET state = 'completed', completed_at = now(), lease_expires_at = NULL, updated_at = now()

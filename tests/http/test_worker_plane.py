@@ -21,6 +21,7 @@ import pytest
 import trio
 
 from dwtrio.engine.workflows import StartCommand, start_workflow
+from dwtrio.payloads import value_blob
 from dwtrio.store.pool import Conn, connect_once
 
 from conftest import WP, StartServer
@@ -913,6 +914,26 @@ async def test_a_parallel_group_wakes_once_every_member_settled(h: Harness) -> N
             "activity_attempt_id": acts[kind]["activity_attempt_id"],
             "attempt_number": 1,
         }
+    # ActivityCompleted (written with the completion in one statement), exactly.
+    completed = [e["payload"] for e in steps if e["event_type"] == "ActivityCompleted"]
+    assert sorted(p["activity_type"] for p in completed) == ["p1", "p2"]
+    by_sequence = sorted(completed, key=lambda p: p["sequence"])
+    for p, result in zip(by_sequence, ("one", "two"), strict=True):
+        kind = p["activity_type"]
+        index = int(kind[1])
+        assert p == {
+            "sequence": index + 1,
+            "activity_type": kind,
+            "activity_class": kind,
+            "activity_execution_id": executions[index + 1],
+            **parallel_fields(index),
+            "activity_attempt_id": acts[kind]["activity_attempt_id"],
+            "attempt_number": 1,
+            "result": value_blob(result),
+            "payload_codec": "avro",
+        }
+    sequences = [e["sequence"] for e in t2["history_events"]]
+    assert sequences == list(range(1, len(sequences) + 1))
     assert sorted(e["event_type"] for e in steps) == sorted(
         ["ActivityScheduled"] * 3
         + ["ActivityStarted"] * 3
