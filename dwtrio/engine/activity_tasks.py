@@ -232,8 +232,10 @@ async def fence(
     """Lock the task, its run and its execution (one statement) and check the caller's
     attempt is the task's current one, on an open run."""
     fields = {"task_id": task_id, "activity_attempt_id": lease.activity_attempt_id}
-    task = await conn.fetchrow(sql("lock_activity_call"), task_id, lease.activity_attempt_id)
-    if task is None or task["namespace"] != namespace or task["kind"] != "activity":
+    task = await conn.fetchrow(
+        sql("lock_activity_call"), task_id, lease.activity_attempt_id, namespace
+    )
+    if task is None:
         raise TaskNotFoundError("Activity task not found.", **fields)
     if task["attempt_id"] is None:
         raise AttemptNotFoundError("Activity attempt not found.", **fields)

@@ -183,8 +183,9 @@ UPDATE activity_attempts SET status = 'expired', closed_at = now() WHERE id = $1
 -- Fencing of an activity call in one round trip: the task, the attempt the caller names
 -- (NULL attempt_* columns when there is none), the task's run (lock_run's columns, prefixed
 -- run_, its id as run_id_) and its execution (lock_activity_execution's, prefixed exec_).
--- Locked in the order FOR UPDATE OF names them, task first, as when these were three
--- statements. No row: no such task, or not an activity task (those have an execution).
+-- Locked in the order FOR UPDATE OF names them (PostgreSQL's executor takes row marks in
+-- that order; it is not documented), task first, as when these were three statements.
+-- No row: no activity task of this id in namespace $3; nothing is locked then.
 SELECT t.id, t.namespace, t.kind, t.run_id, t.state, t.activity_attempt_id,
        a.id AS attempt_id, a.activity_execution_id, a.task_id AS attempt_task_id,
        a.attempt_number, a.status AS attempt_status, a.lease_owner AS attempt_lease_owner,
@@ -209,7 +210,7 @@ SELECT t.id, t.namespace, t.kind, t.run_id, t.state, t.activity_attempt_id,
   JOIN workflow_runs r ON r.id = t.run_id
   JOIN activity_executions e ON e.id = t.activity_execution_id
   LEFT JOIN activity_attempts a ON a.id = $2
- WHERE t.id = $1
+ WHERE t.id = $1 AND t.namespace = $3 AND t.kind = 'activity'
    FOR UPDATE OF t, r, e;
 
 -- name: complete_activity

@@ -970,6 +970,8 @@ async def test_activity_task_fencing(h: Harness) -> None:
     assert act["lease_owner"] == "aw" and act["task_queue"] == Q
     assert "retry_policy" not in act
 
+    r = await h.cc.post("/api/namespaces", json={"name": "elsewhere"})
+    assert r.status_code == 201, r.text
     ghost = {**act, "task_id": "01jghostghostghostghostghos"}
     for action, fields in [
         ("complete", {"result": "x"}),
@@ -992,6 +994,14 @@ async def test_activity_task_fencing(h: Harness) -> None:
             act, action, 409, "lease_owner_mismatch", **{**fields, "lease_owner": "intruder"}
         )
         assert body["lease_owner"] == "aw"
+        # The same call from another namespace does not see the task.
+        call = {"activity_attempt_id": act["activity_attempt_id"], "lease_owner": "aw", **fields}
+        r = await h.wc.post(
+            f"/api/worker/activity-tasks/{act['task_id']}/{action}",
+            json=call,
+            headers={"X-Namespace": "elsewhere"},
+        )
+        assert (r.status_code, r.json()["reason"]) == (404, "task_not_found"), r.text
 
     await trio.sleep(0.05)
     body = await h.act_call(act, "heartbeat", details={"progress": 50})
