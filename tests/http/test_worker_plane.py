@@ -900,38 +900,30 @@ async def test_a_parallel_group_wakes_once_every_member_settled(h: Harness) -> N
         assert p["sequence"] == index + 1
         for key, value in parallel_fields(index).items():
             assert p[key] == value, (e["event_type"], key)
-    # ActivityStarted (written by the claim statement in SQL), exactly.
+    # ActivityStarted (written by the claim statement in SQL) and ActivityCompleted
+    # (written with the completion in one statement), exactly.
     executions = {p["sequence"]: p["activity_execution_id"] for p in scheduled}
+
+    def attempt_fields(kind: str) -> dict[str, Any]:
+        index = int(kind[1])
+        return {
+            "sequence": index + 1,
+            "activity_type": kind,
+            "activity_class": kind,
+            "activity_execution_id": executions[index + 1],
+            **parallel_fields(index),
+            "activity_attempt_id": acts[kind]["activity_attempt_id"],
+            "attempt_number": 1,
+        }
+
     for p in (e["payload"] for e in steps if e["event_type"] == "ActivityStarted"):
-        kind = p["activity_type"]
-        index = int(kind[1])
-        assert p == {
-            "sequence": index + 1,
-            "activity_type": kind,
-            "activity_class": kind,
-            "activity_execution_id": executions[index + 1],
-            **parallel_fields(index),
-            "activity_attempt_id": acts[kind]["activity_attempt_id"],
-            "attempt_number": 1,
-        }
-    # ActivityCompleted (written with the completion in one statement), exactly.
+        assert p == attempt_fields(p["activity_type"])
     completed = [e["payload"] for e in steps if e["event_type"] == "ActivityCompleted"]
-    assert sorted(p["activity_type"] for p in completed) == ["p1", "p2"]
     by_sequence = sorted(completed, key=lambda p: p["sequence"])
+    assert [p["activity_type"] for p in by_sequence] == ["p1", "p2"]
     for p, result in zip(by_sequence, ("one", "two"), strict=True):
-        kind = p["activity_type"]
-        index = int(kind[1])
-        assert p == {
-            "sequence": index + 1,
-            "activity_type": kind,
-            "activity_class": kind,
-            "activity_execution_id": executions[index + 1],
-            **parallel_fields(index),
-            "activity_attempt_id": acts[kind]["activity_attempt_id"],
-            "attempt_number": 1,
-            "result": value_blob(result),
-            "payload_codec": "avro",
-        }
+        expected = {**attempt_fields(p["activity_type"]), "payload_codec": "avro"}
+        assert p == {**expected, "result": value_blob(result)}
     sequences = [e["sequence"] for e in t2["history_events"]]
     assert sequences == list(range(1, len(sequences) + 1))
     assert sorted(e["event_type"] for e in steps) == sorted(
