@@ -7,7 +7,9 @@ wake only delays); dwtrio/matching/poll.py.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
@@ -588,6 +590,17 @@ async def park_offered(
     await trio.sleep(0.1)
 
 
+@contextlib.asynccontextmanager
+async def reserved_poll(
+    **kw: Any,
+) -> AsyncIterator[tuple[FakeQueue, WaiterSet, list[str | None], Waiter]]:
+    """An offered poll, parked and reserved; the block runs beside it, in its nursery."""
+    queue, waiters, got = FakeQueue(), WaiterSet(), []
+    async with trio.open_nursery() as nursery:
+        await park_offered(nursery, queue, waiters, got, **kw)
+        yield queue, waiters, got, reserve(waiters)
+
+
 async def test_a_delivered_task_is_returned_without_a_claim(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -652,10 +665,7 @@ async def test_a_reserved_poll_takes_no_wakes_and_waits_past_its_deadline(
 async def test_an_unreserved_poll_past_its_deadline_looks_for_itself(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    queue, waiters, got = FakeQueue(), WaiterSet(), []
-    async with trio.open_nursery() as nursery:
-        await park_offered(nursery, queue, waiters, got, timeout_s=2)
-        waiter = reserve(waiters)
+    async with reserved_poll(timeout_s=2) as (queue, waiters, got, waiter):
         await trio.sleep(2.5)  # past the deadline, within the grace
         queue.ready.append("t1")  # created by someone else meanwhile
         assert waiters.wake(KEY) == 0  # not taken by the reserved poll
@@ -668,11 +678,8 @@ async def test_an_unreserved_poll_past_its_deadline_looks_for_itself(
 async def test_a_poll_whose_client_left_refuses_the_delivery(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    queue, waiters, got = FakeQueue(), WaiterSet(), []
     client = FakeClient()
-    async with trio.open_nursery() as nursery:
-        await park_offered(nursery, queue, waiters, got, client=client)
-        waiter = reserve(waiters)
+    async with reserved_poll(client=client) as (queue, waiters, got, waiter):
         client.left.set()
         await trio.sleep(0.1)
         assert got == ["gone"]
@@ -684,11 +691,8 @@ async def test_a_poll_whose_client_left_refuses_the_delivery(
 async def test_a_delivered_task_for_a_client_gone_meanwhile_is_released(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    queue, waiters, got = FakeQueue(), WaiterSet(), []
     client = FakeClient()
-    async with trio.open_nursery() as nursery:
-        await park_offered(nursery, queue, waiters, got, client=client)
-        waiter = reserve(waiters)
+    async with reserved_poll(client=client) as (queue, waiters, got, waiter):
         assert waiters.deliver(waiter, "handed")
         client.left.set()  # gone before the poller ran again
     assert got == ["gone"]
@@ -698,11 +702,8 @@ async def test_a_delivered_task_for_a_client_gone_meanwhile_is_released(
 async def test_a_drain_during_a_reservation_ends_the_poll(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    queue, waiters, got = FakeQueue(), WaiterSet(), []
     draining = trio.Event()
-    async with trio.open_nursery() as nursery:
-        await park_offered(nursery, queue, waiters, got, draining=draining)
-        waiter = reserve(waiters)
+    async with reserved_poll(draining=draining) as (_queue, waiters, got, waiter):
         draining.set()
         waiters.wake_all()
         await trio.sleep(0.1)
@@ -735,11 +736,8 @@ async def test_a_nudged_new_head_does_not_claim_a_known_empty_queue(
 async def test_a_poll_leaving_in_the_tick_of_its_delivery_releases_the_task(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    queue, waiters, got = FakeQueue(), WaiterSet(), []
     client = FakeClient()
-    async with trio.open_nursery() as nursery:
-        await park_offered(nursery, queue, waiters, got, client=client)
-        waiter = reserve(waiters)
+    async with reserved_poll(client=client) as (queue, waiters, got, waiter):
         client.left.set()  # the poller is scheduled to see it ...
         assert waiters.deliver(waiter, "handed")  # ... before it runs, the task arrives
     assert got == ["gone"]
@@ -749,10 +747,7 @@ async def test_a_poll_leaving_in_the_tick_of_its_delivery_releases_the_task(
 async def test_a_wake_skipped_during_a_reservation_that_created_nothing_is_not_lost(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    queue, waiters, got = FakeQueue(), WaiterSet(), []
-    async with trio.open_nursery() as nursery:
-        await park_offered(nursery, queue, waiters, got, timeout_s=60)
-        waiter = reserve(waiters)
+    async with reserved_poll(timeout_s=60) as (queue, waiters, got, waiter):
         queue.ready.append("t1")  # another request's task, meanwhile
         assert waiters.wake(KEY) == 0  # nobody wakeable: the reserved poll skipped it
         waiters.unreserve(waiter)  # the reservation's own statement created nothing
@@ -763,11 +758,8 @@ async def test_a_wake_skipped_during_a_reservation_that_created_nothing_is_not_l
 async def test_a_reservation_that_never_settles_does_not_hold_the_poll(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    queue, waiters, got = FakeQueue(), WaiterSet(), []
-    async with trio.open_nursery() as nursery:
-        await park_offered(nursery, queue, waiters, got, timeout_s=5)
+    async with reserved_poll(timeout_s=5) as (_queue, waiters, got, waiter):
         start = trio.current_time()
-        waiter = reserve(waiters)
         await trio.sleep(5 + RESERVATION_GRACE_S + 1)
         assert got == [None]
         assert trio.current_time() - start <= 5 + RESERVATION_GRACE_S + 1
