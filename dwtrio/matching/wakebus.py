@@ -144,7 +144,7 @@ class RedisWakeBus:
                 self.received += 1
                 self.waiters.wake(decoded[1])  # synchronous hand-off to Trio
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 7
             await client.aclose()
 
     # --- trio side -----------------------------------------------------------------
