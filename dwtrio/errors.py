@@ -29,18 +29,26 @@ class SettingsError(DwtrioError):
 
 
 # --- infrastructure ------------------------------------------------------------------
+#: What a 503 backend_unavailable asks clients to wait before trying again.
+RETRY_AFTER_S = 1
+
+
 class StoreUnavailableError(DwtrioError):
     """The database is unreachable."""
 
     reason = "backend_unavailable"
     http_status = 503
+    #: The failure hit a write whose outcome is unknown (it may have committed).
+    maybe_applied: bool = False
+
+    def __init__(self, message: str | None = None, **fields: Any) -> None:
+        fields.setdefault("retryable", True)
+        fields.setdefault("retry_after_seconds", RETRY_AFTER_S)
+        super().__init__(message, **fields)
 
 
-class RetryableStoreError(DwtrioError):
+class RetryableStoreError(StoreUnavailableError):
     """A transaction hit a serialization failure or deadlock; retry it."""
-
-    reason = "backend_unavailable"
-    http_status = 503
 
 
 class WakeBusUnavailableError(DwtrioError):

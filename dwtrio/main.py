@@ -163,7 +163,10 @@ async def serve(
                     if report.applied:
                         log.info("applied migrations: %s", ", ".join(report.applied))
                 async with open_store(
-                    dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size
+                    dsn,
+                    min_size=settings.db_pool_min_size,
+                    max_size=settings.db_pool_max_size,
+                    outage_wait_s=settings.db_outage_wait_s,
                 ) as store:
                     rt = Runtime.build(settings, store)
                     app = shield_sends(create_app(rt))

@@ -127,6 +127,12 @@ class Settings:
     db_pool_max_size: int = _setting(
         "DW_DB_POOL_MAX_SIZE", 16, "Most connections the pool opens per process."
     )
+    db_outage_wait_s: float = _setting(
+        "DW_DB_OUTAGE_WAIT_SECONDS",
+        10.0,
+        "How long a request waits for an unreachable database to come back before it "
+        "answers 503 backend_unavailable (0: answer at once).",
+    )
     auto_bootstrap: bool = _setting(
         "DW_AUTO_BOOTSTRAP",
         True,
@@ -218,7 +224,8 @@ class Settings:
     worker_stale_after_s: int | None = _setting(
         "DW_WORKER_STALE_AFTER_SECONDS",
         None,
-        "Seconds without heartbeat before a worker counts as stale (default max(2 x poll timeout, 60)).",
+        "Seconds without heartbeat before a worker counts as stale and its leases are "
+        "recovered (default max(2 x poll timeout, 60); at least 2).",
     )
     history_page_size_default: int = _setting(
         "DW_HISTORY_PAGE_SIZE_DEFAULT", 500, "Default page size of worker history reads."
@@ -285,6 +292,12 @@ class Settings:
         return max(self.worker_poll_timeout_s * 2, 60)
 
     @property
+    def worker_heartbeat_interval_s(self) -> int:
+        """The worker heartbeat cadence advertised to workers: a quarter of the stale
+        window (1 to 60 s), so a live worker can miss three heartbeats in a row."""
+        return min(60, max(1, self.effective_worker_stale_after_s // 4))
+
+    @property
     def effective_query_task_timeout_s(self) -> int:
         return self.query_task_timeout_s or self.worker_poll_timeout_s
 
@@ -340,6 +353,10 @@ class Settings:
             problems.append("DW_TASK_REPAIR_INTERVAL_SECONDS must be > 0")
         if self.timeout_check_interval_s <= 0:
             problems.append("DW_TIMEOUT_CHECK_INTERVAL_SECONDS must be > 0")
+        if self.worker_stale_after_s is not None and self.worker_stale_after_s < 2:
+            # A 1 s window is shorter than any heartbeat cadence plus its round trip:
+            # live workers would lose their leases between two heartbeats.
+            problems.append("DW_WORKER_STALE_AFTER_SECONDS must be >= 2")
         if self.timer_poll_interval_ms < 10:
             problems.append("DW_TIMER_POLL_INTERVAL_MS must be >= 10")
         if self.query_task_timeout_s is not None and self.query_task_timeout_s < 1:
@@ -354,6 +371,8 @@ class Settings:
             problems.append("DW_MAX_PAYLOAD_BYTES must be >= 1024")
         if self.db_pool_min_size < 0 or self.db_pool_max_size < max(1, self.db_pool_min_size):
             problems.append("DW_DB_POOL_MAX_SIZE must be >= max(1, DW_DB_POOL_MIN_SIZE)")
+        if not (0 <= self.db_outage_wait_s <= 60):
+            problems.append("DW_DB_OUTAGE_WAIT_SECONDS must be between 0 and 60")
         if self.history_page_size_default > self.history_page_size_max:
             problems.append("DW_HISTORY_PAGE_SIZE_DEFAULT must be <= DW_HISTORY_PAGE_SIZE_MAX")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:

@@ -25,7 +25,7 @@ async def _ping(conn: Conn) -> int:
 async def _database_check(rt: Runtime) -> dict[str, Any]:
     try:
         with trio.fail_after(PROBE_TIMEOUT_S):
-            await rt.store.read(_ping)
+            await rt.store.probe(_ping)
     except (DwtrioError, trio.TooSlowError) as exc:
         return {"status": "unavailable", "message": str(exc) or "timed out"}
     return {"status": "ok"}
@@ -34,7 +34,7 @@ async def _database_check(rt: Runtime) -> dict[str, Any]:
 async def _migrations_check(rt: Runtime) -> dict[str, Any]:
     try:
         with trio.fail_after(PROBE_TIMEOUT_S):
-            missing = await rt.store.read(migrate.pending_migrations)
+            missing = await rt.store.probe(migrate.pending_migrations)
     except (DwtrioError, trio.TooSlowError) as exc:
         return {"status": "unavailable", "message": str(exc) or "timed out"}
     if missing:
@@ -50,7 +50,7 @@ async def _namespace_check(rt: Runtime) -> dict[str, Any]:
     name = rt.settings.default_namespace.lower()
     try:
         with trio.fail_after(PROBE_TIMEOUT_S):
-            exists = await rt.store.read(namespaces.namespace_exists, name)
+            exists = await rt.store.probe(namespaces.namespace_exists, name)
     except (DwtrioError, trio.TooSlowError) as exc:
         return {"status": "unavailable", "namespace": name, "message": str(exc) or "timed out"}
     except Exception as exc:  # e.g. the namespaces table does not exist yet

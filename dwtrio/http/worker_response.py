@@ -120,7 +120,7 @@ async def long_poll(
     async def claim() -> dict[str, Any] | None:
         nonlocal first
         replay, first = first, False
-        run = rt.store.transaction if atomic else rt.store.read
+        run = rt.store.transaction if atomic else rt.store.autocommit
         return await run(claim_op, params, replay_poll=replay)
 
     async def release(task: dict[str, Any]) -> None:

@@ -241,7 +241,7 @@ def blueprint(rt: Runtime) -> Blueprint:
             rt,
             (cmd.namespace, cmd.task_queue, "workflow"),
             lambda offer: offer.accepts(cmd.workflow_type),
-            functools.partial(rt.store.read, engine.start_fresh, cmd),
+            functools.partial(rt.store.autocommit, engine.start_fresh, cmd),
             workflow_tasks.release,
         )
         if outcome is None:

@@ -29,7 +29,10 @@ def translate(exc: BaseException) -> DwtrioError | None:
         | asyncpg.PostgresConnectionError
         | asyncpg.CannotConnectNowError
         | asyncpg.InterfaceError
-        | asyncpg.AdminShutdownError,
+        | asyncpg.InternalClientError
+        | asyncpg.AdminShutdownError
+        | asyncpg.CrashShutdownError
+        | asyncpg.TooManyConnectionsError,
     ):
         return StoreUnavailableError(f"database unavailable: {exc}")
     return None

@@ -4,8 +4,12 @@ This is the only module (with ``store/errors.py``) that touches asyncio or
 asyncpg. Crossing the bridge costs ~0.1 ms of CPU, so every store operation
 crosses it exactly once: store functions are written as coroutines that run on
 the asyncio side with a connection (``async def op(conn, ...)``), and
-:meth:`Store.transaction` / :meth:`Store.read` acquire a connection, run the
-whole operation and come back to Trio once.
+:meth:`Store.transaction` / :meth:`Store.autocommit` / :meth:`Store.read`
+acquire a connection, run the whole operation and come back to Trio once.
+
+When the database goes away (a restart, a terminated backend) an operation
+that certainly had no effect runs again on a fresh connection, and its caller
+waits out a short outage instead of failing (:class:`Store`).
 
 Connections stay checked out of asyncpg's pool between operations
 (:class:`Checkout`): taking a connection from asyncpg's pool and giving it
@@ -19,10 +23,13 @@ around everything, tests open it in their server fixture).
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import enum
 import logging
+import math
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import asyncpg
@@ -30,6 +37,7 @@ import orjson
 import trio
 import trio_asyncio
 
+from dwtrio.errors import StoreUnavailableError
 from dwtrio.store.errors import translate
 
 log = logging.getLogger(__name__)
@@ -53,6 +61,9 @@ class Conn(Protocol):
 
 
 Op = Callable[Concatenate[Conn, P], Awaitable[T]]
+
+#: Seconds one connection attempt may take.
+CONNECT_TIMEOUT_S = 5.0
 
 #: Attempts of a transaction that Postgres aborts for a deadlock or serialization failure.
 TRANSACTION_ATTEMPTS = 3
@@ -145,14 +156,20 @@ class Checkout:
             return
         self._pass_on(conn)
 
-    async def discard(self, conn: PooledConn) -> None:
+    async def discard(self, conn: PooledConn, *, broken: bool = False) -> None:
         """After a failed or cancelled operation: asyncpg's pool resets or replaces it.
+
+        A ``broken`` connection (its server went away, or it is stuck in a state
+        it cannot leave) is closed first, so that asyncpg opens a new one instead
+        of handing it out again (its reset would not notice).
 
         The slot is freed only once asyncpg has the connection back, and goes
         to a caller already waiting if there is one: a newcomer must not take
         it first and leave that caller waiting on an exhausted asyncpg pool.
         """
         try:
+            if broken and _usable(conn):
+                conn.terminate()
             await self._pool.release(conn)
         finally:
             self._free_slot()
@@ -195,12 +212,59 @@ def _usable(conn: PooledConn) -> bool:
         return False
 
 
-class Store:
-    """Runs store operations on pooled connections, one bridge crossing each."""
+class Mode(enum.Enum):
+    """How a store operation runs, and so whether it may run again after its
+    connection failed (see :meth:`Store._attempt`)."""
 
-    def __init__(self, pool: asyncpg.Pool, max_size: int) -> None:
+    #: Only reads: always safe to run again.
+    READ = "read"
+    #: Inside BEGIN ... COMMIT: safe to run again unless the failure hit the COMMIT.
+    TRANSACTION = "transaction"
+    #: Statements that commit one by one: safe only if none was sent yet.
+    AUTOCOMMIT = "autocommit"
+    #: One try, no waiting (probes: they report an outage, they don't sit it out).
+    PROBE = "probe"
+
+
+class Interrupted(Exception):
+    """The connection failed before the operation had any effect: it may run again."""
+
+    def __init__(self, error: StoreUnavailableError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+#: While an outage lasts, one waiting caller (the *prober*) retries its operation
+#: this often; the others wait for it to get through.
+PROBE_INTERVAL_S = 0.1
+
+#: The latest moment the operations of this task may wait for the database (see
+#: :meth:`Store.wait_until`).
+_wait_limit: contextvars.ContextVar[float] = contextvars.ContextVar(
+    "dwtrio_store_wait_limit", default=math.inf
+)
+
+
+class Store:
+    """Runs store operations on pooled connections, one bridge crossing each.
+
+    A connection that fails (Postgres restarted, a backend terminated, a
+    connection that died while idle) is thrown away, never given to the next
+    operation. The operation runs again on a fresh connection when it certainly
+    had no effect; then, while the database stays unreachable, the caller waits
+    up to ``outage_wait_s`` for it to come back (one caller at a time probes,
+    every ``PROBE_INTERVAL_S``; the others go on the moment it gets through).
+    Otherwise, or once the wait is over, the operation raises
+    :class:`StoreUnavailableError` (``503 backend_unavailable``), marked
+    ``maybe_applied`` when the failure hit a write whose outcome is unknown.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, max_size: int, *, outage_wait_s: float = 10.0) -> None:
         self._pool = pool
         self._conns = Checkout(pool, max_size)
+        self.outage_wait_s = outage_wait_s
+        #: Set by the prober when the database answers again (None: no outage seen).
+        self._back: trio.Event | None = None
 
     async def transaction(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``op(conn, ...)`` inside one transaction; commit before returning.
@@ -209,41 +273,119 @@ class Store:
             StoreUnavailableError, RetryableStoreError, AlreadyExistsError: translated
                 driver errors; anything else propagates unchanged.
         """
-        return await trio_asyncio.aio_as_trio(self._run)(True, op, *args, **kwargs)  # type: ignore[no-any-return]
+        return await self._call(Mode.TRANSACTION, op, *args, **kwargs)
+
+    async def autocommit(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``op(conn, ...)`` without an explicit transaction, for use cases whose
+        only write is one statement (each statement commits on its own): two round
+        trips fewer than :meth:`transaction`."""
+        return await self._call(Mode.AUTOCOMMIT, op, *args, **kwargs)
 
     async def read(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``op(conn, ...)`` without an explicit transaction: reads, and use cases
-        whose only write is one statement (each statement commits on its own)."""
-        return await trio_asyncio.aio_as_trio(self._run)(False, op, *args, **kwargs)  # type: ignore[no-any-return]
+        """Run ``op(conn, ...)``, which only reads, without an explicit transaction."""
+        return await self._call(Mode.READ, op, *args, **kwargs)
 
-    async def _run(
-        self, in_transaction: bool, op: Op[P, T], *args: P.args, **kwargs: P.kwargs
+    async def probe(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run the read ``op(conn, ...)`` once: an outage raises at once (health checks)."""
+        return await self._call(Mode.PROBE, op, *args, **kwargs)
+
+    @contextmanager
+    def wait_until(self, deadline: float) -> Iterator[None]:
+        """Operations of this task wait for an unreachable database until ``deadline``
+        (Trio clock) at the latest, e.g. a long-poll's own deadline."""
+        token = _wait_limit.set(min(deadline, _wait_limit.get()))
+        try:
+            yield
+        finally:
+            _wait_limit.reset(token)
+
+    @property
+    def in_outage(self) -> bool:
+        """Whether callers are waiting for the database right now."""
+        return self._back is not None
+
+    async def _call(self, mode: Mode, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        deadline: float | None = None
+        probing: trio.Event | None = None
+        try:
+            while True:
+                try:
+                    return await trio_asyncio.aio_as_trio(self._attempt)(mode, op, *args, **kwargs)  # type: ignore[no-any-return]
+                except Interrupted as exc:
+                    now = trio.current_time()
+                    if deadline is None:
+                        deadline = min(now + self.outage_wait_s, _wait_limit.get())
+                    if mode is Mode.PROBE or now >= deadline:
+                        raise exc.error from exc.__cause__
+                    if probing is None and self._back is None:
+                        # The first to find the database gone probes for everyone.
+                        probing = self._back = trio.Event()
+                    if probing is not None:
+                        await trio.sleep(min(PROBE_INTERVAL_S, deadline - now))
+                    else:
+                        with trio.move_on_at(deadline):
+                            await self._back.wait()  # type: ignore[union-attr]
+        finally:
+            if probing is not None:
+                # Got through, gave up or was cancelled: the others try again
+                # themselves (one of them probes next if it is still down).
+                if self._back is probing:
+                    self._back = None
+                probing.set()
+
+    async def _attempt(
+        self, mode: Mode, op: Op[P, T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
+        """One run of ``op`` (asyncio side); a failure that certainly had no effect
+        raises :class:`Interrupted`."""
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
+            conn: PooledConn | None = None
+            sent = -1
+            committing = False
             try:
                 conn = await self._conns.acquire()
+                sent = _statements_sent(conn)
                 try:
-                    if not in_transaction:
+                    if mode is not Mode.TRANSACTION:
                         result = await op(conn, *args, **kwargs)
                     else:
-                        async with conn.transaction():
+                        tx = conn.transaction()
+                        await tx.start()
+                        try:
                             result = await op(conn, *args, **kwargs)
-                except BaseException:
-                    await asyncio.shield(self._conns.discard(conn))
+                        except BaseException as exc:
+                            if not _connection_lost(exc, conn):
+                                await tx.rollback()  # (a lost connection took it with it)
+                            raise
+                        committing = True
+                        await tx.commit()
+                except BaseException as exc:
+                    await asyncio.shield(self._conns.discard(conn, broken=_connection_lost(exc, conn)))
                     raise
                 self._conns.put_back(conn)
                 return result
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
                 # Two use cases locked the same rows in opposite orders; Postgres
                 # rolled one back. Nothing was applied (a whole transaction, or the
-                # one writing statement of a ``read`` operation): run it again.
+                # one writing statement of an autocommit operation): run it again.
                 if attempt == TRANSACTION_ATTEMPTS:
                     raise translate(exc) from exc  # type: ignore[misc]
                 log.info("retry %d after %s", attempt, type(exc).__name__)
             except Exception as exc:
-                if (mapped := translate(exc)) is not None:
-                    raise mapped from exc
-                raise
+                mapped = translate(exc)
+                if mapped is None:
+                    raise
+                if isinstance(mapped, StoreUnavailableError) and _connection_lost(exc, conn):
+                    no_effect = (
+                        conn is None  # it failed getting a connection
+                        or mode in (Mode.READ, Mode.PROBE)
+                        or (mode is Mode.TRANSACTION and not committing)
+                        or _statements_sent(conn) == sent  # nothing reached the server
+                    )
+                    if no_effect:
+                        raise Interrupted(mapped) from exc
+                    mapped.maybe_applied = True
+                raise mapped from exc
         raise AssertionError("unreachable")
 
     async def close(self, *, timeout_s: float = 5.0) -> None:
@@ -256,7 +398,53 @@ class Store:
             self._pool.terminate()
 
 
+def _statements_sent(conn: PooledConn) -> int:
+    """How many statements this connection has sent to the server (asyncpg counts
+    them as they go out, so a statement refused before sending is not counted);
+    -1 when it cannot tell, which never equals an earlier count."""
+    try:
+        return int(conn._con._protocol.queries_count)  # type: ignore[attr-defined]
+    except (AttributeError, asyncpg.InterfaceError):
+        return -2
+
+
+#: Failures that mean the connection, not the statement, is broken.
+_CONNECTION_FAILURES = (
+    OSError,  # refused, reset, timed out (TimeoutError is an OSError)
+    asyncpg.PostgresConnectionError,  # includes "closed in the middle of operation"
+    asyncpg.CannotConnectNowError,  # starting up, shutting down
+    asyncpg.AdminShutdownError,  # pg_terminate_backend, a fast shutdown
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    # A connection whose server said goodbye while it sat idle refuses the next
+    # statement before sending it ("cannot switch to state ...").
+    asyncpg.InternalClientError,
+)
+
+
+def _connection_lost(exc: BaseException, conn: PooledConn | None) -> bool:
+    """Whether ``exc`` means the database or the connection went away."""
+    if isinstance(exc, _CONNECTION_FAILURES):
+        return True
+    # InterfaceError is also asyncpg's word for a misuse: only a closed connection counts.
+    return isinstance(exc, asyncpg.InterfaceError) and (conn is None or not _usable(conn))
+
+
+def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Log what asyncio reports as unhandled instead of raising it.
+
+    trio-asyncio's own handler raises such reports in the loop's nursery, which
+    ends the whole loop and so the server. asyncpg leaves one behind when a
+    connection is cut while it is being opened (a future of its TLS probe
+    that nobody awaits any more): a Postgres restart must not stop dwtrio.
+    """
+    log.warning(
+        "asyncio: %s", context.get("message") or "unhandled error", exc_info=context.get("exception")
+    )
+
+
 async def _create_pool(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
+    asyncio.get_running_loop().set_exception_handler(_log_loop_error)
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -266,12 +454,17 @@ async def _create_pool(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
         max_inactive_connection_lifetime=0,
         reset=_no_reset,
         init=_init_connection,
+        # A database that does not answer at all must not hold a caller for
+        # asyncpg's default minute per connection attempt.
+        timeout=CONNECT_TIMEOUT_S,
         server_settings={"application_name": "dwtrio", "timezone": "UTC"},
     )
 
 
 @asynccontextmanager
-async def open_store(dsn: str, *, min_size: int = 2, max_size: int = 16) -> AsyncIterator[Store]:
+async def open_store(
+    dsn: str, *, min_size: int = 2, max_size: int = 16, outage_wait_s: float = 10.0
+) -> AsyncIterator[Store]:
     """Open a pool for ``dsn`` (inside a trio-asyncio loop) and close it on exit.
 
     Raises:
@@ -283,7 +476,7 @@ async def open_store(dsn: str, *, min_size: int = 2, max_size: int = 16) -> Asyn
         if (mapped := translate(exc)) is not None:
             raise mapped from exc
         raise
-    store = Store(pool, max_size)
+    store = Store(pool, max_size, outage_wait_s=outage_wait_s)
     try:
         yield store
     finally:

@@ -274,7 +274,7 @@ async def start_handing_over(rt: Runtime, workflow_id: str) -> Outcome | None:
         rt,
         ("default", Q, "workflow"),
         accepts_all,
-        functools.partial(rt.store.read, start_fresh, command(workflow_id)),
+        functools.partial(rt.store.autocommit, start_fresh, command(workflow_id)),
         workflow_tasks.release,
     )
 
@@ -298,7 +298,7 @@ async def test_a_poll_that_ends_before_the_delivery_leaves_the_task_to_others(
                 assert offer.worker_id == "leaver"
                 leaving.left.set()
                 await trio.sleep(0.1)
-                return await rt.store.read(start_fresh, command("wf-left"), offer)
+                return await rt.store.autocommit(start_fresh, command("wf-left"), offer)
 
             outcome = await create_with_handoff(
                 rt,
@@ -331,7 +331,7 @@ async def test_a_start_that_creates_nothing_frees_the_reserved_poll(rt: Runtime)
             await nursery.start(parked_poll, rt, "w1", client, got)
             await trio.sleep(0.2)
             # The id is taken: the one-statement start writes nothing.
-            assert await rt.store.read(start_fresh, command("wf-taken")) is not None
+            assert await rt.store.autocommit(start_fresh, command("wf-taken")) is not None
             outcome = await start_handing_over(rt, "wf-taken")
             assert outcome is None
             await trio.sleep(0.2)

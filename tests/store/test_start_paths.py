@@ -119,7 +119,7 @@ async def test_racing_starts_of_one_id_leave_it_to_the_transactional_start(
     outcomes: dict[str, list[Any]] = {}
 
     async def one(store: Store, workflow_id: str) -> None:
-        outcome = await store.read(start_fresh, command(workflow_id))
+        outcome = await store.autocommit(start_fresh, command(workflow_id))
         outcomes.setdefault(workflow_id, []).append(outcome)
 
     async with open_store(db_dsn, min_size=8, max_size=8) as store:
