@@ -141,7 +141,7 @@ def _task_body(
 async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[str, Any] | None:
     """Lease the next activity task: new attempt, ``ActivityStarted``, wire body.
 
-    Runs without an explicit transaction (``Store.read``): the claim, the
+    Runs without an explicit transaction (``Store.autocommit``): the claim, the
     attempt and the event are one statement; the rare cleanup of work claimed
     for a run that has closed meanwhile is another (a failure between the two
     leaves a lease that expires and is repaired).
@@ -215,6 +215,32 @@ async def release(conn: Conn, task: dict[str, Any]) -> tuple[str, str, str] | No
         return None
     await conn.execute(sql("set_task_attempt"), task["task_id"], None, task["attempt_number"])
     return (row["namespace"], row["task_queue"], row["kind"])
+
+
+async def release_polled(conn: Conn, params: ClaimParams) -> tuple[str, str, str] | None:
+    """Undo the lease a poll may hold without knowing it: its claim reached the
+    database, then the connection failed before the answer came back. Found by
+    the poll's ``poll_request_id``; returns the queue to wake."""
+    if not params.poll_request_id:
+        return None
+    row = await conn.fetchrow(
+        sql("find_polled_task"),
+        params.worker_id,
+        params.poll_request_id,
+        "activity",
+        params.namespace,
+        params.task_queue,
+    )
+    if row is None or row["activity_attempt_id"] is None:
+        return None
+    attempt = await conn.fetchrow(sql("get_activity_attempt"), row["activity_attempt_id"])
+    task = {
+        "task_id": row["id"],
+        "activity_attempt_id": row["activity_attempt_id"],
+        "attempt_number": attempt["attempt_number"],
+        "lease_owner": row["lease_owner"],
+    }
+    return await release(conn, task)
 
 
 # --- fencing -------------------------------------------------------------------------

@@ -186,6 +186,30 @@ async def release(conn: Conn, task: dict[str, Any]) -> tuple[str, str, str] | No
     return None if row is None else (row["namespace"], row["task_queue"], row["kind"])
 
 
+async def release_polled(conn: Conn, params: ClaimParams) -> tuple[str, str, str] | None:
+    """Undo the lease a poll may hold without knowing it: its claim reached the
+    database, then the connection failed before the answer came back. Found by
+    the poll's ``poll_request_id``; returns the queue to wake."""
+    if not params.poll_request_id:
+        return None
+    row = await conn.fetchrow(
+        sql("find_polled_task"),
+        params.worker_id,
+        params.poll_request_id,
+        "workflow",
+        params.namespace,
+        params.task_queue,
+    )
+    if row is None:
+        return None
+    task = {
+        "task_id": row["id"],
+        "workflow_task_attempt": row["attempt"],
+        "lease_owner": row["lease_owner"],
+    }
+    return await release(conn, task)
+
+
 # --- fencing -------------------------------------------------------------------------
 @attrs.frozen(kw_only=True)
 class FencedTask:

@@ -40,6 +40,7 @@ def routes(rt: Runtime) -> list[Route]:
             client=call.client,
             typed=bool(params.activity_types),
             atomic=False,  # engine.claim writes with one statement; see its docstring
+            release_polled_op=engine.release_polled,
         )
 
     async def heartbeat(call: WorkerCall, task_id: str) -> Reply:

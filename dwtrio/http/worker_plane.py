@@ -25,10 +25,15 @@ import trio
 
 from dwtrio import wire
 from dwtrio.errors import (
+    DwtrioError,
     MethodNotAllowedError,
     PayloadTooLargeError,
+    QueryTaskNotFoundError,
     RequestTimeoutError,
     RouteNotFoundError,
+    StoreUnavailableError,
+    TaskNotFoundError,
+    WorkerNotFoundError,
 )
 from dwtrio.http import pipeline
 from dwtrio.http.envelope import JSON, error_body, to_dwtrio_error
@@ -177,6 +182,8 @@ class WorkerPlane:
             if params is None:
                 continue
             if route.method == method:
+                if any("\x00" in value for value in params.values()):
+                    raise no_such(parts[0], params)
                 return route, params
             allowed = True
         if allowed:
@@ -188,8 +195,10 @@ class WorkerPlane:
         method: str = scope["method"]
         headers = Headers.from_scope(scope["headers"])
         accept_encoding = headers.get("accept-encoding", "")
+        raw = b""
         try:
-            call, route, params = await self.admit(scope, receive, headers)
+            raw, declared = await read_body(receive, headers, rt.settings.max_payload_bytes)
+            call, route, params = await self.admit(scope, raw, declared, receive, headers)
             del headers  # a parked poll keeps only what it needs
             reply = await route.handler(call, **params)
             body, status = reply.body, reply.status
@@ -199,6 +208,8 @@ class WorkerPlane:
             err = to_dwtrio_error(exc)
             body, status = error_body(err), err.http_status
             body["error"] = err.message
+            if isinstance(err, StoreUnavailableError):
+                body.update(retry_contract(request_path(scope), raw))
         body["protocol_version"] = rt.settings.worker_protocol_version
         body["server_capabilities"] = rt.worker_capabilities
         if status not in (PayloadTooLargeError.http_status, RequestTimeoutError.http_status):
@@ -213,10 +224,9 @@ class WorkerPlane:
             nursery.cancel_scope.cancel()
 
     async def admit(
-        self, scope: Any, receive: Any, headers: Headers
+        self, scope: Any, raw: bytes, declared: int | None, receive: Any, headers: Headers
     ) -> tuple[WorkerCall, Route, dict[str, str]]:
-        """Read the body, run the gates, find the route."""
-        raw, declared = await read_body(receive, headers, self.rt.settings.max_payload_bytes)
+        """Run the gates on the request and its body (already read), find the route."""
         query = scope.get("query_string") or b""
         path = request_path(scope)
         admitted = await pipeline.admit(
@@ -231,6 +241,71 @@ class WorkerPlane:
         route, params = self.find(scope["method"], path)
         assert admitted.namespace is not None  # worker routes are authenticated
         return WorkerCall(admitted.namespace, admitted.json, WorkerClient(receive)), route, params
+
+
+def no_such(resource: str, params: Mapping[str, str]) -> DwtrioError:
+    """The 404 for a path id no row can have (PostgreSQL text cannot hold NUL):
+    answered without a query, as the control plane does for such workflow ids."""
+    if "task_id" in params:
+        task_id = params["task_id"]
+        if resource == "query-tasks":
+            return QueryTaskNotFoundError("Query task not found.", query_task_id=task_id)
+        kind = "Workflow" if resource == "workflow-tasks" else "Activity"
+        return TaskNotFoundError(f"{kind} task not found.", task_id=task_id)
+    if "worker_id" in params:
+        return WorkerNotFoundError("The worker is not registered.", worker_id=params["worker_id"])
+    return RouteNotFoundError("No such route.")
+
+
+#: The worker calls whose 503 the SDK retries as the same request (same
+#: ``poll_request_id``, same registration), after ``retry_after_seconds``, when the
+#: answer names the call and echoes the worker's identity.
+RETRIED_CALLS = {
+    "workflow-tasks/poll": "poll_workflow_task",
+    "activity-tasks/poll": "poll_activity_task",
+    "query-tasks/poll": "poll_query_task",
+    "register": "register_worker",
+    "heartbeat": "heartbeat_worker",
+}
+
+
+def retry_contract(path: str, raw: bytes) -> dict[str, Any]:
+    """What a ``503 backend_unavailable`` adds for the worker calls the SDK retries
+    by themselves (worker-plane.md): the operation, an unknown outcome, and the
+    identity the retry will resend. Other calls get the plain retryable body."""
+    tail = path[len(PREFIX) :].rstrip("/")
+    operation = RETRIED_CALLS.get(tail)
+    task_id = tail.removeprefix("workflow-tasks/").removesuffix("/heartbeat")
+    if operation is None and tail == f"workflow-tasks/{task_id}/heartbeat" and "/" not in task_id:
+        operation = "heartbeat_workflow_task"
+    if operation is None:
+        return {}
+    try:
+        sent = wire.loads(raw) if raw else {}
+    except ValueError:
+        sent = None
+    if not isinstance(sent, dict):
+        return {}
+    fields: dict[str, Any] = {"operation": operation, "outcome": "unknown"}
+    if operation == "heartbeat_workflow_task":
+        owner = sent.get("lease_owner")
+        fields.update(
+            worker_id=owner,
+            task_queue=None,
+            task_id=task_id,
+            lease_owner=owner,
+            workflow_task_attempt=sent.get("workflow_task_attempt"),
+        )
+        return fields
+    fields.update(worker_id=sent.get("worker_id"), task_queue=sent.get("task_queue"))
+    if operation.startswith("poll_"):
+        fields.update(
+            task=None,
+            poll_status="backend_unavailable",
+            poll_request_id=sent.get("poll_request_id"),
+            retry_same_poll_request_id=True,
+        )
+    return fields
 
 
 async def read_body(

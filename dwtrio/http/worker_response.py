@@ -10,6 +10,7 @@ import trio
 
 from dwtrio import wire
 from dwtrio.engine.outcome import Outcome, QueueKey
+from dwtrio.errors import StoreUnavailableError
 from dwtrio.http.worker_plane import Handler, Reply, WorkerCall
 from dwtrio.matching.poll import Client, poll_for_task
 from dwtrio.runtime import Runtime
@@ -17,6 +18,10 @@ from dwtrio.store.pool import Op
 
 P = ParamSpec("P")
 log = logging.getLogger(__name__)
+
+#: How long a poll whose claim failed waits for the database to put back what
+#: that claim may have leased (its worker's retry finds it otherwise).
+RELEASE_WAIT_S = 2.0
 
 
 async def worker_outcome(
@@ -102,6 +107,7 @@ async def long_poll(
     typed: bool = False,
     client: Client | None = None,
     offer: object = None,
+    release_polled_op: Op[..., QueueKey | None] | None = None,
 ) -> Reply:
     """Answer a task poll: claim at once or park until woken; ``{"task": null}`` at the deadline.
 
@@ -114,14 +120,39 @@ async def long_poll(
     The first claim of a poll may replay the task a retried ``poll_request_id``
     already leased; a task claimed for a client that went away is released and
     its queue woken again.
+
+    While the database is unreachable a claim waits for it, but never past the
+    poll's own deadline. A claim whose connection failed after the claim reached
+    the database may have leased a task nobody will receive:
+    ``release_polled_op(conn, params)`` puts it back before the poll answers
+    503 (and should that fail too, the worker's retry with the same
+    ``poll_request_id`` is given that task).
     """
     first = True
+    timeout_s = poll_timeout_s(rt, timeout_seconds)
+    deadline = trio.current_time() + timeout_s
 
     async def claim() -> dict[str, Any] | None:
         nonlocal first
         replay, first = first, False
         run = rt.store.transaction if atomic else rt.store.autocommit
-        return await run(claim_op, params, replay_poll=replay)
+        try:
+            with rt.store.wait_until(deadline):
+                return await run(claim_op, params, replay_poll=replay)
+        except StoreUnavailableError as exc:
+            if exc.maybe_applied and release_polled_op is not None:
+                await release_polled(release_polled_op, params)
+            raise
+
+    async def release_polled(op: Op[..., QueueKey | None], params: Any) -> None:
+        try:
+            with rt.store.wait_until(trio.current_time() + RELEASE_WAIT_S):
+                queue = await rt.store.transaction(op, params)
+        except StoreUnavailableError:
+            log.warning("could not release what a failed claim may have leased", exc_info=True)
+            return
+        if queue is not None:
+            rt.publish_wakes({queue})
 
     async def release(task: dict[str, Any]) -> None:
         queue = await rt.store.transaction(release_op, task)
@@ -133,7 +164,7 @@ async def long_poll(
         key,
         claim,
         release,
-        timeout_s=poll_timeout_s(rt, timeout_seconds),
+        timeout_s=timeout_s,
         recheck_s=rt.settings.worker_poll_interval_ms / 1000,
         draining=rt.draining,
         typed=typed,

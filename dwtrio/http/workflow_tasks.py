@@ -48,6 +48,7 @@ def routes(rt: Runtime) -> list[Route]:
             client=call.client,
             typed=bool(params.workflow_types),
             atomic=False,  # engine.claim writes with one statement; see its docstring
+            release_polled_op=engine.release_polled,
             offer=params,  # a new workflow may be handed over as it starts
         )
 

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 CHANNEL = "dwtrio:v1:wake"
 SEP = "\x1f"
 PUBLISH_QUEUE = 10_000
+#: Reconnection attempts start this soon after a failure and double up to BACKOFF_MAX_S;
+#: a successful connection starts the next outage from the beginning again.
+BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0
 
 
@@ -91,6 +94,8 @@ class RedisWakeBus:
     published: int = 0
     received: int = 0
     dropped: int = 0
+    backoff_max_s: float = BACKOFF_MAX_S
+    _subscribe_backoff_s: float = attrs.field(default=BACKOFF_MIN_S, init=False)
     _send: trio.MemorySendChannel[list[QueueKey]] = attrs.field(init=False)
     _recv: trio.MemoryReceiveChannel[list[QueueKey]] = attrs.field(init=False)
 
@@ -120,6 +125,14 @@ class RedisWakeBus:
         self.connected = False
         self.last_error = f"{what}: {exc}"
 
+    def _subscribed(self) -> None:
+        """The subscription is live: say so once after an outage, and let the next
+        outage retry quickly again."""
+        if self.last_error is not None:
+            log.warning("wake bus: reconnected to Redis; wakes travel between nodes again")
+        self.connected, self.last_error = True, None
+        self._subscribe_backoff_s = BACKOFF_MIN_S
+
     # --- asyncio side --------------------------------------------------------------
     async def _publish_batch(self, client: Any, messages: list[str]) -> None:
         async with client.pipeline(transaction=False) as pipe:
@@ -132,7 +145,7 @@ class RedisWakeBus:
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(CHANNEL)
-            self.connected, self.last_error = True, None
+            self._subscribed()
             while True:
                 message = await pubsub.get_message(timeout=5.0)
                 if message is None:
@@ -151,7 +164,7 @@ class RedisWakeBus:
     async def _publisher(self) -> None:
         client = await trio_asyncio.aio_as_trio(self._client)()
         try:
-            backoff = 0.1
+            backoff = BACKOFF_MIN_S
             while True:
                 batch = await self._recv.receive()
                 while True:  # coalesce whatever else is queued into one pipeline
@@ -163,11 +176,11 @@ class RedisWakeBus:
                 try:
                     await trio_asyncio.aio_as_trio(self._publish_batch)(client, messages)
                     self.published += len(messages)
-                    backoff = 0.1
+                    backoff = BACKOFF_MIN_S
                 except (OSError, aioredis.RedisError) as exc:
                     self._failed("publish", exc)
                     await trio.sleep(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX_S)
+                    backoff = min(backoff * 2, self.backoff_max_s)
         finally:
             with trio.CancelScope(shield=True):  # close the connection pool on the way out
                 await trio_asyncio.aio_as_trio(client.aclose)()
@@ -176,14 +189,13 @@ class RedisWakeBus:
         return aioredis.from_url(self.url, socket_connect_timeout=2, socket_timeout=2)
 
     async def _subscriber(self) -> None:
-        backoff = 0.1
         while True:
             try:
                 await trio_asyncio.aio_as_trio(self._subscribe_forever)()
             except (OSError, aioredis.RedisError) as exc:
                 self._failed("subscribe", exc)
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            await trio.sleep(self._subscribe_backoff_s)
+            self._subscribe_backoff_s = min(self._subscribe_backoff_s * 2, self.backoff_max_s)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:

@@ -333,9 +333,7 @@ class Store:
                     self._back = None
                 probing.set()
 
-    async def _attempt(
-        self, mode: Mode, op: Op[P, T], *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+    async def _attempt(self, mode: Mode, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """One run of ``op`` (asyncio side); a failure that certainly had no effect
         raises :class:`Interrupted`."""
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
@@ -360,7 +358,9 @@ class Store:
                         committing = True
                         await tx.commit()
                 except BaseException as exc:
-                    await asyncio.shield(self._conns.discard(conn, broken=_connection_lost(exc, conn)))
+                    await asyncio.shield(
+                        self._conns.discard(conn, broken=_connection_lost(exc, conn))
+                    )
                     raise
                 self._conns.put_back(conn)
                 return result
@@ -439,7 +439,9 @@ def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) ->
     that nobody awaits any more): a Postgres restart must not stop dwtrio.
     """
     log.warning(
-        "asyncio: %s", context.get("message") or "unhandled error", exc_info=context.get("exception")
+        "asyncio: %s",
+        context.get("message") or "unhandled error",
+        exc_info=context.get("exception"),
     )
 
 
