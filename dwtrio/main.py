@@ -35,12 +35,12 @@ import trio
 import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
-from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
 from dwtrio.background import supervisor
 from dwtrio.embedded import EmbeddedPostgres
 from dwtrio.http.app import create_app
+from dwtrio.http.server import default_max_connections, serve_http
 from dwtrio.runtime import Runtime
 from dwtrio.settings import Settings
 from dwtrio.store import migrate
@@ -179,9 +179,11 @@ async def serve(
 
                         async def run_http(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
                             try:
-                                await worker_serve(
+                                await serve_http(
                                     wrap_app(app, 0, "asgi"),
                                     hypercorn_config(settings),
+                                    max_connections=settings.max_connections
+                                    or default_max_connections(settings.db_pool_max_size),
                                     sockets=sockets,
                                     shutdown_trigger=drain,
                                     task_status=task_status,

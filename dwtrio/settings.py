@@ -106,6 +106,13 @@ class Settings:
         "Seconds an idle connection stays open (also one that has not sent a request "
         "yet); keep it above the idle timeout of clients' pools and of load balancers.",
     )
+    max_connections: int | None = _setting(
+        "DW_MAX_CONNECTIONS",
+        None,
+        "Most client connections a server process holds open; more are closed as soon as "
+        "they are accepted (default: the open-file limit minus a tenth, at least 64, and "
+        "the database pool).",
+    )
     log_level: str = _setting("DW_LOG_LEVEL", "info", "Log level: debug, info, warning or error.")
 
     # --- storage ---------------------------------------------------------------
@@ -349,6 +356,8 @@ class Settings:
             problems.append("DW_WORKER_POLL_INTERVAL_MS must be >= 10")
         if not self.keep_alive_timeout_s > 0:
             problems.append("DW_KEEP_ALIVE_TIMEOUT_SECONDS must be > 0")
+        if self.max_connections is not None and self.max_connections < 1:
+            problems.append("DW_MAX_CONNECTIONS must be >= 1")
         if self.task_repair_interval_s <= 0:
             problems.append("DW_TASK_REPAIR_INTERVAL_SECONDS must be > 0")
         if self.timeout_check_interval_s <= 0:
