@@ -1,22 +1,33 @@
-"""The task-repair loop: every few seconds, redispatch tasks whose lease expired.
+"""The task-repair loop: every few seconds, redispatch tasks whose worker is gone.
+
+A lease is repaired when it expired, or when its worker is lost: the worker
+registered, its registration went stale (no worker heartbeat for
+``effective_worker_stale_after_s``) and the lease was not touched for as long
+(``engine.repair``). So a dead worker's activity is retried within the stale
+window plus one repair interval, not when its (long) activity lease runs out. (A
+deregistration recovers the worker's leases itself, in the request.)
 
 Safe on several nodes at once: the repair queries claim rows with
 ``FOR UPDATE SKIP LOCKED``, so two nodes never repair the same task. Workflow
-tasks are repaired in batches; each expired activity lease is handled in its own
-short transaction because it records history on its run.
+tasks are repaired in batches; each activity lease is handled in its own short
+transaction because it records history on its run.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
+from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.repair import (
     REPAIR_BATCH,
     expire_next_activity_lease,
     expire_workflow_task_leases,
+    recover_next_lost_worker_activity_lease,
+    release_lost_worker_workflow_tasks,
 )
 from dwtrio.errors import RetryableStoreError, StoreUnavailableError
 from dwtrio.runtime import Runtime
@@ -26,15 +37,27 @@ log = logging.getLogger(__name__)
 
 async def repair_once(rt: Runtime) -> int:
     """One repair pass: how many leases were repaired (at most a batch of each kind)."""
+    stale_after_s = rt.settings.effective_worker_stale_after_s
     outcome, repaired = await rt.store.transaction(expire_workflow_task_leases)
     rt.publish_wakes(outcome.wakes)
-    for _ in range(REPAIR_BATCH):
-        activity = await rt.store.transaction(expire_next_activity_lease)
-        if activity is None:
-            break
-        rt.publish_wakes(activity.wakes)
-        repaired += 1
+    repaired += await _activities(rt, expire_next_activity_lease)
+    outcome, lost = await rt.store.transaction(release_lost_worker_workflow_tasks, stale_after_s)
+    rt.publish_wakes(outcome.wakes)
+    repaired += lost
+    repaired += await _activities(rt, recover_next_lost_worker_activity_lease, stale_after_s)
     return repaired
+
+
+async def _activities(
+    rt: Runtime, recover: Callable[..., Awaitable[Outcome | None]], *args: Any
+) -> int:
+    """Recover activity leases one transaction each, up to a batch; how many were."""
+    for done in range(REPAIR_BATCH):
+        activity = await rt.store.transaction(recover, *args)
+        if activity is None:
+            return done
+        rt.publish_wakes(activity.wakes)
+    return REPAIR_BATCH
 
 
 async def run_task_repair_loop(rt: Runtime, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -44,7 +67,7 @@ async def run_task_repair_loop(rt: Runtime, *, task_status: Any = trio.TASK_STAT
             repaired = await repair_once(rt)
             if repaired:
                 log.info(
-                    "task repair: %d expired leases redispatched",
+                    "task repair: %d leases of expired or lost workers redispatched",
                     repaired,
                     extra={"action": "task_repair"},
                 )

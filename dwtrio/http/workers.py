@@ -1,8 +1,16 @@
-"""/api/worker/register, /api/worker/heartbeat, DELETE /api/worker/registrations/{id}."""
+"""/api/worker/register, /api/worker/heartbeat, DELETE /api/worker/registrations/{id}.
+
+Registration and heartbeat acks advertise the heartbeat cadence
+(``Settings.worker_heartbeat_interval_s``, a quarter of the stale window), which
+the SDK adopts. A registered worker that stops heartbeating for the stale window
+loses its leases to task repair; deregistration gives them back at once, its
+activity attempts ending as lost (``engine.repair``).
+"""
 
 from __future__ import annotations
 
 from dwtrio import wire
+from dwtrio.engine.repair import recover_deregistered_activity_lease, worker_activity_leases
 from dwtrio.errors import WorkerNotFoundError, WorkerNotRegisteredError
 from dwtrio.http.worker_plane import Reply, Route, WorkerCall
 from dwtrio.protocol.worker import RegisterWorker, WorkerHeartbeat
@@ -10,10 +18,11 @@ from dwtrio.runtime import Runtime
 from dwtrio.store import workers
 from dwtrio.store.workers import Registration
 
-HEARTBEAT_INTERVAL_S = 60
-
 
 def routes(rt: Runtime) -> list[Route]:
+    interval_s = rt.settings.worker_heartbeat_interval_s
+    stale_after_s = rt.settings.effective_worker_stale_after_s
+
     async def register(call: WorkerCall) -> Reply:
         req = wire.structure(call.json, RegisterWorker)
         reg = Registration(
@@ -34,14 +43,15 @@ def routes(rt: Runtime) -> list[Route]:
             max_concurrent_workflow_tasks=req.max_concurrent_workflow_tasks,
             max_concurrent_activity_tasks=req.max_concurrent_activity_tasks,
             max_concurrent_worker_sessions=req.max_concurrent_worker_sessions,
-            heartbeat_interval_seconds=HEARTBEAT_INTERVAL_S,
+            heartbeat_interval_seconds=interval_s,
         )
         await rt.store.transaction(workers.register, reg)
         rt.registrations.forget(call.namespace, req.worker_id)
         body = {
             "worker_id": req.worker_id,
             "registered": True,
-            "heartbeat_interval_seconds": HEARTBEAT_INTERVAL_S,
+            "heartbeat_interval_seconds": interval_s,
+            "stale_after_seconds": stale_after_s,
         }
         return Reply(body, 201)
 
@@ -55,7 +65,8 @@ def routes(rt: Runtime) -> list[Route]:
         body = {
             "worker_id": req.worker_id,
             "acknowledged": True,
-            "heartbeat_interval_seconds": HEARTBEAT_INTERVAL_S,
+            "heartbeat_interval_seconds": interval_s,
+            "stale_after_seconds": stale_after_s,
         }
         return Reply(body)
 
@@ -65,10 +76,21 @@ def routes(rt: Runtime) -> list[Route]:
         if queues is None:
             raise WorkerNotFoundError("The worker is not registered.", worker_id=worker_id)
         rt.publish_wakes({(call.namespace, q, "workflow") for q in queues})
+        # Each activity lease ends its attempt in its own transaction (it locks its run),
+        # as task repair does; one left behind by a failure here is repaired by task repair.
+        recovered = 0
+        for task_id in await rt.store.read(worker_activity_leases, call.namespace, worker_id):
+            outcome = await rt.store.transaction(
+                recover_deregistered_activity_lease, call.namespace, worker_id, task_id
+            )
+            if outcome is not None:
+                rt.publish_wakes(outcome.wakes)
+                recovered += 1
         body = {
             "worker_id": worker_id,
             "outcome": "deregistered",
             "recovered_workflow_task_count": len(queues),
+            "recovered_activity_task_count": recovered,
         }
         return Reply(body)
 

@@ -28,3 +28,62 @@ SELECT id AS task_id, run_id, state, activity_attempt_id, activity_execution_id
 -- name: count_task_repair
 -- A repaired task keeps count of its repairs (diagnostics).
 UPDATE workflow_tasks SET repair_count = repair_count + 1, updated_at = now() WHERE id = $1;
+
+-- name: release_lost_worker_workflow_tasks
+-- Task repair: workflow tasks leased to a lost worker become ready again at once ($1 = the
+-- stale window in seconds, $2 = batch size). A worker is lost when it registered (so it was
+-- told a heartbeat cadence) and has not heartbeated for the stale window, and the lease
+-- itself was not touched (claimed or heartbeated: both move updated_at) for as long; the
+-- same condition as claim_lost_worker_activity_lease. Only the task is locked (SKIP LOCKED,
+-- as the other repairs); the registration is only read, so this never waits on a
+-- deregistration, which locks the registration before the tasks.
+WITH lost AS (
+    SELECT t.id FROM workflow_tasks t
+      JOIN worker_registrations w ON w.namespace = t.namespace AND w.worker_id = t.lease_owner
+     WHERE t.state = 'leased' AND t.kind = 'workflow'
+       AND t.updated_at <= now() - make_interval(secs => $1)
+       AND w.heartbeat_interval_seconds IS NOT NULL
+       AND w.last_heartbeat_at <= now() - make_interval(secs => $1)
+     ORDER BY t.lease_expires_at
+     LIMIT $2
+       FOR UPDATE OF t SKIP LOCKED
+)
+UPDATE workflow_tasks t
+   SET state = 'ready', lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL,
+       poll_request_id = NULL, repair_count = t.repair_count + 1, available_at = now(),
+       updated_at = now()
+  FROM lost
+ WHERE t.id = lost.id
+RETURNING t.namespace, t.task_queue;
+
+-- name: claim_lost_worker_activity_lease
+-- Task repair: the activity task leased to a lost worker (release_lost_worker_workflow_tasks
+-- says when a worker is lost; $1 = the stale window in seconds) whose lease ends first.
+-- Locked, other nodes skip it; the registration is only read.
+SELECT t.id AS task_id, t.run_id, t.state, t.activity_attempt_id, t.activity_execution_id,
+       t.lease_owner
+  FROM workflow_tasks t
+  JOIN worker_registrations w ON w.namespace = t.namespace AND w.worker_id = t.lease_owner
+ WHERE t.state = 'leased' AND t.kind = 'activity'
+   AND t.updated_at <= now() - make_interval(secs => $1)
+   AND w.heartbeat_interval_seconds IS NOT NULL
+   AND w.last_heartbeat_at <= now() - make_interval(secs => $1)
+ ORDER BY t.lease_expires_at
+ LIMIT 1
+   FOR UPDATE OF t SKIP LOCKED;
+
+-- name: list_worker_activity_leases
+-- Deregistration: the activity tasks leased to this worker now (not locked). Leases it
+-- takes afterwards (a poll racing the deregistration) go when it is stale or they expire.
+SELECT id FROM workflow_tasks
+ WHERE namespace = $1 AND lease_owner = $2 AND state = 'leased' AND kind = 'activity'
+ ORDER BY lease_expires_at, id;
+
+-- name: claim_worker_activity_lease
+-- Deregistration: lock one activity task ($1) if it is still leased to this worker ($2, $3).
+-- The task is the first lock of its transaction, as in the other repairs; a call of the
+-- worker in flight on it is waited for (then the task has usually moved on: no row).
+SELECT id AS task_id, run_id, state, activity_attempt_id, activity_execution_id, lease_owner
+  FROM workflow_tasks
+ WHERE id = $1 AND namespace = $2 AND lease_owner = $3 AND state = 'leased' AND kind = 'activity'
+   FOR UPDATE;

@@ -234,7 +234,12 @@ def register_body(worker_id: str = "w1", **extra: Any) -> dict[str, Any]:
 # --- 1. registration, heartbeat, deregistration ----------------------------------------
 async def test_register_and_reregister_update_the_supported_types(h: Harness) -> None:
     body = await h.post("/api/worker/register", register_body(), 201)
-    assert strip(body) == {"worker_id": "w1", "registered": True, "heartbeat_interval_seconds": 60}
+    assert strip(body) == {
+        "worker_id": "w1",
+        "registered": True,
+        "heartbeat_interval_seconds": 15,  # a quarter of the stale window (60 s)
+        "stale_after_seconds": 60,
+    }
     await h.start("wf-b", workflow_type="b")
     assert await h.poll_wf("w1") is None  # registered for greeter only
     body = await h.post(
@@ -263,7 +268,8 @@ async def test_heartbeat(h: Harness) -> None:
     assert strip(body) == {
         "worker_id": "w1",
         "acknowledged": True,
-        "heartbeat_interval_seconds": 60,
+        "heartbeat_interval_seconds": 15,
+        "stale_after_seconds": 60,
     }
     body = await h.post(
         "/api/worker/heartbeat", {"worker_id": "ghost"}, 404, "worker_not_registered"
@@ -281,6 +287,7 @@ async def test_deregister_releases_leased_workflow_tasks(h: Harness) -> None:
         "worker_id": "w1",
         "outcome": "deregistered",
         "recovered_workflow_task_count": 1,
+        "recovered_activity_task_count": 0,
     }
     # Another worker gets the same task at once, with the next attempt.
     start = trio.current_time()
@@ -306,6 +313,7 @@ async def test_deregister_without_leases_recovers_nothing(h: Harness) -> None:
         "worker_id": "w1",
         "outcome": "deregistered",
         "recovered_workflow_task_count": 0,
+        "recovered_activity_task_count": 0,
     }
 
 

@@ -20,6 +20,24 @@ def test_defaults_match_reference_names() -> None:
     assert s.auth_backward_compatible is True
     assert s.database_url is None
     assert s.effective_worker_stale_after_s == 60
+    assert s.worker_heartbeat_interval_s == 15
+
+
+@pytest.mark.parametrize(
+    ("env", "stale_s", "cadence_s"),
+    [
+        ({"DW_WORKER_STALE_AFTER_SECONDS": "2"}, 2, 1),
+        ({"DW_WORKER_STALE_AFTER_SECONDS": "9"}, 9, 2),
+        ({"DW_WORKER_POLL_TIMEOUT": "50"}, 100, 25),
+        ({"DW_WORKER_STALE_AFTER_SECONDS": "3600"}, 3600, 60),
+    ],
+)
+def test_the_heartbeat_cadence_is_a_quarter_of_the_stale_window(
+    env: dict[str, str], stale_s: int, cadence_s: int
+) -> None:
+    """A live worker can miss three heartbeats before it counts as stale (lost leases)."""
+    s = Settings.from_env(env)
+    assert (s.effective_worker_stale_after_s, s.worker_heartbeat_interval_s) == (stale_s, cadence_s)
 
 
 def test_env_values_are_parsed_and_empty_means_unset() -> None:
@@ -101,6 +119,7 @@ def test_configuration_reference_lists_every_setting() -> None:
         {"DW_KEEP_ALIVE_TIMEOUT_SECONDS": "0"},
         {"DW_V2_UPDATE_WAIT_COMPLETION_TIMEOUT_SECONDS": "0"},
         {"DW_WORKER_POLL_TIMEOUT": "0"},
+        {"DW_WORKER_STALE_AFTER_SECONDS": "1"},
     ],
 )
 def test_values_that_would_stall_a_loop_or_every_call_are_refused(env: dict[str, str]) -> None:
