@@ -299,11 +299,6 @@ class Store:
         finally:
             _wait_limit.reset(token)
 
-    @property
-    def in_outage(self) -> bool:
-        """Whether callers are waiting for the database right now."""
-        return self._back is not None
-
     async def _call(self, mode: Mode, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         deadline: float | None = None
         probing: trio.Event | None = None
@@ -313,10 +308,12 @@ class Store:
                     return await trio_asyncio.aio_as_trio(self._attempt)(mode, op, *args, **kwargs)  # type: ignore[no-any-return]
                 except Interrupted as exc:
                     now = trio.current_time()
-                    if deadline is None:
-                        deadline = min(now + self.outage_wait_s, _wait_limit.get())
-                    if mode is Mode.PROBE or now >= deadline:
+                    if mode is Mode.PROBE or (deadline is not None and now >= deadline):
                         raise exc.error from exc.__cause__
+                    if deadline is None:
+                        # Often one dead connection among live ones: try a fresh one at once.
+                        deadline = min(now + self.outage_wait_s, _wait_limit.get())
+                        continue
                     if probing is None and self._back is None:
                         # The first to find the database gone probes for everyone.
                         probing = self._back = trio.Event()
