@@ -33,7 +33,9 @@ from typing import Any, Final
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from dwtrio import wire
 from dwtrio.errors import ExternalPayloadUnsupportedError, InvalidPayloadError
+from dwtrio.protocol.workflows import contains_nul
 
 __all__ = [
     "CODEC",
@@ -456,13 +458,19 @@ def to_json_view(value: Any) -> Any:
 
 
 def decode_for_view(blob: str | None) -> Any:
-    """The JSON view of a stored blob, or None when absent or undecodable (views never fail)."""
+    """The JSON view of a stored blob, or None when absent or undecodable (views never fail).
+
+    Nor is a value nested deeper than ``wire.MAX_JSON_DEPTH`` (blobs may nest up
+    to :data:`MAX_DEPTH`): views keep to the limit of request bodies, well inside
+    the ~254 levels ``orjson.dumps`` can write (past those, a 500).
+    """
     if blob is None:
         return None
     try:
-        return to_json_view(decode(blob))
+        value = decode(blob)
     except InvalidPayloadError:
         return None
+    return None if wire.too_deep(value) else to_json_view(value)
 
 
 def value_blob(value: Any, *, field: str = "result") -> str:
@@ -492,11 +500,15 @@ def plain_value(blob: str | None) -> Any:
 
     Clients decode ``result_envelope`` themselves when ``result`` is null, so a
     lossy view (bytes, an undecodable blob) must never stand in for the value.
+    Nor does a value that JSON responses and jsonb columns cannot hold: nested
+    deeper than ``wire.MAX_JSON_DEPTH``, or with a NUL character in a string.
     """
     if blob is None:
         return None
     try:
         value = decode(blob)
     except InvalidPayloadError:
+        return None
+    if wire.too_deep(value) or contains_nul(value):
         return None
     return value if to_json_view(value) == value else None

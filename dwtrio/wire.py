@@ -4,13 +4,23 @@ Request bodies are structured into attrs models with a private converter.
 Unknown request fields are ignored, as the control-plane contract requires
 (SDKs send fields newer than the server); type errors and attrs validator
 failures become a ``422 validation_failed`` with a field-path map.
+
+Two rules hold for every decoded request body, whatever route reads it (the
+request pipeline applies them, see ``http/pipeline.py``):
+
+* no more than :data:`MAX_JSON_DEPTH` nested arrays and objects, because
+  ``orjson.dumps`` (responses, and the store's jsonb codec) gives up near 255
+  levels: :func:`too_deep`;
+* no NUL character in any string or object key, because PostgreSQL text and
+  jsonb cannot hold one: :func:`nul_errors`. (Lone surrogates never get this
+  far: ``orjson.loads`` refuses them as malformed JSON.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import attrs
 import orjson
@@ -21,6 +31,14 @@ from cattrs.v import format_exception
 from dwtrio.errors import ValidationFailedError
 
 T = TypeVar("T")
+
+#: Most nested arrays and objects a request body may have (the body itself is level 1).
+#: SDK bodies use fewer than 10 (payloads travel as base64 strings); orjson can
+#: serialise about 254, so a value from a body fits in any response or jsonb
+#: column with room to spare. Deeper bodies get ``400 malformed_json``.
+MAX_JSON_DEPTH: Final = 64
+#: How many NUL-holding fields one 422 lists.
+_MAX_NUL_ERRORS: Final = 20
 
 converter = make_converter(forbid_extra_keys=False, detailed_validation=True)
 
@@ -107,6 +125,70 @@ def dumps(value: Any) -> bytes:
 
 def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``value`` (decoded JSON) nests more than ``limit`` arrays and objects.
+
+    One level at a time, with no Python recursion: about 3 us for an SDK
+    workflow-task completion, 1 us for a 1 MiB body that is one payload string,
+    and about one ``orjson.loads`` of the same bytes for a 1 MiB body made of
+    small objects (docs/architecture.md, "A request").
+    """
+    level = [value] if type(value) is dict or type(value) is list else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        below: list[Any] = []
+        for node in level:
+            below += [
+                child
+                for child in (node.values() if type(node) is dict else node)
+                if type(child) is dict or type(child) is list
+            ]
+        level = below
+    return False
+
+
+def nul_errors(value: Any, raw: bytes | None = None) -> dict[str, list[str]]:
+    """A 422 field map of the strings (and object keys) in ``value`` that hold a NUL.
+
+    Paths are dotted as in every 422 (``memo.tags.0``); a key holding NUL is
+    reported at its object's path (``body`` for the top level). With the ``raw``
+    JSON the value was decoded from, a body without the escape ``\\u0000`` (the
+    only way JSON can carry NUL) is passed without a walk: most bodies hold no
+    backslash at all, which one ``memchr`` tells.
+    """
+    if raw is not None and (b"\\" not in raw or b"\\u0000" not in raw):
+        return {}
+    errors: dict[str, list[str]] = {}
+
+    def refuse(path: str, message: str) -> None:
+        if len(errors) < _MAX_NUL_ERRORS:
+            where = path or "body"
+            errors.setdefault(where, []).append(message.format(where))
+
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                refuse(path, "The {} field may not contain NUL characters.")
+        elif isinstance(node, dict):
+            children: list[tuple[Any, str]] = []
+            for key, child in node.items():
+                if "\x00" in key:
+                    refuse(path, "The keys of the {} field may not contain NUL characters.")
+                    continue
+                children.append((child, f"{path}.{key}" if path else key))
+            stack.extend(reversed(children))  # reported in document order
+        elif isinstance(node, list):
+            stack.extend(
+                (node[i], f"{path}.{i}" if path else str(i)) for i in reversed(range(len(node)))
+            )
+    return errors
 
 
 def unstructure(value: Any) -> Any:

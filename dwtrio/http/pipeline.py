@@ -1,7 +1,10 @@
 """The request pipeline: gates before every handler, headers after.
 
 Gate order (first failure answers): body (413/415/400) -> authentication
-(500/401) -> role (403) -> version header (400) -> namespace (404) -> handler.
+(500/401) -> role (403) -> version header (400) -> namespace (404) -> strings
+(422) -> handler. The body gate also refuses JSON nested deeper than
+``wire.MAX_JSON_DEPTH`` (400 malformed_json); the strings gate refuses a body
+with NUL in any string or key (422 validation_failed, one entry per field path).
 The body is always read, even when nobody needs it, because an unread body
 can hang the next request on a keep-alive connection.
 
@@ -34,6 +37,7 @@ from dwtrio.errors import (
     UnsupportedControlPlaneVersionError,
     UnsupportedMediaTypeError,
     UnsupportedProtocolVersionError,
+    ValidationFailedError,
 )
 from dwtrio.http import control_envelope
 from dwtrio.http.auth import Principal, authenticate, role_allowed
@@ -65,7 +69,8 @@ def too_large(limit: int) -> PayloadTooLargeError:
 def decode_body(
     method: str, raw: bytes, declared: int | None, headers: Mapping[str, str]
 ) -> tuple[bool, Any]:
-    """Gate 1 (after the size check): media type and JSON syntax -> (has_body, json)."""
+    """Gate 1 (after the size check): media type, JSON syntax and nesting depth
+    -> (has_body, json)."""
     if not (method in BODY_METHODS and bool(raw or (declared or 0) > 0)):
         return False, None
     media = (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
@@ -79,11 +84,35 @@ def decode_body(
             accepted_content_types=ACCEPTED_CONTENT_TYPES,
         )
     try:
-        return True, wire.loads(raw)
+        value = wire.loads(raw)
     except ValueError as exc:
+        if str(exc).startswith("depth limit exceeded"):  # orjson's own limit (1024)
+            raise too_deep() from None
         raise MalformedJsonError(
             "The request body is not valid JSON.", json_error=str(exc)
         ) from None
+    if wire.too_deep(value):
+        raise too_deep()
+    return True, value
+
+
+def too_deep() -> MalformedJsonError:
+    limit = wire.MAX_JSON_DEPTH
+    return MalformedJsonError(
+        f"The request body nests arrays and objects deeper than {limit} levels.",
+        json_error=f"depth limit exceeded: more than {limit} nested arrays and objects",
+        max_depth=limit,
+    )
+
+
+def check_strings(raw: bytes, json: Any) -> None:
+    """No string or key of the body may hold NUL (PostgreSQL text and jsonb cannot).
+
+    Runs after the namespace gate, so it ranks with the handlers' own validation
+    (a 422 after 401/403/400/404), and covers every field, typed or free-form.
+    """
+    if errors := wire.nul_errors(json, raw):
+        raise ValidationFailedError(errors)
 
 
 def check_control_plane_version(headers: Mapping[str, str], *, required: bool) -> None:
@@ -182,6 +211,8 @@ async def admit(
             namespace=namespace,
             remediation="Create it with POST /api/namespaces or send an existing X-Namespace.",
         )
+    if has_body:
+        check_strings(raw, json)
     return Admitted(policy, has_body, json, principal, namespace)
 
 

@@ -250,13 +250,13 @@ OK = {"workflow_type": "greeter"}
         ({**OK, "input": {"codec": "avro", "blob": '["world"]'}}, "input.blob"),
         ({**OK, "input": {"codec": "avro", "blob": "wwHioz3/VYAiNwoKd29y"}}, "input.blob"),
         ({**OK, "input": [2**63]}, "input"),
-        # Postgres text and jsonb cannot hold NUL: a 422, never a 500
+        # Postgres text and jsonb cannot hold NUL: a 422 on the field's path, never a 500
         ({"workflow_type": "a\x00b"}, "workflow_type"),
         ({**OK, "task_queue": "q\x00"}, "task_queue"),
         ({**OK, "business_key": "\x00"}, "business_key"),
-        ({**OK, "memo": {"k": ["\x00"]}}, "memo"),
+        ({**OK, "memo": {"k": ["\x00"]}}, "memo.k.0"),
         ({**OK, "memo": {"\x00": 1}}, "memo"),
-        ({**OK, "search_attributes": {"Key": "\x00"}}, "search_attributes"),
+        ({**OK, "search_attributes": {"Key": "\x00"}}, "search_attributes.Key"),
     ],
 )
 async def test_start_validation_failures(

@@ -132,6 +132,10 @@ async def apply_upsert_memo(ctx: Completion, command: UpsertMemo, index: int) ->
         raise ValidationFailedError({field: ["The entries must be a non-empty map."]})
     if contains_nul(entries):
         raise ValidationFailedError({field: ["The entries may not contain NUL characters."]})
+    if wire.too_deep(entries):
+        raise ValidationFailedError(
+            {field: [f"The entries may not nest deeper than {wire.MAX_JSON_DEPTH} levels."]}
+        )
     if problems := memo_map_errors(entries):
         raise ValidationFailedError({field: problems})
     current: dict[str, Any] = await ctx.conn.fetchval(sql("get_run_memo"), ctx.run.id)
