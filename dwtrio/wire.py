@@ -127,14 +127,27 @@ def loads(data: bytes | str) -> Any:
     return orjson.loads(data)
 
 
-def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+#: Up to this size a body's brackets are counted before its tree is walked.
+_BRACKET_COUNT_MAX_BYTES = 64 * 1024
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH, raw: bytes | None = None) -> bool:
     """Whether ``value`` (decoded JSON) nests more than ``limit`` arrays and objects.
 
-    One level at a time, with no Python recursion: about 3 us for an SDK
-    workflow-task completion, 1 us for a 1 MiB body that is one payload string,
+    With the ``raw`` JSON, a small body with no more brackets than ``limit`` is
+    not walked at all (about 0.2 us). Otherwise one level at a time, with no
+    Python recursion: about 3 us for an SDK workflow-task completion, 1 us for a 1 MiB body that is one payload string,
     and about one ``orjson.loads`` of the same bytes for a 1 MiB body made of
     small objects (docs/architecture.md, "A request").
     """
+    # A small body with fewer brackets than levels allowed (counting those inside
+    # strings too) cannot nest too deep: cheaper than the walk for the usual body.
+    if (
+        raw is not None
+        and len(raw) <= _BRACKET_COUNT_MAX_BYTES
+        and raw.count(b"{") + raw.count(b"[") <= limit
+    ):
+        return False
     level = [value] if type(value) is dict or type(value) is list else []
     depth = 0
     while level:

@@ -91,7 +91,7 @@ def decode_body(
         raise MalformedJsonError(
             "The request body is not valid JSON.", json_error=str(exc)
         ) from None
-    if wire.too_deep(value):
+    if wire.too_deep(value, raw=raw):
         raise too_deep()
     return True, value
 
