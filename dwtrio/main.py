@@ -24,6 +24,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import socket
 from collections.abc import Iterator
@@ -212,8 +213,30 @@ def _exit_on_sigterm(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def raise_open_file_limit() -> None:
+    """Lift this process's soft open-file limit to its hard limit.
+
+    Every open connection (a parked long-poll is one) holds a descriptor, and
+    services often start with a soft limit of 1,024 below a far higher hard
+    one; Go's runtime lifts it the same way. DW_MAX_CONNECTIONS's default
+    follows the limit, so it rises with it. Server processes started for
+    DW_WORKERS inherit it.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+        return
+    log.info("open-file limit raised from %d to %d", soft, target)
+
+
 def run(settings: Settings) -> None:
     """`dwtrio serve`: run until SIGTERM/SIGINT, owning any embedded Postgres."""
+    raise_open_file_limit()
     # Until trio installs its own handler, SIGTERM unwinds normally (stopping an
     # embedded Postgres) instead of killing the process outright.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
