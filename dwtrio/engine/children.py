@@ -2,9 +2,12 @@
 
 A child is an ordinary instance and run plus a ``child_workflow_calls`` row
 linking it to the parent's step. The parent hears about the child only from
-:func:`on_run_closed`, which ``close_run`` calls for every closing run, so a
+:func:`tell_parent`, which ``close_run`` calls for every closing run, so a
 child's result reaches its parent whatever closed it (its own completion, a
-terminate, a timeout, a parent-close policy).
+terminate, a timeout, a parent-close policy). ``close_run`` also settles each
+open child of a closing run with :func:`apply_parent_close_policy` and closes
+the children that policy closes: the recursion lives in ``engine/closing.py``,
+which imports this module (never the other way round).
 
 Lock order: a closing child holds its run, then its call row, then the parent
 run; a closing parent holds its run, then its call rows, then each child run.
@@ -19,7 +22,6 @@ from typing import Any
 import attrs
 
 from dwtrio import payloads, wire
-from dwtrio.engine import closing
 from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.wakes import create_workflow_task, request_wake
 from dwtrio.protocol.commands import StartChildWorkflow
@@ -178,18 +180,10 @@ async def start_child(
     return events, task_id
 
 
-async def on_run_closed(
-    conn: Conn, run: LockedRun, outcome: Outcome, *, status: str, reason: str, output: str | None
-) -> None:
-    """A run closed: settle its parent link, then apply its children's parent-close policies."""
-    if reason != "continued":
-        await _tell_parent(conn, run, outcome, status, output)
-    await _apply_parent_close_policies(conn, run, outcome)
-
-
-async def _tell_parent(
+async def tell_parent(
     conn: Conn, run: LockedRun, outcome: Outcome, status: str, output: str | None
 ) -> None:
+    """A run closed (not continued as new): settle its parent link and tell the parent."""
     call = await conn.fetchrow(sql("lock_open_parent_call"), run.workflow_id, run.id)
     if call is None:
         return
@@ -245,33 +239,42 @@ async def _wake_parent(
     await request_wake(conn, parent, outcome)
 
 
-async def _apply_parent_close_policies(conn: Conn, parent: LockedRun, outcome: Outcome) -> None:
-    for call in await conn.fetch(sql("lock_open_child_calls"), parent.id):
-        policy = call["parent_close_policy"] or "abandon"
-        status = CLOSING_POLICIES.get(policy)
-        # Settle the link first, so the closing child does not report back to this parent.
-        await conn.execute(sql("close_child_call"), call["id"], status or "abandoned", policy)
-        if status is None:
-            continue
-        child = await runs.lock_run(conn, call["child_run_id"])
-        if child is None or not child.is_open:
-            continue
-        message = f"Parent workflow {parent.workflow_id} closed (parent_close_policy: {policy})."
-        event_type = "WorkflowTerminated" if status == "terminated" else "WorkflowCancelled"
-        await append_events(
-            conn,
-            child.id,
-            [
-                NewEvent(
-                    event_type=event_type,
-                    payload={"reason": message, "message": message, "closed_reason": status},
-                )
-            ],
-        )
-        # A separate outcome: closing the child clears its own wakes, not the parent's.
-        child_outcome = Outcome()
-        await closing.close_run(conn, child, child_outcome, status=status, reason=status)
-        outcome.wakes |= child_outcome.wakes
+async def lock_open_child_calls(conn: Conn, parent: LockedRun) -> list[Any]:
+    """The open child calls of a closing ``parent``, locked, in order."""
+    return list(await conn.fetch(sql("lock_open_child_calls"), parent.id))
+
+
+async def apply_parent_close_policy(
+    conn: Conn, parent: LockedRun, call: Any
+) -> tuple[LockedRun, str] | None:
+    """Settle one open child link of a closing ``parent`` by its parent-close policy.
+
+    Returns the child run the policy closes, locked and with its closing event
+    appended, and the status to close it with; the caller closes it
+    (``close_run``). None when the policy abandons the child or it is already closed.
+    """
+    policy = call["parent_close_policy"] or "abandon"
+    status = CLOSING_POLICIES.get(policy)
+    # Settle the link first, so the closing child does not report back to this parent.
+    await conn.execute(sql("close_child_call"), call["id"], status or "abandoned", policy)
+    if status is None:
+        return None
+    child = await runs.lock_run(conn, call["child_run_id"])
+    if child is None or not child.is_open:
+        return None
+    message = f"Parent workflow {parent.workflow_id} closed (parent_close_policy: {policy})."
+    event_type = "WorkflowTerminated" if status == "terminated" else "WorkflowCancelled"
+    await append_events(
+        conn,
+        child.id,
+        [
+            NewEvent(
+                event_type=event_type,
+                payload={"reason": message, "message": message, "closed_reason": status},
+            )
+        ],
+    )
+    return child, status
 
 
 async def follow_continued_run(
