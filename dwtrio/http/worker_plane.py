@@ -5,8 +5,8 @@ and hold most of its open connections (thousands of parked long-polls), so
 their routes skip Quart's request machinery: no request context, no
 werkzeug request and response objects, no request nursery, and one Trio task
 per request instead of three. A parked poll watches for its client going away
-in that same task (``Wakeup.wait``). See docs/performance.md for what it
-saves.
+in that same task (``Wakeup.wait``). See docs/perf/history.md (third pass) for
+what it saves.
 
 Everything else (control plane, discovery, probes, unknown paths) goes to the
 Quart app. Both sides run the same gates (``pipeline.admit``), in the same
