@@ -103,7 +103,9 @@ async def run_bootstrap(settings: Settings, dsn: str) -> BootstrapReport:
         return await bootstrap(settings, dsn)
 
 
-async def _watch_signals(stop: trio.Event, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def _watch_signals(
+    stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         task_status.started()
         async for signum in signals:
@@ -138,7 +140,7 @@ async def serve(
     sockets: Sockets | None = None,
     handle_signals: bool = False,
     bootstrap_first: bool | None = None,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``stop`` is set (or a signal arrives); reports the bound URLs when listening.
 
@@ -178,7 +180,10 @@ async def serve(
 
                     async with trio.open_nursery() as nursery:  # the supervisor nursery
 
-                        async def run_http(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                        async def run_http(
+                            *,
+                            task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+                        ) -> None:
                             try:
                                 await serve_http(
                                     wrap_app(app, 0, "asgi"),

@@ -3,8 +3,8 @@
 Each loop is ``async def run_<name>_loop(rt, *, task_status)`` and reports
 readiness with ``task_status.started()``; ``start_all`` starts them in a fixed
 order with ``nursery.start`` so a loop that fails while starting fails the
-server's startup. The loops themselves arrive with the features that need them
-(timers and schedules arrive with their features).
+server's startup. The periodic ones (task repair, timers, timeouts) run their
+ticks through ``background.periodic.run_periodically``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from dwtrio.runtime import Runtime
 Loop = Callable[..., Awaitable[Any]]
 
 
-async def run_wake_bus(rt: Runtime, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def run_wake_bus(
+    rt: Runtime, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     """The wake bus's own tasks (Redis publisher and subscriber; nothing for the local bus)."""
     await rt.wakes.run(task_status=task_status)
 

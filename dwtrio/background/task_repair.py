@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from dwtrio.background.periodic import RUN_AGAIN_NOW, run_periodically
 from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.repair import (
     REPAIR_BATCH,
@@ -29,7 +30,6 @@ from dwtrio.engine.repair import (
     recover_next_lost_worker_activity_lease,
     release_lost_worker_workflow_tasks,
 )
-from dwtrio.errors import RetryableStoreError, StoreUnavailableError
 from dwtrio.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -60,25 +60,24 @@ async def _activities(
     return REPAIR_BATCH
 
 
-async def run_task_repair_loop(rt: Runtime, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    task_status.started()
-    while True:
-        try:
-            repaired = await repair_once(rt)
-            if repaired:
-                log.info(
-                    "task repair: %d leases of expired or lost workers redispatched",
-                    repaired,
-                    extra={"action": "task_repair"},
-                )
-            if repaired >= REPAIR_BATCH:
-                continue  # more to do right away
-        except (StoreUnavailableError, RetryableStoreError) as exc:
-            log.warning(
-                "task repair: store unavailable (%s)", exc, extra={"action": "task_repair_backoff"}
+async def run_task_repair_loop(
+    rt: Runtime, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async def tick() -> float | None:
+        repaired = await repair_once(rt)
+        if repaired:
+            log.info(
+                "task repair: %d leases of expired or lost workers redispatched",
+                repaired,
+                extra={"action": "task_repair"},
             )
-        except Exception:
-            # A bug or one malformed row must not stop the server (this loop runs in
-            # the supervisor nursery): log it and try again next tick.
-            log.exception("task repair: tick failed", extra={"action": "task_repair_error"})
-        await trio.sleep(rt.settings.task_repair_interval_s)
+        return RUN_AGAIN_NOW if repaired >= REPAIR_BATCH else None
+
+    await run_periodically(
+        "task repair",
+        tick,
+        interval_s=rt.settings.task_repair_interval_s,
+        action="task_repair",
+        log=log,
+        task_status=task_status,
+    )

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
 
+from dwtrio.background.periodic import run_periodically
 from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.timeouts import fire_next_activity_timeout, fire_next_run_timeout
-from dwtrio.errors import RetryableStoreError, StoreUnavailableError
 from dwtrio.runtime import Runtime
 from dwtrio.store.pool import Conn
 
@@ -41,19 +40,19 @@ async def check_once(rt: Runtime) -> int:
     return await _drain(rt, fire_next_run_timeout) + await _drain(rt, fire_next_activity_timeout)
 
 
-async def run_timeouts_loop(rt: Runtime, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    task_status.started()
-    while True:
-        try:
-            handled = await check_once(rt)
-            if handled:
-                log.info("timeouts: %d deadlines enforced", handled, extra={"action": "timeouts"})
-        except (StoreUnavailableError, RetryableStoreError) as exc:
-            log.warning(
-                "timeouts: store unavailable (%s)", exc, extra={"action": "timeouts_backoff"}
-            )
-        except Exception:
-            # A bug or one malformed row must not stop the server (this loop runs in
-            # the supervisor nursery): log it and try again next tick.
-            log.exception("timeouts: tick failed", extra={"action": "timeouts_error"})
-        await trio.sleep(rt.settings.timeout_check_interval_s)
+async def run_timeouts_loop(
+    rt: Runtime, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async def tick() -> None:
+        handled = await check_once(rt)
+        if handled:
+            log.info("timeouts: %d deadlines enforced", handled, extra={"action": "timeouts"})
+
+    await run_periodically(
+        "timeouts",
+        tick,
+        interval_s=rt.settings.timeout_check_interval_s,
+        action="timeouts",
+        log=log,
+        task_status=task_status,
+    )

@@ -14,12 +14,11 @@ node fires), and a timer armed in this process nudges it awake at once.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import trio
 
+from dwtrio.background.periodic import RUN_AGAIN_NOW, run_periodically
 from dwtrio.engine.timers import fire_due
-from dwtrio.errors import RetryableStoreError, StoreUnavailableError
 from dwtrio.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -30,22 +29,26 @@ TIMER_BATCH = 200
 MIN_SLEEP_S = 0.01
 
 
-async def run_timer_loop(rt: Runtime, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def run_timer_loop(
+    rt: Runtime, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     interval_s = rt.settings.timer_poll_interval_ms / 1000
-    task_status.started()
-    while True:
-        sleep_s = interval_s
-        try:
-            outcome, settled, next_due_s = await rt.store.transaction(fire_due, TIMER_BATCH)
-            rt.publish_wakes(outcome.wakes)
-            if settled >= TIMER_BATCH:
-                continue  # more are due right away
-            if next_due_s is not None:
-                sleep_s = min(interval_s, max(next_due_s, MIN_SLEEP_S))
-        except (StoreUnavailableError, RetryableStoreError) as exc:
-            log.warning("timers: store unavailable (%s)", exc, extra={"action": "timer_backoff"})
-        except Exception:
-            # A bug or one malformed row must not stop the server (this loop runs in
-            # the supervisor nursery): log it and try again next tick.
-            log.exception("timers: tick failed", extra={"action": "timer_error"})
-        await rt.timer_nudge.sleep(sleep_s)
+
+    async def tick() -> float | None:
+        outcome, settled, next_due_s = await rt.store.transaction(fire_due, TIMER_BATCH)
+        rt.publish_wakes(outcome.wakes)
+        if settled >= TIMER_BATCH:
+            return RUN_AGAIN_NOW  # more are due right away
+        if next_due_s is None:
+            return None
+        return min(interval_s, max(next_due_s, MIN_SLEEP_S))
+
+    await run_periodically(
+        "timers",
+        tick,
+        interval_s=interval_s,
+        action="timer",
+        log=log,
+        sleep=rt.timer_nudge.sleep,
+        task_status=task_status,
+    )
