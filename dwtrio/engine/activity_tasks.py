@@ -34,24 +34,24 @@ from dwtrio.protocol.worker import (
     FailActivityTask,
     HeartbeatActivityTask,
 )
-from dwtrio.store import runs
+from dwtrio.store import activities, runs, tasks
+from dwtrio.store.activities import ActivityExecution, ClaimedActivity, LockedActivityCall
 from dwtrio.store.history import NewEvent, append_events
 from dwtrio.store.pool import Conn
-from dwtrio.store.queries import sql
 from dwtrio.store.runs import LockedRun
 
 TERMINAL_STATUSES = ("completed", "failed", "timed_out", "cancelled")
 
 
-def step_fields(execution: Any) -> dict[str, Any]:
+def step_fields(execution: ActivityExecution) -> dict[str, Any]:
     """Fields every event of an activity step repeats (sequence, type, parallel metadata)."""
     fields: dict[str, Any] = {
-        "sequence": execution["sequence"],
-        "activity_type": execution["activity_type"],
-        "activity_class": execution["activity_type"],
-        "activity_execution_id": execution["id"],
+        "sequence": execution.sequence,
+        "activity_type": execution.activity_type,
+        "activity_class": execution.activity_type,
+        "activity_execution_id": execution.id,
     }
-    fields.update(execution["parallel"] or {})
+    fields.update(execution.parallel or {})
     return fields
 
 
@@ -67,23 +67,20 @@ async def schedule(
     execution_id = new_id()
     queue = command.queue or run.task_queue
     task_id = new_id()
-    await conn.execute(
-        sql("schedule_activity"),
-        execution_id,
-        run.id,
-        run.workflow_id,
-        run.namespace,
-        seq,
-        command.activity_type,
-        queue,
-        arguments,
-        command.retry_policy,
-        command.timeouts,
-        command.parallel or None,
-        command.timeouts.get("schedule_to_start_timeout"),
-        command.timeouts.get("schedule_to_close_timeout"),
-        task_id,
-        run.workflow_type,
+    await activities.schedule_activity(
+        conn,
+        execution_id=execution_id,
+        task_id=task_id,
+        run=run,
+        sequence=seq,
+        activity_type=command.activity_type,
+        task_queue=queue,
+        arguments=arguments,
+        retry_policy=command.retry_policy,
+        options=command.timeouts,
+        parallel=command.parallel or None,
+        schedule_to_start_s=command.timeouts.get("schedule_to_start_timeout"),
+        schedule_to_close_s=command.timeouts.get("schedule_to_close_timeout"),
     )
     outcome.wake(run.namespace, queue, "activity")
     payload: dict[str, Any] = {
@@ -107,31 +104,33 @@ class ClaimParams:
     default_lease_s: int
 
 
-def _task_body(
-    claimed: Any, execution: Any, attempt_id: str, attempt_number: int, queue: str
-) -> dict[str, Any]:
+def _task_body(claimed: ClaimedActivity, queue: str) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "task_id": claimed["id"],
-        "workflow_id": execution["workflow_id"],
-        "run_id": execution["run_id"],
-        "activity_execution_id": execution["id"],
-        "activity_attempt_id": attempt_id,
-        "attempt_number": attempt_number,
-        "activity_type": execution["activity_type"],
+        "task_id": claimed.task_id,
+        "workflow_id": claimed.workflow_id,
+        "run_id": claimed.run_id,
+        "activity_execution_id": claimed.execution_id,
+        "activity_attempt_id": claimed.activity_attempt_id,
+        "attempt_number": claimed.attempt_number,
+        "activity_type": claimed.activity_type,
         "payload_codec": "avro",
         "arguments": None
-        if execution["arguments"] is None
-        else {"codec": "avro", "blob": execution["arguments"]},
+        if claimed.arguments is None
+        else {"codec": "avro", "blob": claimed.arguments},
         "task_queue": queue,
-        "lease_owner": claimed["lease_owner"],
-        "lease_expires_at": wire.iso_z(claimed["lease_expires_at"]),
+        "lease_owner": claimed.lease_owner,
+        "lease_expires_at": wire.iso_z(claimed.lease_expires_at),
     }
-    if execution["retry_policy"] is not None:
-        body["retry_policy"] = execution["retry_policy"]
+    if claimed.retry_policy is not None:
+        body["retry_policy"] = claimed.retry_policy
     deadlines = {
-        kind: wire.iso_z(execution[f"{kind}_deadline_at"])
-        for kind in ("start_to_close", "schedule_to_close", "heartbeat")
-        if execution[f"{kind}_deadline_at"] is not None
+        kind: wire.iso_z(at)
+        for kind, at in (
+            ("start_to_close", claimed.start_to_close_deadline_at),
+            ("schedule_to_close", claimed.schedule_to_close_deadline_at),
+            ("heartbeat", claimed.heartbeat_deadline_at),
+        )
+        if at is not None
     }
     if deadlines:
         body["deadlines"] = deadlines
@@ -147,74 +146,53 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
     leaves a lease that expires and is repaired).
     """
     if replay_poll and params.poll_request_id:
-        again = await conn.fetchrow(
-            sql("find_polled_task"),
-            params.worker_id,
-            params.poll_request_id,
-            "activity",
-            params.namespace,
-            params.task_queue,
+        again = await activities.find_polled_activity_task(
+            conn,
+            worker_id=params.worker_id,
+            poll_request_id=params.poll_request_id,
+            namespace=params.namespace,
+            task_queue=params.task_queue,
         )
-        if again is not None and again["activity_attempt_id"] is not None:
-            attempt = await conn.fetchrow(sql("get_activity_attempt"), again["activity_attempt_id"])
-            execution = await conn.fetchrow(
-                sql("lock_activity_execution"), attempt["activity_execution_id"]
-            )
-            return _task_body(
-                again, execution, attempt["id"], attempt["attempt_number"], params.task_queue
-            )
+        if again is not None:
+            return _task_body(again, params.task_queue)
     while True:
-        attempt_id = new_id()
-        row = await conn.fetchrow(
-            sql("claim_activity_task"),
-            params.namespace,
-            params.task_queue,
-            params.worker_id,
-            params.poll_request_id,
-            list(params.activity_types),
-            params.default_lease_s,
-            attempt_id,
-            new_id(),
+        claimed = await activities.claim_activity_task(
+            conn,
+            namespace=params.namespace,
+            task_queue=params.task_queue,
+            worker_id=params.worker_id,
+            poll_request_id=params.poll_request_id,
+            activity_types=params.activity_types,
+            default_lease_s=params.default_lease_s,
+            attempt_id=new_id(),
+            event_id=new_id(),
         )
-        if row is None:
+        if claimed is None:
             return None
-        claimed = {
-            "id": row["task_id"],
-            "lease_owner": row["lease_owner"],
-            "lease_expires_at": row["lease_expires_at"],
-        }
-        execution = {
-            "id": row["execution_id"],
-            "run_id": row["run_id"],
-            "workflow_id": row["workflow_id"],
-            "sequence": row["sequence"],
-            "activity_type": row["activity_type"],
-            "arguments": row["arguments"],
-            "retry_policy": row["retry_policy"],
-            "parallel": row["parallel"],
-            "start_to_close_deadline_at": row["start_to_close_deadline_at"],
-            "schedule_to_close_deadline_at": row["schedule_to_close_deadline_at"],
-            "heartbeat_deadline_at": row["heartbeat_deadline_at"],
-        }
-        if not row["run_open"]:
+        if not claimed.run_open:
             # The run closed after scheduling: this work can never be used.
-            await conn.execute(
-                sql("cancel_claimed_activity"), attempt_id, execution["id"], claimed["id"]
+            await activities.cancel_claimed_activity(
+                conn,
+                attempt_id=claimed.activity_attempt_id,
+                execution_id=claimed.execution_id,
+                task_id=claimed.task_id,
             )
             continue
-        return _task_body(claimed, execution, attempt_id, row["attempt_number"], params.task_queue)
+        return _task_body(claimed, params.task_queue)
 
 
 async def release(conn: Conn, task: dict[str, Any]) -> tuple[str, str, str] | None:
     """Undo an undeliverable lease: the attempt is expired and the task is ready again."""
-    await conn.execute(sql("expire_activity_attempt"), task["activity_attempt_id"])
-    row = await conn.fetchrow(
-        sql("release_task"), task["task_id"], task["attempt_number"], task["lease_owner"]
+    await activities.expire_activity_attempt(conn, task["activity_attempt_id"])
+    queue = await tasks.release_task(
+        conn, task["task_id"], attempt=task["attempt_number"], lease_owner=task["lease_owner"]
     )
-    if row is None:
+    if queue is None:
         return None
-    await conn.execute(sql("set_task_attempt"), task["task_id"], None, task["attempt_number"])
-    return (row["namespace"], row["task_queue"], row["kind"])
+    await activities.set_task_attempt(
+        conn, task["task_id"], activity_attempt_id=None, attempt=task["attempt_number"]
+    )
+    return queue
 
 
 async def release_polled(conn: Conn, params: ClaimParams) -> tuple[str, str, str] | None:
@@ -223,88 +201,77 @@ async def release_polled(conn: Conn, params: ClaimParams) -> tuple[str, str, str
     the poll's ``poll_request_id``; returns the queue to wake."""
     if not params.poll_request_id:
         return None
-    row = await conn.fetchrow(
-        sql("find_polled_task"),
-        params.worker_id,
-        params.poll_request_id,
-        "activity",
-        params.namespace,
-        params.task_queue,
+    held = await activities.find_polled_activity_task(
+        conn,
+        worker_id=params.worker_id,
+        poll_request_id=params.poll_request_id,
+        namespace=params.namespace,
+        task_queue=params.task_queue,
     )
-    if row is None or row["activity_attempt_id"] is None:
+    if held is None:
         return None
-    attempt = await conn.fetchrow(sql("get_activity_attempt"), row["activity_attempt_id"])
     task = {
-        "task_id": row["id"],
-        "activity_attempt_id": row["activity_attempt_id"],
-        "attempt_number": attempt["attempt_number"],
-        "lease_owner": row["lease_owner"],
+        "task_id": held.task_id,
+        "activity_attempt_id": held.activity_attempt_id,
+        "attempt_number": held.attempt_number,
+        "lease_owner": held.lease_owner,
     }
     return await release(conn, task)
 
 
 # --- fencing -------------------------------------------------------------------------
-@attrs.frozen(kw_only=True)
-class FencedAttempt:
-    #: The locked task joined with the caller's attempt (``attempt_*`` columns).
-    task: Any
-    execution: Any
-    run: LockedRun
-
-
 async def fence(
     conn: Conn, namespace: str, task_id: str, lease: ActivityAttemptLease
-) -> FencedAttempt:
+) -> LockedActivityCall:
     """Lock the task, its run and its execution (one statement) and check the caller's
     attempt is the task's current one, on an open run."""
     fields = {"task_id": task_id, "activity_attempt_id": lease.activity_attempt_id}
-    task = await conn.fetchrow(
-        sql("lock_activity_call"), task_id, lease.activity_attempt_id, namespace
+    call = await activities.lock_activity_call(
+        conn, task_id=task_id, attempt_id=lease.activity_attempt_id, namespace=namespace
     )
-    if task is None:
+    if call is None:
         raise TaskNotFoundError("Activity task not found.", **fields)
-    if task["attempt_id"] is None:
+    if call.attempt_id is None:
         raise AttemptNotFoundError("Activity attempt not found.", **fields)
-    if task["attempt_task_id"] != task_id:
+    if call.attempt_task_id != task_id:
         raise TaskMismatchError("The activity attempt does not belong to this task.", **fields)
-    if task["attempt_lease_owner"] != lease.lease_owner:
+    if call.attempt_lease_owner != lease.lease_owner:
         raise LeaseOwnerMismatchError(
             "Activity attempt is owned by another worker.",
-            lease_owner=task["attempt_lease_owner"],
+            lease_owner=call.attempt_lease_owner,
             **fields,
         )
     # A task cancelled under a running attempt means its run closed: answer run_closed.
     if (
-        task["attempt_status"] != "running"
-        or task["state"] not in ("leased", "cancelled")
-        or task["activity_attempt_id"] != lease.activity_attempt_id
+        call.attempt_status != "running"
+        or call.state not in ("leased", "cancelled")
+        or call.activity_attempt_id != lease.activity_attempt_id
     ):
         raise StaleAttemptError("The activity attempt is no longer current.", **fields)
-    run = runs.joined_run(task)
-    if not run.is_open:
+    if not call.run.is_open:
         raise RunClosedError(
             "The workflow run is closed.",
-            run_status=run.status,
+            run_status=call.run.status,
             cancel_requested=True,
             can_continue=False,
             **fields,
         )
-    if task["state"] != "leased":
+    if call.state != "leased":
         raise StaleAttemptError("The activity attempt is no longer current.", **fields)
-    execution = {key[5:]: value for key, value in task.items() if key.startswith("exec_")}
-    return FencedAttempt(task=task, execution=execution, run=run)
+    return call
 
 
 async def wake_after_settling(
-    conn: Conn, run: LockedRun, execution: Any, outcome: Outcome
+    conn: Conn, run: LockedRun, parallel: dict[str, Any] | None, outcome: Outcome
 ) -> str | None:
-    """Wake the workflow unless the step is in a parallel group that is still running."""
-    parallel = execution["parallel"] or {}
+    """Wake the workflow unless the step (its ``parallel`` metadata) is in a parallel group
+    that is still running."""
+    parallel = parallel or {}
     path = parallel.get("parallel_group_path") or []
     outer = path[0] if path else (parallel if "parallel_group_base_sequence" in parallel else None)
     if outer is not None:
         base, size = outer["parallel_group_base_sequence"], outer["parallel_group_size"]
-        settled = await conn.fetchval(sql("count_settled_steps"), run.id, base, base + size - 1)
+        settled = await runs.count_settled_steps(conn, run.id, first=base, last=base + size - 1)
         if settled < size:
             return None
     return await request_wake(conn, run, outcome)
@@ -317,22 +284,22 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteActivi
     payload = {
         **step_fields(fenced.execution),
         "activity_attempt_id": req.activity_attempt_id,
-        "attempt_number": fenced.task["attempt_number"],
+        "attempt_number": fenced.attempt_number,
         "result": result,
         "payload_codec": "avro",
     }
-    await conn.execute(
-        sql("complete_activity"),
-        req.activity_attempt_id,
-        fenced.execution["id"],
-        result,
-        task_id,
-        fenced.run.id,
-        new_id(),
-        payload,
+    await activities.complete_activity(
+        conn,
+        attempt_id=req.activity_attempt_id,
+        execution_id=fenced.execution.id,
+        result=result,
+        task_id=task_id,
+        run_id=fenced.run.id,
+        event_id=new_id(),
+        payload=payload,
     )
     outcome = Outcome()
-    next_task = await wake_after_settling(conn, fenced.run, fenced.execution, outcome)
+    next_task = await wake_after_settling(conn, fenced.run, fenced.execution.parallel, outcome)
     outcome.body = {
         "task_id": task_id,
         "activity_attempt_id": req.activity_attempt_id,
@@ -347,7 +314,7 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteActivi
 async def schedule_retry(
     conn: Conn,
     run: LockedRun,
-    execution: Any,
+    execution: ActivityExecution,
     task_id: str,
     attempt_number: int,
     backoff_s: int,
@@ -357,9 +324,9 @@ async def schedule_retry(
     """Make the activity's task ready again after ``backoff_s`` and record
     ActivityRetryScheduled (the ended attempt's ``attempt_fields`` plus the policy); a
     retry due at once wakes the activity pollers. Returns when the retry is due."""
-    policy = execution["retry_policy"] or {}
-    available_at: datetime = await conn.fetchval(
-        sql("schedule_activity_retry"), task_id, execution["id"], backoff_s
+    policy = execution.retry_policy or {}
+    available_at = await activities.schedule_activity_retry(
+        conn, task_id=task_id, execution_id=execution.id, backoff_s=backoff_s
     )
     retry = {
         **attempt_fields,
@@ -373,13 +340,15 @@ async def schedule_retry(
         conn, run.id, [NewEvent(event_type="ActivityRetryScheduled", payload=retry)]
     )
     if backoff_s == 0:
-        outcome.wake(run.namespace, execution["task_queue"], "activity")
+        outcome.wake(run.namespace, execution.task_queue, "activity")
     return available_at
 
 
-def retry_decision(execution: Any, attempt_number: int, failure: dict[str, Any]) -> int | None:
+def retry_decision(
+    execution: ActivityExecution, attempt_number: int, failure: dict[str, Any]
+) -> int | None:
     """Seconds until the next attempt, or None when this failure is final."""
-    policy = execution["retry_policy"] or {}
+    policy = execution.retry_policy or {}
     if failure.get("non_retryable") is True:
         return None
     excluded = set(policy.get("non_retryable_error_types") or ())
@@ -394,7 +363,8 @@ def retry_decision(execution: Any, attempt_number: int, failure: dict[str, Any])
 async def fail(conn: Conn, namespace: str, task_id: str, req: FailActivityTask) -> Outcome:
     fenced = await fence(conn, namespace, task_id, req)
     failure = req.failure
-    attempt_number = fenced.task["attempt_number"]
+    attempt_number = fenced.attempt_number
+    assert attempt_number is not None  # the fence found the attempt
     message = (
         failure.get("message") if isinstance(failure.get("message"), str) else "activity failed"
     )
@@ -408,7 +378,9 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailActivityTask) 
     }
     if "code" in failure:
         common["code"] = failure["code"]
-    await conn.execute(sql("close_activity_attempt"), req.activity_attempt_id, "failed", failure)
+    await activities.close_activity_attempt(
+        conn, req.activity_attempt_id, status="failed", failure=failure
+    )
     outcome = Outcome()
     backoff_s = retry_decision(fenced.execution, attempt_number, failure)
     if backoff_s is not None:
@@ -445,12 +417,12 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailActivityTask) 
     }
     if "details" in failure:
         final["details"] = failure["details"]
-    await conn.execute(
-        sql("close_activity_execution"), fenced.execution["id"], "failed", None, failure
+    await activities.close_activity_execution(
+        conn, fenced.execution.id, status="failed", result=None, failure=failure
     )
     await append_events(conn, fenced.run.id, [NewEvent(event_type="ActivityFailed", payload=final)])
-    await conn.execute(sql("complete_task"), task_id, None)
-    next_task = await wake_after_settling(conn, fenced.run, fenced.execution, outcome)
+    await tasks.complete_task(conn, task_id, receipt=None)
+    next_task = await wake_after_settling(conn, fenced.run, fenced.execution.parallel, outcome)
     outcome.body = {
         "task_id": task_id,
         "activity_attempt_id": req.activity_attempt_id,
@@ -483,25 +455,25 @@ async def heartbeat(
             "run_status": exc.fields.get("run_status"),
             "heartbeat_recorded": False,
         }
-    options = fenced.execution["options"] or {}
+    options = fenced.execution.options or {}
     lease_s = int(options.get("start_to_close_timeout") or default_lease_s)
-    expires = await conn.fetchval(sql("extend_task_lease"), task_id, lease_s)
+    expires = await tasks.extend_task_lease(conn, task_id, lease_s=lease_s)
     details = (
         req.details
         if isinstance(req.details, dict)
         else ({"value": req.details} if req.details is not None else None)
     )
-    row = await conn.fetchrow(
-        sql("record_activity_heartbeat"), fenced.execution["id"], req.activity_attempt_id, details
+    beat = await activities.record_activity_heartbeat(
+        conn, execution_id=fenced.execution.id, attempt_id=req.activity_attempt_id, details=details
     )
     return {
         "task_id": task_id,
         "activity_attempt_id": req.activity_attempt_id,
         "lease_owner": req.lease_owner,
-        "cancel_requested": bool(row["cancel_requested"]),
+        "cancel_requested": bool(beat.cancel_requested),
         "can_continue": True,
         "reason": None,
         "heartbeat_recorded": True,
         "lease_expires_at": wire.iso_z(expires),
-        "last_heartbeat_at": wire.iso_z(row["last_heartbeat_at"]),
+        "last_heartbeat_at": wire.iso_z(beat.last_heartbeat_at),
     }

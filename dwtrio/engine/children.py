@@ -26,11 +26,11 @@ from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.wakes import create_workflow_task, request_wake
 from dwtrio.protocol.commands import StartChildWorkflow
 from dwtrio.protocol.ids import new_id
-from dwtrio.store import runs
+from dwtrio.store import children, history, runs
 from dwtrio.store import workflows as store
+from dwtrio.store.children import ChildCall, ParentCall
 from dwtrio.store.history import NewEvent, append_events
 from dwtrio.store.pool import Conn
-from dwtrio.store.queries import sql
 from dwtrio.store.runs import LockedRun
 
 #: The parent event for each closed child status.
@@ -48,13 +48,13 @@ CLOSING_POLICIES = {
 }
 
 
-def _child_ids(call: Any) -> dict[str, Any]:
+def _child_ids(call: ParentCall) -> dict[str, Any]:
     return {
-        "sequence": call["sequence"],
-        "child_call_id": call["id"],
-        "child_workflow_instance_id": call["child_workflow_id"],
-        "child_workflow_run_id": call["child_run_id"],
-        "child_workflow_type": call["child_workflow_type"],
+        "sequence": call.sequence,
+        "child_call_id": call.id,
+        "child_workflow_instance_id": call.child_workflow_id,
+        "child_workflow_run_id": call.child_run_id,
+        "child_workflow_type": call.child_workflow_type,
     }
 
 
@@ -136,21 +136,21 @@ async def start_child(
         )
         if v is not None
     }
-    await conn.execute(
-        sql("insert_child_call"),
-        call_id,
-        parent.id,
-        parent.workflow_id,
-        seq,
-        workflow_id,
-        run_id,
-        command.workflow_type,
-        queue,
-        command.parent_close_policy,
-        command.cancellation_policy,
-        timeouts or None,
-        command.parallel or None,
-        arguments,
+    await children.insert_child_call(
+        conn,
+        id=call_id,
+        parent_run_id=parent.id,
+        parent_workflow_id=parent.workflow_id,
+        sequence=seq,
+        child_workflow_id=workflow_id,
+        child_run_id=run_id,
+        child_workflow_type=command.workflow_type,
+        task_queue=queue,
+        parent_close_policy=command.parent_close_policy,
+        cancellation_policy=command.cancellation_policy,
+        timeout_policy=timeouts or None,
+        parallel=command.parallel or None,
+        arguments=arguments,
     )
     ids = {
         "sequence": seq,
@@ -184,14 +184,16 @@ async def tell_parent(
     conn: Conn, run: LockedRun, outcome: Outcome, status: str, output: str | None
 ) -> None:
     """A run closed (not continued as new): settle its parent link and tell the parent."""
-    call = await conn.fetchrow(sql("lock_open_parent_call"), run.workflow_id, run.id)
+    call = await children.lock_open_parent_call(
+        conn, child_workflow_id=run.workflow_id, child_run_id=run.id
+    )
     if call is None:
         return
-    await conn.execute(sql("close_child_call"), call["id"], status, status)
-    parent = await runs.lock_run(conn, call["parent_run_id"])
+    await children.close_child_call(conn, call.id, status=status, reason=status)
+    parent = await runs.lock_run(conn, call.parent_run_id)
     if parent is None or not parent.is_open:
         return
-    payload: dict[str, Any] = {**_child_ids(call), **(call["parallel"] or {})}
+    payload: dict[str, Any] = {**_child_ids(call), **(call.parallel or {})}
     payload["child_status"] = status
     if status == "completed":
         payload.update(output=output, payload_codec=payloads.CODEC)
@@ -200,13 +202,12 @@ async def tell_parent(
     await append_events(
         conn, parent.id, [NewEvent(event_type=CHILD_EVENTS[status], payload=payload)]
     )
-    await _wake_parent(conn, parent, call["parallel"] or {}, outcome)
+    await _wake_parent(conn, parent, call.parallel or {}, outcome)
 
 
 async def _failure_details(conn: Conn, run_id: str, status: str) -> dict[str, Any]:
     """Why the child closed, from its closing event (written before the close, or a default)."""
-    row = await conn.fetchrow(sql("last_closing_event"), run_id)
-    closing_payload: dict[str, Any] = dict(row["payload"]) if row is not None else {}
+    closing_payload = dict(await history.last_closing_payload(conn, run_id) or {})
     exception = closing_payload.get("exception")
     message = (
         closing_payload.get("message")
@@ -233,19 +234,19 @@ async def _wake_parent(
     outer = path[0] if path else (parallel if "parallel_group_base_sequence" in parallel else None)
     if outer is not None:
         base, size = outer["parallel_group_base_sequence"], outer["parallel_group_size"]
-        settled = await conn.fetchval(sql("count_settled_steps"), parent.id, base, base + size - 1)
+        settled = await runs.count_settled_steps(conn, parent.id, first=base, last=base + size - 1)
         if settled < size:
             return
     await request_wake(conn, parent, outcome)
 
 
-async def lock_open_child_calls(conn: Conn, parent: LockedRun) -> list[Any]:
+async def lock_open_child_calls(conn: Conn, parent: LockedRun) -> list[ChildCall]:
     """The open child calls of a closing ``parent``, locked, in order."""
-    return list(await conn.fetch(sql("lock_open_child_calls"), parent.id))
+    return await children.lock_open_child_calls(conn, parent.id)
 
 
 async def apply_parent_close_policy(
-    conn: Conn, parent: LockedRun, call: Any
+    conn: Conn, parent: LockedRun, call: ChildCall
 ) -> tuple[LockedRun, str] | None:
     """Settle one open child link of a closing ``parent`` by its parent-close policy.
 
@@ -253,13 +254,13 @@ async def apply_parent_close_policy(
     appended, and the status to close it with; the caller closes it
     (``close_run``). None when the policy abandons the child or it is already closed.
     """
-    policy = call["parent_close_policy"] or "abandon"
+    policy = call.parent_close_policy or "abandon"
     status = CLOSING_POLICIES.get(policy)
     # Settle the link first, so the closing child does not report back to this parent.
-    await conn.execute(sql("close_child_call"), call["id"], status or "abandoned", policy)
+    await children.close_child_call(conn, call.id, status=status or "abandoned", reason=policy)
     if status is None:
         return None
-    child = await runs.lock_run(conn, call["child_run_id"])
+    child = await runs.lock_run(conn, call.child_run_id)
     if child is None or not child.is_open:
         return None
     message = f"Parent workflow {parent.workflow_id} closed (parent_close_policy: {policy})."
@@ -285,23 +286,25 @@ async def follow_continued_run(
     Returns the parent fields for the new run's ``WorkflowStarted`` (empty when
     the run is nobody's child).
     """
-    call = await conn.fetchrow(sql("lock_open_parent_call"), previous.workflow_id, previous.id)
+    call = await children.lock_open_parent_call(
+        conn, child_workflow_id=previous.workflow_id, child_run_id=previous.id
+    )
     if call is None:
         return {}
-    await conn.execute(sql("follow_child_run"), call["id"], new_run_id)
-    parent = await runs.lock_run(conn, call["parent_run_id"])
+    await children.follow_child_run(conn, call.id, child_run_id=new_run_id)
+    parent = await runs.lock_run(conn, call.parent_run_id)
     if parent is not None and parent.is_open:
         payload = {
             **_child_ids(call),
             "child_workflow_run_id": new_run_id,
             "child_status": "pending",
-            **(call["parallel"] or {}),
+            **(call.parallel or {}),
         }
         await append_events(
             conn, parent.id, [NewEvent(event_type="ChildRunStarted", payload=payload)]
         )
     return {
-        "parent_workflow_instance_id": call["parent_workflow_id"],
-        "parent_workflow_run_id": call["parent_run_id"],
-        "parent_sequence": call["sequence"],
+        "parent_workflow_instance_id": call.parent_workflow_id,
+        "parent_workflow_run_id": call.parent_run_id,
+        "parent_sequence": call.sequence,
     }

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dwtrio.engine import children, updates
 from dwtrio.engine.outcome import Outcome
+from dwtrio.store import runs
 from dwtrio.store.pool import Conn
-from dwtrio.store.queries import sql
 from dwtrio.store.runs import LockedRun
 
 
@@ -33,8 +33,14 @@ async def close_run(
 
     ``keep_task_id`` is the workflow task doing the closing (the caller completes it).
     """
-    await conn.execute(
-        sql("close_run"), run.id, status, reason, output, keep_task_id, last_step_sequence
+    await runs.close_run(
+        conn,
+        run.id,
+        status=status,
+        reason=reason,
+        output=output,
+        keep_task_id=keep_task_id,
+        last_step_sequence=last_step_sequence,
     )
     # Wakes already in ``outcome`` stay: a child started by the closing task, or
     # the parent told below, must still be woken; a stale wake costs one empty claim.

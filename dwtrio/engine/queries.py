@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from dwtrio import payloads, wire
-from dwtrio.engine.outcome import Outcome, QueueKey
+from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.workflow_tasks import envelope, event_body
 from dwtrio.errors import (
     HistoricalRunCommandRejectedError,
@@ -33,9 +33,10 @@ from dwtrio.errors import (
     QueryWorkerUnavailableError,
 )
 from dwtrio.protocol.queries import CompleteQueryTask, FailQueryTask, QueryTaskLease
+from dwtrio.store import query_tasks, runs
 from dwtrio.store.history import list_events
 from dwtrio.store.pool import Conn
-from dwtrio.store.queries import sql
+from dwtrio.store.query_tasks import QueryAnswer
 from dwtrio.store.runs import OPEN_STATUSES
 
 #: Kind of the wake-bus key a query's caller waits on (the "queue" is the task id).
@@ -45,7 +46,7 @@ POLL_KIND = "query"
 DEFAULT_FAILURE_REASON = "query_rejected"
 
 
-def answer_key(namespace: str, task_id: str) -> QueueKey:
+def answer_key(namespace: str, task_id: str) -> tuple[str, str, str]:
     """The wake key of one query's answer."""
     return (namespace, task_id, ANSWER_KIND)
 
@@ -69,7 +70,7 @@ class Admitted:
     run_id: str
     task_queue: str
 
-    def poll_key(self, namespace: str) -> QueueKey:
+    def poll_key(self, namespace: str) -> tuple[str, str, str]:
         return (namespace, self.task_queue, POLL_KIND)
 
 
@@ -95,12 +96,14 @@ async def admit(conn: Conn, req: QueryRequest) -> Admitted:
         QueryWorkerUnavailableError: no live worker for the run's queue and type.
         QueryTaskQueueFullError: the queue already holds the pending maximum.
     """
-    target = await conn.fetchrow(sql("find_query_target"), req.workflow_id, req.namespace)
-    if target is None or target["current_run_id"] is None:
+    target = await query_tasks.find_query_target(
+        conn, workflow_id=req.workflow_id, namespace=req.namespace
+    )
+    if target is None or target.current_run_id is None:
         raise InstanceNotFoundError(
             f"Workflow {req.workflow_id!r} was not found.", workflow_id=req.workflow_id
         )
-    run_id = target["current_run_id"]
+    run_id = target.current_run_id
     if req.run_id is not None and req.run_id != run_id:
         raise HistoricalRunCommandRejectedError(
             f"Run {req.run_id!r} is not the current run of workflow {req.workflow_id!r}.",
@@ -108,7 +111,7 @@ async def admit(conn: Conn, req: QueryRequest) -> Admitted:
             run_id=req.run_id,
             target_scope="run",
         )
-    status = target["status"]
+    status = target.status
     if status not in OPEN_STATUSES and status != "completed":
         raise QueryRunNotActiveError(
             f"The workflow run is {status}; only open or completed runs answer queries.",
@@ -118,13 +121,14 @@ async def admit(conn: Conn, req: QueryRequest) -> Admitted:
             is_terminal=True,
             query_name=req.query_name,
         )
-    workflow_type, task_queue = target["workflow_type"], target["task_queue"]
-    if not await conn.fetchval(
-        sql("live_query_worker_exists"),
-        req.namespace,
-        task_queue,
-        workflow_type,
-        req.worker_stale_after_s,
+    workflow_type, task_queue = target.workflow_type, target.task_queue
+    assert workflow_type is not None and task_queue is not None  # the run exists
+    if not await query_tasks.live_query_worker_exists(
+        conn,
+        namespace=req.namespace,
+        task_queue=task_queue,
+        workflow_type=workflow_type,
+        stale_after_s=req.worker_stale_after_s,
     ):
         raise QueryWorkerUnavailableError(
             f"No live worker polls task queue {task_queue!r} for workflow type {workflow_type!r}.",
@@ -133,22 +137,22 @@ async def admit(conn: Conn, req: QueryRequest) -> Admitted:
             task_queue=task_queue,
             query_name=req.query_name,
         )
-    await conn.execute(sql("lock_query_queue"), req.namespace, task_queue)
-    await conn.execute(sql("purge_expired_query_tasks"))
-    inserted = await conn.fetchval(
-        sql("insert_query_task"),
-        req.task_id,
-        req.namespace,
-        task_queue,
-        req.workflow_id,
-        run_id,
-        workflow_type,
-        req.query_name,
-        payloads.envelope(req.arguments_blob),
-        req.timeout_s,
-        req.max_pending,
+    await query_tasks.lock_query_queue(conn, namespace=req.namespace, task_queue=task_queue)
+    await query_tasks.purge_expired_query_tasks(conn)
+    inserted = await query_tasks.insert_query_task(
+        conn,
+        id=req.task_id,
+        namespace=req.namespace,
+        task_queue=task_queue,
+        workflow_id=req.workflow_id,
+        run_id=run_id,
+        workflow_type=workflow_type,
+        query_name=req.query_name,
+        query_arguments=payloads.envelope(req.arguments_blob),
+        timeout_s=req.timeout_s,
+        max_pending=req.max_pending,
     )
-    if inserted is None:
+    if not inserted:
         raise QueryTaskQueueFullError(
             f"Task queue {task_queue!r} already has {req.max_pending} pending queries.",
             workflow_id=req.workflow_id,
@@ -175,59 +179,57 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
     With ``replay_poll``, a task already leased to this ``poll_request_id`` is
     returned again (the SDK retries a poll whose response it lost).
     """
-    row = None
+    task = None
     if replay_poll and params.poll_request_id:
-        row = await conn.fetchrow(
-            sql("find_polled_query_task"),
-            params.worker_id,
-            params.poll_request_id,
-            params.namespace,
-            params.task_queue,
+        task = await query_tasks.find_polled_query_task(
+            conn,
+            worker_id=params.worker_id,
+            poll_request_id=params.poll_request_id,
+            namespace=params.namespace,
+            task_queue=params.task_queue,
         )
-    if row is None:
-        row = await conn.fetchrow(
-            sql("claim_query_task"),
-            params.namespace,
-            params.task_queue,
-            params.worker_id,
-            params.poll_request_id,
-            list(params.workflow_types),
+    if task is None:
+        task = await query_tasks.claim_query_task(
+            conn,
+            namespace=params.namespace,
+            task_queue=params.task_queue,
+            worker_id=params.worker_id,
+            poll_request_id=params.poll_request_id,
+            workflow_types=params.workflow_types,
         )
-    if row is None:
+    if task is None:
         return None
     # The worker replays the whole history to rebuild the state it queries.
-    run = await conn.fetchrow(sql("read_run_for_task"), row["run_id"])
-    total = 0 if run is None else run["last_history_sequence"]
-    events = await list_events(conn, row["run_id"], 0, total)
+    run = await runs.read_run_for_task(conn, task.run_id)
+    total = 0 if run is None else run.last_history_sequence
+    events = await list_events(conn, task.run_id, 0, total)
     return {
-        "query_task_id": row["id"],
-        "query_task_attempt": row["attempt"],
+        "query_task_id": task.id,
+        "query_task_attempt": task.attempt,
         "namespace": params.namespace,
-        "workflow_id": row["workflow_id"],
-        "run_id": row["run_id"],
-        "workflow_type": row["workflow_type"],
-        "query_name": row["query_name"],
+        "workflow_id": task.workflow_id,
+        "run_id": task.run_id,
+        "workflow_type": task.workflow_type,
+        "query_name": task.query_name,
         "payload_codec": "avro",
-        "workflow_arguments": None
-        if run is None
-        else envelope(run["arguments"], run["payload_codec"]),
-        "query_arguments": row["query_arguments"],
+        "workflow_arguments": None if run is None else envelope(run.arguments, run.payload_codec),
+        "query_arguments": task.query_arguments,
         "history_events": [event_body(e, params.namespace) for e in events],
         "task_queue": params.task_queue,
-        "lease_owner": row["lease_owner"],
-        "lease_expires_at": wire.iso_z(row["lease_expires_at"]),
+        "lease_owner": task.lease_owner,
+        "lease_expires_at": wire.iso_z(task.lease_expires_at),
     }
 
 
-async def release(conn: Conn, task: dict[str, Any]) -> QueueKey | None:
+async def release(conn: Conn, task: dict[str, Any]) -> tuple[str, str, str] | None:
     """Undo a lease whose response could not be delivered; returns the queue to wake."""
-    row = await conn.fetchrow(
-        sql("release_query_task"),
+    released = await query_tasks.release_query_task(
+        conn,
         task["query_task_id"],
-        task["query_task_attempt"],
-        task["lease_owner"],
+        attempt=task["query_task_attempt"],
+        lease_owner=task["lease_owner"],
     )
-    return None if row is None else (row["namespace"], row["task_queue"], POLL_KIND)
+    return None if released is None else (*released, POLL_KIND)
 
 
 # --- worker plane: answers --------------------------------------------------------------
@@ -248,28 +250,26 @@ async def _fence(
     Returns True when this very answer was already recorded (a transport
     retry), so the caller answers it again without writing.
     """
-    row = await conn.fetchrow(sql("lock_query_task"), task_id)
+    row = await query_tasks.lock_query_task(conn, task_id)
     fields = {"query_task_id": task_id, "query_task_attempt": lease.query_task_attempt}
-    if row is None or row["namespace"] != namespace:
+    if row is None or row.namespace != namespace:
         raise QueryTaskNotFoundError("Query task not found.", **fields)
-    same_claim = (
-        row["lease_owner"] == lease.lease_owner and row["attempt"] == lease.query_task_attempt
-    )
-    if row["state"] != "leased":
-        if row["state"] == answered_as and same_claim:
+    same_claim = row.lease_owner == lease.lease_owner and row.attempt == lease.query_task_attempt
+    if row.state != "leased":
+        if row.state == answered_as and same_claim:
             return True
         raise QueryTaskNotLeasedError("Query task is not leased.", **fields)
-    if row["lease_expired"]:
+    if row.lease_expired:
         raise LeaseExpiredError("Query task lease has expired.", **fields)
-    if row["lease_owner"] != lease.lease_owner:
+    if row.lease_owner != lease.lease_owner:
         raise LeaseOwnerMismatchError(
             "Query task lease is owned by another worker.",
-            lease_owner=row["lease_owner"],
+            lease_owner=row.lease_owner,
             **fields,
         )
-    if row["attempt"] != lease.query_task_attempt:
+    if row.attempt != lease.query_task_attempt:
         raise QueryTaskAttemptMismatchError(
-            "Query task attempt is not current.", current_attempt=row["attempt"], **fields
+            "Query task attempt is not current.", current_attempt=row.attempt, **fields
         )
     return False
 
@@ -278,13 +278,13 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteQueryT
     """Record a query result; the waiting caller is woken after commit."""
     if not await _fence(conn, namespace, task_id, req, "completed"):
         blob = payloads.validate_envelope(req.result_envelope, field="result_envelope")
-        await conn.execute(
-            sql("answer_query_task"),
+        await query_tasks.answer_query_task(
+            conn,
             task_id,
-            "completed",
-            payloads.plain_value(blob),
-            payloads.envelope(blob),
-            None,
+            state="completed",
+            result=payloads.plain_value(blob),
+            result_envelope=payloads.envelope(blob),
+            failure=None,
         )
     outcome = Outcome(body=_answer_body(task_id, req.query_task_attempt, "completed"))
     outcome.wakes.add(answer_key(namespace, task_id))
@@ -301,29 +301,31 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailQueryTask) -> 
             "message": message if isinstance(message, str) and message else "The query failed.",
             "type": req.failure.get("type"),
         }
-        await conn.execute(sql("answer_query_task"), task_id, "failed", None, None, failure)
+        await query_tasks.answer_query_task(
+            conn, task_id, state="failed", result=None, result_envelope=None, failure=failure
+        )
     outcome = Outcome(body=_answer_body(task_id, req.query_task_attempt, "failed"))
     outcome.wakes.add(answer_key(namespace, task_id))
     return outcome
 
 
 # --- the waiting caller -----------------------------------------------------------------
-def _answer(row: Any) -> Answer | None:
-    if row is None or row["state"] not in ("completed", "failed"):
+def _answer(row: QueryAnswer | None) -> Answer | None:
+    if row is None or row.state not in ("completed", "failed"):
         return None
     return Answer(
-        state=row["state"],
-        result=row["result"],
-        result_envelope=row["result_envelope"],
-        failure=row["failure"],
+        state=row.state,
+        result=row.result,
+        result_envelope=row.result_envelope,
+        failure=row.failure,
     )
 
 
 async def take_answer(conn: Conn, task_id: str) -> Answer | None:
     """The answer, removing the task; None while nobody has answered."""
-    return _answer(await conn.fetchrow(sql("take_query_answer"), task_id))
+    return _answer(await query_tasks.take_query_answer(conn, task_id))
 
 
 async def drop(conn: Conn, task_id: str) -> Answer | None:
     """The caller stops waiting: remove the task; an answer that just arrived still counts."""
-    return _answer(await conn.fetchrow(sql("drop_query_task"), task_id))
+    return _answer(await query_tasks.drop_query_task(conn, task_id))

@@ -17,7 +17,6 @@ answered ``stale_attempt`` by the fence.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from dwtrio import wire
@@ -30,10 +29,10 @@ from dwtrio.engine.activity_tasks import (
 from dwtrio.engine.closing import close_run
 from dwtrio.engine.outcome import Outcome
 from dwtrio.protocol.ids import new_id
-from dwtrio.store import runs
+from dwtrio.store import activities, runs, tasks, timeouts
+from dwtrio.store.activities import ActivityExecution, LockedActivityTask
 from dwtrio.store.history import NewEvent, append_events
 from dwtrio.store.pool import Conn
-from dwtrio.store.queries import sql
 from dwtrio.store.runs import LockedRun
 
 #: Timeouts that end one attempt; the retry policy decides whether another follows.
@@ -46,26 +45,27 @@ TIMEOUT_EXCEPTION_TYPE = "ActivityTimeout"
 # --- activities ----------------------------------------------------------------------
 async def fire_next_activity_timeout(conn: Conn) -> Outcome | None:
     """Apply the earliest passed activity deadline; None when none is due."""
-    task = await conn.fetchrow(sql("claim_due_activity"))
+    task = await timeouts.claim_due_activity(conn)
     if task is None:
         return None
     outcome = Outcome()
-    run = await runs.lock_run(conn, task["run_id"])
-    execution = await conn.fetchrow(sql("lock_activity_execution"), task["activity_execution_id"])
+    run = await runs.lock_run(conn, task.run_id)
+    execution = await activities.lock_activity_execution(conn, task.activity_execution_id)
     if run is None or not run.is_open:
         # Closing a run cancels its activities; retire a leftover the same way.
-        await conn.execute(sql("cancel_run_activities"), task["run_id"])
+        await activities.cancel_run_activities(conn, task.run_id)
         return outcome
-    if execution["status"] not in ("pending", "running"):
+    assert execution is not None  # its task is locked
+    if execution.status not in ("pending", "running"):
         return outcome  # settled while this node was waiting for the task lock
-    due = await conn.fetchrow(sql("due_activity_deadlines"), execution["id"])
-    leased = task["state"] == "leased" and task["activity_attempt_id"] is not None
-    kind = next((k for k in ACTIVITY_TIMEOUTS if due[k]), None)
+    due = await timeouts.due_activity_deadlines(conn, execution.id)
+    leased = task.state == "leased" and task.activity_attempt_id is not None
+    kind = next((k for k in ACTIVITY_TIMEOUTS if due.passed(k)), None)
     if kind is None and leased:
-        kind = next((k for k in ATTEMPT_TIMEOUTS if due[k]), None)
+        kind = next((k for k in ATTEMPT_TIMEOUTS if due.passed(k)), None)
     if kind is None:
         # What is due does not apply (an attempt handed back by a lost poll): drop it.
-        await conn.execute(sql("clear_stale_activity_deadlines"), execution["id"])
+        await timeouts.clear_stale_activity_deadlines(conn, execution.id)
         return outcome
     if kind in ATTEMPT_TIMEOUTS:
         await time_out_attempt(conn, task, run, execution, kind, outcome)
@@ -76,20 +76,21 @@ async def fire_next_activity_timeout(conn: Conn) -> Outcome | None:
 
 async def time_out_attempt(
     conn: Conn,
-    task: Any,
+    task: LockedActivityTask,
     run: LockedRun,
-    execution: Any,
+    execution: ActivityExecution,
     kind: str,
     outcome: Outcome,
     *,
     message: str | None = None,
 ) -> None:
     """The current attempt ran out of time: retry it if the policy allows, else time out."""
-    attempt_id = task["activity_attempt_id"]
-    attempt_number = int(execution["attempt_count"])
+    attempt_id = task.activity_attempt_id
+    assert attempt_id is not None  # the task is leased
+    attempt_number = int(execution.attempt_count)
     message = message or f"activity {kind} timeout"
     failure = _failure(kind, message)
-    await conn.execute(sql("close_activity_attempt"), attempt_id, "timed_out", failure)
+    await activities.close_activity_attempt(conn, attempt_id, status="timed_out", failure=failure)
     backoff_s = retry_decision(execution, attempt_number, failure)
     common = {
         **step_fields(execution),
@@ -107,7 +108,7 @@ async def time_out_attempt(
         conn,
         run,
         execution,
-        task["task_id"],
+        task.task_id,
         attempt_number,
         backoff_s,
         {**common, "exception": failure},
@@ -116,7 +117,12 @@ async def time_out_attempt(
 
 
 async def _time_out_activity(
-    conn: Conn, task: Any, run: LockedRun, execution: Any, kind: str, outcome: Outcome
+    conn: Conn,
+    task: LockedActivityTask,
+    run: LockedRun,
+    execution: ActivityExecution,
+    kind: str,
+    outcome: Outcome,
 ) -> None:
     """A whole-activity deadline passed: the running attempt (if any) ends with it."""
     message = f"activity {kind} timeout"
@@ -127,30 +133,27 @@ async def _time_out_activity(
         "exception_type": TIMEOUT_EXCEPTION_TYPE,
         "exception_class": TIMEOUT_EXCEPTION_TYPE,
     }
-    if task["state"] == "leased" and task["activity_attempt_id"] is not None:
-        await conn.execute(
-            sql("close_activity_attempt"),
-            task["activity_attempt_id"],
-            "timed_out",
-            _failure(kind, message),
+    if task.state == "leased" and task.activity_attempt_id is not None:
+        await activities.close_activity_attempt(
+            conn, task.activity_attempt_id, status="timed_out", failure=_failure(kind, message)
         )
-        common["activity_attempt_id"] = task["activity_attempt_id"]
-        common["attempt_number"] = int(execution["attempt_count"])
+        common["activity_attempt_id"] = task.activity_attempt_id
+        common["attempt_number"] = int(execution.attempt_count)
     await _record_timed_out(conn, task, run, execution, common, kind, outcome)
 
 
 async def _record_timed_out(
     conn: Conn,
-    task: Any,
+    task: LockedActivityTask,
     run: LockedRun,
-    execution: Any,
+    execution: ActivityExecution,
     common: dict[str, Any],
     kind: str,
     outcome: Outcome,
 ) -> None:
     """Close the execution as timed out, record ``ActivityTimedOut`` and wake the workflow."""
     failure = _failure(kind, common["message"])
-    deadline: datetime | None = execution[f"{kind}_deadline_at"]
+    deadline = execution.deadline_at(kind)
     payload = {
         **common,
         "non_retryable": kind in ACTIVITY_TIMEOUTS,
@@ -159,10 +162,12 @@ async def _record_timed_out(
         "exception": failure,
         "deadlines": {kind: wire.iso_z(deadline)} if deadline is not None else {},
     }
-    await conn.execute(sql("close_activity_execution"), execution["id"], "timed_out", None, failure)
+    await activities.close_activity_execution(
+        conn, execution.id, status="timed_out", result=None, failure=failure
+    )
     await append_events(conn, run.id, [NewEvent(event_type="ActivityTimedOut", payload=payload)])
-    await conn.execute(sql("complete_task"), task["task_id"], None)
-    await wake_after_settling(conn, run, execution, outcome)
+    await tasks.complete_task(conn, task.task_id, receipt=None)
+    await wake_after_settling(conn, run, execution.parallel, outcome)
 
 
 def _failure(kind: str, message: str) -> dict[str, Any]:
@@ -177,14 +182,14 @@ def _failure(kind: str, message: str) -> dict[str, Any]:
 # --- runs ----------------------------------------------------------------------------
 async def fire_next_run_timeout(conn: Conn) -> Outcome | None:
     """Close the open run whose execution or run deadline passed first; None if none is due."""
-    row = await conn.fetchrow(sql("claim_due_run"))
-    if row is None:
+    due = await timeouts.claim_due_run(conn)
+    if due is None:
         return None
     outcome = Outcome()
-    run = await runs.lock_run(conn, row["id"])
+    run = await runs.lock_run(conn, due.id)
     if run is None or not run.is_open:
         return outcome
-    execution_at, run_at = row["execution_deadline_at"], row["run_deadline_at"]
+    execution_at, run_at = due.execution_deadline_at, due.run_deadline_at
     kind = (
         "run"
         if run_at is not None and (execution_at is None or run_at < execution_at)

@@ -20,10 +20,10 @@ from dwtrio import wire
 from dwtrio.engine.activity_tasks import wake_after_settling
 from dwtrio.engine.outcome import Outcome
 from dwtrio.protocol.ids import new_id
-from dwtrio.store import runs
+from dwtrio.store import runs, timers
 from dwtrio.store.history import NewEvent, append_events
 from dwtrio.store.pool import Conn
-from dwtrio.store.queries import sql
+from dwtrio.store.timers import SettledTimer
 
 CONDITION_TIMEOUT = "condition_timeout"
 
@@ -39,31 +39,31 @@ async def arm(
 ) -> tuple[str, datetime]:
     """Insert a pending timer; returns (timer id, fire_at)."""
     timer_id = new_id()
-    fire_at = await conn.fetchval(
-        sql("insert_timer"),
-        timer_id,
-        run_id,
-        seq,
-        "timer" if condition_wait_id is None else CONDITION_TIMEOUT,
-        condition_wait_id,
-        delay_seconds,
-        parallel or None,
+    fire_at = await timers.insert_timer(
+        conn,
+        id=timer_id,
+        run_id=run_id,
+        sequence=seq,
+        timer_kind="timer" if condition_wait_id is None else CONDITION_TIMEOUT,
+        condition_wait_id=condition_wait_id,
+        delay_seconds=delay_seconds,
+        parallel=parallel or None,
     )
     return timer_id, fire_at
 
 
-def _fired_payload(timer: Any) -> dict[str, Any]:
+def _fired_payload(timer: SettledTimer) -> dict[str, Any]:
     payload: dict[str, Any] = {
-        "timer_id": timer["id"],
-        "sequence": timer["sequence"],
-        "delay_seconds": timer["delay_seconds"],
-        "fire_at": wire.iso_z(timer["fire_at"]),
-        "fired_at": wire.iso_z(timer["fired_at"]),
+        "timer_id": timer.id,
+        "sequence": timer.sequence,
+        "delay_seconds": timer.delay_seconds,
+        "fire_at": wire.iso_z(timer.fire_at),
+        "fired_at": wire.iso_z(timer.fired_at),
     }
-    if timer["timer_kind"] == CONDITION_TIMEOUT:
+    if timer.timer_kind == CONDITION_TIMEOUT:
         payload["timer_kind"] = CONDITION_TIMEOUT
-        payload["condition_wait_id"] = timer["condition_wait_id"]
-    payload.update(timer["parallel"] or {})
+        payload["condition_wait_id"] = timer.condition_wait_id
+    payload.update(timer.parallel or {})
     return payload
 
 
@@ -78,26 +78,26 @@ async def fire_due(conn: Conn, limit: int) -> tuple[Outcome, int, float | None]:
     the SDK then resolves as ``False``.
     """
     outcome = Outcome()
-    settled = await conn.fetch(sql("claim_due_timers"), limit)
-    by_run: dict[str, list[Any]] = defaultdict(list)
+    settled = await timers.claim_due_timers(conn, limit=limit)
+    by_run: dict[str, list[SettledTimer]] = defaultdict(list)
     for timer in settled:
-        if timer["state"] == "fired":
-            by_run[timer["run_id"]].append(timer)
+        if timer.state == "fired":
+            by_run[timer.run_id].append(timer)
     for run_id in sorted(by_run):
         run = await runs.lock_run(conn, run_id)  # already locked by the claim
         if run is None:
             continue
-        fired = sorted(by_run[run_id], key=lambda t: (t["fire_at"], t["sequence"]))
+        fired = sorted(by_run[run_id], key=lambda t: (t.fire_at, t.sequence))
         for timer in fired:
-            if timer["timer_kind"] == CONDITION_TIMEOUT:
-                await conn.execute(sql("clear_open_wait"), run.id, timer["condition_wait_id"])
+            if timer.timer_kind == CONDITION_TIMEOUT:
+                await timers.clear_open_wait(conn, run.id, wait_id=timer.condition_wait_id)
         await append_events(
             conn,
             run.id,
             [NewEvent(event_type="TimerFired", payload=_fired_payload(t)) for t in fired],
         )
         for timer in fired:
-            if await wake_after_settling(conn, run, timer, outcome) is not None:
+            if await wake_after_settling(conn, run, timer.parallel, outcome) is not None:
                 break
-    next_due = await conn.fetchval(sql("next_timer_due_seconds"))
+    next_due = await timers.next_timer_due_seconds(conn)
     return outcome, len(settled), next_due

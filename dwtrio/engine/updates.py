@@ -17,13 +17,12 @@ Store operations here run in the caller's transaction.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import attrs
 
 from dwtrio import payloads, wire
-from dwtrio.engine.outcome import Outcome, QueueKey
+from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.wakes import create_workflow_task
 from dwtrio.errors import (
     HistoricalRunCommandRejectedError,
@@ -32,12 +31,12 @@ from dwtrio.errors import (
     RetryableStoreError,
 )
 from dwtrio.protocol.ids import new_id
-from dwtrio.store import runs
+from dwtrio.store import runs, tasks, updates
 from dwtrio.store import workflows as store
 from dwtrio.store.history import NewEvent, append_events
 from dwtrio.store.pool import Conn
-from dwtrio.store.queries import sql
 from dwtrio.store.runs import LockedRun
+from dwtrio.store.updates import UpdateView
 
 ANSWER_KIND = "update_answer"
 COMMAND_SOURCE = "control_plane"
@@ -47,7 +46,7 @@ CURRENT_RUN_ATTEMPTS = 3
 STATUS_CODES = {"accepted": 202, "completed": 200, "failed": 422}
 
 
-def answer_key(namespace: str, update_id: str) -> QueueKey:
+def answer_key(namespace: str, update_id: str) -> tuple[str, str, str]:
     """The wake key of one update's completion."""
     return (namespace, update_id, ANSWER_KIND)
 
@@ -61,35 +60,6 @@ class UpdateRequest:
     update_name: str
     arguments_blob: str
     request_id: str | None
-
-
-@attrs.frozen(kw_only=True)
-class UpdateView:
-    """An update with its command, as the route answers it."""
-
-    update_id: str
-    update_name: str
-    status: str
-    outcome: str | None
-    run_id: str
-    result: str | None
-    workflow_sequence: int | None
-    failure_id: str | None
-    failure_message: str | None
-    accepted_at: datetime | None
-    applied_at: datetime | None
-    rejected_at: datetime | None
-    closed_at: datetime | None
-    command_id: str
-    command_sequence: int | None
-    target_scope: str
-    requested_run_id: str | None
-    workflow_type: str | None
-    request_id: str | None
-
-    @property
-    def is_open(self) -> bool:
-        return self.status == "accepted"
 
 
 @attrs.frozen(kw_only=True)
@@ -151,8 +121,7 @@ def update_body(
 
 
 async def read_update(conn: Conn, update_id: str) -> UpdateView | None:
-    row = await conn.fetchrow(sql("read_update"), update_id)
-    return None if row is None else UpdateView(**dict(row))
+    return await updates.read_update(conn, update_id)
 
 
 async def read_closed_update(conn: Conn, update_id: str) -> UpdateView | None:
@@ -164,7 +133,9 @@ async def read_closed_update(conn: Conn, update_id: str) -> UpdateView | None:
 # --- submit -------------------------------------------------------------------------------
 async def _lock_current_run(conn: Conn, req: UpdateRequest) -> LockedRun:
     for _ in range(CURRENT_RUN_ATTEMPTS):
-        current = await conn.fetchval(sql("find_update_instance"), req.workflow_id, req.namespace)
+        current = await updates.find_update_instance(
+            conn, workflow_id=req.workflow_id, namespace=req.namespace
+        )
         if current is None:
             raise InstanceNotFoundError(
                 f"Workflow {req.workflow_id!r} was not found.", workflow_id=req.workflow_id
@@ -186,17 +157,19 @@ async def _retained(conn: Conn, req: UpdateRequest) -> UpdateView | None:
     """The update already accepted for ``req.request_id``; 409 if it had another intent."""
     if req.request_id is None:
         return None
-    row = await conn.fetchrow(sql("find_retained_update"), req.workflow_id, req.request_id)
+    row = await updates.find_retained_update(
+        conn, workflow_id=req.workflow_id, request_id=req.request_id
+    )
     if row is None:
         return None
-    view = await read_update(conn, row["update_id"])
+    view = await read_update(conn, row.update_id)
     assert view is not None  # same transaction, joined on the same key
     conflict = {
         key: {"retained": old, "requested": new}
         for key, old, new in (
-            ("update_name", row["update_name"], req.update_name),
-            ("arguments", row["payload"], req.arguments_blob),
-            ("run_id", row["requested_run_id"], req.run_id),
+            ("update_name", row.update_name, req.update_name),
+            ("arguments", row.payload, req.arguments_blob),
+            ("run_id", row.requested_run_id, req.run_id),
         )
         if old != new
     }
@@ -251,28 +224,24 @@ async def submit(conn: Conn, req: UpdateRequest) -> Submitted:
     if not run.is_open:
         return Submitted(update=None, outcome=_rejected(req, run))
     command_id, update_id = new_id(), new_id()
-    await conn.execute(
-        sql("insert_update_command"),
-        command_id,
-        req.namespace,
-        req.workflow_id,
-        run.id,
-        req.run_id,
-        "instance" if req.run_id is None else "run",
-        {},
-        run.workflow_type,
-        req.arguments_blob,
-        await store.allocate_command_sequence(conn, run.id),
-        req.request_id,
+    await updates.insert_update_command(
+        conn,
+        id=command_id,
+        run=run,
+        requested_run_id=req.run_id,
+        target_scope="instance" if req.run_id is None else "run",
+        payload=req.arguments_blob,
+        command_sequence=await store.allocate_command_sequence(conn, run.id),
+        request_id=req.request_id,
     )
-    await conn.execute(
-        sql("insert_workflow_update"),
-        update_id,
-        command_id,
-        req.workflow_id,
-        run.id,
-        req.update_name,
-        req.arguments_blob,
+    await updates.insert_workflow_update(
+        conn,
+        id=update_id,
+        command_id=command_id,
+        workflow_id=req.workflow_id,
+        run_id=run.id,
+        update_name=req.update_name,
+        arguments=req.arguments_blob,
     )
     await append_events(
         conn,
@@ -294,7 +263,7 @@ async def submit(conn: Conn, req: UpdateRequest) -> Submitted:
     )
     outcome = Outcome()
     # With a workflow task open the update waits for it (one open task per run).
-    if await conn.fetchval(sql("open_workflow_task_state"), run.id) is None:
+    if await tasks.open_workflow_task_state(conn, run.id) is None:
         await _create_update_task(conn, run, outcome, new_id(), update_id)
     view = await read_update(conn, update_id)
     assert view is not None  # inserted above
@@ -305,17 +274,7 @@ async def submit(conn: Conn, req: UpdateRequest) -> Submitted:
 async def _create_update_task(
     conn: Conn, run: LockedRun, outcome: Outcome, task_id: str, update_id: str
 ) -> None:
-    await conn.execute(
-        sql("insert_update_task"),
-        task_id,
-        run.namespace,
-        run.task_queue,
-        run.id,
-        run.workflow_id,
-        run.workflow_type,
-        run.compatibility,
-        update_id,
-    )
+    await updates.insert_update_task(conn, task_id, run, update_id=update_id)
     outcome.wake(run.namespace, run.task_queue, "workflow")
 
 
@@ -341,5 +300,7 @@ async def create_next_workflow_task(
 
 async def fail_open_updates(conn: Conn, run_id: str, namespace: str, outcome: Outcome) -> None:
     """The run closed: its open updates fail, and their waiting callers are answered."""
-    for row in await conn.fetch(sql("fail_open_updates_of_run"), run_id, RUN_CLOSED_MESSAGE):
-        outcome.wakes.add(answer_key(namespace, row["id"]))
+    for update_id in await updates.fail_open_updates_of_run(
+        conn, run_id, message=RUN_CLOSED_MESSAGE
+    ):
+        outcome.wakes.add(answer_key(namespace, update_id))

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dwtrio.engine.outcome import Outcome
 from dwtrio.protocol.ids import new_id
+from dwtrio.store import tasks
 from dwtrio.store.pool import Conn
-from dwtrio.store.queries import sql
 from dwtrio.store.runs import LockedRun
 
 
@@ -21,17 +21,7 @@ async def create_workflow_task(
 ) -> str:
     """Insert a ready workflow task for ``run`` (no open task may exist)."""
     task_id = task_id or new_id()
-    await conn.execute(
-        sql("insert_workflow_task"),
-        task_id,
-        run.namespace,
-        run.task_queue,
-        run.id,
-        run.workflow_id,
-        run.workflow_type,
-        run.compatibility,
-        None,
-    )
+    await tasks.insert_workflow_task(conn, task_id, run)
     outcome.wake(run.namespace, run.task_queue, "workflow")
     return task_id
 
@@ -40,16 +30,7 @@ async def request_wake(conn: Conn, run: LockedRun, outcome: Outcome) -> str | No
     """Apply a wake to a locked run (one statement); returns the id of a task it created."""
     if not run.is_open:
         return None
-    created: str | None = await conn.fetchval(
-        sql("wake_run"),
-        run.id,
-        new_id(),
-        run.namespace,
-        run.task_queue,
-        run.workflow_id,
-        run.workflow_type,
-        run.compatibility,
-    )
+    created = await tasks.wake_run(conn, run, task_id=new_id())
     if created is not None:
         outcome.wake(run.namespace, run.task_queue, "workflow")
     return created

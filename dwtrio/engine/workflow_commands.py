@@ -32,11 +32,10 @@ from dwtrio.errors import (
     RetryableStoreError,
 )
 from dwtrio.protocol.ids import new_id
-from dwtrio.store import runs
+from dwtrio.store import runs, workflow_commands
 from dwtrio.store import workflows as store
 from dwtrio.store.history import NewEvent, append_events
 from dwtrio.store.pool import Conn
-from dwtrio.store.queries import sql
 from dwtrio.store.runs import LockedRun
 
 CloseKind = Literal["cancel", "terminate"]
@@ -135,25 +134,28 @@ async def _retained(
     """
     if target.request_id is None:
         return None
-    row = await conn.fetchrow(
-        sql("find_retained_command"), target.workflow_id, command_type, target.request_id
+    row = await workflow_commands.find_retained_command(
+        conn,
+        workflow_id=target.workflow_id,
+        command_type=command_type,
+        request_id=target.request_id,
     )
     if row is None:
         return None
-    kept = (row["context"] or {}).get("intent") or {}
+    kept = (row.context or {}).get("intent") or {}
     conflict = sorted(k for k in intent.keys() | kept.keys() if intent.get(k) != kept.get(k))
     if conflict:
         raise RequestIdConflictError(
             f"Request id {target.request_id!r} is already retained for a {command_type} "
             "with a different intent.",
             request_id=target.request_id,
-            retained_command_id=row["id"],
+            retained_command_id=row.id,
             retained_command_type=command_type,
-            retained_outcome=row["outcome"],
+            retained_outcome=row.outcome,
             conflict=conflict,
         )
-    body = {**(row["response"] or {}), "retained": True, "intent_verified": True}
-    status = ACCEPTED_STATUS[command_type] if row["status"] == "accepted" else 409
+    body = {**(row.response or {}), "retained": True, "intent_verified": True}
+    status = ACCEPTED_STATUS[command_type] if row.status == "accepted" else 409
     return Outcome(body=body, status=status)
 
 
@@ -178,7 +180,7 @@ async def _record(
     Returns the receipt (the response body) and the run's open condition wait
     sequence, if any.
     """
-    slot = await conn.fetchrow(sql("allocate_command_slot"), run.id)
+    slot = await workflow_commands.allocate_command_slot(conn, run.id)
     command_id = new_id()
     status = "accepted" if rec.accepted else "rejected"
     rejection = None if rec.accepted else RUN_NOT_ACTIVE
@@ -189,7 +191,7 @@ async def _record(
         "requested_run_id": target.run_id,
         "resolved_run_id": run.id,
         "command_id": command_id,
-        "command_sequence": slot["last_command_sequence"],
+        "command_sequence": slot.last_command_sequence,
         "target_scope": target.scope,
         "workflow_type": run.workflow_type,
         "command_status": status,
@@ -203,26 +205,23 @@ async def _record(
     }
     if not rec.accepted:
         body["message"] = f"Workflow {run.workflow_id!r} is not running (status {run.status})."
-    await conn.execute(
-        sql("insert_control_command"),
-        command_id,
-        run.namespace,
-        run.workflow_id,
-        run.id,
-        target.run_id,
-        rec.command_type,
-        target.scope,
-        {"request_id": target.request_id, "intent": rec.intent},
-        status,
-        rec.outcome,
-        rejection,
-        run.workflow_type,
-        rec.payload,
-        slot["last_command_sequence"],
-        target.request_id,
-        body,
+    await workflow_commands.insert_control_command(
+        conn,
+        id=command_id,
+        run=run,
+        requested_run_id=target.run_id,
+        command_type=rec.command_type,
+        target_scope=target.scope,
+        context={"request_id": target.request_id, "intent": rec.intent},
+        status=status,
+        outcome=rec.outcome,
+        rejection_reason=rejection,
+        payload=rec.payload,
+        command_sequence=slot.last_command_sequence,
+        request_id=target.request_id,
+        response=body,
     )
-    return body, slot["open_wait_sequence"]
+    return body, slot.open_wait_sequence
 
 
 # --- signal --------------------------------------------------------------------------------
@@ -246,15 +245,15 @@ async def signal_workflow(conn: Conn, cmd: SignalCommand) -> Outcome:
     if not run.is_open:
         return Outcome(body=body, status=409)
     signal_id = new_id()
-    await conn.execute(
-        sql("insert_workflow_signal"),
-        signal_id,
-        body["command_id"],
-        run.workflow_id,
-        run.id,
-        cmd.signal_name,
-        cmd.arguments,
-        wait_sequence,
+    await workflow_commands.insert_workflow_signal(
+        conn,
+        id=signal_id,
+        command_id=body["command_id"],
+        workflow_id=run.workflow_id,
+        run_id=run.id,
+        signal_name=cmd.signal_name,
+        arguments=cmd.arguments,
+        workflow_sequence=wait_sequence,
     )
     event: dict[str, Any] = {
         "signal_name": cmd.signal_name,

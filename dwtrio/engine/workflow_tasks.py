@@ -35,11 +35,11 @@ from dwtrio.errors import (
 from dwtrio.protocol.commands import CompleteUpdate, FailUpdate, parse_commands
 from dwtrio.protocol.ids import new_id
 from dwtrio.protocol.worker import CompleteWorkflowTask, FailWorkflowTask, WorkflowTaskLease
-from dwtrio.store import runs
+from dwtrio.store import runs, tasks
 from dwtrio.store.history import EventRow, append_events, list_events
 from dwtrio.store.pool import Conn
-from dwtrio.store.queries import sql
 from dwtrio.store.runs import LockedRun
+from dwtrio.store.tasks import ClaimedWorkflowTask
 
 WAITING_FOR_HISTORY = "WorkflowTaskWaitingForHistory"
 MAX_RETRY_BACKOFF_S = 60
@@ -110,28 +110,28 @@ async def _history_page(
 
 
 def task_body(
-    claimed: Any, run: Any, events: list[dict[str, Any]], token: str | None, queue: str
+    claimed: ClaimedWorkflowTask, events: list[dict[str, Any]], token: str | None, queue: str
 ) -> dict[str, Any]:
     body = {
-        "task_id": claimed["id"],
-        "workflow_id": run["workflow_id"],
-        "run_id": claimed["run_id"],
-        "workflow_task_attempt": claimed["attempt"],
-        "workflow_type": run["workflow_type"],
+        "task_id": claimed.id,
+        "workflow_id": claimed.workflow_id,
+        "run_id": claimed.run_id,
+        "workflow_task_attempt": claimed.attempt,
+        "workflow_type": claimed.workflow_type,
         "payload_codec": "avro",
-        "arguments": envelope(run["arguments"], run["payload_codec"]),
+        "arguments": envelope(claimed.arguments, claimed.payload_codec),
         "run_status": "running",
-        "last_history_sequence": run["last_history_sequence"],
-        "total_history_events": run["last_history_sequence"],
+        "last_history_sequence": claimed.last_history_sequence,
+        "total_history_events": claimed.last_history_sequence,
         "history_events": events,
         "next_history_page_token": token,
         "task_queue": queue,
-        "lease_owner": claimed["lease_owner"],
-        "lease_expires_at": wire.iso_z(claimed["lease_expires_at"]),
+        "lease_owner": claimed.lease_owner,
+        "lease_expires_at": wire.iso_z(claimed.lease_expires_at),
     }
-    if claimed["workflow_update_id"] is not None:
+    if claimed.workflow_update_id is not None:
         # An update task: the worker runs this update's handler (commands.md §5.9).
-        body["workflow_update_id"] = claimed["workflow_update_id"]
+        body["workflow_update_id"] = claimed.workflow_update_id
     return body
 
 
@@ -146,44 +146,39 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
     a later statement on purpose, so it sees every event committed by a wake
     that the claim waited for on the run row lock.
     """
+    claimed = None
     if replay_poll and params.poll_request_id:
-        again = await conn.fetchrow(
-            sql("find_polled_task"),
-            params.worker_id,
-            params.poll_request_id,
-            "workflow",
-            params.namespace,
-            params.task_queue,
+        claimed = await tasks.find_polled_workflow_task(
+            conn,
+            worker_id=params.worker_id,
+            poll_request_id=params.poll_request_id,
+            namespace=params.namespace,
+            task_queue=params.task_queue,
         )
-        if again is not None:
-            run = await conn.fetchrow(sql("read_run_for_task"), again["run_id"])
-            events, token = await _history_page(
-                conn, again["run_id"], params.namespace, 0, params.page_size
-            )
-            return task_body(again, run, events, token, params.task_queue)
-    claimed = await conn.fetchrow(
-        sql("claim_workflow_task"),
-        params.namespace,
-        params.task_queue,
-        params.worker_id,
-        params.poll_request_id,
-        list(params.workflow_types),
-        params.lease_s,
-    )
     if claimed is None:
-        return None
-    events, token = await _history_page(
-        conn, claimed["run_id"], params.namespace, 0, params.page_size
-    )
-    return task_body(claimed, claimed, events, token, params.task_queue)
+        claimed = await tasks.claim_workflow_task(
+            conn,
+            namespace=params.namespace,
+            task_queue=params.task_queue,
+            worker_id=params.worker_id,
+            poll_request_id=params.poll_request_id,
+            workflow_types=params.workflow_types,
+            lease_s=params.lease_s,
+        )
+        if claimed is None:
+            return None
+    events, token = await _history_page(conn, claimed.run_id, params.namespace, 0, params.page_size)
+    return task_body(claimed, events, token, params.task_queue)
 
 
 async def release(conn: Conn, task: dict[str, Any]) -> tuple[str, str, str] | None:
     """Undo a lease whose response could not be delivered; returns the queue to wake."""
-    row = await conn.fetchrow(
-        sql("release_task"), task["task_id"], task["workflow_task_attempt"], task["lease_owner"]
+    return await tasks.release_task(
+        conn,
+        task["task_id"],
+        attempt=task["workflow_task_attempt"],
+        lease_owner=task["lease_owner"],
     )
-    return None if row is None else (row["namespace"], row["task_queue"], row["kind"])
 
 
 async def release_polled(conn: Conn, params: ClaimParams) -> tuple[str, str, str] | None:
@@ -192,22 +187,18 @@ async def release_polled(conn: Conn, params: ClaimParams) -> tuple[str, str, str
     the poll's ``poll_request_id``; returns the queue to wake."""
     if not params.poll_request_id:
         return None
-    row = await conn.fetchrow(
-        sql("find_polled_task"),
-        params.worker_id,
-        params.poll_request_id,
-        "workflow",
-        params.namespace,
-        params.task_queue,
+    held = await tasks.find_polled_workflow_task(
+        conn,
+        worker_id=params.worker_id,
+        poll_request_id=params.poll_request_id,
+        namespace=params.namespace,
+        task_queue=params.task_queue,
     )
-    if row is None:
+    if held is None or held.lease_owner is None:
         return None
-    task = {
-        "task_id": row["id"],
-        "workflow_task_attempt": row["attempt"],
-        "lease_owner": row["lease_owner"],
-    }
-    return await release(conn, task)
+    return await tasks.release_task(
+        conn, held.id, attempt=held.attempt, lease_owner=held.lease_owner
+    )
 
 
 # --- fencing -------------------------------------------------------------------------
@@ -240,61 +231,63 @@ async def fence(
     completion gets the original answer and is never applied twice.
     ``with_run`` locks the task's run in the same statement (task first).
     """
+    run: LockedRun | None = None
     if with_run:
-        row = await conn.fetchrow(sql("lock_workflow_task_and_run"), task_id)
+        both = await tasks.lock_workflow_task_and_run(conn, task_id)
+        row, run = (None, None) if both is None else (both.task, both.run)
     else:
-        row = await conn.fetchrow(sql("lock_task"), task_id)
+        row = await tasks.lock_task(conn, task_id)
     fields = {"task_id": task_id, "workflow_task_attempt": lease.workflow_task_attempt}
-    if row is None or row["namespace"] != namespace or row["kind"] != "workflow":
+    if row is None or row.namespace != namespace or row.kind != "workflow":
         raise TaskNotFoundError("Workflow task not found.", **fields)
     task = FencedTask(
-        id=row["id"],
-        run_id=row["run_id"],
-        attempt=row["attempt"],
-        receipt=row["receipt"],
-        failure_count=row["failure_count"],
-        update_id=row["workflow_update_id"],
-        run=runs.joined_run(row) if with_run else None,
+        id=row.id,
+        run_id=row.run_id,
+        attempt=row.attempt,
+        receipt=row.receipt,
+        failure_count=row.failure_count,
+        update_id=row.workflow_update_id,
+        run=run,
     )
-    if row["state"] != "leased":
-        receipt = row["receipt"] or {}
+    if row.state != "leased":
+        receipt = row.receipt or {}
         if (
             allow_replay
-            and row["state"] == "completed"
+            and row.state == "completed"
             and receipt.get("lease_owner") == lease.lease_owner
             and receipt.get("workflow_task_attempt") == lease.workflow_task_attempt
         ):
             return task
         if (
-            row["state"] == "cancelled"
-            and row["lease_owner"] == lease.lease_owner
-            and row["attempt"] == lease.workflow_task_attempt
+            row.state == "cancelled"
+            and row.lease_owner == lease.lease_owner
+            and row.attempt == lease.workflow_task_attempt
         ):
             # The run closed (cancel, terminate, timeout) under this worker's lease.
-            run = await runs.lock_run(conn, task.run_id)
+            closed = await runs.lock_run(conn, task.run_id)
             raise RunClosedError(
                 "The workflow run is closed.",
-                run_status=None if run is None else run.status,
+                run_status=None if closed is None else closed.status,
                 can_continue=False,
                 **fields,
             )
         raise TaskNotLeasedError("Workflow task is not leased.", **fields)
-    if row["lease_expired"]:
+    if row.lease_expired:
         raise LeaseExpiredError(
             "Workflow task lease has expired.",
-            lease_owner=row["lease_owner"],
-            lease_expires_at=wire.iso_z(row["lease_expires_at"]),
+            lease_owner=row.lease_owner,
+            lease_expires_at=wire.iso_z(row.lease_expires_at),
             **fields,
         )
-    if row["lease_owner"] != lease.lease_owner:
+    if row.lease_owner != lease.lease_owner:
         raise LeaseOwnerMismatchError(
             "Workflow task lease is owned by another worker.",
-            lease_owner=row["lease_owner"],
+            lease_owner=row.lease_owner,
             **fields,
         )
-    if row["attempt"] != lease.workflow_task_attempt:
+    if row.attempt != lease.workflow_task_attempt:
         raise WorkflowTaskAttemptMismatchError(
-            "Workflow task attempt is not current.", current_attempt=row["attempt"], **fields
+            "Workflow task attempt is not current.", current_attempt=row.attempt, **fields
         )
     return task
 
@@ -391,7 +384,7 @@ async def _complete(
         "reason": None,
     }
     if ctx.closing is not None:  # the closed run gets no follow-up task
-        await conn.execute(sql("complete_task"), task.id, _receipt(req, outcome))
+        await tasks.complete_task(conn, task.id, receipt=_receipt(req, outcome))
     else:
         await _settle_and_close_task(conn, task.id, req, run, outcome, next_task, ctx.seq)
     return outcome
@@ -418,12 +411,12 @@ async def _settle_and_close_task(
     """On a run that stays open: settle the run (waiting), complete the task with its
     receipt, then create the follow-up task (a queued update first), in that order:
     a run has at most one open workflow task."""
-    queued_update = await conn.fetchval(
-        sql("settle_and_complete_workflow_task"),
-        run.id,
-        task_id,
-        step_sequence,
-        _receipt(lease, outcome),
+    queued_update = await runs.settle_and_complete_workflow_task(
+        conn,
+        run_id=run.id,
+        task_id=task_id,
+        last_step_sequence=step_sequence,
+        receipt=_receipt(lease, outcome),
     )
     await create_next_workflow_task(conn, run, outcome, next_task, queued_update)
 
@@ -461,7 +454,7 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailWorkflowTask) 
         "workflow_task_attempt": req.workflow_task_attempt,
         "lease_owner": req.lease_owner,
     }
-    await conn.execute(sql("reoffer_workflow_task"), task.id, backoff_s, failure)
+    await tasks.reoffer_workflow_task(conn, task.id, backoff_s=backoff_s, failure=failure)
     await runs.set_status(conn, run.id, "waiting")
     outcome.body = {
         **base,
@@ -491,7 +484,7 @@ async def heartbeat(
             renewed=False,
             run_status=None if run is None else run.status,
         )
-    expires = await conn.fetchval(sql("extend_task_lease"), task_id, lease_s)
+    expires = await tasks.extend_task_lease(conn, task_id, lease_s=lease_s)
     return {
         "task_id": task_id,
         "lease_owner": req.lease_owner,
@@ -509,17 +502,17 @@ async def history_page(
 ) -> dict[str, Any]:
     task = await fence(conn, namespace, task_id, req)
     after = decode_page_token(token)
-    run = await conn.fetchrow(sql("read_run_for_task"), task.run_id)
-    if run is None or run["status"] not in runs.OPEN_STATUSES:
+    run = await runs.read_run_for_task(conn, task.run_id)
+    if run is None or run.status not in runs.OPEN_STATUSES:
         raise RunClosedError(
             "The workflow run is closed.",
             task_id=task_id,
             workflow_task_attempt=req.workflow_task_attempt,
-            run_status=None if run is None else run["status"],
+            run_status=None if run is None else run.status,
             can_continue=False,
         )
     events, next_token = await _history_page(conn, task.run_id, namespace, after, page_size)
-    total = run["last_history_sequence"]
+    total = run.last_history_sequence
     return {
         "task_id": task_id,
         "workflow_task_attempt": req.workflow_task_attempt,

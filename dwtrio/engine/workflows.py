@@ -28,10 +28,10 @@ from dwtrio.errors import RetryableStoreError, ValidationFailedError, WorkflowId
 from dwtrio.protocol.ids import new_id
 from dwtrio.store import runs
 from dwtrio.store import workflows as store
-from dwtrio.store.history import EVENT_FIELDS, EventRow, NewEvent, append_events
+from dwtrio.store.history import NewEvent, append_events
 from dwtrio.store.pool import Conn
-from dwtrio.store.queries import sql
 from dwtrio.store.runs import LockedRun
+from dwtrio.store.tasks import ClaimedWorkflowTask
 
 COMMAND_SOURCE = "control_plane"
 STARTED_NEW = "started_new"
@@ -132,29 +132,20 @@ async def start_fresh(
     """
     run_id, command_id, task_id = new_id(), new_id(), new_id()
     accepted, started = _start_events(cmd, run_id, command_id)
-    rows = await conn.fetch(
-        sql("start_new_workflow"),
-        run_id,
-        cmd.workflow_id,
-        cmd.namespace,
-        cmd.workflow_type,
-        cmd.business_key,
-        cmd.task_queue,
-        cmd.input_blob,
-        cmd.memo,
-        cmd.search_attributes,
-        cmd.execution_timeout_seconds,
-        cmd.run_timeout_seconds,
-        command_id,
-        {"duplicate_policy": cmd.duplicate_policy},
-        accepted,
-        started,
-        new_id(),
-        new_id(),
-        task_id,
-        None if lease is None else lease.worker_id,
-        None if lease is None else lease.poll_request_id,
-        None if lease is None else lease.lease_s,
+    rows = await store.start_new_workflow(
+        conn,
+        _new_run(cmd, run_id),
+        execution_timeout_seconds=cmd.execution_timeout_seconds,
+        command_id=command_id,
+        command_context={"duplicate_policy": cmd.duplicate_policy},
+        accepted_payload=accepted,
+        started_payload=started,
+        accepted_event_id=new_id(),
+        started_event_id=new_id(),
+        task_id=task_id,
+        lease_owner=None if lease is None else lease.worker_id,
+        poll_request_id=None if lease is None else lease.poll_request_id,
+        lease_s=None if lease is None else lease.lease_s,
     )
     if not rows:
         return None
@@ -176,28 +167,41 @@ async def start_fresh(
 
 
 def _first_task_body(
-    cmd: StartCommand, run_id: str, task_id: str, rows: list[Any], page_size: int
+    cmd: StartCommand, run_id: str, task_id: str, rows: list[store.StartedRow], page_size: int
 ) -> dict[str, Any]:
     """The poll answer for a first workflow task written leased by ``start_new_workflow``."""
     first = rows[0]
-    events = [EventRow(**{f: row[f] for f in EVENT_FIELDS}) for row in rows]
+    events = [row.event for row in rows if row.event is not None]
     page, token = history_page_of(events, cmd.namespace, page_size)
-    claimed = {
-        "id": task_id,
-        "run_id": run_id,
-        "attempt": first["attempt"],
-        "lease_owner": first["lease_owner"],
-        "lease_expires_at": first["lease_expires_at"],
-        "workflow_update_id": None,
-    }
-    run = {
-        "workflow_id": cmd.workflow_id,
-        "workflow_type": cmd.workflow_type,
-        "arguments": cmd.input_blob,
-        "payload_codec": "avro",
-        "last_history_sequence": len(rows),
-    }
-    return task_body(claimed, run, page, token, cmd.task_queue)
+    claimed = ClaimedWorkflowTask(
+        id=task_id,
+        run_id=run_id,
+        attempt=first.attempt,
+        lease_owner=first.lease_owner,
+        lease_expires_at=first.lease_expires_at,
+        workflow_update_id=None,
+        workflow_id=cmd.workflow_id,
+        workflow_type=cmd.workflow_type,
+        payload_codec="avro",
+        arguments=cmd.input_blob,
+        last_history_sequence=len(rows),
+    )
+    return task_body(claimed, page, token, cmd.task_queue)
+
+
+def _new_run(cmd: StartCommand, run_id: str) -> store.NewRun:
+    return store.NewRun(
+        id=run_id,
+        workflow_id=cmd.workflow_id,
+        namespace=cmd.namespace,
+        workflow_type=cmd.workflow_type,
+        business_key=cmd.business_key,
+        task_queue=cmd.task_queue,
+        arguments=cmd.input_blob,
+        memo=cmd.memo,
+        search_attributes=cmd.search_attributes,
+        run_timeout_seconds=cmd.run_timeout_seconds,
+    )
 
 
 async def start_workflow(conn: Conn, cmd: StartCommand) -> Outcome:
@@ -214,20 +218,7 @@ async def start_workflow(conn: Conn, cmd: StartCommand) -> Outcome:
     """
     run_id = new_id()
     times = await store.insert_instance_with_first_run(
-        conn,
-        store.NewRun(
-            id=run_id,
-            workflow_id=cmd.workflow_id,
-            namespace=cmd.namespace,
-            workflow_type=cmd.workflow_type,
-            business_key=cmd.business_key,
-            task_queue=cmd.task_queue,
-            arguments=cmd.input_blob,
-            memo=cmd.memo,
-            search_attributes=cmd.search_attributes,
-            run_timeout_seconds=cmd.run_timeout_seconds,
-        ),
-        cmd.execution_timeout_seconds,
+        conn, _new_run(cmd, run_id), cmd.execution_timeout_seconds
     )
     if times is None:
         return await _start_existing(conn, cmd)

@@ -1,4 +1,4 @@
-"""History events: append (under the run lock) and read pages."""
+"""History events (``schema/queries/history.sql``): append (under the run lock) and read pages."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import attrs
 
 from dwtrio.protocol.ids import new_id
 from dwtrio.store.pool import Conn
-from dwtrio.store.queries import sql
+from dwtrio.store.queries import query
 
 
 @attrs.frozen(kw_only=True)
@@ -20,7 +20,7 @@ class NewEvent:
     workflow_command_id: str | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class EventRow:
     id: str
     sequence: int
@@ -31,7 +31,11 @@ class EventRow:
     recorded_at: datetime
 
 
-EVENT_FIELDS = tuple(attrs.fields_dict(EventRow))
+EVENT_FIELDS = tuple(f.name for f in attrs.fields(EventRow))
+
+_APPEND_HISTORY_EVENTS = query("append_history_events")
+_LIST_HISTORY_PAGE = query("list_history_page", EventRow)
+_LAST_CLOSING_EVENT = query("last_closing_event")
 
 
 async def append_events(conn: Conn, run_id: str, events: list[NewEvent]) -> int:
@@ -42,18 +46,26 @@ async def append_events(conn: Conn, run_id: str, events: list[NewEvent]) -> int:
     """
     if not events:
         return 0
-    rows = await conn.fetch(
-        sql("append_history_events"),
-        run_id,
-        [new_id() for _ in events],
-        [e.event_type for e in events],
-        [e.payload for e in events],
-        [e.workflow_task_id for e in events],
-        [e.workflow_command_id for e in events],
+    rows = await _APPEND_HISTORY_EVENTS.fetch(
+        conn,
+        run_id=run_id,
+        ids=[new_id() for _ in events],
+        event_types=[e.event_type for e in events],
+        payloads=[e.payload for e in events],
+        task_ids=[e.workflow_task_id for e in events],
+        command_ids=[e.workflow_command_id for e in events],
     )
-    return max(int(r["sequence"]) for r in rows)
+    return max(int(r[0]) for r in rows)
 
 
 async def list_events(conn: Conn, run_id: str, after_sequence: int, limit: int) -> list[EventRow]:
-    rows = await conn.fetch(sql("list_history_page"), run_id, after_sequence, limit)
-    return [EventRow(**dict(r)) for r in rows]
+    return await _LIST_HISTORY_PAGE.all(
+        conn, run_id=run_id, after_sequence=after_sequence, limit=limit
+    )
+
+
+async def last_closing_payload(conn: Conn, run_id: str) -> dict[str, Any] | None:
+    """The payload of the run's newest closing event (failed, timed out, cancelled,
+    terminated), or None."""
+    payload: dict[str, Any] | None = await _LAST_CLOSING_EVENT.fetchval(conn, run_id=run_id)
+    return payload

@@ -15,14 +15,22 @@ from pathlib import Path
 
 import attrs
 
+from dwtrio.store.namespaces import seed_namespace
 from dwtrio.store.pool import Conn
-from dwtrio.store.queries import schema_dir, sql
+from dwtrio.store.queries import query, schema_dir
 
 log = logging.getLogger(__name__)
 
 # Arbitrary constant identifying dwtrio's migration lock (pg_advisory_lock key).
 MIGRATION_LOCK_KEY = 0x64777472696F  # "dwtrio"
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+_LOCK_MIGRATIONS = query("lock_migrations")
+_UNLOCK_MIGRATIONS = query("unlock_migrations")
+_CREATE_MIGRATIONS_TABLE = query("create_migrations_table")
+_MIGRATIONS_TABLE_EXISTS = query("migrations_table_exists")
+_LIST_APPLIED_MIGRATIONS = query("list_applied_migrations")
+_RECORD_MIGRATION = query("record_migration")
 
 
 @attrs.frozen
@@ -64,19 +72,19 @@ class BootstrapReport:
 
 async def applied_versions(conn: Conn) -> dict[int, str] | None:
     """Applied migration versions and checksums, or None if the table does not exist."""
-    exists = await conn.fetchval(sql("migrations_table_exists"))
+    exists = await _MIGRATIONS_TABLE_EXISTS.fetchval(conn)
     if not exists:
         return None
-    rows = await conn.fetch(sql("list_applied_migrations"))
+    rows = await _LIST_APPLIED_MIGRATIONS.fetch(conn)
     return {r["version"]: r["checksum"] for r in rows}
 
 
 async def bootstrap(conn: Conn, *, default_namespace: str, retention_days: int) -> BootstrapReport:
     """Apply pending migrations and seed the default namespace (asyncio side, one connection)."""
     migrations = list_migrations()
-    await conn.execute(sql("lock_migrations"), MIGRATION_LOCK_KEY)
+    await _LOCK_MIGRATIONS.execute(conn, key=MIGRATION_LOCK_KEY)
     try:
-        await conn.execute(sql("create_migrations_table"))
+        await _CREATE_MIGRATIONS_TABLE.execute(conn)
         done = await applied_versions(conn) or {}
         applied: list[str] = []
         for mig in migrations:
@@ -89,14 +97,16 @@ async def bootstrap(conn: Conn, *, default_namespace: str, retention_days: int) 
             log.info("applying migration %04d_%s", mig.version, mig.name)
             async with conn.transaction():  # type: ignore[attr-defined]
                 await conn.execute(mig.path.read_text())
-                await conn.execute(sql("record_migration"), mig.version, mig.name, mig.checksum)
+                await _RECORD_MIGRATION.execute(
+                    conn, version=mig.version, name=mig.name, checksum=mig.checksum
+                )
             applied.append(f"{mig.version:04d}_{mig.name}")
-        created = await conn.fetchval(
-            sql("seed_namespace"), default_namespace.lower(), "Default namespace", retention_days
+        created = await seed_namespace(
+            conn, default_namespace.lower(), "Default namespace", retention_days
         )
-        return BootstrapReport(tuple(applied), len(done), bool(created))
+        return BootstrapReport(tuple(applied), len(done), created)
     finally:
-        await conn.execute(sql("unlock_migrations"), MIGRATION_LOCK_KEY)
+        await _UNLOCK_MIGRATIONS.execute(conn, key=MIGRATION_LOCK_KEY)
 
 
 async def pending_migrations(conn: Conn) -> list[str]:

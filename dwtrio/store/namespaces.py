@@ -1,4 +1,5 @@
-"""Namespace rows (asyncio-side store operations; run them through Store)."""
+"""Namespace rows (``schema/queries/namespaces.sql``; asyncio-side store operations, run
+them through Store)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import attrs
 
 from dwtrio.errors import NamespaceAlreadyExistsError, NamespaceNotFoundError
 from dwtrio.store.pool import Conn
-from dwtrio.store.queries import sql
+from dwtrio.store.queries import query
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class NamespaceRow:
     name: str
     description: str | None
@@ -23,45 +24,62 @@ class NamespaceRow:
     updated_at: datetime
 
 
-def _row(record: Any) -> NamespaceRow:
-    return NamespaceRow(**dict(record))
+_SEED_NAMESPACE = query("seed_namespace")
+_CREATE_NAMESPACE = query("create_namespace", NamespaceRow)
+_GET_NAMESPACE = query("get_namespace", NamespaceRow)
+_NAMESPACE_EXISTS = query("namespace_exists")
+_LIST_NAMESPACES = query("list_namespaces", NamespaceRow)
+_UPDATE_NAMESPACE = query("update_namespace", NamespaceRow)
+_SET_NAMESPACE_EXTERNAL_STORAGE = query("set_namespace_external_storage", NamespaceRow)
+
+
+async def seed_namespace(conn: Conn, name: str, description: str, retention_days: int) -> bool:
+    """Create the namespace unless it exists; whether it was created."""
+    created = await _SEED_NAMESPACE.fetchval(
+        conn, name=name, description=description, retention_days=retention_days
+    )
+    return bool(created)
 
 
 async def create_namespace(
     conn: Conn, name: str, description: str | None, retention_days: int
 ) -> NamespaceRow:
-    record = await conn.fetchrow(sql("create_namespace"), name, description, retention_days)
-    if record is None:
+    row = await _CREATE_NAMESPACE.one(
+        conn, name=name, description=description, retention_days=retention_days
+    )
+    if row is None:
         raise NamespaceAlreadyExistsError(f"Namespace {name!r} already exists.", namespace=name)
-    return _row(record)
+    return row
 
 
 async def get_namespace(conn: Conn, name: str) -> NamespaceRow:
-    record = await conn.fetchrow(sql("get_namespace"), name)
-    if record is None:
+    row = await _GET_NAMESPACE.one(conn, name=name)
+    if row is None:
         raise NamespaceNotFoundError(f"Namespace {name!r} does not exist.", namespace=name)
-    return _row(record)
+    return row
 
 
 async def namespace_exists(conn: Conn, name: str) -> bool:
-    return bool(await conn.fetchval(sql("namespace_exists"), name))
+    return bool(await _NAMESPACE_EXISTS.fetchval(conn, name=name))
 
 
 async def list_namespaces(conn: Conn) -> list[NamespaceRow]:
-    return [_row(r) for r in await conn.fetch(sql("list_namespaces"))]
+    return await _LIST_NAMESPACES.all(conn)
 
 
 async def update_namespace(
     conn: Conn, name: str, description: str | None, retention_days: int | None
 ) -> NamespaceRow:
-    record = await conn.fetchrow(sql("update_namespace"), name, description, retention_days)
-    if record is None:
+    row = await _UPDATE_NAMESPACE.one(
+        conn, name=name, description=description, retention_days=retention_days
+    )
+    if row is None:
         raise NamespaceNotFoundError(f"Namespace {name!r} does not exist.", namespace=name)
-    return _row(record)
+    return row
 
 
 async def set_external_storage(conn: Conn, name: str, policy: dict[str, Any]) -> NamespaceRow:
-    record = await conn.fetchrow(sql("set_namespace_external_storage"), name, policy)
-    if record is None:
+    row = await _SET_NAMESPACE_EXTERNAL_STORAGE.one(conn, name=name, policy=policy)
+    if row is None:
         raise NamespaceNotFoundError(f"Namespace {name!r} does not exist.", namespace=name)
-    return _row(record)
+    return row

@@ -1,4 +1,5 @@
-"""Run rows as the engine sees them (locked for the duration of a use case)."""
+"""Run rows as the engine sees them (``schema/queries/runs.sql``): locked for the
+duration of a use case, settled, closed; their steps, memo and search attributes."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import attrs
 
 from dwtrio import payloads
 from dwtrio.store.pool import Conn
-from dwtrio.store.queries import sql
+from dwtrio.store.queries import query
 
 OPEN_STATUSES = frozenset({"pending", "running", "waiting"})
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class LockedRun:
     id: str
     workflow_id: str
@@ -62,24 +63,114 @@ class LockedRun:
         )
 
 
-_RUN_FIELDS = tuple(attrs.fields_dict(LockedRun))
+def joined_run_columns() -> tuple[str, ...]:
+    """The columns of a run locked with another row: ``lock_run``'s, prefixed ``run_``
+    (its id as ``run_id_``, beside the other row's ``run_id``), last in the row."""
+    return tuple("run_id_" if f.name == "id" else f"run_{f.name}" for f in attrs.fields(LockedRun))
 
 
-def joined_run(row: Any) -> LockedRun:
-    """The run of a statement that locked it with another row: ``lock_run``'s columns
-    prefixed ``run_`` (its id as ``run_id_``, beside the other row's ``run_id``)."""
-    fields = {f: row[f"run_{f}"] for f in _RUN_FIELDS if f != "id"}
-    return LockedRun(id=row["run_id_"], **fields)
+@attrs.frozen
+class RunForTask:
+    """What a leased task shows about its run."""
+
+    id: str
+    workflow_id: str
+    workflow_type: str
+    task_queue: str
+    payload_codec: str | None
+    arguments: str | None
+    status: str
+    last_history_sequence: int
+
+
+_LOCK_RUN = query("lock_run", LockedRun)
+_READ_RUN_FOR_TASK = query("read_run_for_task", RunForTask)
+_SET_WAKE_PENDING = query("set_wake_pending")
+_SET_RUN_STATUS = query("set_run_status")
+_CLOSE_RUN = query("close_run")
+_SETTLE_AND_COMPLETE_WORKFLOW_TASK = query("settle_and_complete_workflow_task")
+_COUNT_SETTLED_STEPS = query("count_settled_steps")
+_GET_RUN_SEARCH_ATTRIBUTES = query("get_run_search_attributes")
+_SET_RUN_SEARCH_ATTRIBUTES = query("set_run_search_attributes")
+_GET_RUN_MEMO = query("get_run_memo")
+_SET_RUN_MEMO = query("set_run_memo")
 
 
 async def lock_run(conn: Conn, run_id: str) -> LockedRun | None:
-    row = await conn.fetchrow(sql("lock_run"), run_id)
-    return None if row is None else LockedRun(**dict(row))
+    return await _LOCK_RUN.one(conn, id=run_id)
+
+
+async def read_run_for_task(conn: Conn, run_id: str) -> RunForTask | None:
+    return await _READ_RUN_FOR_TASK.one(conn, id=run_id)
 
 
 async def set_status(conn: Conn, run_id: str, status: str) -> None:
-    await conn.execute(sql("set_run_status"), run_id, status)
+    await _SET_RUN_STATUS.execute(conn, id=run_id, status=status)
 
 
 async def set_wake_pending(conn: Conn, run_id: str, pending: bool) -> None:
-    await conn.execute(sql("set_wake_pending"), run_id, pending)
+    await _SET_WAKE_PENDING.execute(conn, id=run_id, pending=pending)
+
+
+async def close_run(
+    conn: Conn,
+    run_id: str,
+    *,
+    status: str,
+    reason: str,
+    output: str | None,
+    keep_task_id: str | None,
+    last_step_sequence: int | None,
+) -> None:
+    """Close the run and cancel its other open tasks, activities and timers (one statement)."""
+    await _CLOSE_RUN.execute(
+        conn,
+        id=run_id,
+        status=status,
+        reason=reason,
+        output=output,
+        keep_task_id=keep_task_id,
+        last_step_sequence=last_step_sequence,
+    )
+
+
+async def settle_and_complete_workflow_task(
+    conn: Conn,
+    *,
+    run_id: str,
+    task_id: str,
+    last_step_sequence: int,
+    receipt: dict[str, Any],
+) -> str | None:
+    """The run waits, the task completes; returns the run's oldest queued update, if any."""
+    update_id: str | None = await _SETTLE_AND_COMPLETE_WORKFLOW_TASK.fetchval(
+        conn,
+        run_id=run_id,
+        task_id=task_id,
+        last_step_sequence=last_step_sequence,
+        receipt=receipt,
+    )
+    return update_id
+
+
+async def count_settled_steps(conn: Conn, run_id: str, *, first: int, last: int) -> int:
+    """How many of the run's steps ``first``..``last`` (inclusive) have settled."""
+    return int(await _COUNT_SETTLED_STEPS.fetchval(conn, run_id=run_id, first=first, last=last))
+
+
+async def get_search_attributes(conn: Conn, run_id: str) -> dict[str, Any]:
+    value: dict[str, Any] = await _GET_RUN_SEARCH_ATTRIBUTES.fetchval(conn, id=run_id)
+    return value
+
+
+async def set_search_attributes(conn: Conn, run_id: str, search_attributes: dict[str, Any]) -> None:
+    await _SET_RUN_SEARCH_ATTRIBUTES.execute(conn, id=run_id, search_attributes=search_attributes)
+
+
+async def get_memo(conn: Conn, run_id: str) -> dict[str, Any]:
+    value: dict[str, Any] = await _GET_RUN_MEMO.fetchval(conn, id=run_id)
+    return value
+
+
+async def set_memo(conn: Conn, run_id: str, memo: dict[str, Any]) -> None:
+    await _SET_RUN_MEMO.execute(conn, id=run_id, memo=memo)

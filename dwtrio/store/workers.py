@@ -1,4 +1,4 @@
-"""Worker registrations."""
+"""Worker registrations (``schema/queries/workers.sql``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import attrs
 
 from dwtrio.store.pool import Conn
-from dwtrio.store.queries import sql
+from dwtrio.store.queries import query
 
 
 @attrs.frozen(kw_only=True)
@@ -32,16 +32,52 @@ class Registration:
     heartbeat_interval_seconds: int | None
 
 
+@attrs.frozen
+class PollerTypes:
+    supported_workflow_types: list[str]
+    supported_activity_types: list[str]
+
+
+_UPSERT_WORKER_REGISTRATION = query("upsert_worker_registration")
+_ENSURE_WORKER_REGISTRATION = query("ensure_worker_registration", PollerTypes)
+_HEARTBEAT_WORKER = query("heartbeat_worker")
+_DEREGISTER_WORKER = query("deregister_worker")
+_RELEASE_WORKER_WORKFLOW_TASKS = query("release_worker_workflow_tasks")
+
+
 async def register(conn: Conn, reg: Registration) -> None:
-    await conn.execute(sql("upsert_worker_registration"), *attrs.astuple(reg))
+    await _UPSERT_WORKER_REGISTRATION.execute(
+        conn,
+        namespace=reg.namespace,
+        worker_id=reg.worker_id,
+        task_queue=reg.task_queue,
+        runtime=reg.runtime,
+        sdk_version=reg.sdk_version,
+        build_id=reg.build_id,
+        supported_workflow_types=reg.supported_workflow_types,
+        supported_activity_types=reg.supported_activity_types,
+        workflow_definition_fingerprints=reg.workflow_definition_fingerprints,
+        workflow_command_contracts=reg.workflow_command_contracts,
+        capabilities=reg.capabilities,
+        capability_manifest=reg.capability_manifest,
+        task_slots=reg.task_slots,
+        process_metrics=reg.process_metrics,
+        max_concurrent_workflow_tasks=reg.max_concurrent_workflow_tasks,
+        max_concurrent_activity_tasks=reg.max_concurrent_activity_tasks,
+        max_concurrent_worker_sessions=reg.max_concurrent_worker_sessions,
+        heartbeat_interval_seconds=reg.heartbeat_interval_seconds,
+    )
 
 
 async def ensure_registered(
     conn: Conn, namespace: str, worker_id: str, task_queue: str
 ) -> tuple[list[str], list[str]]:
     """Implicitly register an unknown poller; returns (workflow types, activity types)."""
-    row = await conn.fetchrow(sql("ensure_worker_registration"), namespace, worker_id, task_queue)
-    return list(row["supported_workflow_types"]), list(row["supported_activity_types"])
+    types = await _ENSURE_WORKER_REGISTRATION.one(
+        conn, namespace=namespace, worker_id=worker_id, task_queue=task_queue
+    )
+    assert types is not None  # an upsert always returns its row
+    return list(types.supported_workflow_types), list(types.supported_activity_types)
 
 
 async def heartbeat(
@@ -51,15 +87,21 @@ async def heartbeat(
     task_slots: dict[str, Any] | None,
     process_metrics: dict[str, Any] | None,
 ) -> bool:
-    row = await conn.fetchrow(
-        sql("heartbeat_worker"), namespace, worker_id, task_slots, process_metrics
+    row = await _HEARTBEAT_WORKER.fetchrow(
+        conn,
+        namespace=namespace,
+        worker_id=worker_id,
+        task_slots=task_slots,
+        process_metrics=process_metrics,
     )
     return row is not None
 
 
 async def deregister(conn: Conn, namespace: str, worker_id: str) -> list[str] | None:
     """Deregister and release its workflow-task leases; returns their queues, or None if unknown."""
-    if await conn.fetchrow(sql("deregister_worker"), namespace, worker_id) is None:
+    if await _DEREGISTER_WORKER.fetchrow(conn, namespace=namespace, worker_id=worker_id) is None:
         return None
-    rows = await conn.fetch(sql("release_worker_workflow_tasks"), namespace, worker_id)
-    return [r["task_queue"] for r in rows]
+    rows = await _RELEASE_WORKER_WORKFLOW_TASKS.fetch(
+        conn, namespace=namespace, worker_id=worker_id
+    )
+    return [r[0] for r in rows]

@@ -5,17 +5,21 @@ WITH execution AS (
         id, run_id, workflow_id, namespace, sequence, activity_type, task_queue, payload_codec,
         arguments, retry_policy, options, parallel,
         schedule_to_start_deadline_at, schedule_to_close_deadline_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, 'avro', $8, $9, $10, $11,
-            now() + make_interval(secs => $12), now() + make_interval(secs => $13))
+    VALUES (:execution_id, :run_id, :workflow_id, :namespace, :sequence, :activity_type,
+            :task_queue, 'avro', :arguments, :retry_policy, :options, :parallel,
+            now() + make_interval(secs => :schedule_to_start_s),
+            now() + make_interval(secs => :schedule_to_close_s))
     RETURNING id
 )
 INSERT INTO workflow_tasks (id, namespace, task_queue, kind, run_id, workflow_id, workflow_type,
                             activity_type, activity_execution_id)
-SELECT $14, $4, $7, 'activity', $2, $3, $15, $6, execution.id FROM execution;
+SELECT :task_id, :namespace, :task_queue, 'activity', :run_id, :workflow_id, :workflow_type,
+       :activity_type, execution.id
+  FROM execution;
 
 -- name: claim_activity_task
--- Lease the oldest ready activity task on a queue, start its next attempt ($7 = attempt id)
--- and record ActivityStarted ($8 = event id) on its run, in one statement that commits on its
+-- Lease the oldest ready activity task on a queue, start its next attempt (:attempt_id)
+-- and record ActivityStarted (:event_id) on its run, in one statement that commits on its
 -- own (one round trip); the lease follows start_to_close if set. The run's row is locked by
 -- the event's sequence update, after the task, as when the claim was a transaction that
 -- locked the run next (a close locking the run first can deadlock with it: Postgres aborts
@@ -23,24 +27,26 @@ SELECT $14, $4, $7, 'activity', $2, $3, $15, $6, execution.id FROM execution;
 -- false and the caller retires what was claimed.
 WITH next AS (
     SELECT id FROM workflow_tasks
-     WHERE namespace = $1 AND task_queue = $2 AND kind = 'activity' AND state = 'ready'
-       AND available_at <= now()
-       AND (cardinality($5::text[]) = 0 OR activity_type = ANY($5::text[]))
+     WHERE namespace = :namespace AND task_queue = :task_queue AND kind = 'activity'
+       AND state = 'ready' AND available_at <= now()
+       AND (cardinality(:activity_types::text[]) = 0
+            OR activity_type = ANY(:activity_types::text[]))
      ORDER BY available_at, id
      LIMIT 1
        FOR UPDATE SKIP LOCKED
 ), task AS (
     UPDATE workflow_tasks t
-       SET state = 'leased', lease_owner = $3, poll_request_id = $4, leased_at = now(),
+       SET state = 'leased', lease_owner = :worker_id, poll_request_id = :poll_request_id,
+           leased_at = now(),
            lease_expires_at = now() + make_interval(
-               secs => COALESCE((e.options ->> 'start_to_close_timeout')::int, $6)),
-           activity_attempt_id = $7, attempt = e.attempt_count + 1, updated_at = now()
+               secs => COALESCE((e.options ->> 'start_to_close_timeout')::int, :default_lease_s)),
+           activity_attempt_id = :attempt_id, attempt = e.attempt_count + 1, updated_at = now()
       FROM next, activity_executions e
      WHERE t.id = next.id AND e.id = t.activity_execution_id
     RETURNING t.id, t.run_id, t.activity_execution_id, t.lease_owner, t.lease_expires_at, t.attempt
 ), execution AS (
     UPDATE activity_executions e
-       SET attempt_count = task.attempt, current_attempt_id = $7, status = 'running',
+       SET attempt_count = task.attempt, current_attempt_id = :attempt_id, status = 'running',
            started_at = COALESCE(e.started_at, now()), updated_at = now(),
            schedule_to_start_deadline_at = NULL,
            start_to_close_deadline_at = now() + make_interval(
@@ -55,7 +61,9 @@ WITH next AS (
 ), attempt AS (
     INSERT INTO activity_attempts (id, activity_execution_id, run_id, task_id, attempt_number,
                                    lease_owner)
-    SELECT $7, task.activity_execution_id, task.run_id, task.id, task.attempt, $3 FROM task
+    SELECT :attempt_id, task.activity_execution_id, task.run_id, task.id, task.attempt,
+           :worker_id
+      FROM task
 ), run AS (
     UPDATE workflow_runs r
        SET last_history_sequence = r.last_history_sequence + 1, last_progress_at = now(),
@@ -67,68 +75,83 @@ WITH next AS (
     -- The payload of engine.activity_tasks.step_fields + the attempt (parallel keys over
     -- the step's own, as there).
     INSERT INTO history_events (id, run_id, sequence, event_type, payload)
-    SELECT $8, run.id, run.sequence, 'ActivityStarted',
+    SELECT :event_id, run.id, run.sequence, 'ActivityStarted',
            jsonb_build_object('sequence', execution.sequence,
                               'activity_type', execution.activity_type,
                               'activity_class', execution.activity_type,
                               'activity_execution_id', execution.id)
            || COALESCE(execution.parallel, '{}'::jsonb)
-           || jsonb_build_object('activity_attempt_id', $7::text,
+           || jsonb_build_object('activity_attempt_id', :attempt_id::text,
                                  'attempt_number', task.attempt)
       FROM run, task, execution
 )
-SELECT task.id AS task_id, task.run_id, task.lease_owner, task.lease_expires_at,
-       task.attempt AS attempt_number, execution.id AS execution_id, execution.workflow_id,
-       execution.sequence, execution.activity_type, execution.arguments, execution.retry_policy,
-       execution.parallel, execution.schedule_to_close_deadline_at,
+SELECT task.id AS task_id, task.run_id, :attempt_id::text AS activity_attempt_id,
+       task.lease_owner, task.lease_expires_at, task.attempt AS attempt_number,
+       execution.id AS execution_id, execution.workflow_id, execution.activity_type,
+       execution.arguments, execution.retry_policy, execution.schedule_to_close_deadline_at,
        execution.start_to_close_deadline_at, execution.heartbeat_deadline_at,
        run.id IS NOT NULL AS run_open
   FROM task JOIN execution ON execution.id = task.activity_execution_id
   LEFT JOIN run ON true;
 
+-- name: find_polled_activity_task
+-- The activity task a poll with this poll_request_id already leased (poll retries), while
+-- its run is open (a lease on a closed run is being retired, not worth running), with its
+-- attempt and execution: claim_activity_task's columns.
+SELECT t.id AS task_id, t.run_id, t.activity_attempt_id, t.lease_owner, t.lease_expires_at,
+       a.attempt_number, e.id AS execution_id, e.workflow_id, e.activity_type, e.arguments,
+       e.retry_policy, e.schedule_to_close_deadline_at, e.start_to_close_deadline_at,
+       e.heartbeat_deadline_at, true AS run_open
+  FROM workflow_tasks t
+  JOIN workflow_runs r ON r.id = t.run_id
+  JOIN activity_attempts a ON a.id = t.activity_attempt_id
+  JOIN activity_executions e ON e.id = t.activity_execution_id
+ WHERE t.lease_owner = :worker_id AND t.poll_request_id = :poll_request_id
+   AND t.state = 'leased' AND t.kind = 'activity'
+   AND t.namespace = :namespace AND t.task_queue = :task_queue AND t.lease_expires_at > now()
+   AND r.status IN ('pending', 'running', 'waiting');
+
 -- name: lock_activity_execution
 -- Lock an activity execution with what attempts and events need.
-SELECT id, run_id, workflow_id, namespace, sequence, activity_type, task_queue, status, arguments,
-       retry_policy, options, parallel, attempt_count, current_attempt_id,
-       schedule_to_start_deadline_at, start_to_close_deadline_at, schedule_to_close_deadline_at,
-       heartbeat_deadline_at
+SELECT id, sequence, activity_type, task_queue, status, retry_policy, options, parallel,
+       attempt_count, schedule_to_start_deadline_at, start_to_close_deadline_at,
+       schedule_to_close_deadline_at, heartbeat_deadline_at
   FROM activity_executions
- WHERE id = $1
+ WHERE id = :id
    FOR UPDATE;
 
 -- name: set_task_attempt
 -- Point an activity task at its current attempt.
-UPDATE workflow_tasks SET activity_attempt_id = $2, attempt = $3, updated_at = now() WHERE id = $1;
-
--- name: get_activity_attempt
--- One attempt, for fencing.
-SELECT id, activity_execution_id, task_id, attempt_number, status, lease_owner
-  FROM activity_attempts WHERE id = $1;
+UPDATE workflow_tasks
+   SET activity_attempt_id = :activity_attempt_id, attempt = :attempt, updated_at = now()
+ WHERE id = :id;
 
 -- name: close_activity_attempt
 -- Close an attempt with its outcome.
-UPDATE activity_attempts SET status = $2, failure = $3, closed_at = now() WHERE id = $1;
+UPDATE activity_attempts SET status = :status, failure = :failure, closed_at = now()
+ WHERE id = :id;
 
 -- name: close_activity_execution
 -- Close an execution with its terminal outcome.
 UPDATE activity_executions
-   SET status = $2, result = $3, failure = $4, closed_at = now(), updated_at = now()
- WHERE id = $1;
+   SET status = :status, result = :result, failure = :failure, closed_at = now(),
+       updated_at = now()
+ WHERE id = :id;
 
 -- name: cancel_claimed_activity
--- Work leased on a run that has closed can never be used: its attempt ($1), execution ($2)
--- and task ($3) are retired together, in one statement (an attempt or execution already
--- closed keeps its outcome).
+-- Work leased on a run that has closed can never be used: its attempt, execution and task
+-- are retired together, in one statement (an attempt or execution already closed keeps its
+-- outcome).
 WITH attempt AS (
     UPDATE activity_attempts SET status = 'cancelled', closed_at = now()
-     WHERE id = $1 AND status = 'running'
+     WHERE id = :attempt_id AND status = 'running'
 ), execution AS (
     UPDATE activity_executions SET status = 'cancelled', closed_at = now(), updated_at = now()
-     WHERE id = $2 AND status IN ('pending', 'running')
+     WHERE id = :execution_id AND status IN ('pending', 'running')
 )
 UPDATE workflow_tasks
    SET state = 'completed', completed_at = now(), lease_expires_at = NULL, updated_at = now()
- WHERE id = $3;
+ WHERE id = :task_id;
 
 -- name: schedule_activity_retry
 -- The attempt failed and will be retried: the task becomes ready after the backoff. The
@@ -136,48 +159,38 @@ UPDATE workflow_tasks
 WITH exec AS (
     UPDATE activity_executions
        SET status = 'pending', start_to_close_deadline_at = NULL, heartbeat_deadline_at = NULL,
-           schedule_to_start_deadline_at = now() + make_interval(secs => $3)
+           schedule_to_start_deadline_at = now() + make_interval(secs => :backoff_s)
                + make_interval(secs => (options ->> 'schedule_to_start_timeout')::int),
            updated_at = now()
-     WHERE id = $2
+     WHERE id = :execution_id
 )
 UPDATE workflow_tasks
    SET state = 'ready', lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL,
        poll_request_id = NULL, activity_attempt_id = NULL,
-       available_at = now() + make_interval(secs => $3), updated_at = now()
- WHERE id = $1
+       available_at = now() + make_interval(secs => :backoff_s), updated_at = now()
+ WHERE id = :task_id
 RETURNING available_at;
 
 -- name: record_activity_heartbeat
 -- A heartbeat: keep the details and the time.
 WITH attempt AS (
-    UPDATE activity_attempts SET last_heartbeat_at = now() WHERE id = $2
+    UPDATE activity_attempts SET last_heartbeat_at = now() WHERE id = :attempt_id
 )
 UPDATE activity_executions
-   SET heartbeat_details = $3, last_heartbeat_at = now(), updated_at = now(),
+   SET heartbeat_details = :details, last_heartbeat_at = now(), updated_at = now(),
        heartbeat_deadline_at = now() + make_interval(secs => (options ->> 'heartbeat_timeout')::int)
- WHERE id = $1
+ WHERE id = :execution_id
 RETURNING cancel_requested, last_heartbeat_at;
 
 -- name: cancel_run_activities
 -- A run closed: open activity executions are cancelled.
 UPDATE activity_executions SET status = 'cancelled', closed_at = now(), updated_at = now()
- WHERE run_id = $1 AND status IN ('pending', 'running');
-
--- name: count_settled_steps
--- How many steps of a run in a sequence range have reached a terminal state.
-SELECT (SELECT count(*) FROM activity_executions
-         WHERE run_id = $1 AND sequence BETWEEN $2 AND $3
-           AND status IN ('completed', 'failed', 'timed_out', 'cancelled'))
-     + (SELECT count(*) FROM timers
-         WHERE run_id = $1 AND sequence BETWEEN $2 AND $3 AND state = 'fired')
-     + (SELECT count(*) FROM child_workflow_calls
-         WHERE parent_run_id = $1 AND sequence BETWEEN $2 AND $3
-           AND status IN ('completed', 'failed', 'cancelled', 'terminated'));
+ WHERE run_id = :run_id AND status IN ('pending', 'running');
 
 -- name: expire_activity_attempt
 -- A lease expired or could not be delivered: that attempt is over.
-UPDATE activity_attempts SET status = 'expired', closed_at = now() WHERE id = $1 AND status = 'running';
+UPDATE activity_attempts SET status = 'expired', closed_at = now()
+ WHERE id = :id AND status = 'running';
 
 -- name: lock_activity_call
 -- Fencing of an activity call in one round trip: the task, the attempt the caller names
@@ -185,23 +198,20 @@ UPDATE activity_attempts SET status = 'expired', closed_at = now() WHERE id = $1
 -- run_, its id as run_id_) and its execution (lock_activity_execution's, prefixed exec_).
 -- Locked in the order FOR UPDATE OF names them (PostgreSQL's executor takes row marks in
 -- that order; it is not documented), task first, as when these were three statements.
--- No row: no activity task of this id in namespace $3; nothing is locked then.
-SELECT t.id, t.namespace, t.kind, t.run_id, t.state, t.activity_attempt_id,
-       a.id AS attempt_id, a.activity_execution_id, a.task_id AS attempt_task_id,
-       a.attempt_number, a.status AS attempt_status, a.lease_owner AS attempt_lease_owner,
+-- No row: no activity task of this id in the namespace; nothing is locked then.
+SELECT t.id, t.state, t.activity_attempt_id,
+       a.id AS attempt_id, a.task_id AS attempt_task_id, a.attempt_number,
+       a.status AS attempt_status, a.lease_owner AS attempt_lease_owner,
        r.id AS run_id_, r.workflow_id AS run_workflow_id, r.namespace AS run_namespace,
        r.workflow_type AS run_workflow_type, r.task_queue AS run_task_queue,
        r.status AS run_status, r.wake_pending AS run_wake_pending,
        r.last_step_sequence AS run_last_step_sequence, r.payload_codec AS run_payload_codec,
        r.arguments AS run_arguments, r.compatibility AS run_compatibility,
        r.open_wait_id AS run_open_wait_id,
-       e.id AS exec_id, e.run_id AS exec_run_id, e.workflow_id AS exec_workflow_id,
-       e.namespace AS exec_namespace, e.sequence AS exec_sequence,
-       e.activity_type AS exec_activity_type, e.task_queue AS exec_task_queue,
-       e.status AS exec_status, e.arguments AS exec_arguments,
+       e.id AS exec_id, e.sequence AS exec_sequence, e.activity_type AS exec_activity_type,
+       e.task_queue AS exec_task_queue, e.status AS exec_status,
        e.retry_policy AS exec_retry_policy, e.options AS exec_options,
        e.parallel AS exec_parallel, e.attempt_count AS exec_attempt_count,
-       e.current_attempt_id AS exec_current_attempt_id,
        e.schedule_to_start_deadline_at AS exec_schedule_to_start_deadline_at,
        e.start_to_close_deadline_at AS exec_start_to_close_deadline_at,
        e.schedule_to_close_deadline_at AS exec_schedule_to_close_deadline_at,
@@ -209,30 +219,30 @@ SELECT t.id, t.namespace, t.kind, t.run_id, t.state, t.activity_attempt_id,
   FROM workflow_tasks t
   JOIN workflow_runs r ON r.id = t.run_id
   JOIN activity_executions e ON e.id = t.activity_execution_id
-  LEFT JOIN activity_attempts a ON a.id = $2
- WHERE t.id = $1 AND t.namespace = $3 AND t.kind = 'activity'
+  LEFT JOIN activity_attempts a ON a.id = :attempt_id
+ WHERE t.id = :task_id AND t.namespace = :namespace AND t.kind = 'activity'
    FOR UPDATE OF t, r, e;
 
 -- name: complete_activity
 -- A completed attempt: the attempt, its execution and its task close together, and the run
--- ($5, locked by the caller) records ActivityCompleted ($6 = event id, $7 = payload) with
--- its next sequence, as append_history_events would (one round trip fewer).
+-- (locked by the caller) records ActivityCompleted (:event_id, :payload) with its next
+-- sequence, as append_history_events would (one round trip fewer).
 WITH attempt AS (
-    UPDATE activity_attempts SET status = 'completed', closed_at = now() WHERE id = $1
+    UPDATE activity_attempts SET status = 'completed', closed_at = now() WHERE id = :attempt_id
 ), execution AS (
     UPDATE activity_executions
-       SET status = 'completed', result = $3, closed_at = now(), updated_at = now()
-     WHERE id = $2
+       SET status = 'completed', result = :result, closed_at = now(), updated_at = now()
+     WHERE id = :execution_id
 ), run AS (
     UPDATE workflow_runs
        SET last_history_sequence = last_history_sequence + 1, last_progress_at = now(),
            updated_at = now()
-     WHERE id = $5
+     WHERE id = :run_id
     RETURNING last_history_sequence AS sequence
 ), completed AS (
     INSERT INTO history_events (id, run_id, sequence, event_type, payload)
-    SELECT $6, $5, run.sequence, 'ActivityCompleted', $7::jsonb FROM run
+    SELECT :event_id, :run_id, run.sequence, 'ActivityCompleted', :payload::jsonb FROM run
 )
 UPDATE workflow_tasks
    SET state = 'completed', completed_at = now(), lease_expires_at = NULL, updated_at = now()
- WHERE id = $4;
+ WHERE id = :task_id;

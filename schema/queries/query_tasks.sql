@@ -3,20 +3,23 @@
 SELECT i.current_run_id, r.workflow_type, r.task_queue, r.status
   FROM workflow_instances i
   LEFT JOIN workflow_runs r ON r.id = i.current_run_id
- WHERE i.workflow_id = $1 AND i.namespace = $2;
+ WHERE i.workflow_id = :workflow_id AND i.namespace = :namespace;
 
 -- name: live_query_worker_exists
 -- Whether an active, non-PHP worker with a fresh heartbeat serves this queue and workflow type.
 SELECT EXISTS (
     SELECT 1 FROM worker_registrations
-     WHERE namespace = $1 AND task_queue = $2 AND status = 'active' AND runtime <> 'php'
-       AND last_heartbeat_at > now() - make_interval(secs => $4)
-       AND (cardinality(supported_workflow_types) = 0 OR $3 = ANY(supported_workflow_types))
+     WHERE namespace = :namespace AND task_queue = :task_queue AND status = 'active'
+       AND runtime <> 'php'
+       AND last_heartbeat_at > now() - make_interval(secs => :stale_after_s)
+       AND (cardinality(supported_workflow_types) = 0
+            OR :workflow_type = ANY(supported_workflow_types))
 );
 
 -- name: lock_query_queue
 -- Serialise query admissions of one task queue until commit, so the pending cap is exact.
-SELECT pg_advisory_xact_lock(hashtextextended('dwtrio:query_tasks:' || $1 || ':' || $2, 0));
+SELECT pg_advisory_xact_lock(
+    hashtextextended('dwtrio:query_tasks:' || :namespace || ':' || :task_queue, 0));
 
 -- name: purge_expired_query_tasks
 -- Drop query tasks whose caller is long gone (a node died while waiting); callers delete their own.
@@ -27,13 +30,15 @@ DELETE FROM query_tasks
                  FOR UPDATE SKIP LOCKED);
 
 -- name: insert_query_task
--- Enqueue a pending query task unless the queue already holds $10 pending ones (no row: full).
+-- Enqueue a pending query task unless the queue already holds :max_pending pending ones
+-- (no row: full).
 INSERT INTO query_tasks (id, namespace, task_queue, workflow_id, run_id, workflow_type, query_name,
                          query_arguments, expires_at)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8::jsonb, now() + make_interval(secs => $9)
+SELECT :id, :namespace, :task_queue, :workflow_id, :run_id, :workflow_type, :query_name,
+       :query_arguments::jsonb, now() + make_interval(secs => :timeout_s)
  WHERE (SELECT count(*) FROM query_tasks
-         WHERE namespace = $2 AND task_queue = $3 AND state = 'pending'
-           AND expires_at > now()) < $10
+         WHERE namespace = :namespace AND task_queue = :task_queue AND state = 'pending'
+           AND expires_at > now()) < :max_pending
 RETURNING id;
 
 -- name: claim_query_task
@@ -41,15 +46,17 @@ RETURNING id;
 -- its caller stops waiting.
 WITH next AS (
     SELECT id FROM query_tasks
-     WHERE namespace = $1 AND task_queue = $2 AND state = 'pending' AND expires_at > now()
-       AND (cardinality($5::text[]) = 0 OR workflow_type = ANY($5::text[]))
+     WHERE namespace = :namespace AND task_queue = :task_queue AND state = 'pending'
+       AND expires_at > now()
+       AND (cardinality(:workflow_types::text[]) = 0
+            OR workflow_type = ANY(:workflow_types::text[]))
      ORDER BY created_at, id
      LIMIT 1
        FOR UPDATE SKIP LOCKED
 )
 UPDATE query_tasks q
-   SET state = 'leased', lease_owner = $3, poll_request_id = $4, leased_at = now(),
-       lease_expires_at = q.expires_at, attempt = q.attempt + 1
+   SET state = 'leased', lease_owner = :worker_id, poll_request_id = :poll_request_id,
+       leased_at = now(), lease_expires_at = q.expires_at, attempt = q.attempt + 1
   FROM next
  WHERE q.id = next.id
 RETURNING q.id, q.attempt, q.lease_owner, q.lease_expires_at, q.workflow_id, q.run_id,
@@ -60,38 +67,39 @@ RETURNING q.id, q.attempt, q.lease_owner, q.lease_expires_at, q.workflow_id, q.r
 SELECT id, attempt, lease_owner, lease_expires_at, workflow_id, run_id, workflow_type, query_name,
        query_arguments
   FROM query_tasks
- WHERE lease_owner = $1 AND poll_request_id = $2 AND state = 'leased'
-   AND namespace = $3 AND task_queue = $4 AND lease_expires_at > now();
+ WHERE lease_owner = :worker_id AND poll_request_id = :poll_request_id AND state = 'leased'
+   AND namespace = :namespace AND task_queue = :task_queue AND lease_expires_at > now();
 
 -- name: release_query_task
 -- Undo a query lease that could not be delivered (the poller went away).
 UPDATE query_tasks
    SET state = 'pending', lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL,
        poll_request_id = NULL, attempt = attempt - 1
- WHERE id = $1 AND state = 'leased' AND attempt = $2 AND lease_owner = $3
+ WHERE id = :id AND state = 'leased' AND attempt = :attempt AND lease_owner = :lease_owner
 RETURNING namespace, task_queue;
 
 -- name: lock_query_task
 -- Lock a query task for fencing a worker's answer.
 SELECT id, namespace, state, lease_owner, attempt, lease_expires_at <= now() AS lease_expired
   FROM query_tasks
- WHERE id = $1
+ WHERE id = :id
    FOR UPDATE;
 
 -- name: answer_query_task
 -- Record a worker's answer (completed with a result, or failed).
 UPDATE query_tasks
-   SET state = $2, result = $3::jsonb, result_envelope = $4::jsonb, failure = $5::jsonb
- WHERE id = $1;
+   SET state = :state, result = :result::jsonb, result_envelope = :result_envelope::jsonb,
+       failure = :failure::jsonb
+ WHERE id = :id;
 
 -- name: take_query_answer
 -- Remove an answered query task and return its answer (no row: not answered yet).
 DELETE FROM query_tasks
- WHERE id = $1 AND state IN ('completed', 'failed')
+ WHERE id = :id AND state IN ('completed', 'failed')
 RETURNING state, result, result_envelope, failure;
 
 -- name: drop_query_task
 -- The caller stopped waiting: remove the task, returning an answer that arrived meanwhile.
 DELETE FROM query_tasks
- WHERE id = $1
+ WHERE id = :id
 RETURNING state, result, result_envelope, failure;

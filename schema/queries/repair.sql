@@ -5,7 +5,7 @@ WITH expired AS (
     SELECT id FROM workflow_tasks
      WHERE state = 'leased' AND lease_expires_at <= now() AND kind = 'workflow'
      ORDER BY lease_expires_at
-     LIMIT $1
+     LIMIT :limit
        FOR UPDATE SKIP LOCKED
 )
 UPDATE workflow_tasks t
@@ -18,7 +18,7 @@ RETURNING t.namespace, t.task_queue;
 
 -- name: claim_expired_activity_lease
 -- Task repair: the activity task whose lease expired first (locked; other nodes skip it).
-SELECT id AS task_id, run_id, state, activity_attempt_id, activity_execution_id
+SELECT id AS task_id, run_id, state, activity_attempt_id, activity_execution_id, lease_owner
   FROM workflow_tasks
  WHERE state = 'leased' AND lease_expires_at <= now() AND kind = 'activity'
  ORDER BY lease_expires_at
@@ -27,12 +27,12 @@ SELECT id AS task_id, run_id, state, activity_attempt_id, activity_execution_id
 
 -- name: count_task_repair
 -- A repaired task keeps count of its repairs (diagnostics).
-UPDATE workflow_tasks SET repair_count = repair_count + 1, updated_at = now() WHERE id = $1;
+UPDATE workflow_tasks SET repair_count = repair_count + 1, updated_at = now() WHERE id = :id;
 
 -- name: release_lost_worker_workflow_tasks
--- Task repair: workflow tasks leased to a lost worker become ready again at once ($1 = the
--- stale window in seconds, $2 = batch size). A worker is lost when it registered (so it was
--- told a heartbeat cadence) and has not heartbeated for the stale window, and the lease
+-- Task repair: workflow tasks leased to a lost worker become ready again at once (at most
+-- :limit of them). A worker is lost when it registered (so it was told a heartbeat
+-- cadence) and has not heartbeated for the stale window (:stale_after_s), and the lease
 -- itself was not touched (claimed or heartbeated: both move updated_at) for as long; the
 -- same condition as claim_lost_worker_activity_lease. Only the task is locked (SKIP LOCKED,
 -- as the other repairs); the registration is only read, so this never waits on a
@@ -41,11 +41,11 @@ WITH lost AS (
     SELECT t.id FROM workflow_tasks t
       JOIN worker_registrations w ON w.namespace = t.namespace AND w.worker_id = t.lease_owner
      WHERE t.state = 'leased' AND t.kind = 'workflow'
-       AND t.updated_at <= now() - make_interval(secs => $1)
+       AND t.updated_at <= now() - make_interval(secs => :stale_after_s)
        AND w.heartbeat_interval_seconds IS NOT NULL
-       AND w.last_heartbeat_at <= now() - make_interval(secs => $1)
+       AND w.last_heartbeat_at <= now() - make_interval(secs => :stale_after_s)
      ORDER BY t.lease_expires_at
-     LIMIT $2
+     LIMIT :limit
        FOR UPDATE OF t SKIP LOCKED
 )
 UPDATE workflow_tasks t
@@ -58,16 +58,16 @@ RETURNING t.namespace, t.task_queue;
 
 -- name: claim_lost_worker_activity_lease
 -- Task repair: the activity task leased to a lost worker (release_lost_worker_workflow_tasks
--- says when a worker is lost; $1 = the stale window in seconds) whose lease ends first.
+-- says when a worker is lost; :stale_after_s is the stale window) whose lease ends first.
 -- Locked, other nodes skip it; the registration is only read.
 SELECT t.id AS task_id, t.run_id, t.state, t.activity_attempt_id, t.activity_execution_id,
        t.lease_owner
   FROM workflow_tasks t
   JOIN worker_registrations w ON w.namespace = t.namespace AND w.worker_id = t.lease_owner
  WHERE t.state = 'leased' AND t.kind = 'activity'
-   AND t.updated_at <= now() - make_interval(secs => $1)
+   AND t.updated_at <= now() - make_interval(secs => :stale_after_s)
    AND w.heartbeat_interval_seconds IS NOT NULL
-   AND w.last_heartbeat_at <= now() - make_interval(secs => $1)
+   AND w.last_heartbeat_at <= now() - make_interval(secs => :stale_after_s)
  ORDER BY t.lease_expires_at
  LIMIT 1
    FOR UPDATE OF t SKIP LOCKED;
@@ -76,14 +76,16 @@ SELECT t.id AS task_id, t.run_id, t.state, t.activity_attempt_id, t.activity_exe
 -- Deregistration: the activity tasks leased to this worker now (not locked). Leases it
 -- takes afterwards (a poll racing the deregistration) go when it is stale or they expire.
 SELECT id FROM workflow_tasks
- WHERE namespace = $1 AND lease_owner = $2 AND state = 'leased' AND kind = 'activity'
+ WHERE namespace = :namespace AND lease_owner = :worker_id AND state = 'leased'
+   AND kind = 'activity'
  ORDER BY lease_expires_at, id;
 
 -- name: claim_worker_activity_lease
--- Deregistration: lock one activity task ($1) if it is still leased to this worker ($2, $3).
+-- Deregistration: lock one activity task if it is still leased to this worker.
 -- The task is the first lock of its transaction, as in the other repairs; a call of the
 -- worker in flight on it is waited for (then the task has usually moved on: no row).
 SELECT id AS task_id, run_id, state, activity_attempt_id, activity_execution_id, lease_owner
   FROM workflow_tasks
- WHERE id = $1 AND namespace = $2 AND lease_owner = $3 AND state = 'leased' AND kind = 'activity'
+ WHERE id = :task_id AND namespace = :namespace AND lease_owner = :worker_id
+   AND state = 'leased' AND kind = 'activity'
    FOR UPDATE;

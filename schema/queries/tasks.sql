@@ -1,13 +1,14 @@
 -- name: open_workflow_task_state
 -- State of the run's open (ready or leased) workflow task, if any.
 SELECT state FROM workflow_tasks
- WHERE run_id = $1 AND kind = 'workflow' AND state IN ('ready', 'leased');
+ WHERE run_id = :run_id AND kind = 'workflow' AND state IN ('ready', 'leased');
 
 -- name: insert_workflow_task
 -- Create a ready workflow task for a run.
 INSERT INTO workflow_tasks (id, namespace, task_queue, kind, run_id, workflow_id, workflow_type,
                             compatibility, available_at)
-VALUES ($1, $2, $3, 'workflow', $4, $5, $6, $7, COALESCE($8, now()));
+VALUES (:id, :namespace, :task_queue, 'workflow', :run_id, :workflow_id, :workflow_type,
+        :compatibility, now());
 
 -- name: claim_workflow_task
 -- Lease the oldest ready workflow task on a queue (optionally of the worker's types), mark
@@ -16,17 +17,18 @@ VALUES ($1, $2, $3, 'workflow', $4, $5, $6, $7, COALESCE($8, now()));
 -- history read next) or runs after and sees the task leased (and defers itself).
 WITH next AS (
     SELECT id FROM workflow_tasks
-     WHERE namespace = $1 AND task_queue = $2 AND kind = 'workflow' AND state = 'ready'
-       AND available_at <= now()
-       AND (cardinality($5::text[]) = 0 OR workflow_type = ANY($5::text[]))
+     WHERE namespace = :namespace AND task_queue = :task_queue AND kind = 'workflow'
+       AND state = 'ready' AND available_at <= now()
+       AND (cardinality(:workflow_types::text[]) = 0
+            OR workflow_type = ANY(:workflow_types::text[]))
      ORDER BY available_at, id
      LIMIT 1
        FOR UPDATE SKIP LOCKED
 ), task AS (
     UPDATE workflow_tasks t
-       SET state = 'leased', lease_owner = $3, poll_request_id = $4, leased_at = now(),
-           lease_expires_at = now() + make_interval(secs => $6), attempt = t.attempt + 1,
-           updated_at = now()
+       SET state = 'leased', lease_owner = :worker_id, poll_request_id = :poll_request_id,
+           leased_at = now(), lease_expires_at = now() + make_interval(secs => :lease_s),
+           attempt = t.attempt + 1, updated_at = now()
       FROM next
      WHERE t.id = next.id
     RETURNING t.id, t.run_id, t.attempt, t.lease_owner, t.lease_expires_at, t.workflow_update_id
@@ -36,32 +38,34 @@ WITH next AS (
            wake_pending = false, updated_at = now()
       FROM task
      WHERE r.id = task.run_id
-    RETURNING r.id, r.workflow_id, r.workflow_type, r.payload_codec, r.arguments, r.status,
+    RETURNING r.id, r.workflow_id, r.workflow_type, r.payload_codec, r.arguments,
               r.last_history_sequence
 )
 SELECT task.id, task.run_id, task.attempt, task.lease_owner, task.lease_expires_at,
        task.workflow_update_id,
        run.workflow_id, run.workflow_type, run.payload_codec, run.arguments,
-       run.status AS run_status, run.last_history_sequence
+       run.last_history_sequence
   FROM task JOIN run ON run.id = task.run_id;
 
--- name: find_polled_task
--- The task a poll with this poll_request_id already leased (poll retries), while its run is
--- open (a lease on a closed run is being retired, not worth running).
-SELECT t.id, t.run_id, t.attempt, t.lease_owner, t.lease_expires_at, t.activity_attempt_id,
-       t.workflow_update_id
+-- name: find_polled_workflow_task
+-- The workflow task a poll with this poll_request_id already leased (poll retries), while
+-- its run is open (a lease on a closed run is being retired, not worth running), with
+-- what the task shows of its run: claim_workflow_task's columns.
+SELECT t.id, t.run_id, t.attempt, t.lease_owner, t.lease_expires_at, t.workflow_update_id,
+       r.workflow_id, r.workflow_type, r.payload_codec, r.arguments, r.last_history_sequence
   FROM workflow_tasks t JOIN workflow_runs r ON r.id = t.run_id
- WHERE t.lease_owner = $1 AND t.poll_request_id = $2 AND t.state = 'leased' AND t.kind = $3
-   AND t.namespace = $4 AND t.task_queue = $5 AND t.lease_expires_at > now()
+ WHERE t.lease_owner = :worker_id AND t.poll_request_id = :poll_request_id
+   AND t.state = 'leased' AND t.kind = 'workflow'
+   AND t.namespace = :namespace AND t.task_queue = :task_queue AND t.lease_expires_at > now()
    AND r.status IN ('pending', 'running', 'waiting');
 
 -- name: lock_workflow_task_and_run
 -- Lock a workflow task and its run together for a completion (one round trip instead
--- of two; the task is locked first, as when they were two statements). The run's
--- columns are those of lock_run, prefixed run_.
-SELECT t.id, t.namespace, t.task_queue, t.kind, t.run_id, t.workflow_id, t.state,
-       t.lease_owner, t.lease_expires_at, t.lease_expires_at <= now() AS lease_expired,
-       t.attempt, t.activity_execution_id, t.activity_attempt_id, t.receipt, t.failure_count,
+-- of two; the task is locked first, as when they were two statements). The task's
+-- columns are lock_task's; the run's are those of lock_run, prefixed run_ (its id as
+-- run_id_).
+SELECT t.id, t.namespace, t.kind, t.run_id, t.state, t.lease_owner, t.lease_expires_at,
+       t.lease_expires_at <= now() AS lease_expired, t.attempt, t.receipt, t.failure_count,
        t.workflow_update_id,
        r.id AS run_id_, r.workflow_id AS run_workflow_id, r.namespace AS run_namespace,
        r.workflow_type AS run_workflow_type, r.task_queue AS run_task_queue,
@@ -70,63 +74,64 @@ SELECT t.id, t.namespace, t.task_queue, t.kind, t.run_id, t.workflow_id, t.state
        r.arguments AS run_arguments, r.compatibility AS run_compatibility,
        r.open_wait_id AS run_open_wait_id
   FROM workflow_tasks t JOIN workflow_runs r ON r.id = t.run_id
- WHERE t.id = $1
+ WHERE t.id = :id
    FOR UPDATE OF t, r;
 
 -- name: lock_task
 -- Lock a task for fencing and read its lease.
-SELECT id, namespace, task_queue, kind, run_id, workflow_id, state, lease_owner, lease_expires_at,
-       lease_expires_at <= now() AS lease_expired, attempt, activity_execution_id,
-       activity_attempt_id, receipt, failure_count, workflow_update_id
+SELECT id, namespace, kind, run_id, state, lease_owner, lease_expires_at,
+       lease_expires_at <= now() AS lease_expired, attempt, receipt, failure_count,
+       workflow_update_id
   FROM workflow_tasks
- WHERE id = $1
+ WHERE id = :id
    FOR UPDATE;
 
 -- name: complete_task
 -- Close a task as completed, remembering the accepted completion for re-sends.
 UPDATE workflow_tasks
-   SET state = 'completed', completed_at = now(), receipt = $2, lease_expires_at = NULL,
+   SET state = 'completed', completed_at = now(), receipt = :receipt, lease_expires_at = NULL,
        updated_at = now()
- WHERE id = $1;
+ WHERE id = :id;
 
 -- name: reoffer_workflow_task
 -- Put a failed workflow task back after a backoff; the attempt counter keeps growing.
 UPDATE workflow_tasks
    SET state = 'ready', lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL,
-       poll_request_id = NULL, available_at = now() + make_interval(secs => $2),
-       failure = $3, failure_count = failure_count + 1, updated_at = now()
- WHERE id = $1;
+       poll_request_id = NULL, available_at = now() + make_interval(secs => :backoff_s),
+       failure = :failure, failure_count = failure_count + 1, updated_at = now()
+ WHERE id = :id;
 
 -- name: release_task
--- Undo a lease that could not be delivered (the poller went away).
+-- Undo a lease that could not be delivered (the poller went away); the queue to wake.
 UPDATE workflow_tasks
    SET state = 'ready', lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL,
        poll_request_id = NULL, attempt = attempt - 1, updated_at = now()
- WHERE id = $1 AND state = 'leased' AND attempt = $2 AND lease_owner = $3
+ WHERE id = :id AND state = 'leased' AND attempt = :attempt AND lease_owner = :lease_owner
 RETURNING namespace, task_queue, kind;
 
 -- name: extend_task_lease
 -- Extend a lease by n seconds from now.
 UPDATE workflow_tasks
-   SET lease_expires_at = now() + make_interval(secs => $2), updated_at = now()
- WHERE id = $1
+   SET lease_expires_at = now() + make_interval(secs => :lease_s), updated_at = now()
+ WHERE id = :id
 RETURNING lease_expires_at;
 
 -- name: wake_run
 -- A wake of a locked, open run in one statement (engine/wakes.py): nothing when its
--- workflow task is ready, wake_pending when it is leased, otherwise a new ready task,
--- whose id is returned.
+-- workflow task is ready, wake_pending when it is leased, otherwise a new ready task
+-- (:task_id), whose id is returned.
 WITH open_task AS (
     SELECT state FROM workflow_tasks
-     WHERE run_id = $1 AND kind = 'workflow' AND state IN ('ready', 'leased')
+     WHERE run_id = :run_id AND kind = 'workflow' AND state IN ('ready', 'leased')
      LIMIT 1
 ), pending AS (
     UPDATE workflow_runs SET wake_pending = true, updated_at = now()
-     WHERE id = $1 AND NOT wake_pending AND (SELECT state FROM open_task) = 'leased'
+     WHERE id = :run_id AND NOT wake_pending AND (SELECT state FROM open_task) = 'leased'
 ), created AS (
     INSERT INTO workflow_tasks (id, namespace, task_queue, kind, run_id, workflow_id,
                                 workflow_type, compatibility, available_at)
-    SELECT $2, $3, $4, 'workflow', $1, $5, $6, $7, now()
+    SELECT :task_id, :namespace, :task_queue, 'workflow', :run_id, :workflow_id,
+           :workflow_type, :compatibility, now()
      WHERE NOT EXISTS (SELECT 1 FROM open_task)
     RETURNING id
 )

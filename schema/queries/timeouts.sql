@@ -1,6 +1,7 @@
 -- name: claim_due_activity
 -- The activity task whose execution has the earliest passed deadline (locked; other nodes skip it).
-SELECT t.id AS task_id, t.run_id, t.state, t.activity_attempt_id, t.activity_execution_id
+SELECT t.id AS task_id, t.run_id, t.state, t.activity_attempt_id, t.activity_execution_id,
+       t.lease_owner
   FROM activity_executions e
   JOIN workflow_tasks t ON t.activity_execution_id = e.id
  WHERE e.status IN ('pending', 'running') AND e.next_deadline_at <= now()
@@ -15,7 +16,7 @@ SELECT schedule_to_start_deadline_at <= now() AS schedule_to_start,
        schedule_to_close_deadline_at <= now() AS schedule_to_close,
        heartbeat_deadline_at <= now() AS heartbeat
   FROM activity_executions
- WHERE id = $1;
+ WHERE id = :execution_id;
 
 -- name: clear_stale_activity_deadlines
 -- Passed deadlines that no longer apply (their attempt was released) stop counting.
@@ -27,7 +28,7 @@ UPDATE activity_executions
        heartbeat_deadline_at = CASE WHEN heartbeat_deadline_at <= now() THEN NULL
                                     ELSE heartbeat_deadline_at END,
        updated_at = now()
- WHERE id = $1;
+ WHERE id = :execution_id;
 
 -- name: claim_due_run
 -- The open run whose execution or run deadline passed first (locked; other nodes skip it).

@@ -2,18 +2,19 @@
 -- Arm a timer: fire_at is the transaction clock plus the delay, the same clock that fires it.
 INSERT INTO timers (id, run_id, sequence, timer_kind, condition_wait_id, delay_seconds, fire_at,
                     parallel)
-VALUES ($1, $2, $3, $4, $5, $6::bigint, now() + make_interval(secs => $6::bigint), $7)
+VALUES (:id, :run_id, :sequence, :timer_kind, :condition_wait_id, :delay_seconds::bigint,
+        now() + make_interval(secs => :delay_seconds::bigint), :parallel)
 RETURNING fire_at;
 
 -- name: claim_due_timers
--- Settle up to $1 due timers whose runs this transaction could lock: fired for an open run,
+-- Settle up to :limit due timers whose runs this transaction could lock: fired for an open run,
 -- cancelled for a closed one. Both locks skip rows held elsewhere, so several timer loops
 -- never wait on each other or settle a timer twice; a skipped timer is retried next tick.
 WITH due AS (
     SELECT id, run_id FROM timers
      WHERE state = 'pending' AND fire_at <= now()
      ORDER BY fire_at, id
-     LIMIT $1
+     LIMIT :limit
        FOR UPDATE SKIP LOCKED
 ), locked AS (
     SELECT r.id, r.status IN ('pending', 'running', 'waiting') AS is_open
@@ -40,10 +41,10 @@ SELECT EXTRACT(EPOCH FROM min(fire_at) - clock_timestamp())::double precision
 -- name: open_condition_wait
 -- Make a condition wait the run's open wait (what describe shows as its current wait).
 UPDATE workflow_runs
-   SET open_wait_id = $2, open_wait_sequence = $3, open_wait_timer_id = $4, open_wait = $5,
-       wait_kind = 'condition', wait_reason = $6, wait_started_at = now(),
-       wait_deadline_at = $7, updated_at = now()
- WHERE id = $1;
+   SET open_wait_id = :wait_id, open_wait_sequence = :sequence, open_wait_timer_id = :timer_id,
+       open_wait = :details, wait_kind = 'condition', wait_reason = :reason,
+       wait_started_at = now(), wait_deadline_at = :deadline_at, updated_at = now()
+ WHERE id = :run_id;
 
 -- name: close_open_wait
 -- The next ordinary completion closes the run's open wait: clear it, cancel its pending
@@ -51,13 +52,13 @@ UPDATE workflow_runs
 WITH w AS (
     SELECT open_wait_id, open_wait_sequence, open_wait_timer_id, open_wait
       FROM workflow_runs
-     WHERE id = $1 AND open_wait_id IS NOT NULL
+     WHERE id = :run_id AND open_wait_id IS NOT NULL
 ), cleared AS (
     UPDATE workflow_runs
        SET open_wait_id = NULL, open_wait_sequence = NULL, open_wait_timer_id = NULL,
            open_wait = NULL, wait_kind = NULL, wait_reason = NULL, wait_started_at = NULL,
            wait_deadline_at = NULL, updated_at = now()
-     WHERE id = $1 AND open_wait_id IS NOT NULL
+     WHERE id = :run_id AND open_wait_id IS NOT NULL
 ), cancelled AS (
     UPDATE timers SET state = 'cancelled', cancelled_at = now()
      WHERE id = (SELECT open_wait_timer_id FROM w) AND state = 'pending'
@@ -73,4 +74,4 @@ UPDATE workflow_runs
    SET open_wait_id = NULL, open_wait_sequence = NULL, open_wait_timer_id = NULL,
        open_wait = NULL, wait_kind = NULL, wait_reason = NULL, wait_started_at = NULL,
        wait_deadline_at = NULL, updated_at = now()
- WHERE id = $1 AND open_wait_id = $2;
+ WHERE id = :run_id AND open_wait_id = :wait_id;

@@ -6,7 +6,11 @@ INSERT INTO worker_registrations (
     workflow_command_contracts, capabilities, capability_manifest, task_slots, process_metrics,
     max_concurrent_workflow_tasks, max_concurrent_activity_tasks, max_concurrent_worker_sessions,
     heartbeat_interval_seconds, status, last_heartbeat_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, 'active', now())
+VALUES (:namespace, :worker_id, :task_queue, :runtime, :sdk_version, :build_id,
+        :supported_workflow_types, :supported_activity_types, :workflow_definition_fingerprints,
+        :workflow_command_contracts, :capabilities, :capability_manifest, :task_slots,
+        :process_metrics, :max_concurrent_workflow_tasks, :max_concurrent_activity_tasks,
+        :max_concurrent_worker_sessions, :heartbeat_interval_seconds, 'active', now())
 ON CONFLICT (namespace, worker_id) DO UPDATE SET
     task_queue = EXCLUDED.task_queue, runtime = EXCLUDED.runtime, sdk_version = EXCLUDED.sdk_version,
     build_id = EXCLUDED.build_id, supported_workflow_types = EXCLUDED.supported_workflow_types,
@@ -24,7 +28,7 @@ ON CONFLICT (namespace, worker_id) DO UPDATE SET
 -- name: ensure_worker_registration
 -- Treat an unknown worker that polls a queue as registered for it (implicit registration).
 INSERT INTO worker_registrations (namespace, worker_id, task_queue, last_heartbeat_at)
-VALUES ($1, $2, $3, now())
+VALUES (:namespace, :worker_id, :task_queue, now())
 ON CONFLICT (namespace, worker_id) DO UPDATE SET
     last_heartbeat_at = now(),
     status = CASE WHEN worker_registrations.status = 'deregistered' THEN 'active'
@@ -35,17 +39,17 @@ RETURNING supported_workflow_types, supported_activity_types;
 -- name: heartbeat_worker
 -- Record a worker heartbeat; no row back means the worker is unknown.
 UPDATE worker_registrations
-   SET last_heartbeat_at = now(), task_slots = COALESCE($3, task_slots),
-       process_metrics = COALESCE($4, process_metrics), updated_at = now(),
+   SET last_heartbeat_at = now(), task_slots = COALESCE(:task_slots, task_slots),
+       process_metrics = COALESCE(:process_metrics, process_metrics), updated_at = now(),
        status = CASE WHEN status = 'deregistered' THEN 'active' ELSE status END
- WHERE namespace = $1 AND worker_id = $2
+ WHERE namespace = :namespace AND worker_id = :worker_id
 RETURNING heartbeat_interval_seconds;
 
 -- name: deregister_worker
 -- Mark a worker deregistered; no row back means it is unknown.
 UPDATE worker_registrations
    SET status = 'deregistered', deregistered_at = now(), updated_at = now()
- WHERE namespace = $1 AND worker_id = $2
+ WHERE namespace = :namespace AND worker_id = :worker_id
 RETURNING worker_id;
 
 -- name: release_worker_workflow_tasks
@@ -53,5 +57,6 @@ RETURNING worker_id;
 UPDATE workflow_tasks
    SET state = 'ready', lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL,
        poll_request_id = NULL, available_at = now(), updated_at = now()
- WHERE namespace = $1 AND lease_owner = $2 AND state = 'leased' AND kind = 'workflow'
+ WHERE namespace = :namespace AND lease_owner = :worker_id AND state = 'leased'
+   AND kind = 'workflow'
 RETURNING task_queue;

@@ -1,14 +1,15 @@
 -- name: find_retained_command
 -- The command already recorded for a request_id (per instance and command type), if any.
-SELECT c.id, c.status, c.outcome, c.requested_run_id, c.payload, c.context, c.response
+SELECT c.id, c.status, c.outcome, c.context, c.response
   FROM workflow_commands c
- WHERE c.workflow_id = $1 AND c.command_type = $2 AND c.request_id = $3;
+ WHERE c.workflow_id = :workflow_id AND c.command_type = :command_type
+   AND c.request_id = :request_id;
 
 -- name: allocate_command_slot
 -- Next command number of a locked run, with its open condition wait (a signal's hint).
 UPDATE workflow_runs
    SET last_command_sequence = last_command_sequence + 1, updated_at = now()
- WHERE id = $1
+ WHERE id = :run_id
 RETURNING last_command_sequence, open_wait_sequence;
 
 -- name: insert_control_command
@@ -18,14 +19,17 @@ INSERT INTO workflow_commands (id, namespace, workflow_id, run_id, requested_run
                                outcome, rejection_reason, workflow_type, payload_codec, payload,
                                command_sequence, request_id, response, accepted_at, applied_at,
                                rejected_at)
-VALUES ($1, $2, $3, $4, $5, $4, $6, $7, $8::jsonb, $9::text, $10, $11, $12,
-        CASE WHEN $13::text IS NOT NULL THEN 'avro' END, $13::text, $14, $15, $16::jsonb,
-        CASE WHEN $9::text = 'accepted' THEN now() END,
-        CASE WHEN $9::text = 'accepted' THEN now() END,
-        CASE WHEN $9::text = 'rejected' THEN now() END);
+VALUES (:id, :namespace, :workflow_id, :run_id, :requested_run_id, :run_id, :command_type,
+        :target_scope, :context::jsonb, :status::text, :outcome, :rejection_reason,
+        :workflow_type, CASE WHEN :payload::text IS NOT NULL THEN 'avro' END, :payload::text,
+        :command_sequence, :request_id, :response::jsonb,
+        CASE WHEN :status::text = 'accepted' THEN now() END,
+        CASE WHEN :status::text = 'accepted' THEN now() END,
+        CASE WHEN :status::text = 'rejected' THEN now() END);
 
 -- name: insert_workflow_signal
 -- The signal row of an accepted signal command (history export "signals").
 INSERT INTO workflow_signals (id, command_id, workflow_id, run_id, signal_name, status, outcome,
                               payload_codec, arguments, workflow_sequence)
-VALUES ($1, $2, $3, $4, $5, 'received', 'signal_received', 'avro', $6, $7);
+VALUES (:id, :command_id, :workflow_id, :run_id, :signal_name, 'received', 'signal_received',
+        'avro', :arguments, :workflow_sequence);

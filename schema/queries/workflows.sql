@@ -4,7 +4,9 @@ WITH instance AS (
     INSERT INTO workflow_instances (workflow_id, namespace, workflow_type, business_key,
                                     execution_timeout_seconds, execution_deadline_at,
                                     current_run_id, run_count)
-    VALUES ($2, $3, $4, $5, $10::integer, now() + make_interval(secs => $10::integer), $1, 1)
+    VALUES (:workflow_id, :namespace, :workflow_type, :business_key,
+            :execution_timeout_seconds::integer,
+            now() + make_interval(secs => :execution_timeout_seconds::integer), :run_id, 1)
     -- No conflict target: a racing start may collide on (workflow_id, namespace) first,
     -- and that too means the id is taken (with a target it raised a unique violation).
     ON CONFLICT DO NOTHING
@@ -14,9 +16,10 @@ INSERT INTO workflow_runs (id, workflow_id, namespace, run_number, workflow_type
                            task_queue, payload_codec, arguments, memo, search_attributes,
                            run_timeout_seconds, execution_deadline_at, run_deadline_at,
                            last_command_sequence, last_progress_at)
-SELECT $1, instance.workflow_id, instance.namespace, 1, $4, $5, $6, 'avro', $7, $8::jsonb,
-       $9::jsonb, $11::integer, instance.execution_deadline_at,
-       now() + make_interval(secs => $11::integer), 1, now()
+SELECT :run_id, instance.workflow_id, instance.namespace, 1, :workflow_type, :business_key,
+       :task_queue, 'avro', :arguments, :memo::jsonb, :search_attributes::jsonb,
+       :run_timeout_seconds::integer, instance.execution_deadline_at,
+       now() + make_interval(secs => :run_timeout_seconds::integer), 1, now()
   FROM instance
 RETURNING started_at, execution_deadline_at, run_deadline_at;
 
@@ -25,17 +28,17 @@ RETURNING started_at, execution_deadline_at, run_deadline_at;
 SELECT i.namespace, i.workflow_type, i.current_run_id, r.business_key
   FROM workflow_instances i
   LEFT JOIN workflow_runs r ON r.id = i.current_run_id
- WHERE i.workflow_id = $1;
+ WHERE i.workflow_id = :workflow_id;
 
 -- name: get_current_run_id
 -- The instance's current run (re-checked after locking that run).
-SELECT current_run_id FROM workflow_instances WHERE workflow_id = $1;
+SELECT current_run_id FROM workflow_instances WHERE workflow_id = :workflow_id;
 
 -- name: allocate_command_sequence
 -- Next control-plane command number of a run (caller holds the run lock).
 UPDATE workflow_runs
    SET last_command_sequence = last_command_sequence + 1, updated_at = now()
- WHERE id = $1
+ WHERE id = :run_id
 RETURNING last_command_sequence;
 
 -- name: insert_workflow_command
@@ -44,24 +47,26 @@ INSERT INTO workflow_commands (id, namespace, workflow_id, run_id, resolved_run_
                                target_scope, context, status, outcome, rejection_reason,
                                workflow_type, payload_codec, payload, command_sequence,
                                accepted_at, applied_at, rejected_at)
-VALUES ($1, $2, $3, $4, $4, $5, $6, $7::jsonb, $8::text, $9, $10, $11, $12, $13, $14,
-        CASE WHEN $8::text = 'accepted' THEN now() END,
-        CASE WHEN $8::text = 'accepted' THEN now() END,
-        CASE WHEN $8::text = 'rejected' THEN now() END);
+VALUES (:id, :namespace, :workflow_id, :run_id, :run_id, :command_type, :target_scope,
+        :context::jsonb, :status::text, :outcome, :rejection_reason, :workflow_type,
+        :payload_codec, :payload, :command_sequence,
+        CASE WHEN :status::text = 'accepted' THEN now() END,
+        CASE WHEN :status::text = 'accepted' THEN now() END,
+        CASE WHEN :status::text = 'rejected' THEN now() END);
 
 -- name: get_workflow_run_view
--- Describe view of one run of an instance in a namespace: the current run when $3 is NULL.
+-- Describe view of one run of an instance in a namespace: the current run when run_id is NULL.
 SELECT r.id AS run_id, r.workflow_id, r.namespace, r.workflow_type, r.business_key, r.status,
        r.status_bucket, r.closed_reason, r.task_queue, r.run_number, i.run_count,
        COALESCE(i.current_run_id = r.id, false) AS is_current_run, r.compatibility,
-       r.payload_codec, i.execution_timeout_seconds, r.run_timeout_seconds,
-       r.execution_deadline_at, r.run_deadline_at, r.arguments, r.output, r.memo,
-       r.search_attributes, r.wait_kind, r.wait_reason, r.started_at, r.closed_at,
-       r.last_progress_at, r.archived_at
+       r.payload_codec, r.started_at, r.closed_at, i.execution_timeout_seconds,
+       r.run_timeout_seconds, r.execution_deadline_at, r.run_deadline_at, r.arguments, r.output,
+       r.memo, r.search_attributes, r.wait_kind, r.wait_reason, r.last_progress_at,
+       r.archived_at
   FROM workflow_instances i
-  JOIN workflow_runs r ON r.id = COALESCE($3::text, i.current_run_id)
+  JOIN workflow_runs r ON r.id = COALESCE(:run_id::text, i.current_run_id)
                       AND r.workflow_id = i.workflow_id
- WHERE i.workflow_id = $1 AND i.namespace = $2;
+ WHERE i.workflow_id = :workflow_id AND i.namespace = :namespace;
 
 -- name: list_instance_runs
 -- Every run of an instance in a namespace, oldest first (empty: no such instance here).
@@ -71,12 +76,13 @@ SELECT r.id AS run_id, r.workflow_id, r.namespace, r.workflow_type, r.business_k
        r.payload_codec, r.started_at, r.closed_at
   FROM workflow_instances i
   JOIN workflow_runs r ON r.workflow_id = i.workflow_id AND r.namespace = i.namespace
- WHERE i.workflow_id = $1 AND i.namespace = $2
+ WHERE i.workflow_id = :workflow_id AND i.namespace = :namespace
  ORDER BY r.run_number;
 
 -- name: workflow_run_exists
 -- Whether a run belongs to this instance and namespace (history reads).
-SELECT EXISTS (SELECT 1 FROM workflow_runs WHERE workflow_id = $1 AND namespace = $2 AND id = $3);
+SELECT EXISTS (SELECT 1 FROM workflow_runs
+                WHERE workflow_id = :workflow_id AND namespace = :namespace AND id = :run_id);
 
 -- name: list_workflow_runs_page
 -- Visibility list: runs of a namespace newest first; NULL filters are off; offset paging.
@@ -84,30 +90,32 @@ SELECT r.id AS run_id, r.workflow_id, r.namespace, r.workflow_type, r.business_k
        r.status_bucket, r.task_queue, r.payload_codec, r.memo, r.search_attributes,
        r.started_at, r.closed_at
   FROM workflow_runs r
- WHERE r.namespace = $1
-   AND ($2::text IS NULL OR r.status_bucket = $2::text)
-   AND ($3::text IS NULL OR r.status = $3::text)
-   AND ($4::text IS NULL OR r.workflow_type = $4::text)
-   AND ($5::text IS NULL OR strpos(r.workflow_id, $5::text) > 0
-                         OR strpos(COALESCE(r.business_key, ''), $5::text) > 0)
+ WHERE r.namespace = :namespace
+   AND (:status_bucket::text IS NULL OR r.status_bucket = :status_bucket::text)
+   AND (:status::text IS NULL OR r.status = :status::text)
+   AND (:workflow_type::text IS NULL OR r.workflow_type = :workflow_type::text)
+   AND (:query::text IS NULL OR strpos(r.workflow_id, :query::text) > 0
+                             OR strpos(COALESCE(r.business_key, ''), :query::text) > 0)
  ORDER BY r.started_at DESC, r.id DESC
-OFFSET $6 LIMIT $7;
+OFFSET :offset LIMIT :limit;
 
 -- name: start_new_workflow
 -- A start of a new workflow id as one atomic statement (one round trip, no explicit
 -- transaction): instance, first run, start command, StartAccepted + WorkflowStarted
 -- and the first workflow task. No row: the id is taken (the caller then runs the
 -- transactional start, which answers for the existing instance).
--- $14/$15 are the two events' payloads; WorkflowStarted gets the run's deadlines here.
--- Sync match: with a lease owner ($19, its poll request $20, lease seconds $21) the task is
--- written leased to that worker (attempt 1) and the run running, as a claim would leave
--- them. Then one row per event (the handed-over task's history), else one row; none
--- when the id is taken.
+-- WorkflowStarted gets the run's deadlines here, added to its payload.
+-- Sync match: with a lease owner (its poll request, lease seconds) the task is written
+-- leased to that worker (attempt 1) and the run running, as a claim would leave them.
+-- Then one row per event (the handed-over task's history), else one row; none when the id
+-- is taken.
 WITH instance AS (
     INSERT INTO workflow_instances (workflow_id, namespace, workflow_type, business_key,
                                     execution_timeout_seconds, execution_deadline_at,
                                     current_run_id, run_count)
-    VALUES ($2, $3, $4, $5, $10::integer, now() + make_interval(secs => $10::integer), $1, 1)
+    VALUES (:workflow_id, :namespace, :workflow_type, :business_key,
+            :execution_timeout_seconds::integer,
+            now() + make_interval(secs => :execution_timeout_seconds::integer), :run_id, 1)
     -- No conflict target: a racing start may collide on (workflow_id, namespace) first,
     -- and that too means the id is taken (with a target it raised a unique violation).
     ON CONFLICT DO NOTHING
@@ -118,10 +126,11 @@ WITH instance AS (
                                search_attributes, run_timeout_seconds, execution_deadline_at,
                                run_deadline_at, last_command_sequence, last_history_sequence,
                                last_progress_at, status)
-    SELECT $1, instance.workflow_id, instance.namespace, 1, $4, $5, $6, 'avro', $7, $8::jsonb,
-           $9::jsonb, $11::integer, instance.execution_deadline_at,
-           now() + make_interval(secs => $11::integer), 1, 2, now(),
-           CASE WHEN $19::text IS NULL THEN 'pending' ELSE 'running' END
+    SELECT :run_id, instance.workflow_id, instance.namespace, 1, :workflow_type, :business_key,
+           :task_queue, 'avro', :arguments, :memo::jsonb, :search_attributes::jsonb,
+           :run_timeout_seconds::integer, instance.execution_deadline_at,
+           now() + make_interval(secs => :run_timeout_seconds::integer), 1, 2, now(),
+           CASE WHEN :lease_owner::text IS NULL THEN 'pending' ELSE 'running' END
       FROM instance
     RETURNING id, started_at, execution_deadline_at, run_deadline_at
 ), command AS (
@@ -129,21 +138,24 @@ WITH instance AS (
                                    command_type, target_scope, context, status, outcome,
                                    workflow_type, payload_codec, payload, command_sequence,
                                    accepted_at, applied_at)
-    SELECT $12, $3, $2, run.id, run.id, 'start', 'instance', $13::jsonb, 'accepted',
-           'started_new', $4, 'avro', $7, 1, now(), now()
+    SELECT :command_id, :namespace, :workflow_id, run.id, run.id, 'start', 'instance',
+           :command_context::jsonb, 'accepted', 'started_new', :workflow_type, 'avro',
+           :arguments, 1, now(), now()
       FROM run
 ), events AS (
     INSERT INTO history_events (id, run_id, sequence, event_type, payload, workflow_command_id)
-    SELECT $16, run.id, 1, 'StartAccepted', $14::jsonb, $12 FROM run
+    SELECT :accepted_event_id, run.id, 1, 'StartAccepted', :accepted_payload::jsonb,
+           :command_id
+      FROM run
     UNION ALL
-    SELECT $17, run.id, 2, 'WorkflowStarted',
-           $15::jsonb || jsonb_build_object(
+    SELECT :started_event_id, run.id, 2, 'WorkflowStarted',
+           :started_payload::jsonb || jsonb_build_object(
                'execution_deadline_at',
                to_char(run.execution_deadline_at AT TIME ZONE 'UTC',
                        'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
                'run_deadline_at',
                to_char(run.run_deadline_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')),
-           $12
+           :command_id
       FROM run
     RETURNING id, sequence, event_type, payload, workflow_task_id, workflow_command_id,
               recorded_at
@@ -151,14 +163,46 @@ WITH instance AS (
     INSERT INTO workflow_tasks (id, namespace, task_queue, kind, run_id, workflow_id,
                                 workflow_type, available_at, state, lease_owner,
                                 poll_request_id, leased_at, lease_expires_at, attempt)
-    SELECT $18, $3, $6, 'workflow', run.id, $2, $4, now(),
-           CASE WHEN $19::text IS NULL THEN 'ready' ELSE 'leased' END, $19::text, $20::text,
-           CASE WHEN $19::text IS NOT NULL THEN now() END,
-           CASE WHEN $19::text IS NOT NULL THEN now() + make_interval(secs => $21::integer) END,
-           CASE WHEN $19::text IS NULL THEN 0 ELSE 1 END
+    SELECT :task_id, :namespace, :task_queue, 'workflow', run.id, :workflow_id, :workflow_type,
+           now(), CASE WHEN :lease_owner::text IS NULL THEN 'ready' ELSE 'leased' END,
+           :lease_owner::text, :poll_request_id::text,
+           CASE WHEN :lease_owner::text IS NOT NULL THEN now() END,
+           CASE WHEN :lease_owner::text IS NOT NULL
+                THEN now() + make_interval(secs => :lease_s::integer) END,
+           CASE WHEN :lease_owner::text IS NULL THEN 0 ELSE 1 END
       FROM run
     RETURNING attempt, lease_owner, lease_expires_at
 )
 SELECT run.started_at, task.attempt, task.lease_owner, task.lease_expires_at, events.*
-  FROM run CROSS JOIN task LEFT JOIN events ON $19::text IS NOT NULL
+  FROM run CROSS JOIN task LEFT JOIN events ON :lease_owner::text IS NOT NULL
  ORDER BY events.sequence;
+
+-- name: lock_instance_for_continue
+-- Lock the instance of a run that continues as new (after the run lock); its run count.
+SELECT run_count, execution_timeout_seconds FROM workflow_instances
+ WHERE workflow_id = :workflow_id
+   FOR UPDATE;
+
+-- name: insert_continued_run
+-- The next run of a continued instance (becomes current): memo, search attributes and run
+-- timeout carry over; the workflow type too unless a new one is given.
+WITH prev AS (
+    SELECT * FROM workflow_runs WHERE id = :previous_run_id
+), instance AS (
+    UPDATE workflow_instances
+       SET current_run_id = :run_id, run_count = :run_number, updated_at = now()
+     WHERE workflow_id = (SELECT workflow_id FROM prev)
+    RETURNING execution_deadline_at
+)
+INSERT INTO workflow_runs (id, workflow_id, namespace, run_number, workflow_type, business_key,
+                           task_queue, compatibility, payload_codec, arguments, memo,
+                           search_attributes, run_timeout_seconds, execution_deadline_at,
+                           run_deadline_at, continued_from_run_id, last_progress_at)
+SELECT :run_id, prev.workflow_id, prev.namespace, :run_number,
+       COALESCE(:workflow_type::text, prev.workflow_type), prev.business_key, :task_queue,
+       prev.compatibility, 'avro', :arguments, prev.memo, prev.search_attributes,
+       prev.run_timeout_seconds, instance.execution_deadline_at,
+       now() + make_interval(secs => prev.run_timeout_seconds), prev.id, now()
+  FROM prev, instance
+RETURNING workflow_type, business_key, memo, search_attributes, run_timeout_seconds,
+          execution_deadline_at, run_deadline_at, compatibility;

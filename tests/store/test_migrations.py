@@ -1,8 +1,12 @@
+import importlib
+import pkgutil
+
 import trio
 
+import dwtrio.store
 from dwtrio.store import migrate
 from dwtrio.store.pool import Conn, connect_once
-from dwtrio.store.queries import QUERIES, parse_queries
+from dwtrio.store.queries import BOUND, QUERIES, RowQuery, parse_queries, row_columns
 
 from conftest import Databases
 
@@ -19,13 +23,25 @@ async def test_all_migrations_apply_and_every_named_query_prepares(databases: Da
     assert report.applied == tuple(f"{m.version:04d}_{m.name}" for m in migrate.list_migrations())
     assert report.namespace_created
 
+    for module in pkgutil.iter_modules(dwtrio.store.__path__):
+        importlib.import_module(f"dwtrio.store.{module.name}")  # binds every query
+
     async def prepare_all(conn: Conn) -> list[str]:
         failures = []
         for name, query in QUERIES.items():
             try:
-                await conn.prepare(query.sql)  # type: ignore[attr-defined]
+                statement = await conn.prepare(query.sql)  # type: ignore[attr-defined]
             except Exception as exc:  # collect every broken query, not just the first
                 failures.append(f"{name}: {exc}")
+                continue
+            if len(statement.get_parameters()) != len(query.params):
+                failures.append(f"{name}: parameters {query.params}")
+            bound = BOUND.get(name)
+            if isinstance(bound, RowQuery):
+                # Rows are built positionally: the columns must be the row's, in order.
+                columns = tuple(a.name for a in statement.get_attributes())
+                if columns != row_columns(bound.row):
+                    failures.append(f"{name}: {columns} for {bound.row.__name__}")
         return failures
 
     assert await connect_once(dsn, prepare_all) == []

@@ -8,7 +8,7 @@ from dwtrio.engine.commands.activities import check_parallel
 from dwtrio.engine.commands.context import Completion
 from dwtrio.errors import InvalidCommandsError
 from dwtrio.protocol.commands import StartChildWorkflow
-from dwtrio.store.queries import sql
+from dwtrio.store.children import count_open_child_calls
 
 
 async def apply_start_child_workflow(
@@ -17,7 +17,7 @@ async def apply_start_child_workflow(
     seq = ctx.next_step()
     check_parallel(command.parallel, seq, index)
     arguments = payloads.arguments_blob(command.arguments, field=f"commands.{index}.arguments")
-    open_children = await ctx.conn.fetchval(sql("count_open_child_calls"), ctx.run.id)
+    open_children = await count_open_child_calls(ctx.conn, ctx.run.id)
     if open_children >= ctx.limits.max_pending_children:
         raise InvalidCommandsError(
             f"commands[{index}]: the run already has {open_children} open child workflows "

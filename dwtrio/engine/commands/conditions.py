@@ -26,8 +26,8 @@ from dwtrio.engine.commands.timers import schedule_timer
 from dwtrio.errors import InvalidCommandsError
 from dwtrio.protocol.commands import OpenConditionWait
 from dwtrio.protocol.ids import new_id
+from dwtrio.store import timers as store
 from dwtrio.store.history import NewEvent
-from dwtrio.store.queries import sql
 
 
 def _identity(details: dict[str, Any]) -> dict[str, Any]:
@@ -71,15 +71,15 @@ async def apply_open_condition_wait(
             },
             condition_wait_id=wait_id,
         )
-    await ctx.conn.execute(
-        sql("open_condition_wait"),
+    await store.open_condition_wait(
+        ctx.conn,
         ctx.run.id,
-        wait_id,
-        seq,
-        timer_id,
-        details,
-        command.condition_key or "condition",
-        fire_at,
+        wait_id=wait_id,
+        sequence=seq,
+        timer_id=timer_id,
+        details=details,
+        reason=command.condition_key or "condition",
+        deadline_at=fire_at,
     )
 
 
@@ -91,32 +91,32 @@ async def close_open_wait(ctx: Completion) -> None:
     """
     if ctx.run.open_wait_id is None:
         return
-    row = await ctx.conn.fetchrow(sql("close_open_wait"), ctx.run.id)
-    if row is None:
+    wait = await store.close_open_wait(ctx.conn, ctx.run.id)
+    if wait is None:
         return
-    details: dict[str, Any] = row["open_wait"] or {}
+    details: dict[str, Any] = wait.open_wait or {}
     satisfied: dict[str, Any] = {
-        "condition_wait_id": row["open_wait_id"],
-        "sequence": row["open_wait_sequence"],
+        "condition_wait_id": wait.open_wait_id,
+        "sequence": wait.open_wait_sequence,
         **_identity(details),
     }
     if details.get("timeout_seconds") is not None:
         satisfied["timeout_seconds"] = details["timeout_seconds"]
-    if row["timer_id"] is not None:
-        satisfied["timer_id"] = row["timer_id"]
+    if wait.timer_id is not None:
+        satisfied["timer_id"] = wait.timer_id
     ctx.add(NewEvent(event_type="ConditionWaitSatisfied", payload=satisfied))
-    if row["timer_id"] is not None:
+    if wait.timer_id is not None:
         ctx.add(
             NewEvent(
                 event_type="TimerCancelled",
                 payload={
-                    "timer_id": row["timer_id"],
-                    "sequence": row["open_wait_sequence"],
-                    "delay_seconds": row["delay_seconds"],
-                    "fire_at": wire.iso_z(row["fire_at"]),
-                    "cancelled_at": wire.iso_z(row["cancelled_at"]),
+                    "timer_id": wait.timer_id,
+                    "sequence": wait.open_wait_sequence,
+                    "delay_seconds": wait.delay_seconds,
+                    "fire_at": wire.iso_z(wait.fire_at),
+                    "cancelled_at": wire.iso_z(wait.cancelled_at),
                     "timer_kind": timers.CONDITION_TIMEOUT,
-                    "condition_wait_id": row["open_wait_id"],
+                    "condition_wait_id": wait.open_wait_id,
                 },
             )
         )

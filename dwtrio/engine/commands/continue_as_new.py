@@ -16,18 +16,18 @@ from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.wakes import create_workflow_task
 from dwtrio.protocol.commands import ContinueAsNew
 from dwtrio.protocol.ids import new_id
+from dwtrio.store import workflows as store
 from dwtrio.store.history import NewEvent, append_events
 from dwtrio.store.pool import Conn
-from dwtrio.store.queries import sql
 from dwtrio.store.runs import LockedRun
 
 
 async def apply_continue_as_new(ctx: Completion, command: ContinueAsNew, index: int) -> None:
     arguments = payloads.arguments_blob(command.arguments, field=f"commands.{index}.arguments")
     # Lock order: run (held), then instance, as the start use case expects.
-    instance = await ctx.conn.fetchrow(sql("lock_instance_for_continue"), ctx.run.workflow_id)
+    instance = await store.lock_instance_for_continue(ctx.conn, ctx.run.workflow_id)
     new_run_id = new_id()
-    run_number = instance["run_count"] + 1
+    run_number = instance.run_count + 1
     workflow_type = command.workflow_type or ctx.run.workflow_type
     queue = command.queue or ctx.run.task_queue
     ctx.add(
@@ -55,7 +55,7 @@ async def apply_continue_as_new(ctx: Completion, command: ContinueAsNew, index: 
             workflow_type=command.workflow_type,
             queue=queue,
             arguments=arguments,
-            execution_timeout_seconds=instance["execution_timeout_seconds"],
+            execution_timeout_seconds=instance.execution_timeout_seconds,
         )
 
     ctx.after_close.append(start_next_run)
@@ -73,14 +73,14 @@ async def _start_next_run(
     arguments: str,
     execution_timeout_seconds: int | None,
 ) -> None:
-    row = await conn.fetchrow(
-        sql("insert_continued_run"),
-        new_run_id,
-        previous.id,
-        run_number,
-        workflow_type,
-        queue,
-        arguments,
+    row = await store.insert_continued_run(
+        conn,
+        run_id=new_run_id,
+        previous_run_id=previous.id,
+        run_number=run_number,
+        workflow_type=workflow_type,
+        task_queue=queue,
+        arguments=arguments,
     )
     parent_fields = await children.follow_continued_run(conn, previous, new_run_id, outcome)
     await append_events(
@@ -92,15 +92,15 @@ async def _start_next_run(
                 payload={
                     "workflow_instance_id": previous.workflow_id,
                     "workflow_run_id": new_run_id,
-                    "workflow_type": row["workflow_type"],
-                    "business_key": row["business_key"],
-                    "memo": row["memo"],
-                    "search_attributes": row["search_attributes"],
+                    "workflow_type": row.workflow_type,
+                    "business_key": row.business_key,
+                    "memo": row.memo,
+                    "search_attributes": row.search_attributes,
                     "task_queue": queue,
                     "execution_timeout_seconds": execution_timeout_seconds,
-                    "run_timeout_seconds": row["run_timeout_seconds"],
-                    "execution_deadline_at": wire.iso_z(row["execution_deadline_at"]),
-                    "run_deadline_at": wire.iso_z(row["run_deadline_at"]),
+                    "run_timeout_seconds": row.run_timeout_seconds,
+                    "execution_deadline_at": wire.iso_z(row.execution_deadline_at),
+                    "run_deadline_at": wire.iso_z(row.run_deadline_at),
                     "continued_from_run_id": previous.id,
                     "run_number": run_number,
                     **parent_fields,
@@ -112,9 +112,9 @@ async def _start_next_run(
         id=new_run_id,
         workflow_id=previous.workflow_id,
         namespace=previous.namespace,
-        workflow_type=row["workflow_type"],
+        workflow_type=row.workflow_type,
         task_queue=queue,
         arguments=arguments,
-        compatibility=row["compatibility"],
+        compatibility=row.compatibility,
     )
     await create_workflow_task(conn, run, outcome)

@@ -22,8 +22,8 @@ from dwtrio.protocol.commands import (
     UpsertSearchAttributes,
 )
 from dwtrio.protocol.workflows import contains_nul, memo_errors, search_attribute_errors
+from dwtrio.store import runs
 from dwtrio.store.history import NewEvent
-from dwtrio.store.queries import sql
 
 #: The SDK re-validates every ``MemoUpserted`` it replays (entries and merged memo)
 #: with these rules, so a memo breaking them must be refused, not recorded.
@@ -75,11 +75,11 @@ async def apply_upsert_search_attributes(
     field = f"commands.{index}.attributes"
     if contains_nul(command.attributes):
         raise ValidationFailedError({field: ["The attributes may not contain NUL characters."]})
-    current: dict[str, Any] = await ctx.conn.fetchval(sql("get_run_search_attributes"), ctx.run.id)
+    current = await runs.get_search_attributes(ctx.conn, ctx.run.id)
     merged = {k: v for k, v in {**current, **command.attributes}.items() if v is not None}
     if problems := search_attribute_errors(merged, ctx.limits.max_search_attributes):
         raise ValidationFailedError({field: problems})
-    await ctx.conn.execute(sql("set_run_search_attributes"), ctx.run.id, merged)
+    await runs.set_search_attributes(ctx.conn, ctx.run.id, merged)
     ctx.add(
         NewEvent(
             event_type="SearchAttributesUpserted",
@@ -138,7 +138,7 @@ async def apply_upsert_memo(ctx: Completion, command: UpsertMemo, index: int) ->
         )
     if problems := memo_map_errors(entries):
         raise ValidationFailedError({field: problems})
-    current: dict[str, Any] = await ctx.conn.fetchval(sql("get_run_memo"), ctx.run.id)
+    current = await runs.get_memo(ctx.conn, ctx.run.id)
     merged = _sorted_maps({k: v for k, v in {**current, **entries}.items() if v is not None})
     stored = payloads.to_json_view(merged)
     problems = memo_map_errors(merged) + memo_errors(
@@ -146,7 +146,7 @@ async def apply_upsert_memo(ctx: Completion, command: UpsertMemo, index: int) ->
     )
     if problems:
         raise ValidationFailedError({field: problems})
-    await ctx.conn.execute(sql("set_run_memo"), ctx.run.id, stored)
+    await runs.set_memo(ctx.conn, ctx.run.id, stored)
     ctx.add(
         NewEvent(
             event_type="MemoUpserted",

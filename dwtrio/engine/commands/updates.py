@@ -18,8 +18,8 @@ from dwtrio.engine.updates import answer_key
 from dwtrio.errors import InvalidCommandsError
 from dwtrio.protocol.commands import CompleteUpdate, FailUpdate
 from dwtrio.protocol.ids import new_id
+from dwtrio.store import updates
 from dwtrio.store.history import NewEvent
-from dwtrio.store.queries import sql
 
 
 async def _open_update(ctx: Completion, update_id: str, index: int) -> dict[str, Any]:
@@ -28,16 +28,16 @@ async def _open_update(ctx: Completion, update_id: str, index: int) -> dict[str,
         raise InvalidCommandsError(
             f"commands[{index}] answers update {update_id!r}, which is not this task's update."
         )
-    row = await ctx.conn.fetchrow(sql("lock_update"), update_id)
-    if row is None or row["run_id"] != ctx.run.id or row["status"] != "accepted":
+    update = await updates.lock_update(ctx.conn, update_id)
+    if update is None or update.run_id != ctx.run.id or update.status != "accepted":
         raise InvalidCommandsError(
             f"commands[{index}]: update {update_id!r} is not open on this run."
         )
-    fields: dict[str, Any] = {"update_id": update_id, "update_name": row["update_name"]}
-    sequence = await ctx.conn.fetchval(sql("run_open_wait_sequence"), ctx.run.id)
+    fields: dict[str, Any] = {"update_id": update_id, "update_name": update.update_name}
+    sequence = await updates.run_open_wait_sequence(ctx.conn, ctx.run.id)
     if sequence is not None:
         fields["sequence"] = sequence
-    fields["arguments"] = row["arguments"]
+    fields["arguments"] = update.arguments
     return fields
 
 
@@ -62,16 +62,16 @@ async def apply_complete_update(ctx: Completion, command: CompleteUpdate, index:
             payload={**fields, "result": result, "payload_codec": "avro"},
         )
     )
-    await ctx.conn.execute(
-        sql("close_update"),
+    await updates.close_update(
+        ctx.conn,
         command.update_id,
-        "completed",
-        "update_completed",
-        result,
-        fields.get("sequence"),
-        None,
-        None,
-        None,
+        status="completed",
+        outcome="update_completed",
+        result=result,
+        workflow_sequence=fields.get("sequence"),
+        failure_id=None,
+        failure_message=None,
+        failure=None,
     )
     _answered(ctx, command.update_id)
 
@@ -102,15 +102,15 @@ async def apply_fail_update(ctx: Completion, command: FailUpdate, index: int) ->
             },
         )
     )
-    await ctx.conn.execute(
-        sql("close_update"),
+    await updates.close_update(
+        ctx.conn,
         command.update_id,
-        "failed",
-        "update_failed",
-        None,
-        fields.get("sequence"),
-        failure_id,
-        command.message,
-        failure,
+        status="failed",
+        outcome="update_failed",
+        result=None,
+        workflow_sequence=fields.get("sequence"),
+        failure_id=failure_id,
+        failure_message=command.message,
+        failure=failure,
     )
     _answered(ctx, command.update_id)

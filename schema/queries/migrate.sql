@@ -1,10 +1,10 @@
 -- name: lock_migrations
 -- Serialise bootstraps across processes (session-level advisory lock).
-SELECT pg_advisory_lock($1);
+SELECT pg_advisory_lock(:key);
 
 -- name: unlock_migrations
 -- Release the bootstrap lock.
-SELECT pg_advisory_unlock($1);
+SELECT pg_advisory_unlock(:key);
 
 -- name: create_migrations_table
 -- The bookkeeping table of applied migrations.
@@ -25,4 +25,5 @@ SELECT version, checksum FROM dwtrio_schema_migrations ORDER BY version;
 
 -- name: record_migration
 -- Remember that a migration was applied.
-INSERT INTO dwtrio_schema_migrations (version, name, checksum) VALUES ($1, $2, $3);
+INSERT INTO dwtrio_schema_migrations (version, name, checksum)
+VALUES (:version, :name, :checksum);
