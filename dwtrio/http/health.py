@@ -12,20 +12,15 @@ from dwtrio.errors import DwtrioError
 from dwtrio.http.auth import auth_config_problem
 from dwtrio.http.envelope import json_response
 from dwtrio.runtime import Runtime
-from dwtrio.store import migrate, namespaces
-from dwtrio.store.pool import Conn
+from dwtrio.store import health, migrate, namespaces
 
 PROBE_TIMEOUT_S = 2.0
-
-
-async def _ping(conn: Conn) -> int:
-    return int(await conn.fetchval("SELECT 1"))
 
 
 async def _database_check(rt: Runtime) -> dict[str, Any]:
     try:
         with trio.fail_after(PROBE_TIMEOUT_S):
-            await rt.store.probe(_ping)
+            await rt.store.probe(health.ping)
     except (DwtrioError, trio.TooSlowError) as exc:
         return {"status": "unavailable", "message": str(exc) or "timed out"}
     return {"status": "ok"}

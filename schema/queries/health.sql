@@ -1,0 +1,3 @@
+-- name: ping
+-- The database answers (the readiness probe).
+SELECT 1;
