@@ -89,7 +89,7 @@ async def test_failed_and_cancelled_operations_leak_nothing(db_dsn: str) -> None
         busy = await store.read(
             lambda c: c.fetchval(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dwtrio'"
-                " AND state <> 'idle' AND pid <> pg_backend_pid()"
+                " AND state <> 'idle' AND pid <> pg_backend_pid() AND datname = current_database()"
             )
         )
         assert busy == 0
@@ -115,6 +115,7 @@ async def kill_sleepers(conn: Conn) -> None:
     await conn.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
         " WHERE query LIKE 'SELECT pg_sleep(1%' AND pid <> pg_backend_pid()"
+        " AND datname = current_database()"
     )
 
 
@@ -132,6 +133,7 @@ async def test_a_read_whose_connection_is_killed_runs_again_on_a_new_one(db_dsn:
                 first = await store.read(
                     lambda c: c.fetchval(
                         "SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1%'"
+                        " AND datname = current_database()"
                     )
                 )
                 await store.read(kill_sleepers)
@@ -268,7 +270,8 @@ async def test_backends_terminated_under_load_cost_no_failed_operation(db_dsn: s
                     db_dsn,
                     lambda c: c.execute(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                        " WHERE application_name = 'dwtrio'"
+                        # Only this test's database: the server may be shared with other runs.
+                        " WHERE application_name = 'dwtrio' AND datname = current_database()"
                     ),
                 )
             stop.set()
