@@ -9,9 +9,8 @@ import attrs
 import trio
 
 from dwtrio import __version__
-from dwtrio.engine.outcome import QueueKey
 from dwtrio.manifest import SERVER_FEATURES, Features, worker_capabilities
-from dwtrio.matching.waiters import WaiterSet
+from dwtrio.matching.waiters import QueueKey, WaiterSet
 from dwtrio.matching.wakebus import WakeBus, make_wake_bus
 from dwtrio.settings import Settings
 from dwtrio.store import namespaces, workers

@@ -6,9 +6,6 @@ from typing import Any
 
 import attrs
 
-#: (namespace, task_queue, kind) where kind is "workflow" or "activity".
-QueueKey = tuple[str, str, str]
-
 
 @attrs.define
 class Outcome:
@@ -16,7 +13,8 @@ class Outcome:
 
     body: dict[str, Any] = attrs.field(factory=dict)
     status: int = 200
-    wakes: set[QueueKey] = attrs.field(factory=set)
+    #: (namespace, task_queue, kind): what matching calls a ``QueueKey``.
+    wakes: set[tuple[str, str, str]] = attrs.field(factory=set)
     #: A timer was armed: nudge this process's timer loop after commit, in case
     #: the new timer is due before the loop's next tick.
     timer_armed: bool = False

@@ -55,10 +55,6 @@ class ClaimParams:
     lease_s: int
     page_size: int
 
-    def accepts(self, workflow_type: str) -> bool:
-        """Whether this poll would lease a task of ``workflow_type`` (sync match)."""
-        return not self.workflow_types or workflow_type in self.workflow_types
-
 
 def encode_page_token(after_sequence: int) -> str:
     return base64.b64encode(str(after_sequence).encode()).decode()

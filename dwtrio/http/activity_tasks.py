@@ -5,7 +5,8 @@ from __future__ import annotations
 from dwtrio import wire
 from dwtrio.engine import activity_tasks as engine
 from dwtrio.http.worker_plane import Reply, Route, WorkerCall
-from dwtrio.http.worker_response import long_poll, task_report
+from dwtrio.http.worker_response import Registered, poll_handler, task_report
+from dwtrio.matching.dispatch import TaskKind
 from dwtrio.protocol.worker import (
     CompleteActivityTask,
     FailActivityTask,
@@ -14,33 +15,28 @@ from dwtrio.protocol.worker import (
 )
 from dwtrio.runtime import Runtime
 
+#: Activity tasks, as matching dispatches them.
+ACTIVITY_TASKS = TaskKind[engine.ClaimParams](
+    kind="activity",
+    claim=engine.claim,
+    release=engine.release,
+    release_polled=engine.release_polled,
+    types=lambda params: params.activity_types,
+    transaction=False,  # engine.claim writes with one statement; see its docstring
+)
+
 
 def routes(rt: Runtime) -> list[Route]:
     settings = rt.settings
 
-    async def poll(call: WorkerCall) -> Reply:
-        req = wire.structure(call.json, PollTasks)
-        namespace = call.namespace
-        _, types = await rt.registrations.types(namespace, req.worker_id, req.task_queue)
-        params = engine.ClaimParams(
+    def claim_params(namespace: str, req: PollTasks, types: Registered) -> engine.ClaimParams:
+        return engine.ClaimParams(
             namespace=namespace,
             task_queue=req.task_queue,
             worker_id=req.worker_id,
             poll_request_id=req.poll_request_id,
-            activity_types=tuple(types),
+            activity_types=types[1],
             default_lease_s=settings.activity_task_timeout_s,
-        )
-        return await long_poll(
-            rt,
-            (namespace, req.task_queue, "activity"),
-            params,
-            engine.claim,
-            engine.release,
-            timeout_seconds=req.timeout_seconds,
-            client=call.client,
-            typed=bool(params.activity_types),
-            atomic=False,  # engine.claim writes with one statement; see its docstring
-            release_polled_op=engine.release_polled,
         )
 
     async def heartbeat(call: WorkerCall, task_id: str) -> Reply:
@@ -51,7 +47,7 @@ def routes(rt: Runtime) -> list[Route]:
         return Reply(body)
 
     return [
-        Route("POST", "activity-tasks/poll", poll),
+        Route("POST", "activity-tasks/poll", poll_handler(rt, ACTIVITY_TASKS, claim_params)),
         Route(
             "POST",
             "activity-tasks/{task_id}/complete",

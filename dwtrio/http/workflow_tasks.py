@@ -6,7 +6,8 @@ from dwtrio import wire
 from dwtrio.engine import workflow_tasks as engine
 from dwtrio.engine.commands.context import CommandLimits
 from dwtrio.http.worker_plane import Reply, Route, WorkerCall
-from dwtrio.http.worker_response import long_poll, task_report
+from dwtrio.http.worker_response import Registered, poll_handler, task_report
+from dwtrio.matching.dispatch import TaskKind
 from dwtrio.protocol.worker import (
     CompleteWorkflowTask,
     FailWorkflowTask,
@@ -16,40 +17,35 @@ from dwtrio.protocol.worker import (
 )
 from dwtrio.runtime import Runtime
 
+#: Workflow tasks, as matching dispatches them.
+WORKFLOW_TASKS = TaskKind[engine.ClaimParams](
+    kind="workflow",
+    claim=engine.claim,
+    release=engine.release,
+    release_polled=engine.release_polled,
+    types=lambda params: params.workflow_types,
+    transaction=False,  # engine.claim writes with one statement; see its docstring
+    sync_match=True,  # a new workflow may be handed over as it starts
+)
+
 
 def routes(rt: Runtime) -> list[Route]:
     settings = rt.settings
     limits = CommandLimits.from_settings(settings)
 
-    async def poll(call: WorkerCall) -> Reply:
-        req = wire.structure(call.json, PollTasks)
-        namespace = call.namespace
-        types, _ = await rt.registrations.types(namespace, req.worker_id, req.task_queue)
+    def claim_params(namespace: str, req: PollTasks, types: Registered) -> engine.ClaimParams:
         page = min(
             req.history_page_size or settings.history_page_size_default,
             settings.history_page_size_max,
         )
-        params = engine.ClaimParams(
+        return engine.ClaimParams(
             namespace=namespace,
             task_queue=req.task_queue,
             worker_id=req.worker_id,
             poll_request_id=req.poll_request_id,
-            workflow_types=tuple(types),
+            workflow_types=types[0],
             lease_s=settings.workflow_task_timeout_s,
             page_size=page,
-        )
-        return await long_poll(
-            rt,
-            (namespace, req.task_queue, "workflow"),
-            params,
-            engine.claim,
-            engine.release,
-            timeout_seconds=req.timeout_seconds,
-            client=call.client,
-            typed=bool(params.workflow_types),
-            atomic=False,  # engine.claim writes with one statement; see its docstring
-            release_polled_op=engine.release_polled,
-            offer=params,  # a new workflow may be handed over as it starts
         )
 
     async def history(call: WorkerCall, task_id: str) -> Reply:
@@ -68,7 +64,7 @@ def routes(rt: Runtime) -> list[Route]:
         return Reply(body)
 
     return [
-        Route("POST", "workflow-tasks/poll", poll),
+        Route("POST", "workflow-tasks/poll", poll_handler(rt, WORKFLOW_TASKS, claim_params)),
         Route("POST", "workflow-tasks/{task_id}/history", history),
         Route(
             "POST",

@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 from quart import Blueprint, Response, g, request
 
 from dwtrio import payloads, wire
-from dwtrio.engine import workflow_tasks
 from dwtrio.engine import workflows as engine
 from dwtrio.errors import (
     InstanceNotFoundError,
@@ -31,7 +30,8 @@ from dwtrio.errors import (
 )
 from dwtrio.http.envelope import json_response
 from dwtrio.http.pipeline import json_body
-from dwtrio.http.worker_response import create_with_handoff
+from dwtrio.http.workflow_tasks import WORKFLOW_TASKS
+from dwtrio.matching.dispatch import create_with_handoff
 from dwtrio.protocol import workflows as protocol
 from dwtrio.protocol.ids import new_id
 from dwtrio.protocol.workflows import HistoryPageQuery, ListWorkflows, StartWorkflow
@@ -239,10 +239,11 @@ def blueprint(rt: Runtime) -> Blueprint:
         # A poller parked here for the queue gets the first task as the start writes it.
         outcome = await create_with_handoff(
             rt,
-            (cmd.namespace, cmd.task_queue, "workflow"),
-            lambda offer: offer.accepts(cmd.workflow_type),
+            WORKFLOW_TASKS,
             functools.partial(rt.store.autocommit, engine.start_fresh, cmd),
-            workflow_tasks.release,
+            namespace=cmd.namespace,
+            task_queue=cmd.task_queue,
+            task_type=cmd.workflow_type,
         )
         if outcome is None:
             outcome = await rt.store.transaction(engine.start_workflow, cmd)

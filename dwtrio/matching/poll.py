@@ -12,8 +12,16 @@ from typing import Protocol, TypeVar
 
 import trio
 
-from dwtrio.engine.outcome import QueueKey
-from dwtrio.matching.waiters import ClientGone, Waiter, WaiterSet
+from dwtrio.matching.waiters import (
+    HANDED,
+    LOOKING,
+    PARKED,
+    RESERVED,
+    ClientGone,
+    QueueKey,
+    Waiter,
+    WaiterSet,
+)
 
 T = TypeVar("T")
 
@@ -76,7 +84,9 @@ async def poll_for_task(
                 if task is None and not skip_claim:
                     with waiters.claiming(key) as seq, trio.CancelScope(shield=True):
                         task = await claim()  # shielded: never abandon a committed lease
-                    waiters.record_claim(key, found=task is not None, typed=typed, seq=seq)
+                    waiters.record_claim(
+                        key, found=task is not None, typed=typed, seq=seq, recheck_s=recheck_s
+                    )
                 skip_claim = False
                 if task is not None:
                     # A wake that arrived during the claim is for another task: leaving
@@ -94,7 +104,7 @@ async def poll_for_task(
                     # A wake that arrived during the claim is left unconsumed: passed on.
                     return None
                 await _park(waiters, key, waiter, deadline, recheck_s, client)
-                if waiter.handoff is not None:
+                if waiter.state is HANDED:
                     continue
                 if draining.is_set():
                     return None
@@ -138,12 +148,14 @@ async def _park(
     if waiters.is_head(key, waiter):
         park_until = min(deadline, trio.current_time() + recheck_s)
     gone = None if client is None else client.wait_gone
-    waiter.parked = True
+    if waiter.state is LOOKING:
+        waiter.state = PARKED
     try:
         await event.wait(gone, until=park_until)
     finally:
-        waiter.parked = False
-    if waiter.reserved and not event.is_set():
+        if waiter.state is PARKED:
+            waiter.state = LOOKING
+    if waiter.state is RESERVED and not event.is_set():
         # A task is being written for this poll: its creator decides (it delivers,
         # or unreserves and wakes us), even a little past the deadline. Should it
         # take longer (a slow store), the poll goes on; a delivery to it is then

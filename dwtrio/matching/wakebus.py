@@ -28,8 +28,7 @@ import redis.asyncio as aioredis
 import trio
 import trio_asyncio
 
-from dwtrio.engine.outcome import QueueKey
-from dwtrio.matching.waiters import WaiterSet
+from dwtrio.matching.waiters import QueueKey, WaiterSet
 
 log = logging.getLogger(__name__)
 

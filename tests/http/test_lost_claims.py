@@ -2,7 +2,7 @@
 
 The workflow-task claim commits one statement and then reads history; when the
 connection fails after the claim went out, the poll cannot know whether it
-leased a task. ``long_poll`` then puts back whatever that poll's
+leased a task. ``dispatch.poll`` then puts back whatever that poll's
 ``poll_request_id`` holds before answering 503, so the task is claimable at
 once instead of after its lease (a minute). The failure is injected after the
 real claim, on a real store.
@@ -14,13 +14,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import attrs
 import pytest
 import trio
 
 from dwtrio.engine import activity_tasks, workflow_tasks
 from dwtrio.engine.workflows import StartCommand, start_fresh
 from dwtrio.errors import StoreUnavailableError
-from dwtrio.http.worker_response import long_poll
+from dwtrio.http.workflow_tasks import WORKFLOW_TASKS
+from dwtrio.matching import dispatch
 from dwtrio.runtime import Runtime
 from dwtrio.store.pool import Conn, open_store
 
@@ -56,19 +58,18 @@ async def claim_then_lose_the_connection(
     raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
 
 
-async def poll(rt: Runtime, claim: workflow_tasks.ClaimParams, claim_op: Any, **extra: Any) -> Any:
+async def poll(
+    rt: Runtime,
+    claim: workflow_tasks.ClaimParams,
+    claim_op: Any,
+    *,
+    release_polled_op: Any = None,
+) -> Any:
+    kind = attrs.evolve(
+        WORKFLOW_TASKS, claim=claim_op, release_polled=release_polled_op, sync_match=False
+    )
     with trio.fail_after(10):
-        reply = await long_poll(
-            rt,
-            ("default", Q, "workflow"),
-            claim,
-            claim_op,
-            workflow_tasks.release,
-            timeout_seconds=1,
-            atomic=False,
-            **extra,
-        )
-    return reply.body["task"]
+        return await dispatch.poll(rt, kind, claim, timeout_seconds=1)
 
 
 async def task_state(rt: Runtime, workflow_id: str) -> tuple[str, int]:

@@ -3,7 +3,7 @@
 Contract: worker-plane.md §5 (a poll answers with a leased task), the
 handed-over task must be indistinguishable from a claimed one (same body,
 same lease, same fencing, same poll-retry behaviour); dwtrio/matching/waiters.py
-and ``create_with_handoff`` in dwtrio/http/worker_response.py.
+and ``create_with_handoff`` in dwtrio/matching/dispatch.py.
 
 The HTTP tests see a sync match in the start's answer: the run is already
 ``running`` (a claim is what makes a run running), where a start nobody was
@@ -25,7 +25,9 @@ import trio
 from dwtrio.engine import workflow_tasks
 from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.workflows import StartCommand, start_fresh
-from dwtrio.http.worker_response import create_with_handoff, long_poll
+from dwtrio.http.workflow_tasks import WORKFLOW_TASKS
+from dwtrio.matching import dispatch
+from dwtrio.matching.dispatch import create_with_handoff
 from dwtrio.runtime import Runtime
 from dwtrio.store.pool import Conn, open_store
 
@@ -236,18 +238,9 @@ async def parked_poll(
     )
     task_status.started()
     try:
-        reply = await long_poll(
-            rt,
-            ("default", Q, "workflow"),
-            params,
-            workflow_tasks.claim,
-            workflow_tasks.release,
-            timeout_seconds=30,
-            atomic=False,
-            client=client,
-            offer=params,
+        out.append(
+            await dispatch.poll(rt, WORKFLOW_TASKS, params, timeout_seconds=30, client=client)
         )
-        out.append(reply.body["task"])
     except Exception as exc:  # ClientGone
         out.append(exc)
 
@@ -272,10 +265,11 @@ async def start_handing_over(rt: Runtime, workflow_id: str) -> Outcome | None:
     """What ``POST /api/workflows`` runs first: the one-statement start, with sync match."""
     return await create_with_handoff(
         rt,
-        ("default", Q, "workflow"),
-        accepts_all,
+        WORKFLOW_TASKS,
         functools.partial(rt.store.autocommit, start_fresh, command(workflow_id)),
-        workflow_tasks.release,
+        namespace="default",
+        task_queue=Q,
+        task_type="greeter",
     )
 
 
@@ -301,11 +295,7 @@ async def test_a_poll_that_ends_before_the_delivery_leaves_the_task_to_others(
                 return await rt.store.autocommit(start_fresh, command("wf-left"), offer)
 
             outcome = await create_with_handoff(
-                rt,
-                ("default", Q, "workflow"),
-                accepts_all,
-                create,
-                workflow_tasks.release,
+                rt, WORKFLOW_TASKS, create, namespace="default", task_queue=Q, task_type="greeter"
             )
             assert outcome is not None and outcome.handoff is not None
     assert [type(x).__name__ for x in first] == ["ClientGone"]
@@ -362,10 +352,11 @@ async def test_a_failed_create_lets_the_reserved_poll_go_on(rt: Runtime) -> None
             with pytest.raises(RuntimeError):
                 await create_with_handoff(
                     rt,
-                    ("default", Q, "workflow"),
-                    accepts_all,
+                    WORKFLOW_TASKS,
                     broken,
-                    workflow_tasks.release,
+                    namespace="default",
+                    task_queue=Q,
+                    task_type="greeter",
                 )
             await trio.sleep(0.1)  # it looked again (the queue is known empty) and parked
             # Not reserved any more: an ordinary start is handed to it.

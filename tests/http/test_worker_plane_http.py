@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import gzip
 import uuid
+from typing import Any
 
+import attrs
 import httpx
 import orjson
 import pytest
@@ -239,18 +241,21 @@ async def test_a_task_claimed_for_a_poller_that_left_is_released(
     the queue at once (not after the lease expires) for the next poller."""
     import asyncio
 
-    from dwtrio.engine import workflow_tasks as wt_engine
+    from dwtrio.http import workflow_tasks as wt_http
 
-    server, queue = await server_with_a_workflow(start_server)
-    real_claim = wt_engine.claim
+    real_claim = wt_http.WORKFLOW_TASKS.claim
     claim_started = trio.Event()
 
-    async def slow_claim(conn: object, params: object, *, replay_poll: bool) -> object:
-        claim_started.set()  # trio-asyncio runs the asyncio side inside the trio run
-        await asyncio.sleep(0.5)  # the store operation runs on the asyncio side
-        return await real_claim(conn, params, replay_poll=replay_poll)  # type: ignore[arg-type]
+    async def slow_claim(conn: Any, params: Any, *, replay_poll: bool) -> Any:
+        if params.worker_id == "leaver":
+            claim_started.set()  # trio-asyncio runs the asyncio side inside the trio run
+            await asyncio.sleep(0.5)  # the store operation runs on the asyncio side
+        return await real_claim(conn, params, replay_poll=replay_poll)
 
-    monkeypatch.setattr(wt_engine, "claim", slow_claim)
+    # The server's workflow-task poll claims with this (read as its routes are built).
+    slow = attrs.evolve(wt_http.WORKFLOW_TASKS, claim=slow_claim)
+    monkeypatch.setattr(wt_http, "WORKFLOW_TASKS", slow)
+    server, queue = await server_with_a_workflow(start_server)
     url = httpx.URL(server.url)
     assert url.port is not None
     stream = await trio.open_tcp_stream(url.host, url.port)
@@ -265,7 +270,6 @@ async def test_a_task_claimed_for_a_poller_that_left_is_released(
         await claim_started.wait()
     await stream.aclose()  # gone while the claim runs
     await trio.sleep(1.0)  # the claim ends; the lease is released
-    monkeypatch.setattr(wt_engine, "claim", real_claim)
     async with server.client(WORKER_TOKEN, **WP) as c:
         r = await c.post(
             POLL, json={"worker_id": "stayer", "task_queue": queue, "timeout_seconds": 0}

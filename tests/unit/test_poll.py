@@ -18,7 +18,14 @@ import trio
 import trio.testing
 
 from dwtrio.matching.poll import RESERVATION_GRACE_S, poll_for_task
-from dwtrio.matching.waiters import MAX_CLAIMS_IN_FLIGHT, ClientGone, Waiter, WaiterSet, Wakeup
+from dwtrio.matching.waiters import (
+    MAX_CLAIMS_IN_FLIGHT,
+    ClientGone,
+    Waiter,
+    WaiterSet,
+    WaiterState,
+    Wakeup,
+)
 
 KEY = ("default", "q", "workflow")
 
@@ -630,12 +637,12 @@ async def test_only_parked_polls_with_an_accepted_offer_are_reserved(
         await trio.sleep(5)
         assert waiters.reserve(KEY, lambda offer: False) is None
         with waiters.register(KEY) as plain:  # a poll without an offer takes no handoffs
-            plain.parked = True
+            plain.state = WaiterState.PARKED
             waiter = waiters.reserve(KEY, accepts_all)
             assert waiter is not None and waiter is not plain
             waiters.unreserve(waiter)
             await trio.sleep(0.1)  # it looks again, and parks again
-            plain.parked = False
+            plain.state = WaiterState.LOOKING
         waiter = reserve(waiters)
         waiters.unreserve(waiter)
         nursery.cancel_scope.cancel()
@@ -764,3 +771,80 @@ async def test_a_reservation_that_never_settles_does_not_hold_the_poll(
         assert got == [None]
         assert trio.current_time() - start <= 5 + RESERVATION_GRACE_S + 1
         assert not waiters.deliver(waiter, "late")  # its creator must release it
+
+
+# --- what the set remembers about queues nobody polls ----------------------------------
+def stats_of(waiters: WaiterSet) -> tuple[int, int]:
+    stats = waiters.statistics()
+    return stats.queues, stats.idle_queues
+
+
+async def test_an_empty_mark_outlives_the_poll_only_until_it_expires(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters = FakeQueue(), WaiterSet()
+    assert await poll(queue, waiters, timeout_s=0, recheck_s=1) is None
+    assert stats_of(waiters) == (0, 1)  # nobody polls it, but it is known empty for 1 s
+    assert waiters.known_empty(KEY, 1)
+    await trio.sleep(1)
+    other = ("default", "other", "workflow")
+    await poll_for_task(
+        waiters,
+        other,
+        queue.claim,
+        queue.release,
+        timeout_s=0,
+        recheck_s=1,
+        draining=trio.Event(),
+    )
+    assert not waiters.known_empty(KEY, 1)
+    assert stats_of(waiters) == (0, 1)  # KEY's expired mark is gone; other's is fresh
+    waiters.wake(other)  # a wake forgets the mark: nothing left to remember
+    assert stats_of(waiters) == (0, 0)
+
+
+async def test_a_hundred_thousand_queues_polled_once_leave_nothing_behind(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue, waiters = FakeQueue(), WaiterSet()
+    draining = trio.Event()
+    peak = 0
+    for i in range(100_000):
+        await poll_for_task(
+            waiters,
+            ("default", f"q{i}", "workflow"),
+            queue.claim,
+            queue.release,
+            timeout_s=0,
+            recheck_s=1,
+            draining=draining,
+        )
+        if i % 100 == 99:
+            await trio.sleep(0.1)  # 1,000 queues a second, each known empty for 1 s
+            peak = max(peak, waiters.statistics().idle_queues)
+    assert peak <= 1_100
+    await trio.sleep(1)
+    # The last marks have expired: they go as the next queue is marked.
+    await poll(queue, waiters, timeout_s=0, recheck_s=1)
+    assert stats_of(waiters) == (0, 1)
+
+
+async def test_a_failed_claim_leaves_nothing_behind(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    waiters = WaiterSet()
+
+    async def broken() -> str | None:
+        raise RuntimeError("the store went away")
+
+    with pytest.raises(RuntimeError):
+        await poll_for_task(
+            waiters,
+            KEY,
+            broken,
+            FakeQueue().release,
+            timeout_s=30,
+            recheck_s=1,
+            draining=trio.Event(),
+        )
+    assert stats_of(waiters) == (0, 0)

@@ -11,7 +11,7 @@ from contextlib import ExitStack
 import trio
 import trio.testing
 
-from dwtrio.matching.waiters import Waiter, WaiterSet, WaiterStatistics
+from dwtrio.matching.waiters import Waiter, WaiterSet, WaiterState, WaiterStatistics
 
 KEY = ("default", "q", "workflow")
 OTHER = ("default", "q", "activity")
@@ -193,3 +193,33 @@ async def test_fifo_with_real_tasks_parked_on_events() -> None:
             waiters.wake(KEY)
             await trio.testing.wait_all_tasks_blocked()
     assert order == [0, 1, 2]
+
+
+def test_a_queue_is_forgotten_when_its_last_waiter_leaves() -> None:
+    """Every query and update waits on a key of its own: none may stay behind."""
+    waiters = WaiterSet()
+    for i in range(1000):
+        key = ("default", f"answer:{i}", "answer")
+        with waiters.register(key) as waiter:
+            waiters.wake(key)
+            waiter.consumed = True
+    assert waiters.statistics() == WaiterStatistics(
+        queues=0, waiters=0, wakes_sent=1000, wakes_unclaimed=0, idle_queues=0
+    )
+
+
+def test_a_waiter_moves_through_its_states() -> None:
+    waiters = WaiterSet()
+    with waiters.register(KEY, offer="offer") as waiter:
+        assert waiter.state is WaiterState.LOOKING
+        assert waiters.reserve(KEY, lambda offer: True) is None  # not parked
+        waiter.state = WaiterState.PARKED  # what the poll does while it waits
+        assert waiters.reserve(KEY, lambda offer: True) is waiter
+        assert waiter.state is WaiterState.RESERVED and not waiter.wakeable
+        assert waiters.wake(KEY) == 0  # a reserved poll takes no wakes
+        assert waiters.deliver(waiter, "task")
+        assert waiter.state is WaiterState.HANDED and waiter.event.is_set()
+        assert waiter.take() == "task" and waiter.consumed
+        assert waiter.state is WaiterState.LOOKING and waiter.take() is None
+    assert waiter.state is WaiterState.GONE
+    assert not waiters.deliver(waiter, "late")
