@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import attrs
+
+
+class Verdict(enum.Enum):
+    """What became of the request, in the engine's terms; ``http/envelope.py`` maps
+    each to an HTTP status (the engine never picks one)."""
+
+    #: Done (or an existing result returned, as for an idempotent replay).
+    DONE = "done"
+    #: A new workflow (run) was created.
+    CREATED = "created"
+    #: Recorded, to be acted on later by the workflow (a signal).
+    ACCEPTED = "accepted"
+    #: Refused by the workflow's state (not running, already started, ...); the body
+    #: says why, in the operation's own shape rather than the error envelope.
+    REJECTED = "rejected"
 
 
 @attrs.define
@@ -12,7 +28,7 @@ class Outcome:
     """The response body plus the task queues whose waiters must be woken after commit."""
 
     body: dict[str, Any] = attrs.field(factory=dict)
-    status: int = 200
+    verdict: Verdict = Verdict.DONE
     #: (namespace, task_queue, kind): what matching calls a ``QueueKey``.
     wakes: set[tuple[str, str, str]] = attrs.field(factory=set)
     #: A timer was armed: nudge this process's timer loop after commit, in case

@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 
 from dwtrio import payloads, wire
-from dwtrio.engine.outcome import Outcome
+from dwtrio.engine.outcome import Outcome, Verdict
 from dwtrio.engine.wakes import create_workflow_task
 from dwtrio.errors import (
     HistoricalRunCommandRejectedError,
@@ -188,7 +188,7 @@ async def _retained(conn: Conn, req: UpdateRequest) -> UpdateView | None:
 
 def _rejected(req: UpdateRequest, run: LockedRun) -> Outcome:
     return Outcome(
-        status=409,
+        verdict=Verdict.REJECTED,
         body={
             "message": f"The workflow run is {run.status}; it no longer accepts updates.",
             "outcome": "rejected_not_active",

@@ -23,7 +23,7 @@ import attrs
 
 from dwtrio import payloads
 from dwtrio.engine.closing import close_run
-from dwtrio.engine.outcome import Outcome
+from dwtrio.engine.outcome import Outcome, Verdict
 from dwtrio.engine.wakes import request_wake
 from dwtrio.errors import (
     HistoricalRunCommandRejectedError,
@@ -51,8 +51,8 @@ CLOSES: Final[dict[str, tuple[str, str, str]]] = {
     "cancel": ("cancelled", "CancelRequested", "WorkflowCancelled"),
     "terminate": ("terminated", "TerminateRequested", "WorkflowTerminated"),
 }
-#: HTTP status of an accepted command (rejections are 409).
-ACCEPTED_STATUS: Final = {"signal": 202, "cancel": 200, "terminate": 200}
+#: The verdict on an accepted command: a signal waits for the workflow, a close is done.
+ACCEPTED: Final = {"signal": Verdict.ACCEPTED, "cancel": Verdict.DONE, "terminate": Verdict.DONE}
 
 
 @attrs.frozen(kw_only=True)
@@ -155,8 +155,8 @@ async def _retained(
             conflict=conflict,
         )
     body = {**(row.response or {}), "retained": True, "intent_verified": True}
-    status = ACCEPTED_STATUS[command_type] if row.status == "accepted" else 409
-    return Outcome(body=body, status=status)
+    verdict = ACCEPTED[command_type] if row.status == "accepted" else Verdict.REJECTED
+    return Outcome(body=body, verdict=verdict)
 
 
 @attrs.frozen(kw_only=True)
@@ -243,7 +243,7 @@ async def signal_workflow(conn: Conn, cmd: SignalCommand) -> Outcome:
     )
     body, wait_sequence = await _record(conn, target, run, rec)
     if not run.is_open:
-        return Outcome(body=body, status=409)
+        return Outcome(body=body, verdict=Verdict.REJECTED)
     signal_id = new_id()
     await workflow_commands.insert_workflow_signal(
         conn,
@@ -275,7 +275,7 @@ async def signal_workflow(conn: Conn, cmd: SignalCommand) -> Outcome:
             )
         ],
     )
-    outcome = Outcome(body=body, status=ACCEPTED_STATUS["signal"])
+    outcome = Outcome(body=body, verdict=ACCEPTED["signal"])
     await request_wake(conn, run, outcome)
     return outcome
 
@@ -304,7 +304,7 @@ async def close_workflow(conn: Conn, cmd: CloseCommand) -> Outcome:
     )
     body, _ = await _record(conn, target, run, rec)
     if not run.is_open:
-        return Outcome(body=body, status=409)
+        return Outcome(body=body, verdict=Verdict.REJECTED)
     command_id = body["command_id"]
     ids = {
         "workflow_command_id": command_id,
@@ -330,6 +330,6 @@ async def close_workflow(conn: Conn, cmd: CloseCommand) -> Outcome:
             NewEvent(event_type=closing_event, payload=closed, workflow_command_id=command_id),
         ],
     )
-    outcome = Outcome(body=body, status=ACCEPTED_STATUS[cmd.kind])
+    outcome = Outcome(body=body, verdict=ACCEPTED[cmd.kind])
     await close_run(conn, run, outcome, status=status, reason=status)
     return outcome

@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 
 from dwtrio import wire
-from dwtrio.engine.outcome import Outcome
+from dwtrio.engine.outcome import Outcome, Verdict
 from dwtrio.engine.wakes import create_workflow_task
 from dwtrio.engine.workflow_tasks import ClaimParams, history_page_of, task_body
 from dwtrio.errors import RetryableStoreError, ValidationFailedError, WorkflowIdReservedError
@@ -149,7 +149,7 @@ async def start_fresh(
     )
     if not rows:
         return None
-    outcome = Outcome(status=201)
+    outcome = Outcome(verdict=Verdict.CREATED)
     if lease is None:
         outcome.wake(cmd.namespace, cmd.task_queue, "workflow")
     else:
@@ -262,7 +262,7 @@ async def _start_new(conn: Conn, cmd: StartCommand, run_id: str, times: store.Ru
             NewEvent(event_type="WorkflowStarted", payload=started, workflow_command_id=command_id),
         ],
     )
-    outcome = Outcome(status=201)
+    outcome = Outcome(verdict=Verdict.CREATED)
     await create_workflow_task(conn, run, outcome)
     outcome.body = start_body(
         workflow_id=cmd.workflow_id,
@@ -329,7 +329,7 @@ async def _start_existing(conn: Conn, cmd: StartCommand) -> Outcome:
     )
     if cmd.duplicate_policy == "use-existing" and run.is_open:
         await store.insert_command(conn, command)
-        return Outcome(body=body(outcome=RETURNED_EXISTING_ACTIVE), status=200)
+        return Outcome(body=body(outcome=RETURNED_EXISTING_ACTIVE))
     message = f"Workflow {cmd.workflow_id!r} has already been started."
     command = attrs.evolve(
         command,
@@ -362,5 +362,5 @@ async def _start_existing(conn: Conn, cmd: StartCommand) -> Outcome:
             rejection_reason=INSTANCE_ALREADY_STARTED,
             message=message,
         ),
-        status=409,
+        verdict=Verdict.REJECTED,
     )

@@ -1,9 +1,8 @@
 """The ``control_plane`` envelope on workflow-operation responses (control-plane.md §2.4).
 
-Attached in exactly one place, the ``after_request`` hook
-(:func:`dwtrio.http.pipeline.finish_response`), so success bodies, handler
-errors and errors raised by the request gates (401/403/404/415/422 ...) all get
-it the same way. Which responses get it is decided from the method and the raw
+Added in exactly one place, :func:`dwtrio.http.envelope.json_response`, just
+before the body is serialized, so success bodies, handler errors and errors
+raised by the request gates (401/403/404/415/422 ...) all get it the same way. Which responses get it is decided from the method and the raw
 path alone (:func:`operation_for`): the workflow operation routes, whether or
 not a handler exists yet, and never ``.../history/export``.
 
@@ -16,14 +15,12 @@ the payload has (null values included).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 from urllib.parse import unquote
 
 import attrs
-from quart import Response, request
+from quart import has_request_context, request
 
-from dwtrio import wire
 from dwtrio.manifest import (
     LEGACY_FIELDS,
     OPERATIONS,
@@ -32,8 +29,6 @@ from dwtrio.manifest import (
     RESPONSE_VERSION,
     response_contract,
 )
-
-log = logging.getLogger(__name__)
 
 PREFIX = ("api", "workflows")
 NAMED_COMMANDS = ("signal", "query", "update")
@@ -122,19 +117,11 @@ def _raw_path() -> str:
     return raw.decode("latin-1") if isinstance(raw, bytes) else request.path
 
 
-async def attach(response: Response) -> None:
-    """after_request step: add the envelope to a workflow-operation JSON response.
+def current_target() -> Target | None:
+    """The workflow operation the current Quart request addresses, or None.
 
-    Never raises: a body it cannot read is left as it is (and logged).
+    None outside a request (the worker plane is served below Quart).
     """
-    target = operation_for(request.method, split_path(_raw_path()))
-    if target is None or not (response.mimetype or "").endswith("json"):
-        return
-    try:
-        data = await response.get_data()
-        payload = wire.loads(data)
-    except Exception:
-        log.warning("control_plane envelope: unreadable %s response body", target.operation)
-        return
-    if isinstance(payload, dict):
-        response.set_data(wire.dumps(add_envelope(payload, target)))
+    if not has_request_context():
+        return None
+    return operation_for(request.method, split_path(_raw_path()))

@@ -1,5 +1,10 @@
-"""The one place where errors and payloads become HTTP responses.
+"""The one place where outcomes, errors and payloads become HTTP responses.
 
+* An engine :class:`~dwtrio.engine.outcome.Outcome` gets its HTTP status here
+  (:data:`HTTP_STATUS`), from the engine's verdict.
+* Every JSON answer of the Quart app is serialized once, in
+  :func:`json_response`; a workflow operation's gets its ``control_plane``
+  envelope there, just before (``control_envelope.py`` says which and how).
 * Every error body is ``{"message", "reason", ...fields}``; 422 adds ``errors``
   and ``validation_errors`` (the same map).
 * Worker-plane bodies (success and error) carry ``protocol_version`` and
@@ -17,12 +22,14 @@ from quart import Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from dwtrio import wire
+from dwtrio.engine.outcome import Outcome, Verdict
 from dwtrio.errors import (
     DwtrioError,
     MethodNotAllowedError,
     RouteNotFoundError,
     ValidationFailedError,
 )
+from dwtrio.http import control_envelope
 from dwtrio.http.routes import Plane
 
 log = logging.getLogger(__name__)
@@ -30,8 +37,26 @@ log = logging.getLogger(__name__)
 JSON = "application/json"
 
 
+#: The HTTP status of each engine verdict.
+HTTP_STATUS: dict[Verdict, int] = {
+    Verdict.DONE: 200,
+    Verdict.CREATED: 201,
+    Verdict.ACCEPTED: 202,
+    Verdict.REJECTED: 409,
+}
+
+
 def json_response(payload: Any, status: int = 200) -> Response:
+    """A Quart-side JSON answer, serialized once (with the control_plane envelope
+    when the current request is a workflow operation)."""
+    if isinstance(payload, dict) and (target := control_envelope.current_target()) is not None:
+        payload = control_envelope.add_envelope(dict(payload), target)
     return Response(wire.dumps(payload), status=status, content_type=JSON)
+
+
+def outcome_response(outcome: Outcome) -> Response:
+    """A control-plane answer from an engine outcome: its body, at its verdict's status."""
+    return json_response(outcome.body, HTTP_STATUS[outcome.verdict])
 
 
 def worker_body(

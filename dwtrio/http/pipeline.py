@@ -39,7 +39,6 @@ from dwtrio.errors import (
     UnsupportedProtocolVersionError,
     ValidationFailedError,
 )
-from dwtrio.http import control_envelope
 from dwtrio.http.auth import Principal, authenticate, role_allowed
 from dwtrio.http.routes import RoutePolicy, classify
 from dwtrio.manifest import CONTROL_PLANE_HEADER, CONTROL_PLANE_VERSION, WORKER_PROTOCOL_HEADER
@@ -298,11 +297,10 @@ async def run_gates(rt: Runtime) -> None:
 
 
 async def finish_response(rt: Runtime, response: Response) -> Response:
-    """after_request hook: version headers, the control_plane envelope, compression."""
+    """after_request hook: version headers, compression."""
     policy = current_policy()
     if policy.plane == "control":
         response.headers[CONTROL_PLANE_HEADER] = CONTROL_PLANE_VERSION
-        await control_envelope.attach(response)
     elif policy.plane == "worker":
         response.headers[WORKER_PROTOCOL_HEADER] = rt.settings.worker_protocol_version
     if (

@@ -17,7 +17,7 @@ from quart import Blueprint, Response, g
 from dwtrio import payloads, wire
 from dwtrio.engine import updates as engine
 from dwtrio.errors import InstanceNotFoundError, ValidationFailedError
-from dwtrio.http.envelope import json_response
+from dwtrio.http.envelope import json_response, outcome_response
 from dwtrio.http.pipeline import json_body
 from dwtrio.http.workflows import could_exist
 from dwtrio.matching.answers import wait_for_answer
@@ -55,7 +55,7 @@ def blueprint(rt: Runtime) -> Blueprint:
         rt.publish_wakes(submitted.outcome.wakes)
         view = submitted.update
         if view is None:
-            return json_response(submitted.outcome.body, submitted.outcome.status)
+            return outcome_response(submitted.outcome)
         timeout_s = None
         timed_out = False
         if req.wait_for == "completed":

@@ -7,6 +7,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from dwtrio import wire
 from dwtrio.engine.outcome import Outcome
+from dwtrio.http.envelope import HTTP_STATUS
 from dwtrio.http.worker_plane import Handler, Reply, WorkerCall
 from dwtrio.matching import dispatch
 from dwtrio.matching.dispatch import PollParams, TaskKind
@@ -30,7 +31,7 @@ async def worker_outcome(
     rt.publish_wakes(outcome.wakes)
     if outcome.timer_armed:
         rt.timer_nudge.set()
-    return Reply(outcome.body, outcome.status)
+    return Reply(outcome.body, HTTP_STATUS[outcome.verdict])
 
 
 def task_report(rt: Runtime, model: type, op: Op[..., Outcome], *extra: Any) -> Handler:

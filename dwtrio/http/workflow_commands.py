@@ -13,7 +13,7 @@ from dwtrio import payloads, wire
 from dwtrio.engine import workflow_commands as engine
 from dwtrio.engine.workflow_commands import CloseCommand, CloseKind, SignalCommand, Target
 from dwtrio.errors import InstanceNotFoundError, ValidationFailedError
-from dwtrio.http.envelope import json_response
+from dwtrio.http.envelope import outcome_response
 from dwtrio.http.pipeline import json_body
 from dwtrio.http.workflows import could_exist
 from dwtrio.protocol.workflow_commands import CloseWorkflow, SignalWorkflow, operation_name_errors
@@ -50,12 +50,12 @@ def blueprint(rt: Runtime) -> Blueprint:
     async def signal(wf: str, name: str, run_id: str | None = None) -> Response:
         outcome = await rt.store.transaction(engine.signal_workflow, parse_signal(wf, run_id, name))
         rt.publish_wakes(outcome.wakes)
-        return json_response(outcome.body, outcome.status)
+        return outcome_response(outcome)
 
     async def close(wf: str, run_id: str | None, kind: CloseKind) -> Response:
         outcome = await rt.store.transaction(engine.close_workflow, parse_close(wf, run_id, kind))
         rt.publish_wakes(outcome.wakes)
-        return json_response(outcome.body, outcome.status)
+        return outcome_response(outcome)
 
     @bp.post("/api/workflows/<wf>/cancel")
     @bp.post("/api/workflows/<wf>/runs/<run_id>/cancel")

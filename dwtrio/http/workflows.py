@@ -28,7 +28,7 @@ from dwtrio.errors import (
     RunNotFoundError,
     ValidationFailedError,
 )
-from dwtrio.http.envelope import json_response
+from dwtrio.http.envelope import json_response, outcome_response
 from dwtrio.http.pipeline import json_body
 from dwtrio.http.workflow_tasks import WORKFLOW_TASKS
 from dwtrio.matching.dispatch import create_with_handoff
@@ -248,7 +248,7 @@ def blueprint(rt: Runtime) -> Blueprint:
         if outcome is None:
             outcome = await rt.store.transaction(engine.start_workflow, cmd)
         rt.publish_wakes(outcome.wakes)
-        return json_response(outcome.body, outcome.status)
+        return outcome_response(outcome)
 
     @bp.get("/api/workflows")
     async def list_workflows() -> Response:
