@@ -76,10 +76,13 @@ converter.register_structure_hook_factory(attrs.has, _attrs_object)
 
 
 def _message(exc: BaseException, field: str) -> str:
+    """The 422 text of one failure; a hook's message may say ``{field}`` for the field's name."""
     if isinstance(exc, KeyError):
         return f"The {field} field is required."
     if isinstance(exc, TypeError | ValueError) and exc.args and isinstance(exc.args[0], str):
         text = exc.args[0]
+        if "{field}" in text:
+            return text.replace("{field}", field)
         if text.startswith("must "):
             return f"The {field} field {text}."
         return text
@@ -103,6 +106,16 @@ def _collect(exc: BaseException, prefix: str, out: dict[str, list[str]]) -> None
     out.setdefault(field, []).append(_message(exc, field.rsplit(".", 1)[-1].replace("_", " ")))
 
 
+def field_errors(exc: BaseException, prefix: str = "") -> dict[str, list[str]]:
+    """The 422 map of a cattrs structuring failure: messages keyed by field path
+    (``prefix.field.0.inner``); empty when ``exc`` is not a validation failure."""
+    if not isinstance(exc, ClassValidationError | ForbiddenExtraKeysError | BaseExceptionGroup):
+        return {}
+    errors: dict[str, list[str]] = {}
+    _collect(exc, prefix, errors)
+    return errors
+
+
 def structure(data: Any, cls: type[T]) -> T:
     """Structure a decoded JSON body into ``cls``.
 
@@ -114,9 +127,7 @@ def structure(data: Any, cls: type[T]) -> T:
     try:
         return converter.structure(data, cls)
     except (ClassValidationError, ForbiddenExtraKeysError) as exc:
-        errors: dict[str, list[str]] = {}
-        _collect(exc, "", errors)
-        raise ValidationFailedError(errors) from None
+        raise ValidationFailedError(field_errors(exc)) from None
 
 
 def dumps(value: Any) -> bytes:

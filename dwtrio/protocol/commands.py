@@ -1,21 +1,35 @@
 """Workflow-task commands: the grammar the server accepts.
 
 ``parse_commands`` turns the raw ``commands`` list of a completion into typed
-commands, checking the whole list before anything is applied: a non-empty
-list of objects with a string ``type``, at most one terminal command and only
-last, known and implemented types, and field types. Field errors are a 422
-``validation_failed`` keyed ``commands.<i>.<field>``; structural errors a 409
-``invalid_commands``.
+commands, checking the whole list before anything is applied. Two kinds of
+rule, two kinds of refusal:
+
+* **Structure** (409 ``invalid_commands``), checked first by
+  :func:`_check_structure`: a non-empty list of objects with a string
+  ``type``, at most one terminal command and only last, known types, and the
+  options this server does not implement (:data:`UNSUPPORTED`).
+* **Fields** (422 ``validation_failed``, keyed ``commands.<i>.<field>``): the
+  command classes below are a cattrs tagged union on ``type``
+  (:data:`COMMAND_TYPES`); each field's annotation is a wire type whose hook
+  says what it accepts (:func:`_register`), and the converter collects every
+  error of every command with its field path (``wire.field_errors``).
+
+To add a command: a class here (its fields, their wire types), its tag in
+:data:`COMMAND_TYPES`, and a handler in ``engine/commands``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Final, NewType
 
 import attrs
+from cattrs import ClassValidationError
+from cattrs.strategies import configure_tagged_union
 
+from dwtrio import wire
 from dwtrio.errors import InvalidCommandsError, ValidationFailedError
+from dwtrio.protocol.validators import FieldValueError
 
 TERMINAL = frozenset({"complete_workflow", "fail_workflow", "continue_as_new"})
 PARALLEL_FIELDS = (
@@ -26,6 +40,8 @@ PARALLEL_FIELDS = (
     "parallel_group_index",
     "parallel_group_path",
 )
+#: The three group numbers the wake rule reads; a group member carries all or none.
+GROUP_NUMBERS = ("parallel_group_base_sequence", "parallel_group_size", "parallel_group_index")
 #: Longest activity timeout or retry backoff accepted: 10 years (stored as int4 seconds).
 MAX_ACTIVITY_SECONDS = 10 * 365 * 24 * 3600
 #: Longest timer (or condition timeout) accepted: 100 years, far inside timestamptz range.
@@ -42,107 +58,240 @@ ACTIVITY_TIMEOUTS = (
     "schedule_to_close_timeout",
     "heartbeat_timeout",
 )
+FAILURE_DETAILS = ("failed_step_sequence", "failed_activity_execution_id", "code", "stack_trace")
+
+
+class _Absent:
+    """The default of a field whose absence is kept apart from an explicit null."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Final[Any] = _Absent()
+
+# --- wire types: each annotation names what the field accepts ---------------------------
+#: A required, non-blank string.
+Name = NewType("Name", str)
+#: A string that is not blank (the field itself may be optional).
+NonBlank = NewType("NonBlank", str)
+#: A required string, possibly empty.
+Text = NewType("Text", str)
+#: A string, or None for anything else (informational fields taken as sent).
+LooseStr = NewType("LooseStr", str)
+#: Any JSON value, taken as truthy or not.
+Truthy = NewType("Truthy", bool)
+#: True only for JSON ``true``.
+OnlyTrue = NewType("OnlyTrue", bool)
+#: A JSON object, kept as sent.
+Object = NewType("Object", dict[str, Any])
+#: A payload envelope (an object), kept as sent.
+Envelope = NewType("Envelope", dict[str, Any])
+#: A payload blob string or an inline envelope, kept as sent.
+Blob = NewType("Blob", object)
+ActivitySeconds = NewType("ActivitySeconds", int)
+TimerSeconds = NewType("TimerSeconds", int)
+RunSeconds = NewType("RunSeconds", int)
+ParentClosePolicy = NewType("ParentClosePolicy", str)
+ChildCancellationPolicy = NewType("ChildCancellationPolicy", str)
+#: A retry policy object: checked field by field (:class:`_RetryPolicyShape`), kept as sent.
+RetryPolicy = NewType("RetryPolicy", dict[str, Any])
+#: The nested group path: a non-empty list of objects, each checked, kept as sent.
+GroupPath = NewType("GroupPath", list[Any])
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check(accepts: Callable[[Any], bool], message: str) -> Callable[[Any, Any], Any]:
+    """A hook that returns the value as sent when ``accepts`` it, else raises ``message``
+    (``{field}`` stands for the field's name)."""
+
+    def hook(value: Any, _: Any) -> Any:
+        if not accepts(value):
+            raise ValueError(message)
+        return value
+
+    return hook
+
+
+def _int_between(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda v: _is_int(v) and low <= v <= high
+
+
+_PositiveCount = NewType("_PositiveCount", int)
+_Backoff = NewType("_Backoff", list[int])
+_Strings = NewType("_Strings", list[str])
+_GroupNumber = NewType("_GroupNumber", int)
 
 
 @attrs.frozen(kw_only=True)
-class ScheduleActivity:
-    activity_type: str
-    queue: str | None
-    arguments: Any
-    retry_policy: dict[str, Any] | None
-    timeouts: dict[str, int]
-    parallel: dict[str, Any]
+class _RetryPolicyShape:
+    """What a retry policy's known fields must be (other keys pass untouched)."""
+
+    max_attempts: _PositiveCount = ABSENT
+    backoff_seconds: _Backoff = ABSENT
+    non_retryable_error_types: _Strings = ABSENT
+
+
+@attrs.frozen(kw_only=True)
+class _GroupPathEntry:
+    """What each entry of a nested group path must hold (other keys pass untouched)."""
+
+    parallel_group_base_sequence: _GroupNumber
+    parallel_group_size: _GroupNumber
+    parallel_group_index: _GroupNumber
+
+
+@attrs.frozen(kw_only=True)
+class _GroupMember:
+    """The parallel-group fields a command may carry (commands.md §4.2), as sent."""
+
+    parallel_group_id: Any = ABSENT
+    parallel_group_kind: Any = ABSENT
+    parallel_group_base_sequence: Any = ABSENT
+    parallel_group_size: Any = ABSENT
+    parallel_group_index: Any = ABSENT
+    parallel_group_path: GroupPath = ABSENT
+
+    @property
+    def parallel(self) -> dict[str, Any]:
+        """The group fields that were sent (explicit nulls included)."""
+        return {k: v for k in PARALLEL_FIELDS if (v := getattr(self, k)) is not ABSENT}
+
+    def __attrs_post_init__(self) -> None:
+        # The wake rule reads all three numbers; a partial group would fail when its step settles.
+        numbers = {k: getattr(self, k) for k in GROUP_NUMBERS}
+        if all(v is ABSENT for v in numbers.values()):
+            return
+        errors = [
+            FieldValueError(key, f"The {key} must be an integer (set with the other group fields).")
+            for key, value in numbers.items()
+            if not (_is_int(value) and value >= (0 if key == "parallel_group_index" else 1))
+        ]
+        if errors:
+            raise ClassValidationError("parallel group", errors, type(self))
+
+
+@attrs.frozen(kw_only=True)
+class ScheduleActivity(_GroupMember):
+    activity_type: Name
+    queue: NonBlank | None = None
+    arguments: Any = None
+    retry_policy: RetryPolicy | None = None
+    start_to_close_timeout: ActivitySeconds | None = None
+    schedule_to_start_timeout: ActivitySeconds | None = None
+    schedule_to_close_timeout: ActivitySeconds | None = None
+    heartbeat_timeout: ActivitySeconds | None = None
+
+    @property
+    def timeouts(self) -> dict[str, int]:
+        """The timeouts that were set."""
+        return {k: v for k in ACTIVITY_TIMEOUTS if (v := getattr(self, k)) is not None}
 
 
 @attrs.frozen(kw_only=True)
 class CompleteWorkflow:
-    result: Any
+    result: Any = None
 
 
 @attrs.frozen(kw_only=True)
 class FailWorkflow:
-    message: str
-    exception_type: str | None
-    exception_class: str | None
-    exception: dict[str, Any] | None
-    non_retryable: bool
-    details: dict[str, Any]
+    message: Text
+    exception_type: LooseStr | None = None
+    exception_class: LooseStr | None = None
+    exception: Object | None = None
+    non_retryable: Truthy = Truthy(False)
+    failed_step_sequence: Any = ABSENT
+    failed_activity_execution_id: Any = ABSENT
+    code: Any = ABSENT
+    stack_trace: Any = ABSENT
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """The failure details that were sent, as sent."""
+        return {k: v for k in FAILURE_DETAILS if (v := getattr(self, k)) is not ABSENT}
 
 
 @attrs.frozen(kw_only=True)
 class RecordSideEffect:
-    #: The blob string (or inline envelope) as sent; validated by the handler.
-    result: Any
+    #: The blob string (or inline envelope) as sent; decoded by the handler.
+    result: Blob
 
 
 @attrs.frozen(kw_only=True)
 class RecordVersionMarker:
-    change_id: str
+    change_id: Name
     version: int
     min_supported: int
     max_supported: int
+
+    def __attrs_post_init__(self) -> None:
+        if not self.min_supported <= self.version <= self.max_supported:
+            raise FieldValueError(
+                "version", "The version must lie between min_supported and max_supported."
+            )
 
 
 @attrs.frozen(kw_only=True)
 class UpsertSearchAttributes:
     #: As sent: a ``None`` value deletes the key.
-    attributes: dict[str, Any]
+    attributes: Object
 
 
 @attrs.frozen(kw_only=True)
-class StartTimer:
-    delay_seconds: int
-    parallel: dict[str, Any]
+class StartTimer(_GroupMember):
+    delay_seconds: TimerSeconds
 
 
 @attrs.frozen(kw_only=True)
 class OpenConditionWait:
     #: Key and fingerprint exactly as sent: the SDK compares them on replay.
-    condition_key: str | None
-    condition_definition_fingerprint: str | None
-    timeout_seconds: int | None
+    condition_key: str | None = None
+    condition_definition_fingerprint: str | None = None
+    timeout_seconds: TimerSeconds | None = None
 
 
 @attrs.frozen(kw_only=True)
 class UpsertMemo:
     #: The envelope as sent (an Avro map; ``None`` values delete keys); checked by the handler.
-    entries: Any
+    entries: Envelope
 
 
 @attrs.frozen(kw_only=True)
 class ContinueAsNew:
     #: None keeps the run's type / queue.
-    workflow_type: str | None
-    queue: str | None
-    arguments: Any
+    workflow_type: NonBlank | None = None
+    queue: NonBlank | None = None
+    arguments: Any = None
 
 
 @attrs.frozen(kw_only=True)
-class StartChildWorkflow:
-    workflow_type: str
-    queue: str | None
-    arguments: Any
+class StartChildWorkflow(_GroupMember):
+    workflow_type: Name
+    queue: NonBlank | None = None
+    arguments: Any = None
     #: As sent (None when the command had none, which means ``abandon``).
-    parent_close_policy: str | None
-    cancellation_policy: str | None
-    execution_timeout_seconds: int | None
-    run_timeout_seconds: int | None
-    parallel: dict[str, Any]
+    parent_close_policy: ParentClosePolicy | None = None
+    cancellation_policy: ChildCancellationPolicy | None = None
+    execution_timeout_seconds: RunSeconds | None = None
+    run_timeout_seconds: RunSeconds | None = None
 
 
 @attrs.frozen(kw_only=True)
 class CompleteUpdate:
-    update_id: str
-    result: Any
+    update_id: Name
+    result: Any = None
 
 
 @attrs.frozen(kw_only=True)
 class FailUpdate:
-    update_id: str
-    message: str
-    exception_type: str | None
-    exception_class: str | None
-    non_retryable: bool
+    update_id: Name
+    message: Text
+    exception_type: LooseStr | None = None
+    exception_class: LooseStr | None = None
+    non_retryable: OnlyTrue = OnlyTrue(False)
 
 
 Command = (
@@ -161,332 +310,175 @@ Command = (
     | FailUpdate
 )
 
-
-class _Errors:
-    def __init__(self) -> None:
-        self.fields: dict[str, list[str]] = {}
-
-    def add(self, path: str, message: str) -> None:
-        self.fields.setdefault(path, []).append(message)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _parallel(raw: dict[str, Any], path: str, errors: _Errors) -> dict[str, Any]:
-    fields = {k: raw[k] for k in PARALLEL_FIELDS if k in raw}
-    flat = ("parallel_group_base_sequence", "parallel_group_size", "parallel_group_index")
-    if any(k in fields for k in flat):
-        # The wake rule reads all three; a partial group would fail when its step settles.
-        for key in flat:
-            if not (
-                _is_int(fields.get(key))
-                and fields[key] >= (1 if key != "parallel_group_index" else 0)
-            ):
-                errors.add(
-                    f"{path}.{key}",
-                    f"The {key} must be an integer (set with the other group fields).",
-                )
-    entries = fields.get("parallel_group_path")
-    if entries is None:
-        return fields
-    if (
-        not isinstance(entries, list)
-        or not entries
-        or not all(isinstance(e, dict) for e in entries)
-    ):
-        errors.add(
-            f"{path}.parallel_group_path",
-            "The parallel group path must be a non-empty list of objects.",
-        )
-        return fields
-    for i, entry in enumerate(entries):
-        for key in flat:
-            if not _is_int(entry.get(key)):
-                errors.add(
-                    f"{path}.parallel_group_path.{i}.{key}", f"The {key} must be an integer."
-                )
-        if entry.get("parallel_group_mode") == "select":
-            raise InvalidCommandsError(
-                "Durable selection (parallel_group_mode: select) is not supported."
-            )
-    return fields
-
-
-def _schedule_activity(raw: dict[str, Any], path: str, errors: _Errors) -> ScheduleActivity:
-    activity_type = raw.get("activity_type")
-    if not isinstance(activity_type, str) or not activity_type.strip():
-        errors.add(f"{path}.activity_type", "The activity type field is required.")
-    queue = raw.get("queue")
-    if queue is not None and (not isinstance(queue, str) or not queue.strip()):
-        errors.add(f"{path}.queue", "The queue must be a non-empty string.")
-    arguments = raw.get("arguments")
-    retry = raw.get("retry_policy")
-    if retry is not None:
-        if not isinstance(retry, dict):
-            errors.add(f"{path}.retry_policy", "The retry policy must be an object.")
-        else:
-            if "max_attempts" in retry and not (
-                _is_int(retry["max_attempts"]) and retry["max_attempts"] >= 1
-            ):
-                errors.add(
-                    f"{path}.retry_policy.max_attempts", "The max attempts must be an integer >= 1."
-                )
-            backoff = retry.get("backoff_seconds", [])
-            if not isinstance(backoff, list) or not all(
-                _is_int(b) and 0 <= b <= MAX_ACTIVITY_SECONDS for b in backoff
-            ):
-                errors.add(
-                    f"{path}.retry_policy.backoff_seconds",
-                    f"The backoff seconds must be a list of integers from 0 to {MAX_ACTIVITY_SECONDS}.",
-                )
-            types = retry.get("non_retryable_error_types", [])
-            if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
-                errors.add(
-                    f"{path}.retry_policy.non_retryable_error_types",
-                    "The non-retryable error types must be a list of strings.",
-                )
-    timeouts: dict[str, int] = {}
-    for key in ACTIVITY_TIMEOUTS:
-        if raw.get(key) is None:
-            continue
-        if not (_is_int(raw[key]) and 1 <= raw[key] <= MAX_ACTIVITY_SECONDS):
-            errors.add(
-                f"{path}.{key}",
-                f"The {key.replace('_', ' ')} must be an integer from 1 to {MAX_ACTIVITY_SECONDS}.",
-            )
-        else:
-            timeouts[key] = raw[key]
-    if "worker_session" in raw or "cancellation_policy" in raw:
-        raise InvalidCommandsError(
-            "worker_session and cancellation_policy are not supported by this server."
-        )
-    return ScheduleActivity(
-        activity_type=activity_type if isinstance(activity_type, str) else "",
-        queue=queue,
-        arguments=arguments,
-        retry_policy=retry if isinstance(retry, dict) else None,
-        timeouts=timeouts,
-        parallel=_parallel(raw, path, errors),
-    )
-
-
-def _complete_workflow(raw: dict[str, Any], path: str, errors: _Errors) -> CompleteWorkflow:
-    return CompleteWorkflow(result=raw.get("result"))
-
-
-def _fail_workflow(raw: dict[str, Any], path: str, errors: _Errors) -> FailWorkflow:
-    message = raw.get("message")
-    if not isinstance(message, str):
-        errors.add(f"{path}.message", "The message field is required.")
-    exception = raw.get("exception")
-    if exception is not None and not isinstance(exception, dict):
-        errors.add(f"{path}.exception", "The exception must be an object.")
-    details: dict[str, Any] = {
-        k: raw[k]
-        for k in ("failed_step_sequence", "failed_activity_execution_id", "code", "stack_trace")
-        if k in raw
-    }
-    return FailWorkflow(
-        message=message if isinstance(message, str) else "",
-        exception_type=raw.get("exception_type")
-        if isinstance(raw.get("exception_type"), str)
-        else None,
-        exception_class=raw.get("exception_class")
-        if isinstance(raw.get("exception_class"), str)
-        else None,
-        exception=exception if isinstance(exception, dict) else None,
-        non_retryable=bool(raw.get("non_retryable", False)),
-        details=details,
-    )
-
-
-def _record_side_effect(raw: dict[str, Any], path: str, errors: _Errors) -> RecordSideEffect:
-    result = raw.get("result")
-    if not isinstance(result, str | dict):
-        errors.add(f"{path}.result", "The result must be a payload blob string or an envelope.")
-    return RecordSideEffect(result=result)
-
-
-def _record_version_marker(raw: dict[str, Any], path: str, errors: _Errors) -> RecordVersionMarker:
-    change_id = raw.get("change_id")
-    if not isinstance(change_id, str) or not change_id.strip():
-        errors.add(f"{path}.change_id", "The change id field is required.")
-    numbers: dict[str, int] = {}
-    for key in ("version", "min_supported", "max_supported"):
-        if _is_int(raw.get(key)):
-            numbers[key] = raw[key]
-        else:
-            errors.add(f"{path}.{key}", f"The {key.replace('_', ' ')} must be an integer.")
-    if len(numbers) == 3 and not (
-        numbers["min_supported"] <= numbers["version"] <= numbers["max_supported"]
-    ):
-        errors.add(
-            f"{path}.version", "The version must lie between min_supported and max_supported."
-        )
-    return RecordVersionMarker(
-        change_id=change_id if isinstance(change_id, str) else "",
-        version=numbers.get("version", 0),
-        min_supported=numbers.get("min_supported", 0),
-        max_supported=numbers.get("max_supported", 0),
-    )
-
-
-def _upsert_search_attributes(
-    raw: dict[str, Any], path: str, errors: _Errors
-) -> UpsertSearchAttributes:
-    attributes = raw.get("attributes")
-    if not isinstance(attributes, dict):
-        errors.add(f"{path}.attributes", "The attributes must be an object.")
-        attributes = {}
-    return UpsertSearchAttributes(attributes=attributes)
-
-
-def _seconds(raw: dict[str, Any], key: str, path: str, errors: _Errors) -> int | None:
-    """An optional whole number of seconds in [0, MAX_TIMER_SECONDS]."""
-    value = raw.get(key)
-    if value is None:
-        return None
-    if not (_is_int(value) and 0 <= value <= MAX_TIMER_SECONDS):
-        errors.add(
-            f"{path}.{key}",
-            f"The {key.replace('_', ' ')} must be an integer between 0 and {MAX_TIMER_SECONDS}.",
-        )
-        return None
-    return int(value)
-
-
-def _start_timer(raw: dict[str, Any], path: str, errors: _Errors) -> StartTimer:
-    if raw.get("delay_seconds") is None:
-        errors.add(f"{path}.delay_seconds", "The delay seconds field is required.")
-    delay = _seconds(raw, "delay_seconds", path, errors)
-    return StartTimer(delay_seconds=delay or 0, parallel=_parallel(raw, path, errors))
-
-
-def _open_condition_wait(raw: dict[str, Any], path: str, errors: _Errors) -> OpenConditionWait:
-    if any(k in raw for k in PARALLEL_FIELDS):
-        # The SDK groups conditions only in durable selections (ctx.select).
-        raise InvalidCommandsError("Condition waits in parallel groups are not supported.")
-    strings: dict[str, str | None] = {}
-    for key in ("condition_key", "condition_definition_fingerprint"):
-        value = raw.get(key)
-        if value is not None and not isinstance(value, str):
-            errors.add(f"{path}.{key}", f"The {key.replace('_', ' ')} must be a string.")
-        strings[key] = value if isinstance(value, str) else None
-    return OpenConditionWait(
-        condition_key=strings["condition_key"],
-        condition_definition_fingerprint=strings["condition_definition_fingerprint"],
-        timeout_seconds=_seconds(raw, "timeout_seconds", path, errors),
-    )
-
-
-def _upsert_memo(raw: dict[str, Any], path: str, errors: _Errors) -> UpsertMemo:
-    entries = raw.get("entries")
-    if not isinstance(entries, dict):
-        errors.add(f"{path}.entries", "The entries must be a payload envelope.")
-    return UpsertMemo(entries=entries)
-
-
-def _optional_name(raw: dict[str, Any], key: str, path: str, errors: _Errors) -> str | None:
-    value = raw.get(key)
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        errors.add(f"{path}.{key}", f"The {key.replace('_', ' ')} must be a non-empty string.")
-        return None
-    return value
-
-
-def _continue_as_new(raw: dict[str, Any], path: str, errors: _Errors) -> ContinueAsNew:
-    return ContinueAsNew(
-        workflow_type=_optional_name(raw, "workflow_type", path, errors),
-        queue=_optional_name(raw, "queue", path, errors),
-        arguments=raw.get("arguments"),
-    )
-
-
-def _start_child_workflow(raw: dict[str, Any], path: str, errors: _Errors) -> StartChildWorkflow:
-    workflow_type = raw.get("workflow_type")
-    if not isinstance(workflow_type, str) or not workflow_type.strip():
-        errors.add(f"{path}.workflow_type", "The workflow type field is required.")
-    if raw.get("retry_policy") is not None:
-        raise InvalidCommandsError(
-            "Child workflow retry policies are not supported by this server."
-        )
-    policies: dict[str, str | None] = {}
-    for key, allowed in (
-        ("parent_close_policy", PARENT_CLOSE_POLICIES),
-        ("cancellation_policy", CHILD_CANCELLATION_POLICIES),
-    ):
-        value = raw.get(key)
-        if value is not None and value not in allowed:
-            errors.add(
-                f"{path}.{key}", f"The {key.replace('_', ' ')} must be one of {sorted(allowed)}."
-            )
-        policies[key] = value if value in allowed else None
-    timeouts: dict[str, int | None] = {}
-    for key in ("execution_timeout_seconds", "run_timeout_seconds"):
-        value = raw.get(key)
-        if value is not None and not (_is_int(value) and 1 <= value <= MAX_TIMEOUT_SECONDS):
-            errors.add(f"{path}.{key}", f"The {key.replace('_', ' ')} must be an integer >= 1.")
-            value = None
-        timeouts[key] = value
-    return StartChildWorkflow(
-        workflow_type=workflow_type if isinstance(workflow_type, str) else "",
-        queue=_optional_name(raw, "queue", path, errors),
-        arguments=raw.get("arguments"),
-        parent_close_policy=policies["parent_close_policy"],
-        cancellation_policy=policies["cancellation_policy"],
-        execution_timeout_seconds=timeouts["execution_timeout_seconds"],
-        run_timeout_seconds=timeouts["run_timeout_seconds"],
-        parallel=_parallel(raw, path, errors),
-    )
-
-
-def _update_id(raw: dict[str, Any], path: str, errors: _Errors) -> str:
-    update_id = raw.get("update_id")
-    if not isinstance(update_id, str) or not update_id.strip():
-        errors.add(f"{path}.update_id", "The update id field is required.")
-        return ""
-    return update_id
-
-
-def _complete_update(raw: dict[str, Any], path: str, errors: _Errors) -> CompleteUpdate:
-    return CompleteUpdate(update_id=_update_id(raw, path, errors), result=raw.get("result"))
-
-
-def _fail_update(raw: dict[str, Any], path: str, errors: _Errors) -> FailUpdate:
-    message = raw.get("message")
-    if not isinstance(message, str):
-        errors.add(f"{path}.message", "The message field is required.")
-    exception_type = raw.get("exception_type")
-    exception_class = raw.get("exception_class")
-    return FailUpdate(
-        update_id=_update_id(raw, path, errors),
-        message=message if isinstance(message, str) else "",
-        exception_type=exception_type if isinstance(exception_type, str) else None,
-        exception_class=exception_class if isinstance(exception_class, str) else None,
-        non_retryable=raw.get("non_retryable") is True,
-    )
-
-
-PARSERS: dict[str, Callable[[dict[str, Any], str, _Errors], Command]] = {
-    "schedule_activity": _schedule_activity,
-    "complete_workflow": _complete_workflow,
-    "fail_workflow": _fail_workflow,
-    "record_side_effect": _record_side_effect,
-    "record_version_marker": _record_version_marker,
-    "upsert_search_attributes": _upsert_search_attributes,
-    "start_timer": _start_timer,
-    "open_condition_wait": _open_condition_wait,
-    "upsert_memo": _upsert_memo,
-    "continue_as_new": _continue_as_new,
-    "start_child_workflow": _start_child_workflow,
-    "complete_update": _complete_update,
-    "fail_update": _fail_update,
+#: The ``type`` tag of each command class.
+COMMAND_TYPES: Final[Mapping[type, str]] = {
+    ScheduleActivity: "schedule_activity",
+    CompleteWorkflow: "complete_workflow",
+    FailWorkflow: "fail_workflow",
+    RecordSideEffect: "record_side_effect",
+    RecordVersionMarker: "record_version_marker",
+    UpsertSearchAttributes: "upsert_search_attributes",
+    StartTimer: "start_timer",
+    OpenConditionWait: "open_condition_wait",
+    UpsertMemo: "upsert_memo",
+    ContinueAsNew: "continue_as_new",
+    StartChildWorkflow: "start_child_workflow",
+    CompleteUpdate: "complete_update",
+    FailUpdate: "fail_update",
 }
 
 #: Command types the engine applies (advertised in discovery).
-IMPLEMENTED = tuple(PARSERS)
+IMPLEMENTED: Final = tuple(COMMAND_TYPES.values())
+
+
+def _selects(raw: dict[str, Any]) -> bool:
+    entries = raw.get("parallel_group_path")
+    return isinstance(entries, list) and any(
+        isinstance(e, dict) and e.get("parallel_group_mode") == "select" for e in entries
+    )
+
+
+#: Options of a known command this server does not implement: (refuses?, why), per type.
+UNSUPPORTED: Final[dict[str, list[tuple[Callable[[dict[str, Any]], bool], str]]]] = {
+    "schedule_activity": [
+        (
+            lambda raw: "worker_session" in raw or "cancellation_policy" in raw,
+            "worker_session and cancellation_policy are not supported by this server.",
+        ),
+        (_selects, "Durable selection (parallel_group_mode: select) is not supported."),
+    ],
+    "start_timer": [
+        (_selects, "Durable selection (parallel_group_mode: select) is not supported."),
+    ],
+    "start_child_workflow": [
+        (
+            lambda raw: raw.get("retry_policy") is not None,
+            "Child workflow retry policies are not supported by this server.",
+        ),
+        (_selects, "Durable selection (parallel_group_mode: select) is not supported."),
+    ],
+    "open_condition_wait": [
+        # The SDK groups conditions only in durable selections (ctx.select).
+        (
+            lambda raw: any(k in raw for k in PARALLEL_FIELDS),
+            "Condition waits in parallel groups are not supported.",
+        ),
+    ],
+}
+
+
+def _register(converter: Any) -> None:
+    """The hook of every wire type, then the tagged union on ``type``."""
+    hooks: dict[Any, Callable[[Any, Any], Any]] = {
+        Name: _check(
+            lambda v: isinstance(v, str) and bool(v.strip()), "The {field} field is required."
+        ),
+        NonBlank: _check(
+            lambda v: isinstance(v, str) and bool(v.strip()),
+            "The {field} must be a non-empty string.",
+        ),
+        Text: _check(lambda v: isinstance(v, str), "The {field} field is required."),
+        LooseStr: lambda v, _: v if isinstance(v, str) else None,
+        Truthy: lambda v, _: bool(v),
+        OnlyTrue: lambda v, _: v is True,
+        Object: _check(lambda v: isinstance(v, dict), "The {field} must be an object."),
+        Envelope: _check(lambda v: isinstance(v, dict), "The {field} must be a payload envelope."),
+        Blob: _check(
+            lambda v: isinstance(v, str | dict),
+            "The {field} must be a payload blob string or an envelope.",
+        ),
+        ActivitySeconds: _check(
+            _int_between(1, MAX_ACTIVITY_SECONDS),
+            f"The {{field}} must be an integer from 1 to {MAX_ACTIVITY_SECONDS}.",
+        ),
+        TimerSeconds: _check(
+            _int_between(0, MAX_TIMER_SECONDS),
+            f"The {{field}} must be an integer between 0 and {MAX_TIMER_SECONDS}.",
+        ),
+        RunSeconds: _check(
+            _int_between(1, MAX_TIMEOUT_SECONDS), "The {field} must be an integer >= 1."
+        ),
+        ParentClosePolicy: _check(
+            lambda v: v in PARENT_CLOSE_POLICIES,
+            f"The {{field}} must be one of {sorted(PARENT_CLOSE_POLICIES)}.",
+        ),
+        ChildCancellationPolicy: _check(
+            lambda v: v in CHILD_CANCELLATION_POLICIES,
+            f"The {{field}} must be one of {sorted(CHILD_CANCELLATION_POLICIES)}.",
+        ),
+        RetryPolicy: _kept_as_sent(converter, _RetryPolicyShape, "The {field} must be an object."),
+        GroupPath: _group_path(converter),
+        _PositiveCount: _check(
+            lambda v: _is_int(v) and v >= 1, "The {field} must be an integer >= 1."
+        ),
+        _Backoff: _check(
+            lambda v: (
+                isinstance(v, list) and all(_int_between(0, MAX_ACTIVITY_SECONDS)(b) for b in v)
+            ),
+            f"The {{field}} must be a list of integers from 0 to {MAX_ACTIVITY_SECONDS}.",
+        ),
+        _Strings: _check(
+            lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v),
+            "The {field} must be a list of strings.",
+        ),
+        _GroupNumber: _check(_is_int, "The {field} must be an integer."),
+    }
+    for wire_type, hook in hooks.items():
+        converter.register_structure_hook(wire_type, hook)
+    configure_tagged_union(
+        Command, converter, tag_generator=COMMAND_TYPES.__getitem__, tag_name="type"
+    )
+
+
+def _kept_as_sent(converter: Any, shape: type, not_object: str) -> Callable[[Any, Any], Any]:
+    """A hook that checks an object against ``shape`` (errors keyed by its fields) and
+    returns the object as sent, unknown keys included."""
+
+    def hook(value: Any, _: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError(not_object)
+        converter.structure(value, shape)
+        return value
+
+    return hook
+
+
+def _group_path(converter: Any) -> Callable[[Any, Any], Any]:
+    def hook(value: Any, _: Any) -> Any:
+        if value is None:
+            return None
+        if not (value and isinstance(value, list) and all(isinstance(e, dict) for e in value)):
+            raise ValueError("The parallel group path must be a non-empty list of objects.")
+        converter.structure(value, list[_GroupPathEntry])
+        return value
+
+    return hook
+
+
+# The wire types and the union are this module's own, so they join the one wire converter.
+_converter = wire.converter
+_register(_converter)
+
+
+def _check_structure(raw: Any) -> None:
+    """The 409 rules, over the whole list, before any field is looked at."""
+    if not isinstance(raw, list) or not raw:
+        raise InvalidCommandsError("commands must be a non-empty list.")
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+            raise InvalidCommandsError(f"commands[{i}] must be an object with a string type.")
+        kind = item["type"]
+        if kind in TERMINAL and i != len(raw) - 1:
+            raise InvalidCommandsError(
+                f"commands[{i}] ({kind}) is terminal and must be the last command."
+            )
+        if kind not in IMPLEMENTED:
+            raise InvalidCommandsError(
+                f"commands[{i}]: command type {kind!r} is not supported by this server."
+            )
+        for refuses, why in UNSUPPORTED.get(kind, ()):
+            if refuses(item):
+                raise InvalidCommandsError(why)
 
 
 def parse_commands(raw: Any) -> list[Command]:
@@ -496,24 +488,11 @@ def parse_commands(raw: Any) -> list[Command]:
         InvalidCommandsError: structural problems (409 invalid_commands).
         ValidationFailedError: field-level problems (422 validation_failed).
     """
-    if not isinstance(raw, list) or not raw:
-        raise InvalidCommandsError("commands must be a non-empty list.")
-    errors = _Errors()
-    commands: list[Command] = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
-            raise InvalidCommandsError(f"commands[{i}] must be an object with a string type.")
-        kind = item["type"]
-        if kind in TERMINAL and i != len(raw) - 1:
-            raise InvalidCommandsError(
-                f"commands[{i}] ({kind}) is terminal and must be the last command."
-            )
-        parser = PARSERS.get(kind)
-        if parser is None:
-            raise InvalidCommandsError(
-                f"commands[{i}]: command type {kind!r} is not supported by this server."
-            )
-        commands.append(parser(item, f"commands.{i}", errors))
-    if errors.fields:
-        raise ValidationFailedError(errors.fields)
-    return commands
+    _check_structure(raw)
+    try:
+        return _converter.structure(raw, list[Command])
+    except Exception as exc:
+        errors = wire.field_errors(exc, "commands")
+        if not errors:
+            raise
+        raise ValidationFailedError(errors) from None

@@ -20,6 +20,7 @@ import httpx
 import pytest
 import trio
 
+from dwtrio.engine.outcome import Verdict
 from dwtrio.engine.workflows import StartCommand, start_workflow
 from dwtrio.payloads import value_blob
 from dwtrio.store.pool import Conn, connect_once
@@ -1172,7 +1173,9 @@ async def test_a_task_inserted_without_a_wake_is_found_by_the_recheck(
                 )
                 outcome = await connect_once(db_dsn, start_workflow, command)
                 inserted_at = trio.current_time()
-                assert outcome.status == 201  # its wakes are dropped: nobody publishes them
+                assert (
+                    outcome.verdict is Verdict.CREATED
+                )  # its wakes are dropped: nobody publishes them
         [(task, returned_at)] = got
         assert task is not None and task["workflow_id"] == "wf-silent"
         assert returned_at - inserted_at < 1.0

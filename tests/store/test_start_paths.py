@@ -6,6 +6,7 @@ from typing import Any
 
 import trio
 
+from dwtrio.engine.outcome import Verdict
 from dwtrio.engine.workflows import StartCommand, start_fresh, start_workflow
 from dwtrio.store.pool import Conn, Store, connect_once, open_store
 
@@ -83,10 +84,10 @@ async def written(conn: Conn, workflow_id: str) -> dict[str, Any]:
 async def test_both_start_paths_write_the_same_thing(aio_loop: None, db_dsn: str) -> None:
     async def both(conn: Conn) -> tuple[dict[str, Any], dict[str, Any]]:
         fresh = await start_fresh(conn, command("wf-fresh"))
-        assert fresh is not None and fresh.status == 201
+        assert fresh is not None and fresh.verdict is Verdict.CREATED
         async with conn.transaction():  # type: ignore[attr-defined]
             classic = await start_workflow(conn, command("wf-classic"))
-        assert classic.status == 201
+        assert classic.verdict is Verdict.CREATED
         assert {k: v for k, v in fresh.body.items() if k not in ("workflow_id", "run_id")} == {
             k: v for k, v in classic.body.items() if k not in ("workflow_id", "run_id")
         }

@@ -222,14 +222,24 @@ def test_a_schedule_activity_is_parsed_with_timeouts_policy_and_parallel_fields(
         parallel_group_path=[entry],
     )
     [command] = parse_commands([raw])
-    assert command == ScheduleActivity(
-        activity_type="greet",
-        queue="q",
-        arguments=ARGS,
-        retry_policy=policy,
-        timeouts={"start_to_close_timeout": 30},
-        parallel={**entry, "parallel_group_path": [entry]},
-    )
+    assert isinstance(command, ScheduleActivity)
+    assert (command.activity_type, command.queue, command.arguments) == ("greet", "q", ARGS)
+    assert command.retry_policy == policy
+    assert command.timeouts == {"start_to_close_timeout": 30}
+    assert command.parallel == {**entry, "parallel_group_path": [entry]}
+
+
+def test_a_retry_policy_is_kept_as_sent() -> None:
+    """Checked field by field, but stored and handed back to workers with every key."""
+    policy = {"max_attempts": 2, "initial_interval_seconds": 1.5, "backoff_coefficient": 2}
+    [command] = parse_commands([activity(retry_policy=policy)])
+    assert isinstance(command, ScheduleActivity) and command.retry_policy == policy
+
+
+def test_explicit_nulls_in_group_fields_are_kept_apart_from_absent_ones() -> None:
+    [command] = parse_commands([activity(parallel_group_id=None, parallel_group_path=None)])
+    assert isinstance(command, ScheduleActivity)
+    assert command.parallel == {"parallel_group_id": None, "parallel_group_path": None}
 
 
 def test_queue_and_arguments_are_optional() -> None:
@@ -268,26 +278,23 @@ def test_fail_workflow_fields() -> None:
             }
         ]
     )
-    assert command == FailWorkflow(
-        message="boom",
-        exception_type="ValueError",
-        exception_class="builtins.ValueError",
-        exception={"type": "ValueError", "message": "boom"},
-        non_retryable=True,
-        details={"failed_step_sequence": 2, "code": 7, "stack_trace": "Traceback"},
+    assert isinstance(command, FailWorkflow)
+    assert (command.message, command.exception_type, command.exception_class) == (
+        "boom",
+        "ValueError",
+        "builtins.ValueError",
     )
+    assert command.exception == {"type": "ValueError", "message": "boom"}
+    assert command.non_retryable is True
+    assert command.details == {"failed_step_sequence": 2, "code": 7, "stack_trace": "Traceback"}
 
 
 def test_fail_workflow_minimal() -> None:
     [command] = parse_commands([{"type": "fail_workflow", "message": "m", "exception_type": 3}])
-    assert command == FailWorkflow(
-        message="m",
-        exception_type=None,
-        exception_class=None,
-        exception=None,
-        non_retryable=False,
-        details={},
-    )
+    assert command == FailWorkflow(message="m")
+    assert isinstance(command, FailWorkflow)
+    assert command.exception_type is None and command.exception is None
+    assert command.non_retryable is False and command.details == {}
 
 
 def test_timer_and_condition_wait_fields() -> None:
@@ -302,7 +309,8 @@ def test_timer_and_condition_wait_fields() -> None:
             },
         ]
     )
-    assert timer == StartTimer(delay_seconds=0, parallel={})
+    assert timer == StartTimer(delay_seconds=0)
+    assert isinstance(timer, StartTimer) and timer.parallel == {}
     assert wait == OpenConditionWait(
         condition_key="k", condition_definition_fingerprint="sha256:f", timeout_seconds=30
     )
@@ -353,3 +361,31 @@ def test_values_that_would_break_later_are_refused_up_front(
     with pytest.raises(ValidationFailedError) as info:
         parse_commands([command])
     assert f"commands.0.{field}" in info.value.errors
+
+
+def test_messages_name_their_field() -> None:
+    errors = field_errors(
+        [
+            activity(queue=" ", heartbeat_timeout=0, retry_policy={"max_attempts": 0}),
+            {"type": "start_child_workflow", "workflow_type": "w", "parent_close_policy": "x"},
+            {
+                "type": "record_version_marker",
+                "change_id": "c",
+                "version": 3,
+                "min_supported": 1,
+                "max_supported": 2,
+            },
+        ]
+    )
+    assert errors == {
+        "commands.0.queue": ["The queue must be a non-empty string."],
+        "commands.0.retry_policy.max_attempts": ["The max attempts must be an integer >= 1."],
+        "commands.0.heartbeat_timeout": [
+            f"The heartbeat timeout must be an integer from 1 to {10 * 365 * 24 * 3600}."
+        ],
+        "commands.1.parent_close_policy": [
+            "The parent close policy must be one of "
+            "['abandon', 'request_cancel', 'request_cancellation', 'terminate']."
+        ],
+        "commands.2.version": ["The version must lie between min_supported and max_supported."],
+    }

@@ -193,11 +193,14 @@ def test_worker_protocol_version_comes_from_settings() -> None:
 
 
 def test_advertised_commands_are_exactly_what_the_engine_parses() -> None:
-    from dwtrio.protocol.commands import PARSERS
+    from dwtrio.engine.commands import HANDLERS
+    from dwtrio.protocol.commands import COMMAND_TYPES
 
-    assert set(IMPLEMENTED_WORKFLOW_TASK_COMMANDS) == set(PARSERS)
+    parsed = set(COMMAND_TYPES.values())
+    assert set(COMMAND_TYPES) == set(HANDLERS)
+    assert set(IMPLEMENTED_WORKFLOW_TASK_COMMANDS) == parsed
     caps = worker_server_capabilities(make_settings())
-    assert set(caps["supported_workflow_task_commands"]) == set(PARSERS)
+    assert set(caps["supported_workflow_task_commands"]) == parsed
     # terminal commands first
     assert caps["supported_workflow_task_commands"][:2] == ["complete_workflow", "fail_workflow"]
 

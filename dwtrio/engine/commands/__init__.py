@@ -8,8 +8,9 @@ timers, children, ...) and may close the run; the completion then appends the
 events in one statement and settles or closes the run. A handler never
 commits, publishes wakes or answers HTTP itself.
 
-To add a command: a parser in ``protocol/commands.py`` (its ``PARSERS``) and a
-handler here (its ``HANDLERS``); discovery advertises exactly ``PARSERS``.
+To add a command: a class in ``protocol/commands.py`` (its fields' wire types and
+its tag in ``COMMAND_TYPES``) and a handler here (its ``HANDLERS``); discovery
+advertises exactly ``COMMAND_TYPES``.
 """
 
 from __future__ import annotations
