@@ -28,6 +28,7 @@ from dwtrio.errors import (
 )
 from dwtrio.protocol.commands import ScheduleActivity
 from dwtrio.protocol.ids import new_id
+from dwtrio.protocol.responses import ActivityReport
 from dwtrio.protocol.worker import (
     ActivityAttemptLease,
     CompleteActivityTask,
@@ -300,14 +301,14 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteActivi
     )
     outcome = Outcome()
     next_task = await wake_after_settling(conn, fenced.run, fenced.execution.parallel, outcome)
-    outcome.body = {
-        "task_id": task_id,
-        "activity_attempt_id": req.activity_attempt_id,
-        "outcome": "completed",
-        "recorded": True,
-        "reason": None,
-        "next_task_id": next_task,
-    }
+    outcome.body = ActivityReport(
+        task_id=task_id,
+        activity_attempt_id=req.activity_attempt_id,
+        outcome="completed",
+        recorded=True,
+        reason=None,
+        next_task_id=next_task,
+    )
     return outcome
 
 
@@ -394,15 +395,15 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailActivityTask) 
             common,
             outcome,
         )
-        outcome.body = {
-            "task_id": task_id,
-            "activity_attempt_id": req.activity_attempt_id,
-            "outcome": "retry_scheduled",
-            "recorded": True,
-            "reason": None,
-            "retry_available_at": wire.iso_z(available_at),
-            "next_task_id": None,
-        }
+        outcome.body = ActivityReport(
+            task_id=task_id,
+            activity_attempt_id=req.activity_attempt_id,
+            outcome="retry_scheduled",
+            recorded=True,
+            reason=None,
+            retry_available_at=wire.iso_z(available_at),
+            next_task_id=None,
+        )
         return outcome
     final = {
         **common,
@@ -423,14 +424,14 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailActivityTask) 
     await append_events(conn, fenced.run.id, [NewEvent(event_type="ActivityFailed", payload=final)])
     await tasks.complete_task(conn, task_id, receipt=None)
     next_task = await wake_after_settling(conn, fenced.run, fenced.execution.parallel, outcome)
-    outcome.body = {
-        "task_id": task_id,
-        "activity_attempt_id": req.activity_attempt_id,
-        "outcome": "failed",
-        "recorded": True,
-        "reason": None,
-        "next_task_id": next_task,
-    }
+    outcome.body = ActivityReport(
+        task_id=task_id,
+        activity_attempt_id=req.activity_attempt_id,
+        outcome="failed",
+        recorded=True,
+        reason=None,
+        next_task_id=next_task,
+    )
     return outcome
 
 

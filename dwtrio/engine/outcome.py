@@ -7,6 +7,8 @@ from typing import Any
 
 import attrs
 
+from dwtrio.protocol.responses import ResponseBody
+
 
 class Verdict(enum.Enum):
     """What became of the request, in the engine's terms; ``http/envelope.py`` maps
@@ -27,7 +29,8 @@ class Verdict(enum.Enum):
 class Outcome:
     """The response body plus the task queues whose waiters must be woken after commit."""
 
-    body: dict[str, Any] = attrs.field(factory=dict)
+    #: A response model, or a dict for answers not yet modelled (and stored receipts).
+    body: dict[str, Any] | ResponseBody = attrs.field(factory=dict)
     verdict: Verdict = Verdict.DONE
     #: (namespace, task_queue, kind): what matching calls a ``QueueKey``.
     wakes: set[tuple[str, str, str]] = attrs.field(factory=set)

@@ -32,6 +32,7 @@ from dwtrio.errors import (
     RetryableStoreError,
 )
 from dwtrio.protocol.ids import new_id
+from dwtrio.protocol.responses import OMIT, CommandReceipt, render
 from dwtrio.store import runs, workflow_commands
 from dwtrio.store import workflows as store
 from dwtrio.store.history import NewEvent, append_events
@@ -169,12 +170,12 @@ class _Recorded:
     outcome: str
     reason: str | None = None
     payload: str | None = None
-    extra: dict[str, Any] = attrs.field(factory=dict)
+    signal_name: str = OMIT
 
 
 async def _record(
     conn: Conn, target: Target, run: LockedRun, rec: _Recorded
-) -> tuple[dict[str, Any], int | None]:
+) -> tuple[CommandReceipt, int | None]:
     """Insert the command row with its receipt.
 
     Returns the receipt (the response body) and the run's open condition wait
@@ -184,27 +185,28 @@ async def _record(
     command_id = new_id()
     status = "accepted" if rec.accepted else "rejected"
     rejection = None if rec.accepted else RUN_NOT_ACTIVE
-    body: dict[str, Any] = {
-        "outcome": rec.outcome,
-        "workflow_id": run.workflow_id,
-        "run_id": run.id,
-        "requested_run_id": target.run_id,
-        "resolved_run_id": run.id,
-        "command_id": command_id,
-        "command_sequence": slot.last_command_sequence,
-        "target_scope": target.scope,
-        "workflow_type": run.workflow_type,
-        "command_status": status,
-        "command_source": COMMAND_SOURCE,
-        "reason": rec.reason if rec.accepted else rejection,
-        "rejection_reason": rejection,
-        "validation_errors": [],
-        "request_id": target.request_id,
-        "retained": False,
-        **rec.extra,
-    }
-    if not rec.accepted:
-        body["message"] = f"Workflow {run.workflow_id!r} is not running (status {run.status})."
+    body = CommandReceipt(
+        outcome=rec.outcome,
+        workflow_id=run.workflow_id,
+        run_id=run.id,
+        requested_run_id=target.run_id,
+        resolved_run_id=run.id,
+        command_id=command_id,
+        command_sequence=slot.last_command_sequence,
+        target_scope=target.scope,
+        workflow_type=run.workflow_type,
+        command_status=status,
+        command_source=COMMAND_SOURCE,
+        reason=rec.reason if rec.accepted else rejection,
+        rejection_reason=rejection,
+        validation_errors=[],
+        request_id=target.request_id,
+        retained=False,
+        signal_name=rec.signal_name,
+        message=OMIT
+        if rec.accepted
+        else f"Workflow {run.workflow_id!r} is not running (status {run.status}).",
+    )
     await workflow_commands.insert_control_command(
         conn,
         id=command_id,
@@ -219,7 +221,7 @@ async def _record(
         payload=rec.payload,
         command_sequence=slot.last_command_sequence,
         request_id=target.request_id,
-        response=body,
+        response=render(body),
     )
     return body, slot.open_wait_sequence
 
@@ -239,7 +241,7 @@ async def signal_workflow(conn: Conn, cmd: SignalCommand) -> Outcome:
         accepted=run.is_open,
         outcome=SIGNAL_RECEIVED if run.is_open else REJECTED_NOT_ACTIVE,
         payload=cmd.arguments,
-        extra={"signal_name": cmd.signal_name},
+        signal_name=cmd.signal_name,
     )
     body, wait_sequence = await _record(conn, target, run, rec)
     if not run.is_open:
@@ -248,7 +250,7 @@ async def signal_workflow(conn: Conn, cmd: SignalCommand) -> Outcome:
     await workflow_commands.insert_workflow_signal(
         conn,
         id=signal_id,
-        command_id=body["command_id"],
+        command_id=body.command_id,
         workflow_id=run.workflow_id,
         run_id=run.id,
         signal_name=cmd.signal_name,
@@ -260,7 +262,7 @@ async def signal_workflow(conn: Conn, cmd: SignalCommand) -> Outcome:
         "arguments": payloads.envelope(cmd.arguments),
         "payload_codec": payloads.CODEC,
         "signal_id": signal_id,
-        "workflow_command_id": body["command_id"],
+        "workflow_command_id": body.command_id,
         "workflow_instance_id": run.workflow_id,
         "workflow_run_id": run.id,
     }
@@ -269,11 +271,7 @@ async def signal_workflow(conn: Conn, cmd: SignalCommand) -> Outcome:
     await append_events(
         conn,
         run.id,
-        [
-            NewEvent(
-                event_type="SignalReceived", payload=event, workflow_command_id=body["command_id"]
-            )
-        ],
+        [NewEvent(event_type="SignalReceived", payload=event, workflow_command_id=body.command_id)],
     )
     outcome = Outcome(body=body, verdict=ACCEPTED["signal"])
     await request_wake(conn, run, outcome)
@@ -305,7 +303,7 @@ async def close_workflow(conn: Conn, cmd: CloseCommand) -> Outcome:
     body, _ = await _record(conn, target, run, rec)
     if not run.is_open:
         return Outcome(body=body, verdict=Verdict.REJECTED)
-    command_id = body["command_id"]
+    command_id = body.command_id
     ids = {
         "workflow_command_id": command_id,
         "workflow_instance_id": run.workflow_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from typing import Any
 
 import attrs
@@ -34,6 +35,7 @@ from dwtrio.errors import (
 )
 from dwtrio.protocol.commands import CompleteUpdate, FailUpdate, parse_commands
 from dwtrio.protocol.ids import new_id
+from dwtrio.protocol.responses import WorkflowTaskCompleted, WorkflowTaskFailed, render
 from dwtrio.protocol.worker import CompleteWorkflowTask, FailWorkflowTask, WorkflowTaskLease
 from dwtrio.store import runs, tasks
 from dwtrio.store.history import EventRow, append_events, list_events
@@ -369,16 +371,16 @@ async def _complete(
         if run.wake_pending or ctx.wake_again:
             next_task = new_id()
             ctx.created.append(next_task)
-    outcome.body = {
-        "task_id": task.id,
-        "workflow_task_attempt": req.workflow_task_attempt,
-        "outcome": "completed",
-        "recorded": True,
-        "run_id": run.id,
-        "run_status": run_status,
-        "created_task_ids": ctx.created,
-        "reason": None,
-    }
+    outcome.body = WorkflowTaskCompleted(
+        task_id=task.id,
+        workflow_task_attempt=req.workflow_task_attempt,
+        outcome="completed",
+        recorded=True,
+        run_id=run.id,
+        run_status=run_status,
+        created_task_ids=ctx.created,
+        reason=None,
+    )
     if ctx.closing is not None:  # the closed run gets no follow-up task
         await tasks.complete_task(conn, task.id, receipt=_receipt(req, outcome))
     else:
@@ -391,7 +393,7 @@ def _receipt(lease: WorkflowTaskLease, outcome: Outcome) -> dict[str, Any]:
     return {
         "lease_owner": lease.lease_owner,
         "workflow_task_attempt": lease.workflow_task_attempt,
-        "body": outcome.body,
+        "body": render(outcome.body),
     }
 
 
@@ -425,19 +427,16 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailWorkflowTask) 
         return Outcome(body=dict(task.receipt["body"]))
     run = await _lock_open_run(conn, task, req)
     outcome = Outcome()
-    base = {
-        "task_id": task.id,
-        "workflow_task_attempt": req.workflow_task_attempt,
-        "recorded": True,
-    }
+    failed = functools.partial(
+        WorkflowTaskFailed,
+        task_id=task.id,
+        workflow_task_attempt=req.workflow_task_attempt,
+        recorded=True,
+        reason=None,
+    )
     if req.failure.get("type") == WAITING_FOR_HISTORY:
         next_task = new_id() if run.wake_pending else None
-        outcome.body = {
-            **base,
-            "outcome": "waiting_for_history",
-            "reason": None,
-            "next_task_id": next_task,
-        }
+        outcome.body = failed(outcome="waiting_for_history", next_task_id=next_task)
         await _settle_and_close_task(
             conn, task.id, req, run, outcome, next_task, run.last_step_sequence
         )
@@ -452,13 +451,7 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailWorkflowTask) 
     }
     await tasks.reoffer_workflow_task(conn, task.id, backoff_s=backoff_s, failure=failure)
     await runs.set_status(conn, run.id, "waiting")
-    outcome.body = {
-        **base,
-        "outcome": "failed",
-        "reason": None,
-        "next_task_id": task.id,
-        "retry_after_seconds": backoff_s,
-    }
+    outcome.body = failed(outcome="failed", next_task_id=task.id, retry_after_seconds=backoff_s)
     return outcome
 
 

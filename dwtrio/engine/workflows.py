@@ -26,6 +26,7 @@ from dwtrio.engine.wakes import create_workflow_task
 from dwtrio.engine.workflow_tasks import ClaimParams, history_page_of, task_body
 from dwtrio.errors import RetryableStoreError, ValidationFailedError, WorkflowIdReservedError
 from dwtrio.protocol.ids import new_id
+from dwtrio.protocol.responses import OMIT, StartResponse
 from dwtrio.store import runs
 from dwtrio.store import workflows as store
 from dwtrio.store.history import NewEvent, append_events
@@ -69,25 +70,23 @@ def start_body(
     business_key: str | None,
     outcome: str,
     rejection_reason: str | None = None,
-    message: str | None = None,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "workflow_id": workflow_id,
-        "run_id": run_id,
-        "workflow_type": workflow_type,
-        "namespace": namespace,
-        "status": status,
-        "business_key": business_key,
-        "payload_codec": "avro",
-        "outcome": outcome,
-        "reason": rejection_reason,
-        "rejection_reason": rejection_reason,
-        "command_status": "rejected" if rejection_reason else "accepted",
-        "command_source": COMMAND_SOURCE,
-    }
-    if message is not None:
-        body["message"] = message
-    return body
+    message: str = OMIT,
+) -> StartResponse:
+    return StartResponse(
+        workflow_id=workflow_id,
+        run_id=run_id,
+        workflow_type=workflow_type,
+        namespace=namespace,
+        status=status,
+        business_key=business_key,
+        payload_codec="avro",
+        outcome=outcome,
+        reason=rejection_reason,
+        rejection_reason=rejection_reason,
+        command_status="rejected" if rejection_reason else "accepted",
+        command_source=COMMAND_SOURCE,
+        message=message,
+    )
 
 
 def _start_events(

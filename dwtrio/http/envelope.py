@@ -31,6 +31,7 @@ from dwtrio.errors import (
 )
 from dwtrio.http import control_envelope
 from dwtrio.http.routes import Plane
+from dwtrio.protocol.responses import render
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def json_response(payload: Any, status: int = 200) -> Response:
 
 def outcome_response(outcome: Outcome) -> Response:
     """A control-plane answer from an engine outcome: its body, at its verdict's status."""
-    return json_response(outcome.body, HTTP_STATUS[outcome.verdict])
+    return json_response(render(outcome.body), HTTP_STATUS[outcome.verdict])
 
 
 def worker_body(

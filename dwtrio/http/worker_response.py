@@ -11,6 +11,7 @@ from dwtrio.http.envelope import HTTP_STATUS
 from dwtrio.http.worker_plane import Handler, Reply, WorkerCall
 from dwtrio.matching import dispatch
 from dwtrio.matching.dispatch import PollParams, TaskKind
+from dwtrio.protocol.responses import render
 from dwtrio.protocol.worker import PollTasks
 from dwtrio.runtime import Runtime
 from dwtrio.store.pool import Op
@@ -31,7 +32,7 @@ async def worker_outcome(
     rt.publish_wakes(outcome.wakes)
     if outcome.timer_armed:
         rt.timer_nudge.set()
-    return Reply(outcome.body, HTTP_STATUS[outcome.verdict])
+    return Reply(render(outcome.body), HTTP_STATUS[outcome.verdict])
 
 
 def task_report(rt: Runtime, model: type, op: Op[..., Outcome], *extra: Any) -> Handler:

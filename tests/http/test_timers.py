@@ -19,6 +19,7 @@ from dwtrio.engine import timers
 from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.wakes import request_wake
 from dwtrio.engine.workflows import StartCommand, start_workflow
+from dwtrio.protocol.responses import render
 from dwtrio.store.pool import Conn, connect_once
 from dwtrio.store.runs import lock_run
 
@@ -269,7 +270,7 @@ async def _due_timer(dsn: str, workflow_id: str) -> str:
         input_blob=ARGS["blob"],
     )
     outcome = await connect_once(dsn, start_workflow, command)
-    run_id: str = outcome.body["run_id"]
+    run_id: str = render(outcome.body)["run_id"]
 
     async def arm(conn: Conn) -> None:
         await timers.arm(conn, run_id, 1, 0)

@@ -1,0 +1,148 @@
+"""Response bodies as attrs models: the shape of each answer, field by field, in wire order.
+
+The engine builds these; the http layer renders them (``wire.unstructure``, then
+the ``control_plane`` envelope and the worker-plane fields where they apply).
+Every field is on the wire in the order declared here. A field whose value is
+:data:`OMIT` is left out of the body altogether (as ``message`` on an accepted
+command), which is different from a field rendered as ``null``.
+
+New answers get a model here; older ones still built as dicts move over as
+they are touched.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import attrs
+
+from dwtrio import wire
+
+
+class _Omit:
+    def __repr__(self) -> str:
+        return "OMIT"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+#: The default of a field that is left out of the body unless set.
+OMIT: Final[Any] = _Omit()
+
+
+@attrs.frozen(kw_only=True)
+class ResponseBody:
+    """Base of every response model: rendering leaves out fields set to :data:`OMIT`."""
+
+
+def _renders(cls: Any) -> bool:
+    return isinstance(cls, type) and issubclass(cls, ResponseBody)
+
+
+def _omitting(cls: type) -> Any:
+    # Not cattrs' omit_if_default: its generated function moves omittable fields to the
+    # end of the object, and the order of the keys is part of the wire.
+    names = tuple(a.name for a in attrs.fields(cls))
+    unstructure = wire.converter.unstructure
+
+    def hook(obj: Any) -> dict[str, Any]:
+        return {n: unstructure(v) for n in names if (v := getattr(obj, n)) is not OMIT}
+
+    return hook
+
+
+wire.converter.register_unstructure_hook_factory(_renders, _omitting)
+
+
+def render(body: dict[str, Any] | ResponseBody) -> dict[str, Any]:
+    """The JSON object of a body: a model unstructured, a dict as it is."""
+    if isinstance(body, dict):
+        return body
+    rendered: dict[str, Any] = wire.unstructure(body)
+    return rendered
+
+
+@attrs.frozen(kw_only=True)
+class StartResponse(ResponseBody):
+    """``POST /api/workflows``: started (201), an existing run returned (200) or refused (409)."""
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    namespace: str
+    status: str
+    business_key: str | None
+    payload_codec: str
+    outcome: str
+    reason: str | None
+    rejection_reason: str | None
+    command_status: str
+    command_source: str
+    message: str = OMIT
+
+
+@attrs.frozen(kw_only=True)
+class CommandReceipt(ResponseBody):
+    """A signal, cancel or terminate, recorded (and kept: a retry with the same
+    ``request_id`` is answered from the stored receipt)."""
+
+    outcome: str
+    workflow_id: str
+    run_id: str
+    requested_run_id: str | None
+    resolved_run_id: str
+    command_id: str
+    command_sequence: int
+    target_scope: str
+    workflow_type: str
+    command_status: str
+    command_source: str
+    reason: str | None
+    rejection_reason: str | None
+    validation_errors: list[Any]
+    request_id: str | None
+    retained: bool
+    signal_name: str = OMIT
+    message: str = OMIT
+
+
+@attrs.frozen(kw_only=True)
+class WorkflowTaskCompleted(ResponseBody):
+    """The answer to a workflow task's complete."""
+
+    task_id: str
+    workflow_task_attempt: int
+    outcome: str
+    recorded: bool
+    run_id: str
+    run_status: str
+    created_task_ids: list[str]
+    reason: str | None
+
+
+@attrs.frozen(kw_only=True)
+class WorkflowTaskFailed(ResponseBody):
+    """The answer to a workflow task's fail (``waiting_for_history`` or a real failure)."""
+
+    task_id: str
+    workflow_task_attempt: int
+    recorded: bool
+    outcome: str
+    reason: str | None
+    next_task_id: str | None
+    #: Only for a real failure: when the task is offered again.
+    retry_after_seconds: int = OMIT
+
+
+@attrs.frozen(kw_only=True)
+class ActivityReport(ResponseBody):
+    """The answer to an activity attempt's complete or fail."""
+
+    task_id: str
+    activity_attempt_id: str
+    outcome: str
+    recorded: bool
+    reason: str | None
+    retry_available_at: str | None = OMIT
+    next_task_id: str | None
