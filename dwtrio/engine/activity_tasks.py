@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from dwtrio import payloads, wire
+from dwtrio.engine import claims
 from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.wakes import request_wake
 from dwtrio.errors import (
@@ -96,11 +97,7 @@ async def schedule(
 
 # --- claim ---------------------------------------------------------------------------
 @attrs.frozen(kw_only=True)
-class ClaimParams:
-    namespace: str
-    task_queue: str
-    worker_id: str
-    poll_request_id: str | None
+class ClaimParams(claims.ClaimParams):
     activity_types: tuple[str, ...]
     default_lease_s: int
 
@@ -147,13 +144,7 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
     leaves a lease that expires and is repaired).
     """
     if replay_poll and params.poll_request_id:
-        again = await activities.find_polled_activity_task(
-            conn,
-            worker_id=params.worker_id,
-            poll_request_id=params.poll_request_id,
-            namespace=params.namespace,
-            task_queue=params.task_queue,
-        )
+        again = await activities.find_polled_activity_task(conn, **params.held_by_poll())
         if again is not None:
             return _task_body(again, params.task_queue)
     while True:
@@ -202,13 +193,7 @@ async def release_polled(conn: Conn, params: ClaimParams) -> tuple[str, str, str
     the poll's ``poll_request_id``; returns the queue to wake."""
     if not params.poll_request_id:
         return None
-    held = await activities.find_polled_activity_task(
-        conn,
-        worker_id=params.worker_id,
-        poll_request_id=params.poll_request_id,
-        namespace=params.namespace,
-        task_queue=params.task_queue,
-    )
+    held = await activities.find_polled_activity_task(conn, **params.held_by_poll())
     if held is None:
         return None
     task = {
@@ -218,6 +203,18 @@ async def release_polled(conn: Conn, params: ClaimParams) -> tuple[str, str, str
         "lease_owner": held.lease_owner,
     }
     return await release(conn, task)
+
+
+def _report(task_id: str, req: ActivityAttemptLease, outcome: str, **fields: Any) -> ActivityReport:
+    """The answer to an attempt's report that was recorded."""
+    return ActivityReport(
+        task_id=task_id,
+        activity_attempt_id=req.activity_attempt_id,
+        outcome=outcome,
+        recorded=True,
+        reason=None,
+        **fields,
+    )
 
 
 # --- fencing -------------------------------------------------------------------------
@@ -301,14 +298,7 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteActivi
     )
     outcome = Outcome()
     next_task = await wake_after_settling(conn, fenced.run, fenced.execution.parallel, outcome)
-    outcome.body = ActivityReport(
-        task_id=task_id,
-        activity_attempt_id=req.activity_attempt_id,
-        outcome="completed",
-        recorded=True,
-        reason=None,
-        next_task_id=next_task,
-    )
+    outcome.body = _report(task_id, req, "completed", next_task_id=next_task)
     return outcome
 
 
@@ -395,12 +385,10 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailActivityTask) 
             common,
             outcome,
         )
-        outcome.body = ActivityReport(
-            task_id=task_id,
-            activity_attempt_id=req.activity_attempt_id,
-            outcome="retry_scheduled",
-            recorded=True,
-            reason=None,
+        outcome.body = _report(
+            task_id,
+            req,
+            "retry_scheduled",
             retry_available_at=wire.iso_z(available_at),
             next_task_id=None,
         )
@@ -424,14 +412,7 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailActivityTask) 
     await append_events(conn, fenced.run.id, [NewEvent(event_type="ActivityFailed", payload=final)])
     await tasks.complete_task(conn, task_id, receipt=None)
     next_task = await wake_after_settling(conn, fenced.run, fenced.execution.parallel, outcome)
-    outcome.body = ActivityReport(
-        task_id=task_id,
-        activity_attempt_id=req.activity_attempt_id,
-        outcome="failed",
-        recorded=True,
-        reason=None,
-        next_task_id=next_task,
-    )
+    outcome.body = _report(task_id, req, "failed", next_task_id=next_task)
     return outcome
 
 

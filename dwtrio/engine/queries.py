@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from dwtrio import payloads, wire
+from dwtrio.engine import claims
 from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.workflow_tasks import envelope, event_body
 from dwtrio.errors import (
@@ -165,11 +166,7 @@ async def admit(conn: Conn, req: QueryRequest) -> Admitted:
 
 # --- worker plane: poll ---------------------------------------------------------------
 @attrs.frozen(kw_only=True)
-class ClaimParams:
-    namespace: str
-    task_queue: str
-    worker_id: str
-    poll_request_id: str | None
+class ClaimParams(claims.ClaimParams):
     workflow_types: tuple[str, ...]
 
 
@@ -181,13 +178,7 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
     """
     task = None
     if replay_poll and params.poll_request_id:
-        task = await query_tasks.find_polled_query_task(
-            conn,
-            worker_id=params.worker_id,
-            poll_request_id=params.poll_request_id,
-            namespace=params.namespace,
-            task_queue=params.task_queue,
-        )
+        task = await query_tasks.find_polled_query_task(conn, **params.held_by_poll())
     if task is None:
         task = await query_tasks.claim_query_task(
             conn,

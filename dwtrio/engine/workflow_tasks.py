@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from dwtrio import wire
+from dwtrio.engine import claims
 from dwtrio.engine.closing import close_run
 from dwtrio.engine.commands import HANDLERS, Completion
 from dwtrio.engine.commands.conditions import close_open_wait
@@ -48,11 +49,7 @@ MAX_RETRY_BACKOFF_S = 60
 
 
 @attrs.frozen(kw_only=True)
-class ClaimParams:
-    namespace: str
-    task_queue: str
-    worker_id: str
-    poll_request_id: str | None
+class ClaimParams(claims.ClaimParams):
     workflow_types: tuple[str, ...]
     lease_s: int
     page_size: int
@@ -146,13 +143,7 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
     """
     claimed = None
     if replay_poll and params.poll_request_id:
-        claimed = await tasks.find_polled_workflow_task(
-            conn,
-            worker_id=params.worker_id,
-            poll_request_id=params.poll_request_id,
-            namespace=params.namespace,
-            task_queue=params.task_queue,
-        )
+        claimed = await tasks.find_polled_workflow_task(conn, **params.held_by_poll())
     if claimed is None:
         claimed = await tasks.claim_workflow_task(
             conn,
@@ -185,13 +176,7 @@ async def release_polled(conn: Conn, params: ClaimParams) -> tuple[str, str, str
     the poll's ``poll_request_id``; returns the queue to wake."""
     if not params.poll_request_id:
         return None
-    held = await tasks.find_polled_workflow_task(
-        conn,
-        worker_id=params.worker_id,
-        poll_request_id=params.poll_request_id,
-        namespace=params.namespace,
-        task_queue=params.task_queue,
-    )
+    held = await tasks.find_polled_workflow_task(conn, **params.held_by_poll())
     if held is None or held.lease_owner is None:
         return None
     return await tasks.release_task(
