@@ -14,7 +14,7 @@ Store modules bind the queries they run at import, which fails for an unknown
 name: ``_CLAIM = query("claim_activity_task", ClaimedActivity)``, and call them
 with keywords, ``await _CLAIM.one(conn, namespace=..., ...)``. A keyword the
 query does not name, or a name without a keyword, raises
-:class:`QueryArgumentsError` (``tests/store/test_queries.py`` also checks every
+:class:`QueryArgumentsError` (``tests/store/test_query_loader.py`` also checks every
 call site's keywords statically). A bound row class is built straight from the
 record, positionally (``from_record``, or ``cls(*record)``): its fields, or its
 ``COLUMNS``, are the query's columns in order, which the test that prepares
