@@ -252,6 +252,63 @@ class RequestIdConflictError(DwtrioError):
     http_status = 409
 
 
+# --- schedules -------------------------------------------------------------------------
+class ScheduleNotFoundError(DwtrioError):
+    """No live schedule has this id in this namespace."""
+
+    reason = "schedule_not_found"
+    http_status = 404
+
+
+class ScheduleAlreadyExistsError(DwtrioError):
+    """A live schedule already has this id in this namespace."""
+
+    reason = "schedule_already_exists"
+    http_status = 409
+
+
+class InvalidTimeRangeError(DwtrioError):
+    """A backfill's end_time is not after its start_time."""
+
+    reason = "invalid_time_range"
+    http_status = 422
+
+
+class InvalidAfterSequenceError(DwtrioError):
+    """A schedule history page's after_sequence is not a non-negative integer."""
+
+    reason = "invalid_after_sequence"
+    http_status = 422
+
+
+class UnsupportedScheduleListFilterError(DwtrioError):
+    """A schedule list filter this server does not implement."""
+
+    reason = "unsupported_schedule_list_filter"
+    http_status = 422
+
+
+class MalformedSchedulePageTokenError(DwtrioError):
+    """The schedule list page token cannot be read."""
+
+    reason = "malformed_schedule_page_token"
+    http_status = 400
+
+
+class SchedulePageTokenMismatchError(DwtrioError):
+    """The schedule list page token was issued for another namespace or other filters."""
+
+    reason = "schedule_page_token_filter_mismatch"
+    http_status = 400
+
+
+class ScheduleTriggerFailedError(DwtrioError):
+    """A manual trigger's workflow start failed."""
+
+    reason = "trigger_failed"
+    http_status = 500
+
+
 # --- queries (control plane) ------------------------------------------------------------
 class QueryRunNotActiveError(DwtrioError):
     """The run is closed without completing, so it can no longer answer queries."""

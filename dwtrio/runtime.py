@@ -165,6 +165,8 @@ class Runtime:
     draining: trio.Event = attrs.field(factory=trio.Event)
     #: Set when this process arms a timer, so the timer loop recomputes its next due time.
     timer_nudge: Nudge = attrs.field(factory=Nudge)
+    #: Set when a schedule changes in this process, so the scheduler recomputes its next due time.
+    schedule_nudge: Nudge = attrs.field(factory=Nudge)
     registrations: RegistrationCache = attrs.field(init=False)
     waiters: WaiterSet = attrs.field(factory=WaiterSet)
     wakes: WakeBus = attrs.field(init=False)

@@ -264,6 +264,30 @@ class Settings:
         "for a timer due earlier).",
     )
 
+    # --- schedules -------------------------------------------------------------
+    scheduler_enabled: bool = _setting(
+        "DW_SCHEDULER_ENABLED",
+        True,
+        "Run the scheduler loop in this process (every node may run it at once).",
+    )
+    scheduler_poll_interval_ms: int = _setting(
+        "DW_SCHEDULER_POLL_INTERVAL_MS",
+        1000,
+        "Longest the scheduler sleeps between checks for due schedules (it wakes sooner "
+        "for a schedule due earlier, and at once when one changes in this process).",
+    )
+    scheduler_concurrency: int = _setting(
+        "DW_SCHEDULER_CONCURRENCY",
+        4,
+        "Fires this process's scheduler runs at once, each in its own transaction.",
+    )
+    schedule_catchup_window_s: int = _setting(
+        "DW_SCHEDULE_CATCHUP_WINDOW_SECONDS",
+        60,
+        "After downtime, occurrences at most this old still fire; older ones are "
+        "recorded as missed (ScheduleFiresMissed).",
+    )
+
     # --- limits ----------------------------------------------------------------
     max_payload_bytes: int = _setting(
         "DW_MAX_PAYLOAD_BYTES", 2 * 1024 * 1024 * BYTES, "Largest request body accepted, in bytes."
@@ -368,6 +392,12 @@ class Settings:
             problems.append("DW_WORKER_STALE_AFTER_SECONDS must be >= 2")
         if self.timer_poll_interval_ms < 10:
             problems.append("DW_TIMER_POLL_INTERVAL_MS must be >= 10")
+        if self.scheduler_poll_interval_ms < 10:
+            problems.append("DW_SCHEDULER_POLL_INTERVAL_MS must be >= 10")
+        if not 1 <= self.scheduler_concurrency <= 64:
+            problems.append("DW_SCHEDULER_CONCURRENCY must be between 1 and 64")
+        if self.schedule_catchup_window_s < 0:
+            problems.append("DW_SCHEDULE_CATCHUP_WINDOW_SECONDS must be >= 0")
         if self.query_task_timeout_s is not None and self.query_task_timeout_s < 1:
             problems.append("DW_QUERY_TASK_TIMEOUT must be >= 1")
         if self.effective_query_task_timeout_s < 1:

@@ -3,7 +3,7 @@
 Each loop is ``async def run_<name>_loop(rt, *, task_status)`` and reports
 readiness with ``task_status.started()``; ``start_all`` starts them in a fixed
 order with ``nursery.start`` so a loop that fails while starting fails the
-server's startup. The periodic ones (task repair, timers, timeouts) run their
+server's startup. The periodic ones (task repair, timers, timeouts, scheduler) run their
 ticks through ``background.periodic.run_periodically``.
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from dwtrio.background.scheduler import run_scheduler_loop
 from dwtrio.background.task_repair import run_task_repair_loop
 from dwtrio.background.timeouts import run_timeouts_loop
 from dwtrio.background.timers import run_timer_loop
@@ -29,7 +30,13 @@ async def run_wake_bus(
     await rt.wakes.run(task_status=task_status)
 
 
-LOOPS: tuple[Loop, ...] = (run_wake_bus, run_task_repair_loop, run_timer_loop, run_timeouts_loop)
+LOOPS: tuple[Loop, ...] = (
+    run_wake_bus,
+    run_task_repair_loop,
+    run_timer_loop,
+    run_timeouts_loop,
+    run_scheduler_loop,
+)
 
 
 async def start_all(nursery: trio.Nursery, rt: Runtime, loops: tuple[Loop, ...] = LOOPS) -> None:

@@ -20,6 +20,7 @@ from dwtrio.http import (
     pipeline,
     queries,
     query_tasks,
+    schedules,
     updates,
     workers,
     workflow_commands,
@@ -65,6 +66,15 @@ def create_quart_app(rt: Runtime) -> QuartTrio:
             worker_capabilities=rt.worker_capabilities,
         )
 
-    for module in (health, cluster, namespaces, workflows, queries, updates, workflow_commands):
+    for module in (
+        health,
+        cluster,
+        namespaces,
+        workflows,
+        queries,
+        updates,
+        workflow_commands,
+        schedules,
+    ):
         app.register_blueprint(module.blueprint(rt))
     return app

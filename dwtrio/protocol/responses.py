@@ -146,3 +146,36 @@ class ActivityReport(ResponseBody):
     reason: str | None
     retry_available_at: str | None = OMIT
     next_task_id: str | None
+
+
+@attrs.frozen(kw_only=True)
+class ScheduleAnswer(ResponseBody):
+    """The answer to a schedule change or trigger: ``{schedule_id, outcome}`` and what
+    the operation has to say (control-plane.md §7.1, §7.4, §7.5)."""
+
+    schedule_id: str
+    outcome: str
+    namespace: str = OMIT
+    status: str = OMIT
+    paused: bool = OMIT
+    note: str | None = OMIT
+    workflow_id: str = OMIT
+    run_id: str = OMIT
+    reason: str = OMIT
+    buffer_depth: int = OMIT
+    next_fire_at: str | None = OMIT
+    paused_at: str | None = OMIT
+    resumed_at: str = OMIT
+    created_at: str = OMIT
+    updated_at: str = OMIT
+    deleted_at: str | None = OMIT
+
+
+@attrs.frozen(kw_only=True)
+class BackfillAnswer(ResponseBody):
+    """``POST /api/schedules/{id}/backfill``: one result per occurrence in the window."""
+
+    schedule_id: str
+    outcome: str
+    fires_attempted: int
+    results: list[dict[str, Any]]
