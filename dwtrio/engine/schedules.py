@@ -34,7 +34,7 @@ from dwtrio.errors import DwtrioError, ScheduleNotFoundError
 from dwtrio.protocol.ids import new_id
 from dwtrio.protocol.responses import ScheduleAnswer, render
 from dwtrio.protocol.schedule_spec import ScheduleSpec, spec_from_json
-from dwtrio.protocol.schedules import BUFFER_POLICIES
+from dwtrio.protocol.schedules import BUFFER_POLICIES, merged_action
 from dwtrio.protocol.workflows import DEFAULT_TASK_QUEUE
 from dwtrio.store import schedules as store
 from dwtrio.store.pool import Conn
@@ -91,7 +91,7 @@ class ScheduleChanges:
     namespace: str
     schedule_id: str
     spec: ScheduleSpec | None = None
-    #: Merged over the stored action (then normalised by the caller).
+    #: The action fields sent: merged over the stored action under the row lock.
     action: dict[str, Any] | None = None
     overlap_policy: str | None = None
     jitter_seconds: int | None = None
@@ -447,7 +447,7 @@ async def update(conn: Conn, c: ScheduleChanges) -> Outcome:
     if c.spec is not None:
         changes["spec"] = c.spec.as_json()
     if c.action is not None:
-        changes["action"] = c.action
+        changes["action"] = merged_action(row.action, c.action)
     for name in ("overlap_policy", "jitter_seconds", "note"):
         if getattr(c, name) is not None:
             changes[name] = getattr(c, name)

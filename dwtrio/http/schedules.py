@@ -250,9 +250,13 @@ def parse_update(
         if not isinstance(req.action, dict):
             errors.setdefault("action", []).append("The action must be an object.")
         else:
-            action, problems = protocol.normalize_action({**stored_action, **req.action})
+            # Checked merged over the stored action; the engine merges again under the lock.
+            merged, problems = protocol.normalize_action(
+                protocol.merged_action(stored_action, req.action)
+            )
             _merge(errors, problems)
-            _check_action(action, errors)
+            _check_action(merged, errors)
+            action = req.action
     if req is not None:
         _check_extras(req, rt.settings, errors)
     if errors or req is None:

@@ -121,6 +121,22 @@ class ListSchedules:
     next_page_token: str | None = None
 
 
+def canonical_timeouts(action: dict[str, Any]) -> dict[str, Any]:
+    """A copy with the timeout aliases renamed (dropped where the canonical key is set)."""
+    renamed = dict(action)
+    for alias, canonical in ACTION_TIMEOUT_ALIASES.items():
+        if alias in renamed:
+            value = renamed.pop(alias)
+            renamed.setdefault(canonical, value)
+    return renamed
+
+
+def merged_action(stored: dict[str, Any], sent: dict[str, Any]) -> dict[str, Any]:
+    """An update's action: the fields sent (aliases renamed first, so they count) over
+    the stored ones."""
+    return {**stored, **canonical_timeouts(sent)}
+
+
 def normalize_action(
     action: Any, *, path: str = "action"
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
@@ -131,12 +147,7 @@ def normalize_action(
     """
     if not isinstance(action, dict):
         return {}, {path: [f"The {path} must be an object."]}
-    normalized = dict(action)
-    for alias, canonical in ACTION_TIMEOUT_ALIASES.items():
-        if alias in normalized:
-            value = normalized.pop(alias)
-            if canonical not in normalized:
-                normalized[canonical] = value
+    normalized = canonical_timeouts(action)
     errors: dict[str, list[str]] = {}
     workflow_type = normalized.get("workflow_type")
     if not isinstance(workflow_type, str) or not workflow_type.strip():

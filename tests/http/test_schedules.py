@@ -570,3 +570,14 @@ async def test_a_restarted_server_fires_recent_occurrences_and_records_older_one
     after_gap = [t for t in fired if t > last_missed]
     assert after_gap and (after_gap[0] - last_missed).total_seconds() == 1.0
     assert (last_missed - first_missed).total_seconds() == missed[0]["missed_count"] - 1
+
+
+async def test_an_update_may_set_a_timeout_by_its_alias(server: RunningServer) -> None:
+    async with server.client() as c:
+        await create(c, schedule_id="al", action={**ACTION, "execution_timeout_seconds": 60})
+        r = await c.put(
+            "/api/schedules/al", json={"action": {"workflow_execution_timeout": 90}}, headers=CP
+        )
+        assert r.status_code == 200, r.text
+        d = await describe(c, "al")
+    assert d["action"] == {**ACTION, "execution_timeout_seconds": 90}
