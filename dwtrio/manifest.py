@@ -649,8 +649,10 @@ _ROLE_CATALOG: Final[Mapping[str, tuple[str, bool, bool, bool, str]]] = MappingP
 )
 
 
-def topology() -> dict[str, Any]:
-    """``topology``: dwtrio is a ``standalone_server`` HTTP node with remote workers."""
+def topology(*, scheduler: bool = False) -> dict[str, Any]:
+    """``topology``: dwtrio is a ``standalone_server`` HTTP node with remote workers;
+    with ``scheduler`` this process also runs the schedule loop."""
+    current = [*_SERVER_ROLES, "scheduler"] if scheduler else list(_SERVER_ROLES)
     return {
         "schema": TOPOLOGY_SCHEMA,
         "version": TOPOLOGY_VERSION,
@@ -658,7 +660,7 @@ def topology() -> dict[str, Any]:
         "role_vocabulary": list(_ROLE_CATALOG),
         "current_shape": "standalone_server",
         "current_process_class": "server_http_node",
-        "current_roles": list(_SERVER_ROLES),
+        "current_roles": current,
         "execution_mode": "remote_worker_protocol",
         "matching_role": {
             "queue_wake_enabled": True,
@@ -671,7 +673,7 @@ def topology() -> dict[str, Any]:
         "role_catalog": {
             role: {
                 "plane": plane,
-                "hosted_by_current_node": hosted,
+                "hosted_by_current_node": hosted or role in current,
                 "runs_user_code": user_code,
                 "accepts_external_http": external_http,
                 "steady_state_interface": interface,
@@ -856,7 +858,7 @@ def build_cluster_info(
             "version": settings.worker_protocol_version,
             "server_capabilities": worker_capabilities(settings, features),
         },
-        "topology": topology(),
+        "topology": topology(scheduler=features.schedules and settings.scheduler_enabled),
     }
 
 

@@ -411,27 +411,21 @@ def blueprint(rt: Runtime) -> Blueprint:
         committed(outcome)
         return outcome_response(outcome)
 
-    @bp.post("/api/schedules/<schedule_id>/pause")
-    async def pause_schedule(schedule_id: str) -> Response:
+    async def pause_or_resume(schedule_id: str, op: Any, command: str) -> Response:
         req = wire.structure(json_body(), protocol.ScheduleNote)
         await locked_row(schedule_id)
-        context = command_context("pause", schedule_id)
-        outcome = await rt.store.transaction(
-            engine.pause, g.namespace, schedule_id, req.note, context
-        )
+        context = command_context(command, schedule_id)
+        outcome = await rt.store.transaction(op, g.namespace, schedule_id, req.note, context)
         committed(outcome)
         return outcome_response(outcome)
 
+    @bp.post("/api/schedules/<schedule_id>/pause")
+    async def pause_schedule(schedule_id: str) -> Response:
+        return await pause_or_resume(schedule_id, engine.pause, "pause")
+
     @bp.post("/api/schedules/<schedule_id>/resume")
     async def resume_schedule(schedule_id: str) -> Response:
-        req = wire.structure(json_body(), protocol.ScheduleNote)
-        await locked_row(schedule_id)
-        context = command_context("resume", schedule_id)
-        outcome = await rt.store.transaction(
-            engine.resume, g.namespace, schedule_id, req.note, context
-        )
-        committed(outcome)
-        return outcome_response(outcome)
+        return await pause_or_resume(schedule_id, engine.resume, "resume")
 
     @bp.post("/api/schedules/<schedule_id>/trigger")
     async def trigger_schedule(schedule_id: str) -> Response:

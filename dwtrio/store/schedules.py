@@ -120,7 +120,7 @@ SAVED = (
     "deleted_at",
 )
 
-_INSERT_SCHEDULE = query("insert_schedule", ScheduleRow)
+_INSERT_SCHEDULE = query("insert_schedule")
 _LOCK_SCHEDULE = query("lock_schedule", ScheduleRow)
 _GET_SCHEDULE = query("get_schedule", ScheduleRow)
 _NEWEST_SCHEDULE_KEY = query("newest_schedule_key")
@@ -147,8 +147,9 @@ async def lock_schedule_by_key(conn: Conn, schedule_pk: str) -> ScheduleRow | No
 
 
 async def insert_schedule(conn: Conn, new: NewSchedule) -> ScheduleRow | None:
-    """Create a schedule; None when a live schedule already has its id."""
-    return await _INSERT_SCHEDULE.one(conn, **attrs.asdict(new, recurse=False))
+    """Create a schedule and return it, locked; None when a live schedule already has its id."""
+    key = await _INSERT_SCHEDULE.fetchval(conn, **attrs.asdict(new, recurse=False))
+    return None if key is None else await lock_schedule_by_key(conn, key)
 
 
 async def lock_schedule(conn: Conn, namespace: str, schedule_id: str) -> ScheduleRow | None:

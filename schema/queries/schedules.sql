@@ -1,8 +1,8 @@
--- Schedules and their history (dwtrio/store/schedules.py). Every statement that reads a
--- schedule row returns the same columns (ScheduleRow), ending with the transaction's now().
+-- Schedules and their history (dwtrio/store/schedules.py). A schedule is read from the
+-- schedule_rows view (ScheduleRow: the columns and the transaction's now()).
 
 -- name: insert_schedule
--- Create a schedule; nothing (no row) when a live schedule already has this id.
+-- Create a schedule; returns its internal id, or nothing when a live schedule has this id.
 INSERT INTO schedules (id, namespace, schedule_id, spec, action, status, overlap_policy, note,
                        memo, search_attributes, jitter_seconds, max_runs, remaining_actions,
                        next_fire_at, next_occurrence_at, paused_at)
@@ -11,34 +11,19 @@ VALUES (:id, :namespace, :schedule_id, :spec, :action, :status, :overlap_policy,
         :next_fire_at, :next_occurrence_at,
         CASE WHEN :status::text = 'paused' THEN now() END)
 ON CONFLICT (namespace, schedule_id) WHERE status <> 'deleted' DO NOTHING
-RETURNING id, namespace, schedule_id, spec, action, status, overlap_policy, note, memo,
-          search_attributes, jitter_seconds, max_runs, remaining_actions, fires_count,
-          failures_count, skipped_trigger_count, missed_fires_count, recent_actions,
-          buffered_actions, last_fired_at, next_fire_at, next_occurrence_at, latest_workflow_id,
-          latest_run_id, last_skip_reason, last_skipped_at, paused_at, deleted_at, created_at,
-          updated_at, now() AS db_now;
+RETURNING id;
 
 -- name: lock_schedule
 -- A live schedule, locked for a change or a fire.
-SELECT id, namespace, schedule_id, spec, action, status, overlap_policy, note, memo,
-       search_attributes, jitter_seconds, max_runs, remaining_actions, fires_count,
-       failures_count, skipped_trigger_count, missed_fires_count, recent_actions,
-       buffered_actions, last_fired_at, next_fire_at, next_occurrence_at, latest_workflow_id,
-       latest_run_id, last_skip_reason, last_skipped_at, paused_at, deleted_at, created_at,
-       updated_at, now() AS db_now
-  FROM schedules
+SELECT *
+  FROM schedule_rows
  WHERE namespace = :namespace AND schedule_id = :schedule_id AND status <> 'deleted'
    FOR UPDATE;
 
 -- name: get_schedule
 -- A live schedule, read only.
-SELECT id, namespace, schedule_id, spec, action, status, overlap_policy, note, memo,
-       search_attributes, jitter_seconds, max_runs, remaining_actions, fires_count,
-       failures_count, skipped_trigger_count, missed_fires_count, recent_actions,
-       buffered_actions, last_fired_at, next_fire_at, next_occurrence_at, latest_workflow_id,
-       latest_run_id, last_skip_reason, last_skipped_at, paused_at, deleted_at, created_at,
-       updated_at, now() AS db_now
-  FROM schedules
+SELECT *
+  FROM schedule_rows
  WHERE namespace = :namespace AND schedule_id = :schedule_id AND status <> 'deleted';
 
 -- name: newest_schedule_key
@@ -51,13 +36,8 @@ SELECT id
 
 -- name: list_schedules
 -- One page of live schedules, newest first, after the keyset cursor (created_at, id).
-SELECT id, namespace, schedule_id, spec, action, status, overlap_policy, note, memo,
-       search_attributes, jitter_seconds, max_runs, remaining_actions, fires_count,
-       failures_count, skipped_trigger_count, missed_fires_count, recent_actions,
-       buffered_actions, last_fired_at, next_fire_at, next_occurrence_at, latest_workflow_id,
-       latest_run_id, last_skip_reason, last_skipped_at, paused_at, deleted_at, created_at,
-       updated_at, now() AS db_now
-  FROM schedules
+SELECT *
+  FROM schedule_rows
  WHERE namespace = :namespace AND status <> 'deleted'
    AND (:status::text IS NULL OR status = :status::text)
    AND (:workflow_type::text IS NULL OR action ->> 'workflow_type' = :workflow_type::text)
@@ -108,13 +88,8 @@ SELECT id, sequence, event_type, payload, workflow_id, run_id, recorded_at
 -- name: claim_due_schedules
 -- Up to :limit active schedules whose next fire is due, locked; rows another scheduler holds
 -- are skipped, so schedulers on every node share the work and no occurrence fires twice.
-SELECT id, namespace, schedule_id, spec, action, status, overlap_policy, note, memo,
-       search_attributes, jitter_seconds, max_runs, remaining_actions, fires_count,
-       failures_count, skipped_trigger_count, missed_fires_count, recent_actions,
-       buffered_actions, last_fired_at, next_fire_at, next_occurrence_at, latest_workflow_id,
-       latest_run_id, last_skip_reason, last_skipped_at, paused_at, deleted_at, created_at,
-       updated_at, now() AS db_now
-  FROM schedules
+SELECT *
+  FROM schedule_rows
  WHERE status = 'active' AND next_fire_at <= now()
  ORDER BY next_fire_at, id
  LIMIT :limit
@@ -122,13 +97,8 @@ SELECT id, namespace, schedule_id, spec, action, status, overlap_policy, note, m
 
 -- name: claim_buffered_schedules
 -- Up to :limit active schedules holding buffered fires, locked (others' skipped).
-SELECT id, namespace, schedule_id, spec, action, status, overlap_policy, note, memo,
-       search_attributes, jitter_seconds, max_runs, remaining_actions, fires_count,
-       failures_count, skipped_trigger_count, missed_fires_count, recent_actions,
-       buffered_actions, last_fired_at, next_fire_at, next_occurrence_at, latest_workflow_id,
-       latest_run_id, last_skip_reason, last_skipped_at, paused_at, deleted_at, created_at,
-       updated_at, now() AS db_now
-  FROM schedules
+SELECT *
+  FROM schedule_rows
  WHERE status = 'active' AND buffered_actions <> '[]'::jsonb
  ORDER BY id
  LIMIT :limit
@@ -152,13 +122,8 @@ SELECT r.status IN ('pending', 'running', 'waiting')
 
 -- name: lock_schedule_by_key
 -- A schedule by its internal id, locked (the scheduler's failure path).
-SELECT id, namespace, schedule_id, spec, action, status, overlap_policy, note, memo,
-       search_attributes, jitter_seconds, max_runs, remaining_actions, fires_count,
-       failures_count, skipped_trigger_count, missed_fires_count, recent_actions,
-       buffered_actions, last_fired_at, next_fire_at, next_occurrence_at, latest_workflow_id,
-       latest_run_id, last_skip_reason, last_skipped_at, paused_at, deleted_at, created_at,
-       updated_at, now() AS db_now
-  FROM schedules
+SELECT *
+  FROM schedule_rows
  WHERE id = :id
    FOR UPDATE;
 
