@@ -346,8 +346,11 @@ async def _trigger(
     policy = override or row.overlap_policy or "skip"
     if label == "backfilled" and policy in BUFFER_POLICIES:
         policy = "allow_all"
-    going = row.latest_workflow_id is not None and await store.instance_is_running(
-        conn, row.latest_workflow_id
+    # allow_all starts whatever runs; every other policy needs to know (one read).
+    going = (
+        policy != "allow_all"
+        and row.latest_workflow_id is not None
+        and await store.instance_is_running(conn, row.latest_workflow_id)
     )
     if going and policy in BUFFER_POLICIES:
         if policy == "buffer_one" and row.buffered_actions:

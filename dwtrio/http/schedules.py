@@ -332,6 +332,13 @@ def _could_exist(schedule_id: str) -> bool:
     return len(schedule_id) <= 255 and "\x00" not in schedule_id
 
 
+def storable(schedule_id: str) -> str:
+    """The path's schedule id; 404 for ids no schedule can have (never sent to the store)."""
+    if not _could_exist(schedule_id):
+        raise _not_found(schedule_id)
+    return schedule_id
+
+
 # --- routes ----------------------------------------------------------------------------------
 def blueprint(rt: Runtime) -> Blueprint:
     bp = Blueprint("schedules", __name__)
@@ -340,10 +347,8 @@ def blueprint(rt: Runtime) -> Blueprint:
         rt.publish_wakes(outcome.wakes)
         rt.schedule_nudge.set()
 
-    async def locked_row(schedule_id: str) -> ScheduleRow:
-        row = None
-        if _could_exist(schedule_id):
-            row = await rt.store.read(store.get_schedule, g.namespace, schedule_id)
+    async def read_row(schedule_id: str) -> ScheduleRow:
+        row = await rt.store.read(store.get_schedule, g.namespace, storable(schedule_id))
         if row is None:
             raise _not_found(schedule_id)
         return row
@@ -393,11 +398,11 @@ def blueprint(rt: Runtime) -> Blueprint:
 
     @bp.get("/api/schedules/<schedule_id>")
     async def describe_schedule(schedule_id: str) -> Response:
-        return json_response(describe_body(await locked_row(schedule_id)))
+        return json_response(describe_body(await read_row(schedule_id)))
 
     @bp.put("/api/schedules/<schedule_id>")
     async def update_schedule(schedule_id: str) -> Response:
-        stored = await locked_row(schedule_id)
+        stored = await read_row(schedule_id)
         changes = parse_update(rt, schedule_id, stored.action)
         outcome = await rt.store.transaction(engine.update, changes)
         committed(outcome)
@@ -405,7 +410,7 @@ def blueprint(rt: Runtime) -> Blueprint:
 
     @bp.delete("/api/schedules/<schedule_id>")
     async def delete_schedule(schedule_id: str) -> Response:
-        await locked_row(schedule_id)
+        storable(schedule_id)
         context = command_context("delete", schedule_id)
         outcome = await rt.store.transaction(engine.delete, g.namespace, schedule_id, context)
         committed(outcome)
@@ -413,7 +418,7 @@ def blueprint(rt: Runtime) -> Blueprint:
 
     async def pause_or_resume(schedule_id: str, op: Any, command: str) -> Response:
         req = wire.structure(json_body(), protocol.ScheduleNote)
-        await locked_row(schedule_id)
+        storable(schedule_id)
         context = command_context(command, schedule_id)
         outcome = await rt.store.transaction(op, g.namespace, schedule_id, req.note, context)
         committed(outcome)
@@ -430,7 +435,7 @@ def blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/api/schedules/<schedule_id>/trigger")
     async def trigger_schedule(schedule_id: str) -> Response:
         req = wire.structure(json_body(), protocol.TriggerSchedule)
-        await locked_row(schedule_id)
+        storable(schedule_id)
         outcome, fire = await rt.store.transaction(
             engine.trigger, g.namespace, schedule_id, req.overlap_policy
         )
@@ -464,7 +469,7 @@ def blueprint(rt: Runtime) -> Blueprint:
                 start_time=req.start_time,
                 end_time=req.end_time,
             )
-        row = await locked_row(schedule_id)
+        row = await read_row(schedule_id)
         occurrences = spec_from_json(row.spec).occurrences(
             start, end, limit=protocol.BACKFILL_MAX_OCCURRENCES
         )
