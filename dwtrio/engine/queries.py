@@ -34,6 +34,7 @@ from dwtrio.errors import (
     QueryWorkerUnavailableError,
 )
 from dwtrio.protocol.queries import CompleteQueryTask, FailQueryTask, QueryTaskLease
+from dwtrio.protocol.responses import QueryTaskReport
 from dwtrio.store import query_tasks, runs
 from dwtrio.store.history import list_events
 from dwtrio.store.pool import Conn
@@ -224,13 +225,10 @@ async def release(conn: Conn, task: dict[str, Any]) -> tuple[str, str, str] | No
 
 
 # --- worker plane: answers --------------------------------------------------------------
-def _answer_body(task_id: str, attempt: int, outcome: str) -> dict[str, Any]:
-    return {
-        "query_task_id": task_id,
-        "query_task_attempt": attempt,
-        "outcome": outcome,
-        "reason": None,
-    }
+def _answer_body(task_id: str, attempt: int, outcome: str) -> QueryTaskReport:
+    return QueryTaskReport(
+        query_task_id=task_id, query_task_attempt=attempt, outcome=outcome, reason=None
+    )
 
 
 async def _fence(

@@ -31,6 +31,7 @@ from dwtrio.errors import (
     RetryableStoreError,
 )
 from dwtrio.protocol.ids import new_id
+from dwtrio.protocol.responses import UpdateRejected
 from dwtrio.store import runs, tasks, updates
 from dwtrio.store import workflows as store
 from dwtrio.store.history import NewEvent, append_events
@@ -189,24 +190,24 @@ async def _retained(conn: Conn, req: UpdateRequest) -> UpdateView | None:
 def _rejected(req: UpdateRequest, run: LockedRun) -> Outcome:
     return Outcome(
         verdict=Verdict.REJECTED,
-        body={
-            "message": f"The workflow run is {run.status}; it no longer accepts updates.",
-            "outcome": "rejected_not_active",
-            "workflow_id": req.workflow_id,
-            "run_id": run.id,
-            "requested_run_id": req.run_id,
-            "resolved_run_id": run.id,
-            "target_scope": "instance" if req.run_id is None else "run",
-            "workflow_type": run.workflow_type,
-            "command_status": "rejected",
-            "command_source": COMMAND_SOURCE,
-            "reason": "run_not_active",
-            "rejection_reason": "run_not_active",
-            "validation_errors": [],
-            "update_name": req.update_name,
-            "update_status": "rejected",
-            "run_status": run.status,
-        },
+        body=UpdateRejected(
+            message=f"The workflow run is {run.status}; it no longer accepts updates.",
+            outcome="rejected_not_active",
+            workflow_id=req.workflow_id,
+            run_id=run.id,
+            requested_run_id=req.run_id,
+            resolved_run_id=run.id,
+            target_scope="instance" if req.run_id is None else "run",
+            workflow_type=run.workflow_type,
+            command_status="rejected",
+            command_source=COMMAND_SOURCE,
+            reason="run_not_active",
+            rejection_reason="run_not_active",
+            validation_errors=[],
+            update_name=req.update_name,
+            update_status="rejected",
+            run_status=run.status,
+        ),
     )
 
 

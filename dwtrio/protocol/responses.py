@@ -179,3 +179,35 @@ class BackfillAnswer(ResponseBody):
     outcome: str
     fires_attempted: int
     results: list[dict[str, Any]]
+
+
+@attrs.frozen(kw_only=True)
+class QueryTaskReport(ResponseBody):
+    """The answer to a query task's complete or fail."""
+
+    query_task_id: str
+    query_task_attempt: int
+    outcome: str
+    reason: str | None
+
+
+@attrs.frozen(kw_only=True)
+class UpdateRejected(ResponseBody):
+    """``POST .../update/{name}`` on a run that no longer accepts updates (409)."""
+
+    message: str
+    outcome: str
+    workflow_id: str
+    run_id: str
+    requested_run_id: str | None
+    resolved_run_id: str
+    target_scope: str
+    workflow_type: str
+    command_status: str
+    command_source: str
+    reason: str
+    rejection_reason: str
+    validation_errors: list[Any]
+    update_name: str
+    update_status: str
+    run_status: str
