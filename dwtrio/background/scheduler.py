@@ -71,9 +71,8 @@ async def run_scheduler_loop(
         rt.publish_wakes(outcome.wakes)
         return row is not None
 
-    async def tick() -> float | None:
-        outcome, _ = await rt.store.transaction(engine.drain_buffered, limit=DRAIN_BATCH)
-        rt.publish_wakes(outcome.wakes)
+    async def fire_due() -> bool:
+        """Fire due schedules, several at a time; False when it stopped at its batch limit."""
         fired = 0
         exhausted = False
 
@@ -88,9 +87,19 @@ async def run_scheduler_loop(
         async with trio.open_nursery() as nursery:
             for _ in range(settings.scheduler_concurrency):
                 nursery.start_soon(worker)
-        if not exhausted:
-            return RUN_AGAIN_NOW
+        return exhausted
+
+    async def tick() -> float | None:
+        # One cheap read decides whether there is work: an idle scheduler costs one
+        # query per interval.
         outlook = await rt.store.read(store.scheduler_outlook)
+        if outlook.has_buffered:
+            outcome, _ = await rt.store.transaction(engine.drain_buffered, limit=DRAIN_BATCH)
+            rt.publish_wakes(outcome.wakes)
+        if outlook.next_due_seconds is not None and outlook.next_due_seconds <= 0:
+            if not await fire_due():
+                return RUN_AGAIN_NOW
+            outlook = await rt.store.read(store.scheduler_outlook)
         delay = interval_s
         if outlook.next_due_seconds is not None:
             delay = min(delay, max(outlook.next_due_seconds, MIN_SLEEP_S))
