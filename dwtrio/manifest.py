@@ -882,4 +882,7 @@ SERVER_FEATURES = Features(
     queries=True,
     query_tasks=True,
     updates=True,
+    schedules=True,
+    schedule_jitter=True,
+    schedule_max_runs=True,
 )

@@ -519,3 +519,21 @@ def test_sdk_client_failure_report_limit_reads_max_payload_bytes() -> None:
 
     limit, _ = run_client(make_info(make_settings(max_payload_bytes=4096)), discover)
     assert limit == 4096
+
+
+def test_schedules_are_advertised_with_the_scheduler_role_where_it_runs() -> None:
+    info = build_cluster_info(
+        make_settings(), namespace="default", version="0", features=manifest.SERVER_FEATURES
+    )
+    caps = info["capabilities"]
+    assert caps["schedules"] and caps["schedule_jitter"] and caps["schedule_max_runs"]
+    assert "scheduler" in info["topology"]["current_roles"]
+    assert info["topology"]["role_catalog"]["scheduler"]["hosted_by_current_node"] is True
+    off = build_cluster_info(
+        make_settings(scheduler_enabled=False),
+        namespace="default",
+        version="0",
+        features=manifest.SERVER_FEATURES,
+    )
+    assert "scheduler" not in off["topology"]["current_roles"]
+    assert off["topology"]["role_catalog"]["scheduler"]["hosted_by_current_node"] is False
