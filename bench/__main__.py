@@ -10,7 +10,15 @@ from __future__ import annotations
 import argparse
 import os
 
-from bench import backlog_scaling, open_polls, poll_latency, request_cost, sdk_greeter, throughput
+from bench import (
+    backlog_scaling,
+    open_polls,
+    poll_latency,
+    request_cost,
+    schedules,
+    sdk_greeter,
+    throughput,
+)
 
 
 def _positive(text: str) -> int:
@@ -120,6 +128,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _floor_option(c)
     c.set_defaults(run=request_cost.run)
+    s = sub.add_parser(
+        "schedules", help="scheduler fire lag with many schedules, on one node and on several"
+    )
+    s.add_argument("--schedules", type=_positive, default=1000, help="active schedules per run")
+    s.add_argument("--seconds", type=_positive, default=30, help="spread mode: measured window")
+    s.add_argument("--nodes", type=_positive, nargs="+", default=[1, 2], help="dwtrio servers")
+    s.add_argument("--modes", nargs="+", choices=["spread", "herd"], default=["spread", "herd"])
+    s.add_argument("--every", type=_positive, default=10, help="spread mode: period in seconds")
+    s.add_argument("--warmup", type=int, default=3, help="spread mode: seconds before the window")
+    s.add_argument(
+        "--herd-lead",
+        type=float,
+        default=None,
+        help="herd mode: seconds from the first create to the herd's due second "
+        "(default 10 + schedules / 50)",
+    )
+    s.add_argument(
+        "--drain-timeout", type=_positive, default=120, help="longest wait past the window"
+    )
+    s.add_argument(
+        "--scheduler-concurrency", type=_positive, default=None, help="DW_SCHEDULER_CONCURRENCY"
+    )
+    s.add_argument(
+        "--runs", type=_positive, default=3, help="runs per point; the median is reported"
+    )
+    s.set_defaults(run=schedules.run)
     return parser
 
 
