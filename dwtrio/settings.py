@@ -396,8 +396,9 @@ class Settings:
             problems.append("DW_SCHEDULER_POLL_INTERVAL_MS must be >= 10")
         if not 1 <= self.scheduler_concurrency <= 64:
             problems.append("DW_SCHEDULER_CONCURRENCY must be between 1 and 64")
-        if self.schedule_catchup_window_s < 0:
-            problems.append("DW_SCHEDULE_CATCHUP_WINDOW_SECONDS must be >= 0")
+        if self.schedule_catchup_window_s < 1:
+            # Every fire is a little late; a zero window would count each one as missed.
+            problems.append("DW_SCHEDULE_CATCHUP_WINDOW_SECONDS must be >= 1")
         if self.query_task_timeout_s is not None and self.query_task_timeout_s < 1:
             problems.append("DW_QUERY_TASK_TIMEOUT must be >= 1")
         if self.effective_query_task_timeout_s < 1:

@@ -581,3 +581,24 @@ async def test_an_update_may_set_a_timeout_by_its_alias(server: RunningServer) -
         assert r.status_code == 200, r.text
         d = await describe(c, "al")
     assert d["action"] == {**ACTION, "execution_timeout_seconds": 90}
+
+
+async def test_jitter_longer_than_the_catchup_window_loses_no_fire(
+    start_server: StartServer,
+) -> None:
+    """Lateness counts from the jittered due time: on-time fires are never 'missed'."""
+    server = await start_server(schedule_catchup_window_s=1)
+    async with server.client() as c:
+        await create(
+            c,
+            schedule_id="jit",
+            spec={"intervals": [{"every": "PT1S"}]},
+            jitter_seconds=3,
+            overlap_policy="allow_all",
+        )
+        await trio.sleep(4.5)
+        await c.post("/api/schedules/jit/pause", json={}, headers=CP)
+        types = await event_types(c, "jit")
+        d = await describe(c, "jit")
+    assert "ScheduleFiresMissed" not in types
+    assert d["info"]["missed_fires_count"] == 0 and d["fires_count"] >= 1
