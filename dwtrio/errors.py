@@ -309,6 +309,42 @@ class ScheduleTriggerFailedError(DwtrioError):
     http_status = 500
 
 
+# --- search attributes -------------------------------------------------------------------
+class SearchAttributeNameReservedError(DwtrioError):
+    """The name belongs to a system search attribute."""
+
+    reason = "name_reserved"
+    http_status = 409
+
+
+class SearchAttributeAlreadyExistsError(DwtrioError):
+    """A custom search attribute with this name is already registered in this namespace."""
+
+    reason = "attribute_already_exists"
+    http_status = 409
+
+
+class SearchAttributeLimitReachedError(DwtrioError):
+    """The namespace already has as many custom search attributes as allowed."""
+
+    reason = "search_attribute_limit_reached"
+    http_status = 422
+
+
+class SystemSearchAttributeError(DwtrioError):
+    """A system search attribute cannot be deleted."""
+
+    reason = "system_attribute"
+    http_status = 409
+
+
+class SearchAttributeNotFoundError(DwtrioError):
+    """No custom search attribute has this name in this namespace."""
+
+    reason = "attribute_not_found"
+    http_status = 404
+
+
 # --- queries (control plane) ------------------------------------------------------------
 class QueryRunNotActiveError(DwtrioError):
     """The run is closed without completing, so it can no longer answer queries."""

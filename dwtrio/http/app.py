@@ -21,6 +21,7 @@ from dwtrio.http import (
     queries,
     query_tasks,
     schedules,
+    search_attributes,
     updates,
     workers,
     workflow_commands,
@@ -75,6 +76,7 @@ def create_quart_app(rt: Runtime) -> QuartTrio:
         updates,
         workflow_commands,
         schedules,
+        search_attributes,
     ):
         app.register_blueprint(module.blueprint(rt))
     return app

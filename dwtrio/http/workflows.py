@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from quart import Blueprint, Response, g, request
 
 from dwtrio import payloads, wire
+from dwtrio.engine import search_attributes
 from dwtrio.engine import workflows as engine
 from dwtrio.errors import (
     InstanceNotFoundError,
@@ -235,6 +236,13 @@ def blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/api/workflows")
     async def start_workflow() -> Response:
         cmd = parse_start(json_body(), g.namespace, rt.settings)
+        if cmd.search_attributes:  # registered types: one read, only when there are values
+            await rt.store.read(
+                search_attributes.check_values,
+                cmd.namespace,
+                cmd.search_attributes,
+                "search_attributes",
+            )
         # The usual start is one statement; a taken id needs the transactional path.
         # A poller parked here for the queue gets the first task as the start writes it.
         outcome = await create_with_handoff(

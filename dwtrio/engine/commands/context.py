@@ -61,6 +61,9 @@ class Completion:
     #: Work to run after the run is closed, in order (e.g. start the continued run,
     #: tell a parent its child finished).
     after_close: list[Callable[[], Awaitable[None]]] = attrs.field(factory=list)
+    #: Registered search-attribute types looked up so far (None: not registered),
+    #: so several upserts in one completion read each name once.
+    search_attribute_types: dict[str, str | None] = attrs.field(factory=dict)
 
     def next_step(self) -> int:
         self.seq += 1

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from dwtrio import payloads, wire
 from dwtrio.engine.commands.context import Completion
+from dwtrio.engine.search_attributes import check_values
 from dwtrio.errors import ValidationFailedError
 from dwtrio.protocol.commands import (
     RecordSideEffect,
@@ -71,7 +72,8 @@ async def apply_record_version_marker(
 async def apply_upsert_search_attributes(
     ctx: Completion, command: UpsertSearchAttributes, index: int
 ) -> None:
-    """Merge into the run's search attributes (``None`` deletes), validated like a start."""
+    """Merge into the run's search attributes (``None`` deletes), validated like a start:
+    key and size rules on the merged map, registered types on the values sent."""
     field = f"commands.{index}.attributes"
     if contains_nul(command.attributes):
         raise ValidationFailedError({field: ["The attributes may not contain NUL characters."]})
@@ -79,6 +81,9 @@ async def apply_upsert_search_attributes(
     merged = {k: v for k, v in {**current, **command.attributes}.items() if v is not None}
     if problems := search_attribute_errors(merged, ctx.limits.max_search_attributes):
         raise ValidationFailedError({field: problems})
+    await check_values(
+        ctx.conn, ctx.run.namespace, command.attributes, field, ctx.search_attribute_types
+    )
     await runs.set_search_attributes(ctx.conn, ctx.run.id, merged)
     ctx.add(
         NewEvent(
