@@ -60,6 +60,10 @@ def body_of(
     return body  # type: ignore[no-any-return]
 
 
+def in_namespace(namespace: str | None) -> dict[str, str]:
+    return {} if namespace is None else {"X-Namespace": namespace}
+
+
 @attrs.define
 class Registry:
     """An operator (control plane), a worker (worker plane) and an admin client."""
@@ -69,13 +73,21 @@ class Registry:
     wc: httpx.AsyncClient
     admin: httpx.AsyncClient
 
-    async def list(self, **headers: str) -> dict[str, Any]:
-        return body_of(await self.op.get(ROUTE, headers=headers), 200)
+    async def registered(self, namespace: str | None = None) -> dict[str, Any]:
+        """``GET /api/search-attributes`` (in ``namespace``, else the default one)."""
+        r = await self.op.get(ROUTE, headers=in_namespace(namespace))
+        return body_of(r, 200)
 
     async def create(
-        self, name: Any, type_: Any, status: int = 201, reason: str | None = None, **headers: str
+        self,
+        name: Any,
+        type_: Any,
+        status: int = 201,
+        reason: str | None = None,
+        namespace: str | None = None,
     ) -> dict[str, Any]:
-        r = await self.op.post(ROUTE, json={"name": name, "type": type_}, headers=headers)
+        body = {"name": name, "type": type_}
+        r = await self.op.post(ROUTE, json=body, headers=in_namespace(namespace))
         return body_of(r, status, reason)
 
     async def delete(
@@ -156,12 +168,12 @@ async def register_all(reg: Registry) -> None:
 
 # --- the routes --------------------------------------------------------------------------
 async def test_list_create_delete(reg: Registry) -> None:
-    assert await reg.list() == {"system_attributes": SYSTEM, "custom_attributes": {}}
-    assert list((await reg.list())["system_attributes"]) == list(SYSTEM)
+    assert await reg.registered() == {"system_attributes": SYSTEM, "custom_attributes": {}}
+    assert list((await reg.registered())["system_attributes"]) == list(SYSTEM)
     for name, type_ in [("Zeta", "keyword"), ("alpha", "int"), ("Beta_2", "keyword_list")]:
         body = await reg.create(name, type_)
         assert body == {"name": name, "type": type_, "outcome": "created"}
-    listed = await reg.list()
+    listed = await reg.registered()
     assert listed["system_attributes"] == SYSTEM
     assert listed["custom_attributes"] == {
         "Beta_2": "keyword_list",
@@ -170,17 +182,20 @@ async def test_list_create_delete(reg: Registry) -> None:
     }
     assert list(listed["custom_attributes"]) == sorted(listed["custom_attributes"])
     assert await reg.delete("Zeta") == {"name": "Zeta", "outcome": "deleted"}
-    assert (await reg.list())["custom_attributes"] == {"Beta_2": "keyword_list", "alpha": "int"}
+    assert (await reg.registered())["custom_attributes"] == {
+        "Beta_2": "keyword_list",
+        "alpha": "int",
+    }
     # Deleted, the name is free again, with another type.
     await reg.create("Zeta", "bool")
-    assert (await reg.list())["custom_attributes"]["Zeta"] == "bool"
+    assert (await reg.registered())["custom_attributes"]["Zeta"] == "bool"
 
 
 @pytest.mark.parametrize("name", list(SYSTEM))
 async def test_system_names_are_reserved_and_cannot_be_deleted(reg: Registry, name: str) -> None:
     await reg.create(name, "keyword", 409, "name_reserved")
     await reg.delete(name, 409, "system_attribute")
-    assert (await reg.list())["custom_attributes"] == {}
+    assert (await reg.registered())["custom_attributes"] == {}
 
 
 async def test_an_existing_name_is_a_conflict_naming_its_type(reg: Registry) -> None:
@@ -189,7 +204,7 @@ async def test_an_existing_name_is_a_conflict_naming_its_type(reg: Registry) -> 
     assert body["name"] == "Region" and body["type"] == "keyword"
     # Names are case-sensitive.
     await reg.create("region", "int")
-    assert (await reg.list())["custom_attributes"] == {"Region": "keyword", "region": "int"}
+    assert (await reg.registered())["custom_attributes"] == {"Region": "keyword", "region": "int"}
 
 
 async def test_deleting_an_unknown_name_is_not_found(reg: Registry) -> None:
@@ -222,13 +237,13 @@ async def test_create_validation(reg: Registry, body: dict[str, Any], field: str
     out = body_of(await reg.op.post(ROUTE, json=body), 422, "validation_failed")
     assert field in out["errors"], out
     assert out["validation_errors"] == out["errors"]
-    assert (await reg.list())["custom_attributes"] == {}
+    assert (await reg.registered())["custom_attributes"] == {}
 
 
 async def test_every_type_can_be_registered_and_128_characters_is_fine(reg: Registry) -> None:
     await register_all(reg)
     await reg.create("N" * 128, "text")
-    custom = (await reg.list())["custom_attributes"]
+    custom = (await reg.registered())["custom_attributes"]
     assert custom == {**{n: t for n, (t, _g, _b) in TYPED.items()}, "N" * 128: "text"}
 
 
@@ -242,11 +257,11 @@ async def test_the_limit_counts_the_namespace(open_registry: OpenRegistry) -> No
         await reg.create("A", "int", 409, "attribute_already_exists")
         await reg.delete("A")
         await reg.create("C", "bool")
-        assert (await reg.list())["custom_attributes"] == {"B": "int", "C": "bool"}
+        assert (await reg.registered())["custom_attributes"] == {"B": "int", "C": "bool"}
         # Another namespace has its own count.
         r = await reg.admin.post("/api/namespaces", json={"name": "other"})
         assert r.status_code == 201, r.text
-        await reg.create("A", "keyword", **{"X-Namespace": "other"})
+        await reg.create("A", "keyword", namespace="other")
 
 
 async def test_concurrent_creates_never_pass_the_limit(open_registry: OpenRegistry) -> None:
@@ -261,7 +276,7 @@ async def test_concurrent_creates_never_pass_the_limit(open_registry: OpenRegist
             for i in range(8):
                 nursery.start_soon(create, i)
         assert sorted(statuses) == [201] * 3 + [422] * 5
-        assert len((await reg.list())["custom_attributes"]) == 3
+        assert len((await reg.registered())["custom_attributes"]) == 3
 
 
 async def test_registrations_are_per_namespace(reg: Registry) -> None:
@@ -269,12 +284,12 @@ async def test_registrations_are_per_namespace(reg: Registry) -> None:
     assert r.status_code == 201, r.text
     other = {"X-Namespace": "billing"}
     await reg.create("Region", "keyword")
-    await reg.create("Region", "int", **other)
-    assert (await reg.list(**other))["custom_attributes"] == {"Region": "int"}
-    assert (await reg.list())["custom_attributes"] == {"Region": "keyword"}
+    await reg.create("Region", "int", namespace="billing")
+    assert (await reg.registered("billing"))["custom_attributes"] == {"Region": "int"}
+    assert (await reg.registered())["custom_attributes"] == {"Region": "keyword"}
     r = await reg.op.delete(f"{ROUTE}/Region", headers=other)
     body_of(r, 200)
-    assert (await reg.list())["custom_attributes"] == {"Region": "keyword"}
+    assert (await reg.registered())["custom_attributes"] == {"Region": "keyword"}
     # A start in each namespace is checked against its own registry.
     assert (await reg.start("wf-kw", {"Region": "eu"})).status_code == 201
     r = await reg.op.post(
