@@ -296,7 +296,9 @@ class Settings:
         "DW_MAX_MEMO_BYTES", 262144 * BYTES, "Largest workflow memo, in bytes."
     )
     max_search_attributes: int = _setting(
-        "DW_MAX_SEARCH_ATTRIBUTES", 100, "Most search attributes per workflow."
+        "DW_MAX_SEARCH_ATTRIBUTES",
+        100,
+        "Most search attributes per workflow, and most custom ones registered per namespace.",
     )
     max_pending_activities: int = _setting(
         "DW_MAX_PENDING_ACTIVITIES", 2000, "Most open activities per run."
