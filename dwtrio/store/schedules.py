@@ -91,35 +91,6 @@ class SchedulerOutlook:
     has_buffered: bool
 
 
-#: The columns :func:`save_schedule` writes back.
-SAVED = (
-    "spec",
-    "action",
-    "status",
-    "overlap_policy",
-    "note",
-    "memo",
-    "search_attributes",
-    "jitter_seconds",
-    "max_runs",
-    "remaining_actions",
-    "fires_count",
-    "failures_count",
-    "skipped_trigger_count",
-    "missed_fires_count",
-    "recent_actions",
-    "buffered_actions",
-    "last_fired_at",
-    "next_fire_at",
-    "next_occurrence_at",
-    "latest_workflow_id",
-    "latest_run_id",
-    "last_skip_reason",
-    "last_skipped_at",
-    "paused_at",
-    "deleted_at",
-)
-
 _INSERT_SCHEDULE = query("insert_schedule")
 _LOCK_SCHEDULE = query("lock_schedule", ScheduleRow)
 _GET_SCHEDULE = query("get_schedule", ScheduleRow)
@@ -148,7 +119,24 @@ async def lock_schedule_by_key(conn: Conn, schedule_pk: str) -> ScheduleRow | No
 
 async def insert_schedule(conn: Conn, new: NewSchedule) -> ScheduleRow | None:
     """Create a schedule and return it, locked; None when a live schedule already has its id."""
-    key = await _INSERT_SCHEDULE.fetchval(conn, **attrs.asdict(new, recurse=False))
+    key = await _INSERT_SCHEDULE.fetchval(
+        conn,
+        id=new.id,
+        namespace=new.namespace,
+        schedule_id=new.schedule_id,
+        spec=new.spec,
+        action=new.action,
+        status=new.status,
+        overlap_policy=new.overlap_policy,
+        note=new.note,
+        memo=new.memo,
+        search_attributes=new.search_attributes,
+        jitter_seconds=new.jitter_seconds,
+        max_runs=new.max_runs,
+        remaining_actions=new.remaining_actions,
+        next_fire_at=new.next_fire_at,
+        next_occurrence_at=new.next_occurrence_at,
+    )
     return None if key is None else await lock_schedule_by_key(conn, key)
 
 
@@ -189,7 +177,35 @@ async def list_schedules(
 
 
 async def save_schedule(conn: Conn, row: ScheduleRow) -> None:
-    await _SAVE_SCHEDULE.execute(conn, id=row.id, **{k: getattr(row, k) for k in SAVED})
+    await _SAVE_SCHEDULE.execute(
+        conn,
+        id=row.id,
+        spec=row.spec,
+        action=row.action,
+        status=row.status,
+        overlap_policy=row.overlap_policy,
+        note=row.note,
+        memo=row.memo,
+        search_attributes=row.search_attributes,
+        jitter_seconds=row.jitter_seconds,
+        max_runs=row.max_runs,
+        remaining_actions=row.remaining_actions,
+        fires_count=row.fires_count,
+        failures_count=row.failures_count,
+        skipped_trigger_count=row.skipped_trigger_count,
+        missed_fires_count=row.missed_fires_count,
+        recent_actions=row.recent_actions,
+        buffered_actions=row.buffered_actions,
+        last_fired_at=row.last_fired_at,
+        next_fire_at=row.next_fire_at,
+        next_occurrence_at=row.next_occurrence_at,
+        latest_workflow_id=row.latest_workflow_id,
+        latest_run_id=row.latest_run_id,
+        last_skip_reason=row.last_skip_reason,
+        last_skipped_at=row.last_skipped_at,
+        paused_at=row.paused_at,
+        deleted_at=row.deleted_at,
+    )
 
 
 async def append_schedule_event(
