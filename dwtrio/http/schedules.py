@@ -20,6 +20,7 @@ from quart import Blueprint, Response, g, request
 
 from dwtrio import payloads, wire
 from dwtrio.engine import schedules as engine
+from dwtrio.engine import search_attributes
 from dwtrio.engine.outcome import Outcome
 from dwtrio.errors import (
     InvalidAfterSequenceError,
@@ -353,9 +354,17 @@ def blueprint(rt: Runtime) -> Blueprint:
             raise _not_found(schedule_id)
         return row
 
+    async def check_attribute_types(attributes: dict[str, Any] | None) -> None:
+        """Values must fit their registered types, as at a start (one read, when any)."""
+        if attributes:
+            await rt.store.read(
+                search_attributes.check_values, g.namespace, attributes, "search_attributes"
+            )
+
     @bp.post("/api/schedules")
     async def create_schedule() -> Response:
         definition = parse_create(rt)
+        await check_attribute_types(definition.search_attributes)
         outcome = await rt.store.transaction(engine.create, definition)
         if outcome is None:
             raise ScheduleAlreadyExistsError(
@@ -404,6 +413,7 @@ def blueprint(rt: Runtime) -> Blueprint:
     async def update_schedule(schedule_id: str) -> Response:
         stored = await read_row(schedule_id)
         changes = parse_update(rt, schedule_id, stored.action)
+        await check_attribute_types(changes.search_attributes)
         outcome = await rt.store.transaction(engine.update, changes)
         committed(outcome)
         return outcome_response(outcome)

@@ -602,3 +602,25 @@ async def test_jitter_longer_than_the_catchup_window_loses_no_fire(
         d = await describe(c, "jit")
     assert "ScheduleFiresMissed" not in types
     assert d["info"]["missed_fires_count"] == 0 and d["fires_count"] >= 1
+
+
+async def test_search_attribute_values_must_fit_their_registered_types(
+    server: RunningServer, db_dsn: str
+) -> None:
+    async with server.client() as c:
+        r = await c.post(
+            "/api/search-attributes", json={"name": "Priority", "type": "int"}, headers=CP
+        )
+        assert r.status_code == 201, r.text
+        r = await c.post(
+            "/api/schedules", json=body(search_attributes={"Priority": "high"}), headers=CP
+        )
+        assert r.status_code == 422, r.text
+        assert set(r.json()["errors"]) == {"search_attributes.Priority"}
+        assert await count_rows(db_dsn, "schedules") == 0
+        await create(c, schedule_id="typed", search_attributes={"Priority": 3})
+        r = await c.put(
+            "/api/schedules/typed", json={"search_attributes": {"Priority": 1.5}}, headers=CP
+        )
+        assert r.status_code == 422 and set(r.json()["errors"]) == {"search_attributes.Priority"}
+        assert (await describe(c, "typed"))["search_attributes"] == {"Priority": 3}
