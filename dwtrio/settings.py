@@ -29,36 +29,96 @@ log = logging.getLogger(__name__)
 SECONDS = 1
 BYTES = 1
 
-# Reference variables that dwtrio knows about but does not use (yet). They are
-# accepted silently so a configuration copied from the reference boots cleanly.
-# Anything else with the DW_ prefix is reported as unknown (and fails a strict boot).
-RECOGNISED_UNUSED = frozenset(
-    {
-        "DW_MODE",
-        "DW_SERVER_KEY",
-        "DW_TASK_DISPATCH_MODE",
-        "DW_AUTH_PROVIDER",
-        "DW_TRUST_FORWARDED_ATTRIBUTION_HEADERS",
-        "DW_CALLER_TYPE_HEADER",
-        "DW_CALLER_LABEL_HEADER",
-        "DW_AUTH_STATUS_HEADER",
-        "DW_AUTH_METHOD_HEADER",
-        "DW_WORKER_POLL_SIGNAL_CHECK_INTERVAL_MS",
-        "DW_POLLING_CACHE_PATH",
-        "DW_WAKE_SIGNAL_TTL_SECONDS",
-        "DW_MAX_TASKS_PER_POLL",
-        "DW_EXPIRED_WORKFLOW_TASK_RECOVERY_SCAN_LIMIT",
-        "DW_EXPIRED_WORKFLOW_TASK_RECOVERY_TTL_SECONDS",
-        "DW_QUERY_TASK_LEASE_TIMEOUT",
-        "DW_QUERY_TASK_TTL_SECONDS",
-        "DW_MAX_HISTORY_EVENTS",
-        "DW_EXPOSE_PACKAGE_PROVENANCE",
-        "DW_PACKAGE_PROVENANCE_PATH",
-        "DW_SERVER_IMAGE",
-        "DW_SERVER_TAG",
-        "DW_SERIALIZER",
-    }
-)
+# Reference variables that the seeds (/work/shared/seeds) or the protocol documents
+# name and dwtrio does not implement, with what they do in the reference. They are
+# accepted even under DW_ENV_AUDIT_STRICT, so a configuration copied from the
+# reference boots, but each one that is set gets a startup warning saying it has
+# no effect here. Anything else with the DW_ prefix is reported as unknown (and
+# fails a strict boot).
+REFERENCE_ONLY: dict[str, str] = {
+    # server identity and mode
+    "DW_MODE": "server mode (service or embedded)",
+    "DW_SERVER_KEY": "server-internal runtime key",
+    "DW_SERVER_IMAGE": "image of the reference compose file",
+    "DW_SERVER_TAG": "image tag of the reference compose file",
+    "DW_ENV": "the dw CLI's profile selection (a client variable)",
+    "DW_EXPOSE_PACKAGE_PROVENANCE": "package provenance in cluster info",
+    "DW_PACKAGE_PROVENANCE_PATH": "package provenance file",
+    "DW_SERIALIZER": "payload codec diagnostics (payloads are always Avro)",
+    # auth and caller attribution
+    "DW_AUTH_PROVIDER": "custom auth provider class",
+    "DW_TRUST_FORWARDED_ATTRIBUTION_HEADERS": "trust forwarded caller headers",
+    "DW_CALLER_TYPE_HEADER": "forwarded caller type header",
+    "DW_CALLER_LABEL_HEADER": "forwarded caller label header",
+    "DW_AUTH_STATUS_HEADER": "forwarded auth status header",
+    "DW_AUTH_METHOD_HEADER": "forwarded auth method header",
+    # dispatch, polling and matching
+    "DW_TASK_DISPATCH_MODE": "workflow-task dispatch mode",
+    "DW_V2_TASK_DISPATCH_MODE": "package-level workflow-task dispatch mode",
+    "DW_WORKER_POLL_SIGNAL_CHECK_INTERVAL_MS": "wake-signal check interval of a poll",
+    "DW_POLLING_CACHE_PATH": "poll coordination directory",
+    "DW_WAKE_SIGNAL_TTL_SECONDS": "TTL of per-queue wake signals",
+    "DW_MAX_TASKS_PER_POLL": "tasks returned per poll (dwtrio returns one)",
+    "DW_V2_MATCHING_ROLE_QUEUE_WAKE": "queue wakes in the worker loop or a dedicated pass",
+    "DW_V2_MULTI_NODE": "multi-node cache backend validation",
+    "DW_V2_VALIDATE_CACHE_BACKEND": "long-poll cache backend validation at boot",
+    "DW_V2_CACHE_VALIDATION_MODE": "cache backend validation failure handling",
+    # admission caps
+    "DW_WORKFLOW_TASK_MAX_ACTIVE_LEASES_PER_QUEUE": "workflow-task lease cap per queue",
+    "DW_WORKFLOW_TASK_MAX_ACTIVE_LEASES_PER_NAMESPACE": "workflow-task lease cap per namespace",
+    "DW_WORKFLOW_TASK_MAX_DISPATCHES_PER_MINUTE": "workflow-task dispatch rate per queue",
+    "DW_WORKFLOW_TASK_MAX_DISPATCHES_PER_MINUTE_PER_NAMESPACE": (
+        "workflow-task dispatch rate per namespace"
+    ),
+    "DW_ACTIVITY_TASK_MAX_ACTIVE_LEASES_PER_QUEUE": "activity-task lease cap per queue",
+    "DW_ACTIVITY_TASK_MAX_ACTIVE_LEASES_PER_NAMESPACE": "activity-task lease cap per namespace",
+    "DW_ACTIVITY_TASK_MAX_DISPATCHES_PER_MINUTE": "activity-task dispatch rate per queue",
+    "DW_ACTIVITY_TASK_MAX_DISPATCHES_PER_MINUTE_PER_NAMESPACE": (
+        "activity-task dispatch rate per namespace"
+    ),
+    "DW_TASK_QUEUE_ADMISSION_OVERRIDES": "per-queue admission cap overrides",
+    # task repair
+    "DW_EXPIRED_WORKFLOW_TASK_RECOVERY_SCAN_LIMIT": "expired workflow tasks recovered per pass",
+    "DW_EXPIRED_WORKFLOW_TASK_RECOVERY_TTL_SECONDS": "seconds between expired-task recovery passes",
+    "DW_V2_TASK_REPAIR_REDISPATCH_AFTER_SECONDS": "seconds before an orphaned task is redispatched",
+    "DW_V2_TASK_REPAIR_LOOP_THROTTLE_SECONDS": "seconds between task-repair passes",
+    "DW_V2_TASK_REPAIR_SCAN_LIMIT": "tasks considered per task-repair pass",
+    "DW_V2_TASK_REPAIR_FAILURE_BACKOFF_MAX_SECONDS": "task-repair failure backoff ceiling",
+    # query and update tasks
+    "DW_QUERY_TASK_LEASE_TIMEOUT": "lease timeout of query tasks",
+    "DW_QUERY_TASK_TTL_SECONDS": "retention of query-task results",
+    "DW_V2_UPDATE_WAIT_POLL_INTERVAL_MS": "interval of update-stage polls",
+    # limits
+    "DW_MAX_HISTORY_EVENTS": "history events per run before continue-as-new is enforced",
+    "DW_MAX_OPERATION_NAME_LENGTH": "longest signal, query or update name",
+    "DW_MAX_SEARCH_ATTRIBUTE_KEY_LENGTH": "longest search attribute key",
+    "DW_MAX_SEARCH_ATTRIBUTE_VALUE_BYTES": "largest search attribute string value",
+    "DW_V2_LIMIT_PENDING_ACTIVITIES": "package-level pending activities per run",
+    "DW_V2_LIMIT_PENDING_CHILDREN": "package-level pending children per run",
+    "DW_V2_LIMIT_PENDING_TIMERS": "package-level pending timers per run",
+    "DW_V2_LIMIT_PENDING_SIGNALS": "package-level pending signals per run",
+    "DW_V2_LIMIT_PENDING_UPDATES": "package-level pending updates per run",
+    "DW_V2_LIMIT_COMMAND_BATCH_SIZE": "commands per workflow-task completion",
+    "DW_V2_LIMIT_PAYLOAD_SIZE_BYTES": "package-level payload size",
+    "DW_V2_LIMIT_MEMO_SIZE_BYTES": "package-level memo size",
+    "DW_V2_LIMIT_SEARCH_ATTRIBUTE_SIZE_BYTES": "package-level search attribute size",
+    "DW_V2_LIMIT_HISTORY_TRANSACTION_SIZE": "history events per transaction",
+    "DW_V2_LIMIT_WARNING_THRESHOLD_PERCENT": "percent of a limit at which to warn",
+    "DW_V2_GUARDRAILS_BOOT": "boot-time structural guardrail mode",
+    # package (workflow engine) controls
+    "DW_V2_NAMESPACE": "package-level namespace scope",
+    "DW_V2_CURRENT_COMPATIBILITY": "worker-compatibility marker",
+    "DW_V2_SUPPORTED_COMPATIBILITIES": "accepted worker-compatibility markers",
+    "DW_V2_COMPATIBILITY_NAMESPACE": "compatibility namespace of a fleet",
+    "DW_V2_COMPATIBILITY_HEARTBEAT_TTL": "validity of a compatibility heartbeat",
+    "DW_V2_FLEET_VALIDATION_MODE": "worker-compatibility admission posture",
+    "DW_V2_PIN_TO_RECORDED_FINGERPRINT": "resolve runs by their recorded fingerprint",
+    "DW_V2_CONTINUE_AS_NEW_EVENT_THRESHOLD": "history events that suggest continue-as-new",
+    "DW_V2_CONTINUE_AS_NEW_SIZE_BYTES_THRESHOLD": "history bytes that suggest continue-as-new",
+    "DW_V2_HISTORY_EXPORT_SIGNING_KEY": "HMAC key signing history exports",
+    "DW_V2_HISTORY_EXPORT_SIGNING_KEY_ID": "key id recorded with signed exports",
+}
+RECOGNISED_UNUSED = frozenset(REFERENCE_ONLY)
 
 
 def _setting(
@@ -345,6 +405,8 @@ class Settings:
 
         Empty strings count as unset, as in the reference server. Unknown ``DW_*``
         names are logged; with ``DW_ENV_AUDIT_STRICT`` set they raise SettingsError.
+        Reference variables dwtrio does not implement (``REFERENCE_ONLY``) are logged
+        as having no effect, and never fail the boot.
 
         Raises:
             SettingsError: a value does not parse, fails validation, or (strict)
@@ -361,6 +423,13 @@ class Settings:
                 values[name] = value
         settings = cls(**values)
         settings.validate()
+        for name in reference_only_env_names(env):
+            log.warning(
+                "%s is a reference server variable (%s) that has no effect in dwtrio; "
+                "it is accepted and ignored",
+                name,
+                REFERENCE_ONLY[name],
+            )
         unknown = unknown_env_names(env)
         if unknown:
             if settings.env_audit_strict:
@@ -467,3 +536,9 @@ def env_names() -> frozenset[str]:
 def unknown_env_names(environ: Mapping[str, str]) -> list[str]:
     known = env_names() | RECOGNISED_UNUSED
     return sorted(k for k in environ if k.startswith("DW_") and k not in known)
+
+
+def reference_only_env_names(environ: Mapping[str, str]) -> list[str]:
+    """The reference variables set in ``environ`` that dwtrio accepts but ignores
+    (an empty value counts as unset)."""
+    return sorted(k for k, v in environ.items() if k in REFERENCE_ONLY and v.strip())

@@ -6,9 +6,11 @@ import pytest
 
 from dwtrio.cli import build_parser, flag_name, settings_from_args
 from dwtrio.errors import SettingsError
-from dwtrio.settings import RECOGNISED_UNUSED, Settings, env_names, iter_settings
+from dwtrio.settings import REFERENCE_ONLY, Settings, env_names, iter_settings
 
 REPO = Path(__file__).resolve().parents[2]
+SEEDS = Path("/work/shared/seeds")
+PROTOCOL = Path("/work/shared/protocol")
 
 
 def test_defaults_match_reference_names() -> None:
@@ -74,16 +76,54 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
 
 def test_unknown_dw_variables_are_logged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="dwtrio.settings"):
-        Settings.from_env({"DW_TYPO_TOKEN": "x", "DW_MODE": "service", "OTHER": "1"})
-    assert "DW_TYPO_TOKEN" in caplog.text
-    assert "DW_MODE" not in caplog.text  # a known reference variable dwtrio does not use
+        Settings.from_env({"DW_TYPO_TOKEN": "x", "OTHER": "1"})
+    assert "unknown DW_* environment variables: DW_TYPO_TOKEN" in caplog.text
     assert "OTHER" not in caplog.text
 
 
 def test_strict_audit_fails_boot_on_unknown_variables() -> None:
     with pytest.raises(SettingsError, match="DW_TYPO_TOKEN"):
         Settings.from_env({"DW_TYPO_TOKEN": "x", "DW_ENV_AUDIT_STRICT": "1"})
-    Settings.from_env({"DW_MODE": "service", "DW_ENV_AUDIT_STRICT": "1"})  # known names pass
+
+
+def test_reference_variables_warn_that_they_have_no_effect(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = {"DW_MODE": "service", "DW_V2_MULTI_NODE": "true", "DW_SERVER_KEY": ""}
+    with caplog.at_level(logging.WARNING, logger="dwtrio.settings"):
+        Settings.from_env(env)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines  # one line per variable set; an empty one counts as unset
+    assert lines[0].startswith("DW_MODE is a reference server variable (server mode")
+    assert lines[1].startswith("DW_V2_MULTI_NODE is a reference server variable")
+    assert all("has no effect in dwtrio" in line for line in lines)
+    assert "unknown" not in caplog.text
+
+
+def test_reference_variables_pass_a_strict_boot_with_their_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = {name: "1" for name in REFERENCE_ONLY} | {"DW_ENV_AUDIT_STRICT": "1"}
+    with caplog.at_level(logging.WARNING, logger="dwtrio.settings"):
+        assert Settings.from_env(env).env_audit_strict is True
+    warned = {r.getMessage().split(" ", 1)[0] for r in caplog.records}
+    assert warned == set(REFERENCE_ONLY)
+
+
+def test_the_reference_table_holds_only_variables_dwtrio_does_not_implement() -> None:
+    assert not env_names() & REFERENCE_ONLY.keys()
+    assert all(name.startswith("DW_") and doc for name, doc in REFERENCE_ONLY.items())
+
+
+@pytest.mark.skipif(not SEEDS.is_dir(), reason="the reference documents are not on this machine")
+def test_every_reference_variable_the_documents_name_is_implemented_or_tabled() -> None:
+    """grep the seeds and protocol documents: each DW_* name is a setting or in the table."""
+    named: set[str] = set()
+    for path in [*SEEDS.iterdir(), *PROTOCOL.glob("*.md")]:
+        # "DW_V2_*" and "DW_V2_TASK_REPAIR_*" are prefixes, not variables.
+        named |= {m for m in re.findall(r"DW_[A-Z0-9_]+", path.read_text()) if m[-1] != "_"}
+    missing = named - env_names() - REFERENCE_ONLY.keys()
+    assert not missing, f"documented DW_* variables dwtrio neither implements nor tables: {missing}"
 
 
 def test_every_setting_has_a_flag_and_flags_beat_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,8 +146,11 @@ def test_configuration_reference_lists_every_setting() -> None:
         assert f"`{field.metadata['env']}`" in doc, f"{field.metadata['env']} missing from docs"
         assert f"`{flag_name(field.name)}`" in doc, f"{flag_name(field.name)} missing from docs"
     documented = set(re.findall(r"`(DW_[A-Z0-9_]+)", doc))
-    stray = documented - env_names() - RECOGNISED_UNUSED
+    stray = documented - env_names() - REFERENCE_ONLY.keys()
     assert not stray, f"docs mention variables Settings does not know: {sorted(stray)}"
+    section = doc.split("## Reference variables accepted but not used", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`(DW_[A-Z0-9_]+)`", section))
+    assert listed == REFERENCE_ONLY.keys(), listed ^ REFERENCE_ONLY.keys()
 
 
 @pytest.mark.parametrize(
