@@ -24,6 +24,7 @@ from dwtrio.http import (
     search_attributes,
     updates,
     workers,
+    workers_admin,
     workflow_commands,
     workflow_tasks,
     workflows,
@@ -77,6 +78,7 @@ def create_quart_app(rt: Runtime) -> QuartTrio:
         workflow_commands,
         schedules,
         search_attributes,
+        workers_admin,
     ):
         app.register_blueprint(module.blueprint(rt))
     return app

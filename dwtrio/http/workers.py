@@ -13,10 +13,44 @@ from dwtrio import wire
 from dwtrio.engine.repair import recover_deregistered_activity_lease, worker_activity_leases
 from dwtrio.errors import WorkerNotFoundError, WorkerNotRegisteredError
 from dwtrio.http.worker_plane import Reply, Route, WorkerCall
+from dwtrio.protocol.responses import WorkerDeregistered, render
 from dwtrio.protocol.worker import RegisterWorker, WorkerHeartbeat
 from dwtrio.runtime import Runtime
 from dwtrio.store import workers
 from dwtrio.store.workers import Registration
+
+
+async def deregister(rt: Runtime, namespace: str, worker_id: str) -> WorkerDeregistered:
+    """Deregister a worker and give its leases back at once: its workflow tasks are
+    offered again, its activity attempts end as lost (and follow their retry policy).
+
+    The one deregistration path: the worker's own ``DELETE /api/worker/registrations/{id}``
+    and the admin's ``DELETE /api/workers/{id}`` (``workers_admin.py``).
+
+    Raises:
+        WorkerNotFoundError: the namespace has no registration with this id.
+    """
+    queues = await rt.store.transaction(workers.deregister, namespace, worker_id)
+    rt.registrations.forget(namespace, worker_id)
+    if queues is None:
+        raise WorkerNotFoundError("The worker is not registered.", worker_id=worker_id)
+    rt.publish_wakes({(namespace, q, "workflow") for q in queues})
+    # Each activity lease ends its attempt in its own transaction (it locks its run),
+    # as task repair does; one left behind by a failure here is repaired by task repair.
+    recovered = 0
+    for task_id in await rt.store.read(worker_activity_leases, namespace, worker_id):
+        outcome = await rt.store.transaction(
+            recover_deregistered_activity_lease, namespace, worker_id, task_id
+        )
+        if outcome is not None:
+            rt.publish_wakes(outcome.wakes)
+            recovered += 1
+    return WorkerDeregistered(
+        worker_id=worker_id,
+        outcome="deregistered",
+        recovered_workflow_task_count=len(queues),
+        recovered_activity_task_count=recovered,
+    )
 
 
 def routes(rt: Runtime) -> list[Route]:
@@ -70,32 +104,11 @@ def routes(rt: Runtime) -> list[Route]:
         }
         return Reply(body)
 
-    async def deregister(call: WorkerCall, worker_id: str) -> Reply:
-        queues = await rt.store.transaction(workers.deregister, call.namespace, worker_id)
-        rt.registrations.forget(call.namespace, worker_id)
-        if queues is None:
-            raise WorkerNotFoundError("The worker is not registered.", worker_id=worker_id)
-        rt.publish_wakes({(call.namespace, q, "workflow") for q in queues})
-        # Each activity lease ends its attempt in its own transaction (it locks its run),
-        # as task repair does; one left behind by a failure here is repaired by task repair.
-        recovered = 0
-        for task_id in await rt.store.read(worker_activity_leases, call.namespace, worker_id):
-            outcome = await rt.store.transaction(
-                recover_deregistered_activity_lease, call.namespace, worker_id, task_id
-            )
-            if outcome is not None:
-                rt.publish_wakes(outcome.wakes)
-                recovered += 1
-        body = {
-            "worker_id": worker_id,
-            "outcome": "deregistered",
-            "recovered_workflow_task_count": len(queues),
-            "recovered_activity_task_count": recovered,
-        }
-        return Reply(body)
+    async def deregister_route(call: WorkerCall, worker_id: str) -> Reply:
+        return Reply(render(await deregister(rt, call.namespace, worker_id)))
 
     return [
         Route("POST", "register", register),
         Route("POST", "heartbeat", heartbeat),
-        Route("DELETE", "registrations/{worker_id}", deregister),
+        Route("DELETE", "registrations/{worker_id}", deregister_route),
     ]

@@ -211,3 +211,51 @@ class UpdateRejected(ResponseBody):
     update_name: str
     update_status: str
     run_status: str
+
+
+@attrs.frozen(kw_only=True)
+class WorkerDescription(ResponseBody):
+    """One worker of the roster (control-plane.md §10): an entry of ``GET /api/workers``
+    and, with ``updated_at``, ``GET /api/workers/{id}``. ``status`` is the stored one,
+    or ``stale`` once the last heartbeat is older than the stale window."""
+
+    worker_id: str
+    namespace: str
+    task_queue: str
+    runtime: str
+    sdk_version: str | None
+    build_id: str | None
+    supported_workflow_types: list[str]
+    workflow_definition_fingerprints: dict[str, Any]
+    supported_activity_types: list[str]
+    max_concurrent_workflow_tasks: int
+    max_concurrent_activity_tasks: int
+    status: str
+    is_stale: bool
+    last_heartbeat_at: str | None
+    heartbeat_expires_at: str | None
+    heartbeat_interval_seconds: int | None
+    task_slots: dict[str, Any] | None
+    process_metrics: dict[str, Any] | None
+    registered_at: str
+    updated_at: str = OMIT
+
+
+@attrs.frozen(kw_only=True)
+class WorkerList(ResponseBody):
+    """``GET /api/workers``: newest heartbeat first."""
+
+    namespace: str
+    stale_after_seconds: int
+    workers: list[WorkerDescription]
+
+
+@attrs.frozen(kw_only=True)
+class WorkerDeregistered(ResponseBody):
+    """A deregistration: ``DELETE /api/workers/{id}`` and the worker plane's
+    ``DELETE /api/worker/registrations/{id}`` (the leases given back)."""
+
+    worker_id: str
+    outcome: str
+    recovered_workflow_task_count: int
+    recovered_activity_task_count: int

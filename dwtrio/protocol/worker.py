@@ -9,7 +9,8 @@ from typing import Any
 
 import attrs
 
-from dwtrio.protocol.validators import between, max_length, not_blank
+from dwtrio.protocol.validators import between, max_length, not_blank, one_of
+from dwtrio.protocol.workflows import no_nul
 
 
 def _id_field() -> Any:
@@ -94,3 +95,16 @@ class FailActivityTask(ActivityAttemptLease):
 @attrs.frozen(kw_only=True)
 class HeartbeatActivityTask(ActivityAttemptLease):
     details: Any = None
+
+
+# --- the worker roster (control plane, control-plane.md §10) ---------------------------
+#: What ``GET /api/workers?status=`` accepts: a stored status, or ``stale`` (computed).
+WORKER_STATUS_FILTERS = ("active", "draining", "stale", "deregistered")
+
+
+@attrs.frozen(kw_only=True)
+class ListWorkersQuery:
+    """``GET /api/workers`` query parameters."""
+
+    task_queue: str | None = attrs.field(default=None, validator=[max_length(255), no_nul])
+    status: str | None = attrs.field(default=None, validator=one_of(WORKER_STATUS_FILTERS))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -38,11 +39,41 @@ class PollerTypes:
     supported_activity_types: list[str]
 
 
+@attrs.frozen
+class WorkerRow:
+    """A registration as the worker roster shows it (``list_workers``, ``get_worker``)."""
+
+    worker_id: str
+    namespace: str
+    task_queue: str
+    runtime: str
+    sdk_version: str | None
+    build_id: str
+    supported_workflow_types: list[str]
+    workflow_definition_fingerprints: dict[str, Any]
+    supported_activity_types: list[str]
+    max_concurrent_workflow_tasks: int
+    max_concurrent_activity_tasks: int
+    task_slots: dict[str, Any] | None
+    process_metrics: dict[str, Any] | None
+    heartbeat_interval_seconds: int | None
+    #: The stored status: active, draining or deregistered.
+    status: str
+    #: No heartbeat for the stale window (or never one).
+    is_stale: bool
+    last_heartbeat_at: datetime | None
+    heartbeat_expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
 _UPSERT_WORKER_REGISTRATION = query("upsert_worker_registration")
 _ENSURE_WORKER_REGISTRATION = query("ensure_worker_registration", PollerTypes)
 _HEARTBEAT_WORKER = query("heartbeat_worker")
 _DEREGISTER_WORKER = query("deregister_worker")
 _RELEASE_WORKER_WORKFLOW_TASKS = query("release_worker_workflow_tasks")
+_LIST_WORKERS = query("list_workers", WorkerRow)
+_GET_WORKER = query("get_worker", WorkerRow)
 
 
 async def register(conn: Conn, reg: Registration) -> None:
@@ -105,3 +136,24 @@ async def deregister(conn: Conn, namespace: str, worker_id: str) -> list[str] | 
         conn, namespace=namespace, worker_id=worker_id
     )
     return [r[0] for r in rows]
+
+
+async def list_workers(
+    conn: Conn, namespace: str, task_queue: str | None, status: str | None, stale_after_s: int
+) -> list[WorkerRow]:
+    """The namespace's roster, newest heartbeat first (see ``list_workers`` for the filters)."""
+    return await _LIST_WORKERS.all(
+        conn,
+        namespace=namespace,
+        task_queue=task_queue,
+        status=status,
+        stale_after_s=stale_after_s,
+    )
+
+
+async def get_worker(
+    conn: Conn, namespace: str, worker_id: str, stale_after_s: int
+) -> WorkerRow | None:
+    return await _GET_WORKER.one(
+        conn, namespace=namespace, worker_id=worker_id, stale_after_s=stale_after_s
+    )

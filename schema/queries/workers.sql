@@ -60,3 +60,40 @@ UPDATE workflow_tasks
  WHERE namespace = :namespace AND lease_owner = :worker_id AND state = 'leased'
    AND kind = 'workflow'
 RETURNING task_queue;
+
+-- name: list_workers
+-- The worker roster of a namespace (control-plane.md §10), newest heartbeat first. A
+-- NULL :task_queue or :status filters nothing; without :status, deregistered workers
+-- are left out. :status matches the stored status, or 'stale' the ones whose last
+-- heartbeat is older than :stale_after_s (is_stale; the stored status stays).
+SELECT worker_id, namespace, task_queue, runtime, sdk_version, build_id,
+       supported_workflow_types, workflow_definition_fingerprints, supported_activity_types,
+       max_concurrent_workflow_tasks, max_concurrent_activity_tasks, task_slots,
+       process_metrics, heartbeat_interval_seconds, status, is_stale, last_heartbeat_at,
+       heartbeat_expires_at, created_at, updated_at
+  FROM (SELECT w.*,
+               w.last_heartbeat_at + make_interval(secs => :stale_after_s) AS heartbeat_expires_at,
+               (w.last_heartbeat_at IS NULL
+                OR w.last_heartbeat_at <= now() - make_interval(secs => :stale_after_s))
+                   AS is_stale
+          FROM worker_registrations w
+         WHERE w.namespace = :namespace
+           AND (:task_queue::text IS NULL OR w.task_queue = :task_queue)) r
+ WHERE CASE WHEN :status::text IS NULL THEN status <> 'deregistered'
+            WHEN :status = 'stale' THEN is_stale AND status <> 'deregistered'
+            ELSE status = :status END
+ ORDER BY last_heartbeat_at DESC NULLS LAST, worker_id;
+
+-- name: get_worker
+-- One worker registration, as the roster shows it (list_workers' columns).
+SELECT worker_id, namespace, task_queue, runtime, sdk_version, build_id,
+       supported_workflow_types, workflow_definition_fingerprints, supported_activity_types,
+       max_concurrent_workflow_tasks, max_concurrent_activity_tasks, task_slots,
+       process_metrics, heartbeat_interval_seconds, status,
+       (last_heartbeat_at IS NULL
+        OR last_heartbeat_at <= now() - make_interval(secs => :stale_after_s)) AS is_stale,
+       last_heartbeat_at,
+       last_heartbeat_at + make_interval(secs => :stale_after_s) AS heartbeat_expires_at,
+       created_at, updated_at
+  FROM worker_registrations
+ WHERE namespace = :namespace AND worker_id = :worker_id;
