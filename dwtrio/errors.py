@@ -274,6 +274,29 @@ class InvalidTimeRangeError(DwtrioError):
     http_status = 422
 
 
+class InvalidVisibilityQueryError(ValidationFailedError):
+    """A list's visibility ``query`` (or filter) cannot be used: malformed, an unknown
+    attribute, a value of the wrong type, or an operator the attribute does not take.
+
+    A ``422`` whose ``errors`` map names the query parameter; ``position`` (0-based
+    offset), ``line`` and ``column`` (1-based) point at the problem when it has a place.
+    """
+
+    reason = "invalid_visibility_query"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str = "query",
+        position: int | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        super().__init__({field: [message]}, message)
+        self.fields.update(field=field, position=position, line=line, column=column)
+
+
 class InvalidAfterSequenceError(DwtrioError):
     """A schedule history page's after_sequence is not a non-negative integer."""
 

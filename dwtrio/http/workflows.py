@@ -6,8 +6,10 @@ the after-request hook (``control_envelope.py``), not here.
 History paging: ``next_page_token`` is base64 of the last sequence on the
 page, ``null`` when no further event exists now; an unreadable token is
 ``422 validation_failed`` on ``next_page_token``. ``wait_new_event`` is
-accepted and ignored (no long-poll yet). The list's token is base64 of the row
-offset; an unreadable one restarts at offset 0, as the reference does.
+accepted and ignored (no long-poll yet). The list's token is a keyset, base64 of
+the last row's ``started_at|run_id``; an unreadable one restarts at the first
+page, as the reference does. The list's filters and query language:
+``engine/visibility.py`` and docs/visibility.md.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ import base64
 import binascii
 import functools
 import re
+from datetime import datetime
 from typing import Any, TypeVar
 
 from quart import Blueprint, Response, g, request
 
 from dwtrio import payloads, wire
-from dwtrio.engine import search_attributes
+from dwtrio.engine import search_attributes, visibility
 from dwtrio.engine import workflows as engine
 from dwtrio.errors import (
     InstanceNotFoundError,
     InvalidPayloadError,
+    InvalidTimeRangeError,
     RunNotFoundError,
     ValidationFailedError,
 )
@@ -124,6 +128,67 @@ def decode_token(token: str | None) -> int | None:
     except (binascii.Error, ValueError):
         return None
     return int(text) if text.isdigit() and len(text) < 19 else None
+
+
+def encode_list_token(run: ListedRun) -> str:
+    """The list's keyset token: the last row's (started_at, run_id)."""
+    return base64.b64encode(f"{run.started_at.isoformat()}|{run.run_id}".encode()).decode()
+
+
+def decode_list_token(token: str | None) -> tuple[datetime, str] | None:
+    """The keyset in a list token; None (the first page) when absent or unreadable."""
+    if token is None:
+        return None
+    try:
+        started, _, run_id = base64.b64decode(token, validate=True).decode().partition("|")
+        after = datetime.fromisoformat(started)
+    except (binascii.Error, ValueError):
+        return None
+    if not run_id or after.tzinfo is None:
+        return None
+    return after, run_id
+
+
+_LIST_TIMES = ("started_after", "started_before", "closed_after", "closed_before")
+
+
+def parse_list(namespace: str) -> visibility.ListRequest:
+    """The list's query parameters (control-plane.md §5.2, docs/visibility.md).
+
+    Raises:
+        ValidationFailedError: a parameter out of its rules (times not ISO-8601).
+        InvalidTimeRangeError: an ``*_after`` not before its ``*_before``.
+    """
+    q = parse_query(ListWorkflows)
+    times: dict[str, datetime | None] = {}
+    errors: dict[str, list[str]] = {}
+    for name in _LIST_TIMES:
+        text = getattr(q, name)
+        times[name] = None if text is None else visibility.parse_datetime(text)
+        if text is not None and times[name] is None:
+            errors[name] = ["must be an ISO-8601 date-time"]
+    if errors:
+        raise ValidationFailedError(errors)
+    for kind in ("started", "closed"):
+        low, high = times[f"{kind}_after"], times[f"{kind}_before"]
+        if low is not None and high is not None and low >= high:
+            raise InvalidTimeRangeError(
+                f"{kind}_after must be before {kind}_before.", field=f"{kind}_after"
+            )
+    return visibility.ListRequest(
+        namespace=namespace,
+        status=q.status,
+        workflow_type=q.workflow_type,
+        task_queue=q.task_queue,
+        workflow_id_prefix=q.workflow_id_prefix,
+        started_after=times["started_after"],
+        started_before=times["started_before"],
+        closed_after=times["closed_after"],
+        closed_before=times["closed_before"],
+        query=q.query,
+        after=decode_list_token(q.next_page_token),
+        limit=q.page_size + 1,
+    )
 
 
 def could_exist(workflow_id: str, run_id: str = "x") -> bool:
@@ -260,21 +325,10 @@ def blueprint(rt: Runtime) -> Blueprint:
 
     @bp.get("/api/workflows")
     async def list_workflows() -> Response:
-        q = parse_query(ListWorkflows)
-        offset = decode_token(q.next_page_token) or 0
-        bucket = q.status if q.status in protocol.LIST_STATUS_BUCKETS else None
-        rows = await rt.store.read(
-            store.list_workflows,
-            g.namespace,
-            status_bucket=bucket,
-            status=q.status if bucket is None else None,
-            workflow_type=q.workflow_type,
-            query=q.query,
-            offset=offset,
-            limit=q.page_size + 1,
-        )
-        page = rows[: q.page_size]
-        token = encode_token(offset + len(page)) if len(rows) > q.page_size else None
+        req = parse_list(g.namespace)
+        rows = await rt.store.transaction(visibility.list_workflows, req)
+        page = rows[: req.limit - 1]
+        token = encode_list_token(page[-1]) if len(rows) == req.limit else None
         return json_response(
             {
                 "workflows": [listed_body(r) for r in page],

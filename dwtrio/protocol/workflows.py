@@ -172,6 +172,13 @@ class ListWorkflows:
         default=None, validator=one_of(LIST_STATUS_BUCKETS + LIST_EXACT_STATUSES)
     )
     query: str | None = attrs.field(default=None, validator=no_nul)
+    task_queue: str | None = attrs.field(default=None, validator=no_nul)
+    workflow_id_prefix: str | None = attrs.field(default=None, validator=no_nul)
+    #: ISO-8601 date-times (exclusive bounds); parsed by the route.
+    started_after: str | None = attrs.field(default=None, validator=no_nul)
+    started_before: str | None = attrs.field(default=None, validator=no_nul)
+    closed_after: str | None = attrs.field(default=None, validator=no_nul)
+    closed_before: str | None = attrs.field(default=None, validator=no_nul)
     page_size: int = attrs.field(
         default=LIST_PAGE_SIZE_DEFAULT, validator=between(1, LIST_PAGE_SIZE_MAX)
     )

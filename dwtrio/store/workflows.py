@@ -174,7 +174,6 @@ _INSERT_CONTINUED_RUN = query("insert_continued_run", ContinuedRun)
 _GET_WORKFLOW_RUN_VIEW = query("get_workflow_run_view", RunView)
 _LIST_INSTANCE_RUNS = query("list_instance_runs", RunSummary)
 _WORKFLOW_RUN_EXISTS = query("workflow_run_exists")
-_LIST_WORKFLOW_RUNS_PAGE = query("list_workflow_runs_page", ListedRun)
 
 
 # --- writes (inside the start transaction) ---------------------------------------------
@@ -342,26 +341,3 @@ async def history_page(
     if not exists:
         return None
     return await history.list_events(conn, run_id, after_sequence, limit)
-
-
-async def list_workflows(
-    conn: Conn,
-    namespace: str,
-    *,
-    status_bucket: str | None,
-    status: str | None,
-    workflow_type: str | None,
-    query: str | None,
-    offset: int,
-    limit: int,
-) -> list[ListedRun]:
-    return await _LIST_WORKFLOW_RUNS_PAGE.all(
-        conn,
-        namespace=namespace,
-        status_bucket=status_bucket,
-        status=status,
-        workflow_type=workflow_type,
-        query=query,
-        offset=offset,
-        limit=limit,
-    )

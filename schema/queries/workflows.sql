@@ -84,21 +84,6 @@ SELECT r.id AS run_id, r.workflow_id, r.namespace, r.workflow_type, r.business_k
 SELECT EXISTS (SELECT 1 FROM workflow_runs
                 WHERE workflow_id = :workflow_id AND namespace = :namespace AND id = :run_id);
 
--- name: list_workflow_runs_page
--- Visibility list: runs of a namespace newest first; NULL filters are off; offset paging.
-SELECT r.id AS run_id, r.workflow_id, r.namespace, r.workflow_type, r.business_key, r.status,
-       r.status_bucket, r.task_queue, r.payload_codec, r.memo, r.search_attributes,
-       r.started_at, r.closed_at
-  FROM workflow_runs r
- WHERE r.namespace = :namespace
-   AND (:status_bucket::text IS NULL OR r.status_bucket = :status_bucket::text)
-   AND (:status::text IS NULL OR r.status = :status::text)
-   AND (:workflow_type::text IS NULL OR r.workflow_type = :workflow_type::text)
-   AND (:query::text IS NULL OR strpos(r.workflow_id, :query::text) > 0
-                             OR strpos(COALESCE(r.business_key, ''), :query::text) > 0)
- ORDER BY r.started_at DESC, r.id DESC
-OFFSET :offset LIMIT :limit;
-
 -- name: start_new_workflow
 -- A start of a new workflow id as one atomic statement (one round trip, no explicit
 -- transaction): instance, first run, start command, StartAccepted + WorkflowStarted
