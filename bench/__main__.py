@@ -18,6 +18,7 @@ from bench import (
     schedules,
     sdk_greeter,
     throughput,
+    visibility,
 )
 
 
@@ -154,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs", type=_positive, default=3, help="runs per point; the median is reported"
     )
     s.set_defaults(run=schedules.run)
+    v = sub.add_parser("visibility", help="filtered workflow lists over many runs (p50/p99)")
+    v.add_argument(
+        "--runs-count", type=_positive, default=1_000_000, help="runs bulk-loaded before timing"
+    )
+    v.add_argument("--samples", type=_positive, default=200, help="requests per list")
+    v.add_argument("--batch", type=_positive, default=50_000, help="runs per load transaction")
+    v.set_defaults(run=visibility.run)
     return parser
 
 

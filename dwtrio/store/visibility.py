@@ -69,7 +69,7 @@ _MAX_CHAR = "\U0010ffff"
 
 
 async def set_custom_plans(conn: Conn) -> None:
-    await _SET_CUSTOM_PLANS.fetchval(conn)
+    await _SET_CUSTOM_PLANS.execute(conn)
 
 
 async def list_page(

@@ -22,7 +22,8 @@ CREATE TABLE workflow_search_attributes (
     namespace       text             NOT NULL,
     value_double    double precision,
     value_datetime  timestamptz,
-    PRIMARY KEY (run_id, key),
+    -- The probe from a run (run_id, key) answers from the index alone.
+    PRIMARY KEY (run_id, key) INCLUDE (namespace, value_double, value_datetime),
     CHECK (value_double IS NOT NULL OR value_datetime IS NOT NULL)
 );
 CREATE INDEX workflow_search_attributes_double_idx
@@ -99,3 +100,7 @@ CREATE INDEX workflow_runs_workflow_id_prefix_idx
 CREATE INDEX workflow_runs_closed_idx
     ON workflow_runs (namespace, closed_at DESC)
     WHERE closed_at IS NOT NULL;
+-- GIN fast update keeps new entries in a pending list that every search scans;
+-- under a steady start rate the default 4 MB list cost ms per filtered list.
+-- A small list keeps searches quick; inserts still batch into it.
+ALTER INDEX workflow_runs_search_attributes_idx SET (gin_pending_list_limit = 256);

@@ -5,8 +5,10 @@
 -- (a semi-join is only planned as one when it is not under an OR).
 
 -- name: set_custom_plans
--- Plan this transaction's statements for their parameter values (never a generic plan).
-SELECT set_config('plan_cache_mode', 'force_custom_plan', true);
+-- Plan this transaction's statements for their parameter values (never a generic plan),
+-- without parallel workers (a page of 50 rows never gains from them; they cost ms to start).
+SELECT set_config('plan_cache_mode', 'force_custom_plan', true),
+       set_config('max_parallel_workers_per_gather', '0', true);
 
 -- name: list_visibility_page_0
 -- Visibility list page, newest first, keyset paged after (after_started_at, after_run_id); no range attribute.
