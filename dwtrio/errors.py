@@ -179,6 +179,20 @@ class NamespaceAlreadyExistsError(DwtrioError):
     http_status = 409
 
 
+class NamespaceHasOpenRunsError(DwtrioError):
+    """The namespace still has open workflow runs; it cannot be deleted."""
+
+    reason = "namespace_has_open_runs"
+    http_status = 409
+
+
+class DefaultNamespaceProtectedError(DwtrioError):
+    """The default namespace (DW_DEFAULT_NAMESPACE) cannot be deleted."""
+
+    reason = "default_namespace_protected"
+    http_status = 409
+
+
 class AlreadyExistsError(DwtrioError):
     """A row with this key already exists."""
 

@@ -1,4 +1,10 @@
-"""/api/namespaces: list, create, describe, update, external storage policy."""
+"""/api/namespaces: list, create, describe, update, external storage policy, delete.
+
+A delete (admin) soft-deletes the namespace and what it owned
+(``engine/namespaces.py``), then drops it from this process's namespace cache
+so the request gate answers ``namespace_not_found`` at once; other processes
+and nodes notice within their cache's TTL (``runtime.NAMESPACE_CACHE_TTL_S``).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,13 @@ from typing import Any
 from quart import Blueprint, Response
 
 from dwtrio import wire
+from dwtrio.engine import namespaces as engine
 from dwtrio.errors import NamespaceNotFoundError
 from dwtrio.http.envelope import json_response
 from dwtrio.http.pipeline import json_body, namespace_could_exist
+from dwtrio.http.schedules import command_context
 from dwtrio.protocol.namespaces import CreateNamespace, SetExternalStorage, UpdateNamespace
+from dwtrio.protocol.responses import render
 from dwtrio.runtime import Runtime
 from dwtrio.store import namespaces as store
 from dwtrio.store.namespaces import NamespaceRow
@@ -83,5 +92,19 @@ def blueprint(rt: Runtime) -> Blueprint:
             policy["config"] = config
         row = await rt.store.transaction(store.set_external_storage, path_name(name), policy)
         return json_response(namespace_body(row))
+
+    @bp.delete("/api/namespaces/<name>")
+    async def delete_namespace(name: str) -> Response:
+        namespace = path_name(name)
+        context = command_context("delete_namespace", "")
+        context["server"] = {"namespace": namespace, "command": "delete_namespace"}
+        body = await rt.store.transaction(
+            engine.delete_namespace,
+            namespace,
+            default_namespace=rt.settings.default_namespace,
+            context=context,
+        )
+        rt.namespaces.forget(namespace)
+        return json_response(render(body))
 
     return bp

@@ -259,3 +259,18 @@ class WorkerDeregistered(ResponseBody):
     outcome: str
     recovered_workflow_task_count: int
     recovered_activity_task_count: int
+
+
+@attrs.frozen(kw_only=True)
+class NamespaceDeleted(ResponseBody):
+    """``DELETE /api/namespaces/{ns}`` (control-plane.md §14): the namespace object, now
+    ``status: "deleted"``, and how many of each thing it owned went with it."""
+
+    name: str
+    description: str | None
+    retention_days: int | None
+    status: str
+    external_payload_storage: dict[str, Any] | None
+    created_at: str | None
+    updated_at: str | None
+    deleted: dict[str, int]

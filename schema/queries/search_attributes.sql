@@ -15,7 +15,7 @@ SELECT name, type
 -- Serialize registrations in a namespace (NO KEY UPDATE: foreign-key checks of
 -- workflow starts only key-share the row, so they are not blocked); no row back
 -- means the namespace is gone.
-SELECT true FROM namespaces WHERE name = :namespace FOR NO KEY UPDATE;
+SELECT true FROM namespaces WHERE name = :namespace AND status = 'active' FOR NO KEY UPDATE;
 
 -- name: create_search_attribute
 -- Register a name unless it exists or the namespace already has :max_count; say
