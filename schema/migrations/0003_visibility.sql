@@ -62,7 +62,8 @@ BEGIN
                         THEN e.value::numeric::double precision END AS d,
                    CASE WHEN jsonb_typeof(e.value) = 'string'
                         THEN dwtrio_search_attribute_datetime(e.value #>> '{}') END AS ts
-              FROM jsonb_each(NEW.search_attributes) e) t
+              FROM jsonb_each(CASE WHEN jsonb_typeof(NEW.search_attributes) = 'object'
+                                   THEN NEW.search_attributes ELSE '{}'::jsonb END) e) t
      WHERE t.d IS NOT NULL OR t.ts IS NOT NULL;
     RETURN NULL;
 END $$;
@@ -87,7 +88,8 @@ SELECT t.id, t.key, t.namespace, t.d, t.ts
                CASE WHEN jsonb_typeof(e.value) = 'string'
                     THEN dwtrio_search_attribute_datetime(e.value #>> '{}') END AS ts
           FROM workflow_runs r, jsonb_each(r.search_attributes) e
-         WHERE r.search_attributes <> '{}'::jsonb) t
+         WHERE r.search_attributes <> '{}'::jsonb
+           AND jsonb_typeof(r.search_attributes) = 'object') t
  WHERE t.d IS NOT NULL OR t.ts IS NOT NULL;
 
 -- GET /workflows?task_queue=...  (TaskQueue = "...")
