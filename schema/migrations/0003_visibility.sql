@@ -61,6 +61,7 @@ BEGIN
                                   OR e.value::numeric = 0)
                         THEN e.value::numeric::double precision END AS d,
                    CASE WHEN jsonb_typeof(e.value) = 'string'
+                             AND e.value #>> '{}' ~ '^\d{4}-\d\d-\d\d'  -- skip the call for most strings
                         THEN dwtrio_search_attribute_datetime(e.value #>> '{}') END AS ts
               FROM jsonb_each(CASE WHEN jsonb_typeof(NEW.search_attributes) = 'object'
                                    THEN NEW.search_attributes ELSE '{}'::jsonb END) e) t
