@@ -6,7 +6,9 @@ from a throwaway embedded Postgres started for the session. When the variable
 is set and the server is unreachable, tests fail: they never skip.
 
 The template database gets every migration and the default namespace once per
-session; each test gets its own ``CREATE DATABASE ... TEMPLATE`` copy.
+session; each test gets its own ``CREATE DATABASE ... TEMPLATE`` copy, or a copy an
+earlier test used and that was then put back to the template's state
+(:class:`DatabasePool`: cloning costs Postgres far more than the reset).
 """
 
 from __future__ import annotations
@@ -160,24 +162,233 @@ async def aio_loop() -> AsyncIterator[None]:
         yield
 
 
+# The user schemas of a database: everything but the system catalogs, TOAST and temp schemas.
+_USER_NAMESPACES = """
+    SELECT oid, nspname FROM pg_namespace
+    WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname !~ '^pg_(toast|temp)'
+"""
+
+#: One hash of everything a test could change in a database besides its rows: schemas,
+#: relations (with persistence, options, owner, grants), columns and defaults, constraints,
+#: indexes, triggers, rules and views, functions, types, policies, extensions, per-database
+#: settings and large objects. A recycled database must hash like the template.
+_SCHEMA_FINGERPRINT = f"""
+WITH ns AS ({_USER_NAMESPACES}),
+rel AS (
+    SELECT c.oid, c.relname, c.relkind, c.relpersistence, c.reloptions, c.relowner, c.relacl,
+           c.relrowsecurity, ns.nspname
+    FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
+)
+SELECT md5(string_agg(line, E'\n' ORDER BY line)) FROM (
+    SELECT 'namespace ' || nspname AS line FROM ns
+    UNION ALL SELECT format('relation %I.%I %s %s %s %s %s %s', nspname, relname, relkind,
+                            relpersistence, reloptions, relowner, relacl, relrowsecurity)
+        FROM rel
+    UNION ALL SELECT format('column %I.%I %I %s %s %s %s %s', r.nspname, r.relname, a.attname,
+                            format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity,
+                            a.attgenerated, pg_get_expr(d.adbin, d.adrelid))
+        FROM pg_attribute a JOIN rel r ON r.oid = a.attrelid
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL SELECT format('constraint %s %I %s', co.conrelid::regclass, co.conname,
+                            pg_get_constraintdef(co.oid))
+        FROM pg_constraint co JOIN ns ON ns.oid = co.connamespace
+    UNION ALL SELECT format('sequence %s %s %s %s %s %s %s', sq.seqrelid::regclass, sq.seqtypid,
+                            sq.seqstart, sq.seqincrement, sq.seqmax, sq.seqmin, sq.seqcycle)
+        FROM pg_sequence sq JOIN rel r ON r.oid = sq.seqrelid
+    UNION ALL SELECT 'index ' || pg_get_indexdef(i.indexrelid)
+        FROM pg_index i JOIN rel r ON r.oid = i.indexrelid
+    UNION ALL SELECT format('trigger %s %I %s', t.tgrelid::regclass, t.tgname, t.tgenabled)
+        FROM pg_trigger t JOIN rel r ON r.oid = t.tgrelid WHERE NOT t.tgisinternal
+    UNION ALL SELECT format('rule %s %I %s', rw.ev_class::regclass, rw.rulename,
+                            pg_get_ruledef(rw.oid))
+        FROM pg_rewrite rw JOIN rel r ON r.oid = rw.ev_class
+    UNION ALL SELECT format('function %s %s', p.oid::regprocedure, md5(p.prosrc))
+        FROM pg_proc p JOIN ns ON ns.oid = p.pronamespace
+    UNION ALL SELECT format('type %s %s', t.oid::regtype, t.typtype)
+        FROM pg_type t JOIN ns ON ns.oid = t.typnamespace
+    UNION ALL SELECT format('enum %s %s', e.enumtypid::regtype, e.enumlabel)
+        FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid JOIN ns ON ns.oid = t.typnamespace
+    UNION ALL SELECT format('policy %s %I', pol.polrelid::regclass, pol.polname) FROM pg_policy pol
+    UNION ALL SELECT format('extension %I %s', extname, extversion) FROM pg_extension
+    UNION ALL SELECT format('setting %s %s', s.setrole, s.setconfig)
+        FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+        WHERE d.datname = current_database()
+    UNION ALL SELECT format('database %s %s', datallowconn, datconnlimit)
+        FROM pg_database WHERE datname = current_database()
+    UNION ALL SELECT 'large objects ' || count(*) FROM pg_largeobject_metadata
+) lines
+"""
+
+_TABLES = f"""
+WITH ns AS ({_USER_NAMESPACES})
+SELECT format('%I.%I', ns.nspname, c.relname) AS name, c.relkind,
+       array(SELECT quote_ident(a.attname) FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+               AND a.attgenerated = '' ORDER BY a.attnum) AS columns
+FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'S')
+ORDER BY 1
+"""
+
+
+@attrs.frozen
+class TemplateState:
+    """What the bootstrapped template holds, to put a used copy back to exactly that."""
+
+    schema: str  # _SCHEMA_FINGERPRINT of the template
+    tables: tuple[tuple[str, tuple[str, ...], str], ...]  # name, insertable columns, rows as JSON
+    sequences: tuple[tuple[str, int, bool], ...]  # name, last_value, is_called
+    content: str  # hash of every table's rows and every sequence's state
+
+    def content_query(self) -> str:
+        parts = [
+            f"(SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {name} t)"
+            for name, _columns, _rows in self.tables
+        ]
+        parts += [
+            f"(SELECT last_value::text || is_called::text FROM {name})"
+            for name, *_ in self.sequences
+        ]
+        return "SELECT md5(" + " || ".join(["''", *parts]) + ")"
+
+
+async def _template_state(conn: Conn) -> TemplateState | None:
+    if not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
+        return None  # resetting needs session_replication_role, which only a superuser sets
+    tables: list[tuple[str, tuple[str, ...], str]] = []
+    sequences: list[tuple[str, int, bool]] = []
+    for row in await conn.fetch(_TABLES):
+        name = row["name"]
+        if row["relkind"] == "S":
+            seq = await conn.fetchrow(f"SELECT last_value, is_called FROM {name}")
+            sequences.append((name, seq["last_value"], seq["is_called"]))
+        else:
+            rows = await conn.fetchval(f"SELECT coalesce(jsonb_agg(t), '[]')::text FROM {name} t")
+            tables.append((name, tuple(row["columns"]), rows))
+    state = TemplateState(
+        await conn.fetchval(_SCHEMA_FINGERPRINT), tuple(tables), tuple(sequences), ""
+    )
+    return attrs.evolve(state, content=await conn.fetchval(state.content_query()))
+
+
+async def _reset_to_template(conn: Conn, state: TemplateState) -> bool:
+    """Put a used copy of the template back to the template's state; False if it cannot be."""
+    import asyncio  # the op runs on the asyncio side of the bridge
+
+    # The test's servers are stopped; any backend still here is on its way out, or
+    # was left by a killed process: end them all, so the next test starts with none.
+    others = (
+        "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        " AND backend_type = 'client backend'"
+    )
+    await conn.execute(f"SELECT pg_terminate_backend(pid) {others}")
+    for _ in range(200):
+        if not await conn.fetchval(f"SELECT count(*) {others}"):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        return False
+    if await conn.fetchval(_SCHEMA_FINGERPRINT) != state.schema:
+        return False  # the test changed the schema: only a fresh copy will do
+    # One transaction (an error closes the connection, which rolls it back).
+    await conn.execute("BEGIN")
+    await conn.execute("SET LOCAL session_replication_role = replica")  # no FK order
+    for name, _columns, _rows in state.tables:
+        await conn.execute(f"DELETE FROM {name}")
+    for name, columns, rows in state.tables:
+        if rows != "[]":
+            cols = ", ".join(columns)
+            await conn.execute(
+                f"INSERT INTO {name} ({cols}) SELECT {cols}"
+                f" FROM jsonb_populate_recordset(NULL::{name}, $1::text::jsonb)",
+                rows,
+            )
+    for name, last_value, is_called in state.sequences:
+        await conn.execute("SELECT setval($1::regclass, $2, $3)", name, last_value, is_called)
+    await conn.execute("COMMIT")
+    return bool(await conn.fetchval(state.content_query()) == state.content)
+
+
+@attrs.define
+class DatabasePool:
+    """Copies of the template that a finished test gave back, reset to the template's state.
+
+    ``CREATE DATABASE ... TEMPLATE`` costs Postgres about 0.2 s of work for every test;
+    emptying a used copy's tables costs a few milliseconds. A copy is only reused when its
+    schema still hashes like the template's and its rows and sequences, once reset, hash
+    like the template's too; otherwise it is dropped as before. One pool per pytest process
+    (each xdist worker has its own template and pool).
+    """
+
+    admin_dsn: str
+    state: TemplateState | None
+    ready: list[str] = attrs.field(factory=list)
+
+    def take(self) -> str | None:
+        return self.ready.pop() if self.ready else None
+
+    async def give_back(self, name: str) -> bool:
+        if self.state is None:
+            return False
+        state = self.state
+        try:
+            reset = await connect_once(
+                with_database(self.admin_dsn, name), _reset_to_template, state
+            )
+        except Exception:
+            reset = False
+        if reset:
+            self.ready.append(name)
+        return reset
+
+
+@pytest.fixture(scope="session")
+def database_pool(pg_admin_dsn: str, template_db: str) -> Iterator[DatabasePool]:
+    async def read_state() -> TemplateState | None:
+        async with trio_asyncio.open_loop():
+            return await connect_once(with_database(pg_admin_dsn, template_db), _template_state)
+
+    pool = DatabasePool(pg_admin_dsn, trio.run(read_state))
+    yield pool
+    for name in pool.ready:
+        trio.run(_admin_in_loop, pg_admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @attrs.define
 class Databases:
-    """Per-test databases on the test Postgres; dropped when the test ends."""
+    """Per-test databases on the test Postgres, each in the template's state; gone for the
+    test when it ends (reset into the pool for a later test, or dropped)."""
 
     admin_dsn: str
     template: str
+    pool: DatabasePool | None = None
     created: list[str] = attrs.field(factory=list)
+    copies: set[str] = attrs.field(factory=set)
 
     async def create(self, *, empty: bool = False) -> str:
         """A new database: a copy of the bootstrapped template, or ``empty``."""
+        if not empty and self.pool is not None and (name := self.pool.take()) is not None:
+            self.created.append(name)
+            self.copies.add(name)
+            return name
         name = f"dwtrio_t_{uuid.uuid4().hex[:12]}"
         template = "template0" if empty else f'"{self.template}"'
         await _admin(self.admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE {template}')
         self.created.append(name)
+        if not empty:
+            self.copies.add(name)
         return name
 
     async def drop(self, name: str) -> None:
         await _admin(self.admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    async def release(self) -> None:
+        """At the test's end: each copy of the template back to the pool, the rest dropped."""
+        for name in dict.fromkeys(self.created):
+            if name in self.copies and self.pool is not None and await self.pool.give_back(name):
+                continue
+            await self.drop(name)
 
     def dsn(self, name: str) -> str:
         return with_database(self.admin_dsn, name)
@@ -185,13 +396,12 @@ class Databases:
 
 @pytest.fixture
 async def databases(
-    aio_loop: None, pg_admin_dsn: str, template_db: str
+    aio_loop: None, pg_admin_dsn: str, template_db: str, database_pool: DatabasePool
 ) -> AsyncIterator[Databases]:
-    dbs = Databases(pg_admin_dsn, template_db)
+    dbs = Databases(pg_admin_dsn, template_db, database_pool)
     yield dbs
     with trio.CancelScope(shield=True):  # cleanup must finish even if the test was cancelled
-        for name in dbs.created:
-            await dbs.drop(name)
+        await dbs.release()
 
 
 @pytest.fixture
