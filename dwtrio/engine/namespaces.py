@@ -13,7 +13,11 @@ deleted: readiness and every request that names no namespace depend on it.
 Concurrency: the namespace row is locked ``FOR UPDATE`` first, so a start in
 the namespace that is inserting its instance (its foreign-key check key-shares
 the row) is either committed before the open-run count, and refuses the
-deletion, or waits until the deletion is over.
+deletion, or waits until the deletion is over and is then refused by the
+database: instances reference ``(namespace, 'active')``
+(``0004_live_namespace_guard``), answered as ``404 namespace_not_found``. The
+same key refuses a start let through by another process's namespace cache
+until it expires.
 """
 
 from __future__ import annotations

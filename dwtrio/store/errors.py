@@ -7,15 +7,25 @@ import asyncpg
 from dwtrio.errors import (
     AlreadyExistsError,
     DwtrioError,
+    NamespaceNotFoundError,
     RetryableStoreError,
     StoreUnavailableError,
 )
+
+#: The key that keeps workflow instances out of deleted namespaces (0004_live_namespace_guard).
+LIVE_NAMESPACE_KEY = "workflow_instances_live_namespace_fkey"
 
 
 def translate(exc: BaseException) -> DwtrioError | None:
     """Return the dwtrio error for a driver exception, or None if it is not a driver error."""
     if isinstance(exc, asyncpg.UniqueViolationError):
         return AlreadyExistsError(exc.constraint_name)
+    if (
+        isinstance(exc, asyncpg.ForeignKeyViolationError)
+        and exc.constraint_name == LIVE_NAMESPACE_KEY
+    ):
+        # A start that reached the store after its namespace was deleted.
+        return NamespaceNotFoundError("The namespace does not exist (it was deleted).")
     if isinstance(exc, asyncpg.UndefinedTableError):
         return StoreUnavailableError(
             f"the database schema is missing ({exc}); run `dwtrio bootstrap`"

@@ -250,3 +250,31 @@ async def test_only_admins_delete_and_the_version_header_is_required(a: Admin) -
         r = await no_header.delete(f"/api/namespaces/{NS}")
         body_of(r, 400, "missing_control_plane_version")
     body_of(await a.admin.get(f"/api/namespaces/{NS}"), 200)
+
+
+async def test_a_start_that_reaches_the_store_after_the_delete_is_refused(a: Admin) -> None:
+    """A start whose gate still saw the namespace (another node's cache, or a start in
+    flight) is refused by the database: workflow instances only exist in live namespaces."""
+    await a.create()
+    body_of(await a.in_ns("GET", "/api/search-attributes"), 200)  # cached as existing
+
+    async def delete_behind_the_cache(conn: Conn) -> None:
+        await conn.execute("UPDATE namespaces SET status = 'deleted' WHERE name = $1", NS)
+
+    await connect_once(a.dsn, delete_behind_the_cache)
+    body = {"workflow_id": "too-late", "workflow_type": "greeter", "task_queue": "q"}
+    r = await a.in_ns("POST", "/api/workflows", json=body)
+    body_of(r, 404, "namespace_not_found", envelope=True)
+    assert await a.count("SELECT count(*) FROM workflow_instances WHERE namespace = $1", NS) == 0
+    # A namespace cannot be marked deleted while it still holds instances.
+    await a.create("holds-one")
+    await a.start("kept", name="holds-one")
+
+    async def mark(conn: Conn) -> str:
+        try:
+            await conn.execute("UPDATE namespaces SET status = 'deleted' WHERE name = 'holds-one'")
+        except Exception as exc:
+            return type(exc).__name__
+        return "updated"
+
+    assert await connect_once(a.dsn, mark) == "ForeignKeyViolationError"
