@@ -83,7 +83,7 @@ def lists(now: datetime) -> dict[str, dict[str, str]]:
     return {
         "running": {"status": "running"},
         "type+failed": {"workflow_type": "type-3", "status": "failed"},
-        "customer": {"query": 'CustomerId = "cust-123"'},
+        "customer": {"query": 'CustomerId = "cust-7"'},
         "total>990+completed": {
             "query": 'OrderTotal > 990 AND Status = "completed" ORDER BY StartTime DESC'
         },
