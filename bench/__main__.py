@@ -161,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--samples", type=_positive, default=200, help="requests per list")
     v.add_argument("--batch", type=_positive, default=50_000, help="runs per load transaction")
+    v.add_argument(
+        "--runs",
+        type=_positive,
+        default=3,
+        help="measuring rounds over the one load; the median is reported",
+    )
     v.set_defaults(run=visibility.run)
     return parser
 
