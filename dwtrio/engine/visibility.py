@@ -84,6 +84,15 @@ def _set(f: store.Filter, field: str, value: Any) -> None:
     setattr(f, field, value)
 
 
+def _prefix(f: store.Filter, prefix: str) -> None:
+    """Both prefixes hold: keep the longer one, or nothing matches."""
+    current = f.id_prefix or ""
+    if prefix.startswith(current):
+        f.id_prefix = prefix
+    elif not current.startswith(prefix):
+        raise _Empty
+
+
 def _bound(b: store.Bounds, op: str, value: Any) -> None:
     """Tighten ``b`` with ``op value`` (``=`` is both ``>=`` and ``<=``)."""
     if op in (">", ">="):
@@ -170,7 +179,7 @@ class _Compiler:
                     p,
                 )
         elif name == "WorkflowId" and p.op == "starts_with":
-            _set(self.f, "id_prefix", self.strings(p, "keyword"))
+            _prefix(self.f, self.strings(p, "keyword"))
         elif name in _SYSTEM_COLUMNS:
             self.only(p, ("=", "starts_with") if name == "WorkflowId" else ("=",), "keyword")
             _set(self.f, _SYSTEM_COLUMNS[name], self.strings(p, "keyword"))
@@ -261,7 +270,8 @@ async def compile_filter(conn: Conn, req: ListRequest) -> store.Filter:
         _set(f, "status_bucket" if req.status in STATUS_BUCKETS else "status", req.status)
     _set(f, "workflow_type", req.workflow_type)
     _set(f, "task_queue", req.task_queue)
-    _set(f, "id_prefix", req.workflow_id_prefix)
+    if req.workflow_id_prefix is not None:
+        _prefix(f, req.workflow_id_prefix)
     if req.started_after is not None:
         _bound(f.started, ">", req.started_after)
     if req.started_before is not None:

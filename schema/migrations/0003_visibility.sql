@@ -35,14 +35,18 @@ CREATE INDEX workflow_search_attributes_datetime_idx
 COMMENT ON TABLE workflow_search_attributes IS
     'Typed copies of the number and date-time search attributes of each run (range filters); kept by trigger.';
 
--- A date-time string as timestamptz, NULL when it is not one (never raises).
+-- A date-time string as timestamptz, NULL when it is not one (never raises). A date
+-- alone is midnight and a time without offset is UTC, as the server reads them.
 CREATE FUNCTION dwtrio_search_attribute_datetime(value text) RETURNS timestamptz
-    LANGUAGE plpgsql STABLE STRICT AS $$
+    LANGUAGE plpgsql IMMUTABLE STRICT AS $$
 BEGIN
-    IF value !~ '^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?$' THEN
+    IF value !~ '^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?)?$' THEN
         RETURN NULL;
     END IF;
-    RETURN value::timestamptz;
+    IF value ~ '[T ]\d{2}:\d{2}.*(Z|[+-]\d{2}(:?\d{2})?)$' THEN
+        RETURN value::timestamptz;
+    END IF;
+    RETURN value::timestamp AT TIME ZONE 'UTC';
 EXCEPTION WHEN others THEN
     RETURN NULL;
 END $$;

@@ -56,9 +56,19 @@ RUNS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "order-3": (
         "orders",
         "q-a",
-        {"CustomerId": "c-1", "OrderTotal": 999.99, "Priority": 9, "Tags": ["eu"]},
+        {
+            "CustomerId": "c-1",
+            "OrderTotal": 999.99,
+            "Priority": 9,
+            "Tags": ["eu"],
+            "DueAt": "2027-01-01",
+        },
     ),
-    "refund-1": ("refunds", "q-b", {"CustomerId": "x'; DROP TABLE workflow_runs; --"}),
+    "refund-1": (
+        "refunds",
+        "q-b",
+        {"CustomerId": "x'; DROP TABLE workflow_runs; --", "DueAt": "2026-09-01T08:30:00"},
+    ),
     "plain-1": ("orders", "q-c", {}),
 }
 
@@ -204,6 +214,19 @@ async def test_query_language(server: RunningServer) -> None:
         ]
         assert await query_ids(c, 'DueAt = "2026-06-01T10:00:00Z"') == ["order-2"]
         assert await query_ids(c, 'DueAt < "2026-03-01T00:00:00+00:00"') == ["order-1"]
+        # a date alone is midnight, a time without offset UTC (stored and asked alike)
+        assert await query_ids(c, 'DueAt = "2027-01-01T00:00:00Z"') == ["order-3"]
+        assert await query_ids(c, 'DueAt >= "2027-01-01"') == ["order-3"]
+        assert await query_ids(c, 'DueAt = "2026-09-01T10:30:00+02:00"') == ["refund-1"]
+        assert await query_ids(c, 'DueAt BETWEEN "2026-09-01T08:30" AND "2026-09-01"') == []
+        # WorkflowId STARTS_WITH beside workflow_id_prefix: both hold
+        assert await query_ids(c, 'WorkflowId STARTS_WITH "order-1"', workflow_id_prefix="ord") == [
+            "order-1"
+        ]
+        assert await query_ids(c, 'WorkflowId STARTS_WITH "ord"', workflow_id_prefix="order-2") == [
+            "order-2"
+        ]
+        assert await query_ids(c, 'WorkflowId STARTS_WITH "ref"', workflow_id_prefix="ord") == []
         # together with the parameters (AND)
         assert await query_ids(c, "OrderTotal > 100", task_queue="q-a") == ["order-3"]
         assert await query_ids(c, "OrderTotal > 100", status="failed") == ["order-2"]
@@ -352,7 +375,7 @@ async def test_typed_rows_follow_every_write(server: RunningServer, db_dsn: str)
 
         await connect_once(db_dsn, upsert)
         assert await query_ids(c, "OrderTotal > 1000") == ["order-1"]
-        assert await query_ids(c, "DueAt < '2030-01-01'") == ["order-2"]
+        assert await query_ids(c, "DueAt < '2030-01-01'") == ["order-2", "order-3", "refund-1"]
         assert await query_ids(c, "Priority >= 1") == ["order-2", "order-3"]
 
         async def rows(conn: Conn) -> int:
