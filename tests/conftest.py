@@ -13,12 +13,16 @@ earlier test used and that was then put back to the template's state
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
+import hashlib
 import os
 import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -80,8 +84,30 @@ def _redis_ping(url: str) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def exclusive(name: str) -> Iterator[None]:
+    """Hold the lock ``name``, shared by every pytest process on this machine: the
+    pytest-xdist workers of this run and any other run."""
+    path = Path(tempfile.gettempdir()) / f"dwtrio-tests-{name}.lock"
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> Iterator[str]:
+    """The session's Redis, for one test at a time on this machine: every dwtrio on one
+    Redis shares one wake channel, so tests running at once (in other xdist workers, or
+    another run) would wake each other's pollers."""
+    with exclusive("redis-" + hashlib.sha256(redis_server_url.encode()).hexdigest()[:16]):
+        yield redis_server_url
+
+
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis for wake-bus tests: DWTRIO_TEST_REDIS_URL, else a throwaway redis-server.
 
     With neither (a laptop without Redis installed) the tests use fakeredis's TCP
@@ -137,6 +163,41 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, the controller makes the embedded Postgres's system user (when
+    root and it is missing) before the workers start: workers starting embedded Postgres
+    servers at once would otherwise race to ``useradd`` it, and all but one fail."""
+    controller = not hasattr(config, "workerinput")
+    if controller and getattr(config.option, "numprocesses", None):
+        from dwtrio.embedded import EmbeddedPostgresError, _run_as
+
+        with contextlib.suppress(EmbeddedPostgresError):  # the tests that need it report it
+            _run_as()
+
+
+#: Node id prefixes whose tests pytest-xdist sends to one worker as one unit: the cluster
+#: tests (most share the session's Redis and would lock each other out one by one), the
+#: database-outage runs (each loads the machine fully; see their lock).
+ONE_WORKER = ("tests/cluster/", "tests/sdk/test_sdk_db_outage.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist load`` (what ``-n`` picks), with the tests under each :data:`ONE_WORKER`
+    prefix scheduled as one unit; the largest units go out first. (``xdist_group`` and
+    ``--dist loadgroup`` do nothing with pytest 9.2: xdist 3.8 renames the grouped items
+    through an attribute pytest no longer reads.)"""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return next((p for p in ONE_WORKER if nodeid.startswith(p)), nodeid)
+
+    return Scheduling(config, log)
 
 
 def free_port() -> int:

@@ -32,12 +32,20 @@ import trio
 from dwtrio.embedded import EmbeddedPostgres
 from dwtrio.store.pool import connect_once
 
-from conftest import CP, WP, RunningServer, StartServer
+from conftest import CP, WP, RunningServer, StartServer, exclusive
 from sdk_helpers import TOKEN, start_sdk_server
 
 pytestmark = [pytest.mark.sdk, pytest.mark.slow]
 
 DRIVER = Path(__file__).with_name("outage_driver.py")
+
+
+@pytest.fixture(autouse=True)
+def one_at_a_time() -> Iterator[None]:
+    """Each test drives a server as hard as it can and times its recovery: never two at
+    once on this machine (pytest-xdist workers would otherwise run them side by side)."""
+    with exclusive("db-outage"):
+        yield
 
 
 @pytest.fixture(scope="module")
