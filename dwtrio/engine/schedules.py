@@ -610,16 +610,13 @@ async def fire_due(
     spec = spec_of(row)
     occurrence = row.next_occurrence_at or row.next_fire_at
     assert occurrence is not None  # claimed rows are due
-    # Late is measured from the due time (jitter included): a fire that is on time
-    # never counts as missed, whatever its jitter.
-    cutoff = row.db_now - timedelta(seconds=catchup_window_s)
-    due = row.next_fire_at or occurrence
-    if due < cutoff:
-        # Later occurrences count as missed only if even their latest jittered due
-        # time is outside the window: when in doubt, fire.
-        nominal_cutoff = cutoff - timedelta(seconds=row.jitter_seconds)
+    # An occurrence is missed when even its latest possible due time (the occurrence
+    # plus the whole jitter) is older than the window. So jitter never makes a fire
+    # look late, not even one queued behind its predecessor's longer jitter.
+    cutoff = row.db_now - timedelta(seconds=catchup_window_s + row.jitter_seconds)
+    if occurrence < cutoff:
         row, occurrence = await _record_missed(
-            conn, row, spec, occurrence, max(nominal_cutoff, occurrence), catchup_window_s
+            conn, row, spec, occurrence, cutoff, catchup_window_s
         )
     if occurrence is not None and occurrence <= row.db_now:
         row, _ = await _trigger(
