@@ -18,6 +18,8 @@ subscriber hands each message to Trio with a plain synchronous call.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Iterable
@@ -39,6 +41,8 @@ PUBLISH_QUEUE = 10_000
 #: a successful connection starts the next outage from the beginning again.
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0
+#: Longest a connection may take to close: a shutdown never waits on a half-dead socket.
+CLOSE_TIMEOUT_S = 2.0
 
 
 class WakeBus(Protocol):
@@ -156,8 +160,12 @@ class RedisWakeBus:
                 self.received += 1
                 self.waiters.wake(decoded[1])  # synchronous hand-off to Trio
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 7
-            await client.aclose()
+            # Also runs when the task is cancelled mid-read (shutdown), with the
+            # connection in any state: bounded, so the cancellation always completes.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 7
+                    await client.aclose()
 
     # --- trio side -----------------------------------------------------------------
     async def _publisher(self) -> None:
@@ -181,7 +189,9 @@ class RedisWakeBus:
                     await trio.sleep(backoff)
                     backoff = min(backoff * 2, self.backoff_max_s)
         finally:
-            with trio.CancelScope(shield=True):  # close the connection pool on the way out
+            # Close the pool on the way out, shielded from the shutdown's cancellation
+            # but bounded: a shielded wait without a deadline could hang the shutdown.
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
                 await trio_asyncio.aio_as_trio(client.aclose)()
 
     async def _client(self) -> Any:
