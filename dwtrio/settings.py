@@ -339,7 +339,8 @@ class Settings:
     scheduler_concurrency: int = _setting(
         "DW_SCHEDULER_CONCURRENCY",
         4,
-        "Fires this process's scheduler runs at once, each in its own transaction.",
+        "Firing transactions this process's scheduler runs at once (each fires up to 16 "
+        "due schedules).",
     )
     schedule_catchup_window_s: int = _setting(
         "DW_SCHEDULE_CATCHUP_WINDOW_SECONDS",

@@ -5,7 +5,9 @@ Safe on every node at once. A fire claims its schedule with
 workflow start, the history event, the next occurrence. Another scheduler
 either skips the locked row or, once it commits, no longer finds it due, so an
 occurrence fires once however many nodes run this loop. Each process runs
-``DW_SCHEDULER_CONCURRENCY`` fires at a time, each in its own transaction.
+``DW_SCHEDULER_CONCURRENCY`` transactions at a time, each claiming and firing up
+to ``CLAIM_BATCH`` due schedules (one commit for a batch, which is what lets a
+herd of schedules due together drain quickly).
 
 Between passes the loop sleeps until the earliest schedule is due (on the
 database clock), at most ``DW_SCHEDULER_POLL_INTERVAL_MS``, and at most 1 s
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Most fires in one pass before the loop checks the buffers and sleeps (none if more are due).
 FIRE_BATCH = 500
+#: Due schedules claimed and fired per transaction (one commit for them all).
+CLAIM_BATCH = 16
 DRAIN_BATCH = 100
 #: Longest sleep while buffered fires wait for their running workflow to close.
 BUFFER_RECHECK_S = 1.0
@@ -46,13 +50,14 @@ async def run_scheduler_loop(
         return
     interval_s = settings.scheduler_poll_interval_ms / 1000
 
-    async def fire_one() -> bool:
-        """Fire one due schedule; False when none was due."""
+    async def fire_some() -> int:
+        """Fire up to CLAIM_BATCH due schedules in one transaction; 0 when none was due."""
         claimed: dict[str, Any] = {}
         try:
-            outcome, row = await rt.store.transaction(
+            outcome, count = await rt.store.transaction(
                 engine.fire_due,
                 catchup_window_s=settings.schedule_catchup_window_s,
+                limit=CLAIM_BATCH,
                 claimed=claimed,
             )
         except (StoreUnavailableError, RetryableStoreError):
@@ -66,10 +71,11 @@ async def run_scheduler_loop(
                 schedule_pk,
                 extra={"action": "schedule_fire_error"},
             )
+            # The batch rolled back: mark the broken one, the others fire next pass.
             await rt.store.transaction(engine.record_fire_failure, schedule_pk, repr(exc))
-            return True
+            return 1
         rt.publish_wakes(outcome.wakes)
-        return row is not None
+        return count
 
     async def fire_due() -> bool:
         """Fire due schedules, several at a time; False when it stopped at its batch limit."""
@@ -79,10 +85,11 @@ async def run_scheduler_loop(
         async def worker() -> None:
             nonlocal fired, exhausted
             while not exhausted and fired < FIRE_BATCH:
-                if not await fire_one():
+                count = await fire_some()
+                if count == 0:
                     exhausted = True
                     return
-                fired += 1
+                fired += count
 
         async with trio.open_nursery() as nursery:
             for _ in range(settings.scheduler_concurrency):

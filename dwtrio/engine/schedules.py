@@ -594,19 +594,27 @@ async def backfill_one(
 
 # --- the scheduler ------------------------------------------------------------------------------
 async def fire_due(
-    conn: Conn, *, catchup_window_s: float, claimed: dict[str, Any] | None = None
-) -> tuple[Outcome, ScheduleRow | None]:
-    """Claim one due schedule (skipping those other schedulers hold) and fire its
-    occurrence, or record the occurrences too old to fire. Returns the wakes and the
-    schedule handled (None: nothing was due). ``claimed["id"]`` names the schedule as
-    soon as it is claimed, so a caller whose transaction failed knows which one."""
-    rows = await store.claim_due_schedules(conn, limit=1)
-    if not rows:
-        return Outcome(), None
-    row = rows[0]
-    if claimed is not None:
-        claimed["id"] = row.id
+    conn: Conn, *, catchup_window_s: float, limit: int = 1, claimed: dict[str, Any] | None = None
+) -> tuple[Outcome, int]:
+    """Claim up to ``limit`` due schedules (skipping those other schedulers hold) and,
+    for each, fire its occurrence or record the occurrences too old to fire. Returns
+    the wakes and how many schedules were handled (0: nothing was due).
+
+    Several fires share the transaction (one commit for the batch, which is what
+    bounds a herd of schedules due together). ``claimed["id"]`` names the schedule
+    being fired, so a caller whose transaction failed knows which one broke it."""
     outcome = Outcome()
+    rows = await store.claim_due_schedules(conn, limit=limit)
+    for row in rows:
+        if claimed is not None:
+            claimed["id"] = row.id
+        await _fire_one(conn, row, outcome, catchup_window_s)
+    return outcome, len(rows)
+
+
+async def _fire_one(
+    conn: Conn, row: ScheduleRow, outcome: Outcome, catchup_window_s: float
+) -> None:
     spec = spec_of(row)
     occurrence = row.next_occurrence_at or row.next_fire_at
     assert occurrence is not None  # claimed rows are due
@@ -631,7 +639,6 @@ async def fire_due(
             next_fire_at=jittered(occurrence, row.jitter_seconds),
         )
     await store.save_schedule(conn, row)
-    return outcome, row
 
 
 async def _record_missed(
