@@ -171,6 +171,12 @@ class ValidationFailedError(DwtrioError):
         super().__init__(message)
 
 
+def merge_field_errors(into: dict[str, list[str]], more: Mapping[str, list[str]]) -> None:
+    """Add ``more``'s messages to ``into`` (both 422 maps: field path to messages)."""
+    for key, messages in more.items():
+        into.setdefault(key, []).extend(messages)
+
+
 # --- resources -----------------------------------------------------------------------
 class NamespaceAlreadyExistsError(DwtrioError):
     """A namespace with this name already exists."""

@@ -33,6 +33,7 @@ from dwtrio.errors import (
     ScheduleTriggerFailedError,
     UnsupportedScheduleListFilterError,
     ValidationFailedError,
+    merge_field_errors,
 )
 from dwtrio.http.envelope import json_response, outcome_response
 from dwtrio.http.pipeline import json_body
@@ -139,16 +140,11 @@ def event_body(event: ScheduleEventRow) -> dict[str, Any]:
 
 
 # --- parsing --------------------------------------------------------------------------------
-def _merge(into: dict[str, list[str]], more: dict[str, list[str]]) -> None:
-    for key, messages in more.items():
-        into.setdefault(key, []).extend(messages)
-
-
 def _structure(cls: type[Any], errors: dict[str, list[str]]) -> Any:
     try:
         return wire.structure(json_body(), cls)
     except ValidationFailedError as exc:
-        _merge(errors, exc.errors)
+        merge_field_errors(errors, exc.errors)
         return None
 
 
@@ -159,7 +155,7 @@ def _check_action(action: dict[str, Any], errors: dict[str, list[str]]) -> None:
     try:
         payloads.start_input(action.get("input"), field="action.input")
     except InvalidPayloadError as exc:
-        _merge(errors, exc.errors)
+        merge_field_errors(errors, exc.errors)
 
 
 def _check_extras(req: Any, settings: Settings, errors: dict[str, list[str]]) -> None:
@@ -174,7 +170,7 @@ def _spec(raw: Any, errors: dict[str, list[str]]) -> ScheduleSpec | None:
     try:
         return parse_spec(raw, path="spec")
     except ValidationFailedError as exc:
-        _merge(errors, exc.errors)
+        merge_field_errors(errors, exc.errors)
         return None
 
 
@@ -217,7 +213,7 @@ def parse_create(rt: Runtime) -> engine.ScheduleDefinition:
         action: dict[str, Any] = {}
     else:
         action, problems = protocol.normalize_action(raw["action"])
-        _merge(errors, problems)
+        merge_field_errors(errors, problems)
         _check_action(action, errors)
     if req is not None:
         _check_extras(req, rt.settings, errors)
@@ -255,7 +251,7 @@ def parse_update(
             merged, problems = protocol.normalize_action(
                 protocol.merged_action(stored_action, req.action)
             )
-            _merge(errors, problems)
+            merge_field_errors(errors, problems)
             _check_action(merged, errors)
             action = req.action
     if req is not None:

@@ -32,6 +32,7 @@ from dwtrio.errors import (
     InvalidTimeRangeError,
     RunNotFoundError,
     ValidationFailedError,
+    merge_field_errors,
 )
 from dwtrio.http.envelope import json_response, outcome_response
 from dwtrio.http.pipeline import json_body
@@ -55,11 +56,6 @@ _STORABLE_WORKFLOW_ID = re.compile(r"[A-Za-z0-9._:-]{1,191}")
 # --- request parsing -----------------------------------------------------------------
 
 
-def _merge(into: dict[str, list[str]], more: dict[str, list[str]]) -> None:
-    for key, messages in more.items():
-        into.setdefault(key, []).extend(messages)
-
-
 def parse_start(body: Any, namespace: str, settings: Settings) -> engine.StartCommand:
     """Validate a start body into a command; every field problem in one 422.
 
@@ -72,7 +68,7 @@ def parse_start(body: Any, namespace: str, settings: Settings) -> engine.StartCo
         req: StartWorkflow | None = wire.structure(body, StartWorkflow)
     except ValidationFailedError as exc:
         req = None
-        _merge(errors, exc.errors)
+        merge_field_errors(errors, exc.errors)
     if req is None:
         raise ValidationFailedError(errors)
     memo_size = len(wire.dumps(req.memo)) if isinstance(req.memo, dict) else 0
@@ -87,7 +83,7 @@ def parse_start(body: Any, namespace: str, settings: Settings) -> engine.StartCo
     except InvalidPayloadError as exc:
         if not errors:
             raise
-        _merge(errors, exc.errors)
+        merge_field_errors(errors, exc.errors)
     if errors:
         raise ValidationFailedError(errors)
     return engine.StartCommand(
