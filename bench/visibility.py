@@ -71,7 +71,7 @@ SELECT 'run-' || i, 'wf-' || i, 'default', 1, 'type-' || (i % 10), 'queue-' || (
        CASE WHEN status <> 'running' THEN started_at + interval '5 minutes' END,
        jsonb_build_object(
            'CustomerId', 'cust-' || (i % greatest($2::int / 50, 1)),
-           'OrderTotal', ((i * 7919) % 100000) / 100.0,
+           'OrderTotal', ((i::bigint * 7919) % 100000) / 100.0,
            'Tags', CASE WHEN i % 50 = 7 THEN jsonb_build_array(
                                 CASE WHEN i % 2 = 0 THEN 'eu' ELSE 'us' END, 'vip')
                         ELSE jsonb_build_array(CASE WHEN i % 2 = 0 THEN 'eu' ELSE 'us' END) END)
