@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from datetime import datetime
 from typing import Any
 
@@ -304,15 +305,20 @@ def decode_page_token(
     return cursor
 
 
+#: ASCII digits only (str.isdigit also takes "²", which int() refuses), at most 9 of them.
+_SIGNED_INT = re.compile(r"-?[0-9]{1,9}")
+_UNSIGNED_INT = re.compile(r"[0-9]{1,9}")
+
+
 def _history_paging() -> tuple[int, int]:
     """``limit`` (default 100, clamped to 1..500; junk means the default) and ``after_sequence``."""
     raw_limit = request.args.get("limit", "")
-    limit = int(raw_limit) if raw_limit.lstrip("-").isdigit() else 0
+    limit = int(raw_limit) if _SIGNED_INT.fullmatch(raw_limit) else 0
     limit = protocol.HISTORY_LIMIT_DEFAULT if limit <= 0 else min(limit, protocol.HISTORY_LIMIT_MAX)
     raw_after = request.args.get("after_sequence")
     if raw_after is None or raw_after == "":
         return limit, 0
-    if not raw_after.isdigit() or len(raw_after) > 9:
+    if not _UNSIGNED_INT.fullmatch(raw_after):
         raise InvalidAfterSequenceError(
             "The after_sequence must be a non-negative integer.", after_sequence=raw_after
         )

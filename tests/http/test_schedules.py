@@ -296,8 +296,13 @@ async def test_history_pages_and_refuses_a_bad_cursor(server: RunningServer) -> 
         assert [e["sequence"] for e in rest["events"]] == list(range(4, 10))
         assert rest["has_more"] is False and rest["next_cursor"] is None
         assert len((await history(c, "paged", limit=0))["events"]) == 9  # junk -> default
-        r = await c.get("/api/schedules/paged/history?after_sequence=-1", headers=CP)
-        assert r.status_code == 422 and r.json()["reason"] == "invalid_after_sequence"
+        for junk in ("-1", "²", "1e3", "9" * 12):
+            r = await c.get(
+                "/api/schedules/paged/history", params={"after_sequence": junk}, headers=CP
+            )
+            assert r.status_code == 422 and r.json()["reason"] == "invalid_after_sequence"
+        for junk in ("--5", "²", "x", "9" * 30):  # a junk limit means the default
+            assert len((await history(c, "paged", limit=junk))["events"]) == 9
         r = await c.get("/api/schedules/nope/history", headers=CP)
         assert r.status_code == 404 and r.json()["reason"] == "schedule_not_found"
 
