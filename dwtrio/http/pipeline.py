@@ -147,7 +147,12 @@ def check_worker_protocol_version(headers: Mapping[str, str], advertised: str) -
         )
     major, _, minor = advertised.partition(".")
     req_major, _, req_minor = value.partition(".")
-    if not (req_major == major and req_minor.isdigit() and int(req_minor) <= int(minor)):
+    if not (
+        req_major == major
+        and req_minor.isascii()
+        and req_minor.isdigit()
+        and int(req_minor) <= int(minor)
+    ):
         raise UnsupportedProtocolVersionError(
             f"Worker protocol {value!r} is not supported; this server speaks {major}.0 to {advertised}.",
             supported_version=advertised,

@@ -313,7 +313,11 @@ async def read_body(
 ) -> tuple[bytes, int | None]:
     """The whole request body (gate 1: at most ``limit`` bytes, within BODY_TIMEOUT_S)."""
     declared_text = headers.get("content-length")
-    declared = int(declared_text) if declared_text and declared_text.isdigit() else None
+    declared = (
+        int(declared_text)
+        if declared_text and declared_text.isascii() and declared_text.isdigit()
+        else None
+    )
     if declared is not None and declared > limit:
         raise pipeline.too_large(limit)
     chunks: list[bytes] = []

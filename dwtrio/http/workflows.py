@@ -123,7 +123,7 @@ def decode_token(token: str | None) -> int | None:
         text = base64.b64decode(token, validate=True).decode()
     except (binascii.Error, ValueError):
         return None
-    return int(text) if text.isdigit() and len(text) < 19 else None
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None
 
 
 def encode_list_token(run: ListedRun) -> str:
