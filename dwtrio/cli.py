@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,17 +44,33 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps help text between words only: a long variable name stays whole (and
+    can be copied from ``--help``)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_long_words=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dwtrio", description="Durable Workflow server on Trio.")
     parser.add_argument("--version", action="version", version=f"dwtrio {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser(
-        "serve", help="run the HTTP server (embedded Postgres unless DW_DATABASE_URL is set)"
+        "serve",
+        help="run the HTTP server (embedded Postgres unless DW_DATABASE_URL is set)",
+        formatter_class=_HelpFormatter,
     )
     bootstrap = sub.add_parser(
-        "bootstrap", help="apply migrations and seed the default namespace, then exit"
+        "bootstrap",
+        help="apply migrations and seed the default namespace, then exit",
+        formatter_class=_HelpFormatter,
     )
-    config = sub.add_parser("config", help="print the effective configuration (secrets redacted)")
+    config = sub.add_parser(
+        "config",
+        help="print the effective configuration (secrets redacted)",
+        formatter_class=_HelpFormatter,
+    )
     for p in (serve, bootstrap, config):
         _add_setting_flags(p)
     return parser

@@ -51,6 +51,15 @@ class RetryableStoreError(StoreUnavailableError):
     """A transaction hit a serialization failure or deadlock; retry it."""
 
 
+class AdmissionLockBusyError(DwtrioError):
+    """A claim waited a second for its admission scope's lock (other nodes' claims of
+    the same capped queue held it): it claims nothing this time. Matching turns it
+    into a throttled claim; it reaches no client."""
+
+    reason = "task_queue_admission_busy"
+    http_status = 503
+
+
 class WakeBusUnavailableError(DwtrioError):
     """The wake bus (Redis) is unreachable; wakes fall back to periodic rechecks."""
 

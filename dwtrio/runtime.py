@@ -12,6 +12,7 @@ from dwtrio import __version__
 from dwtrio.manifest import SERVER_FEATURES, Features, worker_capabilities
 from dwtrio.matching.waiters import QueueKey, WaiterSet
 from dwtrio.matching.wakebus import WakeBus, make_wake_bus
+from dwtrio.protocol.admission import AdmissionPolicy
 from dwtrio.settings import Settings
 from dwtrio.store import namespaces, workers
 from dwtrio.store.pool import Store
@@ -168,6 +169,8 @@ class Runtime:
     #: Set when a schedule changes in this process, so the scheduler recomputes its next due time.
     schedule_nudge: Nudge = attrs.field(factory=Nudge)
     registrations: RegistrationCache = attrs.field(init=False)
+    #: The task-queue admission caps (DW_*_MAX_* and DW_TASK_QUEUE_ADMISSION_OVERRIDES).
+    admission: AdmissionPolicy = attrs.field(init=False)
     waiters: WaiterSet = attrs.field(factory=WaiterSet)
     wakes: WakeBus = attrs.field(init=False)
     version: str = __version__
@@ -178,6 +181,7 @@ class Runtime:
         self.worker_capabilities = worker_capabilities(self.settings, self.features)
         self.wakes = make_wake_bus(self.waiters, self.settings.redis_url)
         self.registrations = RegistrationCache(self.store)
+        self.admission = self.settings.admission_policy
 
     def publish_wakes(self, keys: Iterable[QueueKey]) -> None:
         """After a commit: wake pollers of every queue that got new ready work."""

@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 
 from dwtrio.errors import SettingsError
+from dwtrio.protocol.admission import AdmissionPolicy, parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -63,20 +64,6 @@ REFERENCE_ONLY: dict[str, str] = {
     "DW_V2_MULTI_NODE": "multi-node cache backend validation",
     "DW_V2_VALIDATE_CACHE_BACKEND": "long-poll cache backend validation at boot",
     "DW_V2_CACHE_VALIDATION_MODE": "cache backend validation failure handling",
-    # admission caps
-    "DW_WORKFLOW_TASK_MAX_ACTIVE_LEASES_PER_QUEUE": "workflow-task lease cap per queue",
-    "DW_WORKFLOW_TASK_MAX_ACTIVE_LEASES_PER_NAMESPACE": "workflow-task lease cap per namespace",
-    "DW_WORKFLOW_TASK_MAX_DISPATCHES_PER_MINUTE": "workflow-task dispatch rate per queue",
-    "DW_WORKFLOW_TASK_MAX_DISPATCHES_PER_MINUTE_PER_NAMESPACE": (
-        "workflow-task dispatch rate per namespace"
-    ),
-    "DW_ACTIVITY_TASK_MAX_ACTIVE_LEASES_PER_QUEUE": "activity-task lease cap per queue",
-    "DW_ACTIVITY_TASK_MAX_ACTIVE_LEASES_PER_NAMESPACE": "activity-task lease cap per namespace",
-    "DW_ACTIVITY_TASK_MAX_DISPATCHES_PER_MINUTE": "activity-task dispatch rate per queue",
-    "DW_ACTIVITY_TASK_MAX_DISPATCHES_PER_MINUTE_PER_NAMESPACE": (
-        "activity-task dispatch rate per namespace"
-    ),
-    "DW_TASK_QUEUE_ADMISSION_OVERRIDES": "per-queue admission cap overrides",
     # task repair
     "DW_EXPIRED_WORKFLOW_TASK_RECOVERY_SCAN_LIMIT": "expired workflow tasks recovered per pass",
     "DW_EXPIRED_WORKFLOW_TASK_RECOVERY_TTL_SECONDS": "seconds between expired-task recovery passes",
@@ -316,6 +303,53 @@ class Settings:
         "Default seconds an update with wait_for=completed waits for its handler.",
     )
 
+    # --- task-queue admission (docs/task-queues.md) ----------------------------
+    workflow_task_max_active_leases_per_queue: int | None = _setting(
+        "DW_WORKFLOW_TASK_MAX_ACTIVE_LEASES_PER_QUEUE",
+        None,
+        "Most workflow tasks leased at once per queue, across all nodes (0 or unset: no cap).",
+    )
+    workflow_task_max_active_leases_per_namespace: int | None = _setting(
+        "DW_WORKFLOW_TASK_MAX_ACTIVE_LEASES_PER_NAMESPACE",
+        None,
+        "Most workflow tasks leased at once per namespace (0 or unset: no cap).",
+    )
+    workflow_task_max_dispatches_per_minute: int | None = _setting(
+        "DW_WORKFLOW_TASK_MAX_DISPATCHES_PER_MINUTE",
+        None,
+        "Most workflow tasks handed out per queue per UTC minute (0 or unset: no cap).",
+    )
+    workflow_task_max_dispatches_per_minute_per_namespace: int | None = _setting(
+        "DW_WORKFLOW_TASK_MAX_DISPATCHES_PER_MINUTE_PER_NAMESPACE",
+        None,
+        "Most workflow tasks handed out per namespace per UTC minute (0 or unset: no cap).",
+    )
+    activity_task_max_active_leases_per_queue: int | None = _setting(
+        "DW_ACTIVITY_TASK_MAX_ACTIVE_LEASES_PER_QUEUE",
+        None,
+        "Most activity tasks leased at once per queue, across all nodes (0 or unset: no cap).",
+    )
+    activity_task_max_active_leases_per_namespace: int | None = _setting(
+        "DW_ACTIVITY_TASK_MAX_ACTIVE_LEASES_PER_NAMESPACE",
+        None,
+        "Most activity tasks leased at once per namespace (0 or unset: no cap).",
+    )
+    activity_task_max_dispatches_per_minute: int | None = _setting(
+        "DW_ACTIVITY_TASK_MAX_DISPATCHES_PER_MINUTE",
+        None,
+        "Most activity tasks handed out per queue per UTC minute (0 or unset: no cap).",
+    )
+    activity_task_max_dispatches_per_minute_per_namespace: int | None = _setting(
+        "DW_ACTIVITY_TASK_MAX_DISPATCHES_PER_MINUTE_PER_NAMESPACE",
+        None,
+        "Most activity tasks handed out per namespace per UTC minute (0 or unset: no cap).",
+    )
+    task_queue_admission_overrides: str | None = _setting(
+        "DW_TASK_QUEUE_ADMISSION_OVERRIDES",
+        None,
+        "JSON object of per-queue cap overrides and budget groups (docs/task-queues.md).",
+    )
+
     # --- timers ----------------------------------------------------------------
     timer_poll_interval_ms: int = _setting(
         "DW_TIMER_POLL_INTERVAL_MS",
@@ -394,6 +428,22 @@ class Settings:
     @property
     def effective_query_task_timeout_s(self) -> int:
         return self.query_task_timeout_s or self.worker_poll_timeout_s
+
+    @property
+    def admission_policy(self) -> AdmissionPolicy:
+        """The admission caps as a policy (validated by :meth:`validate`)."""
+        defaults: dict[str, dict[str, int]] = {}
+        for kind in ("workflow", "activity"):
+            for field in (
+                "max_active_leases_per_queue",
+                "max_active_leases_per_namespace",
+                "max_dispatches_per_minute",
+                "max_dispatches_per_minute_per_namespace",
+            ):
+                value = getattr(self, f"{kind}_task_{field}")
+                if value is not None and value >= 1:
+                    defaults.setdefault(kind, {})[field] = value
+        return AdmissionPolicy(defaults, parse_overrides(self.task_queue_admission_overrides))
 
     @property
     def bind_host_port(self) -> tuple[str, int]:
@@ -492,6 +542,10 @@ class Settings:
         major, _, minor = self.worker_protocol_version.partition(".")
         if not (major.isdigit() and minor.isdigit()):
             problems.append("DW_WORKER_PROTOCOL_VERSION must look like 1.20")
+        try:
+            parse_overrides(self.task_queue_admission_overrides)
+        except ValueError as exc:
+            problems.append(f"DW_TASK_QUEUE_ADMISSION_OVERRIDES {exc}")
         try:
             self.bind_host_port  # noqa: B018 - parsing is the check
         except ValueError:

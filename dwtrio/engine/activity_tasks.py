@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from dwtrio import payloads, wire
-from dwtrio.engine import claims
+from dwtrio.engine import admission, claims
 from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.wakes import request_wake
 from dwtrio.errors import (
@@ -27,6 +27,7 @@ from dwtrio.errors import (
     TaskMismatchError,
     TaskNotFoundError,
 )
+from dwtrio.protocol.admission import Blocked, Throttled
 from dwtrio.protocol.commands import ScheduleActivity
 from dwtrio.protocol.ids import new_id
 from dwtrio.protocol.responses import ActivityReport
@@ -135,18 +136,27 @@ def _task_body(claimed: ClaimedActivity, queue: str) -> dict[str, Any]:
     return body
 
 
-async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[str, Any] | None:
+async def claim(
+    conn: Conn, params: ClaimParams, *, replay_poll: bool
+) -> dict[str, Any] | Throttled | Blocked | None:
     """Lease the next activity task: new attempt, ``ActivityStarted``, wire body.
 
-    Runs without an explicit transaction (``Store.autocommit``): the claim, the
-    attempt and the event are one statement; the rare cleanup of work claimed
-    for a run that has closed meanwhile is another (a failure between the two
-    leaves a lease that expires and is repaired).
+    Uncapped, it runs without an explicit transaction (``Store.autocommit``):
+    the claim, the attempt and the event are one statement; the rare cleanup of
+    work claimed for a run that has closed meanwhile is another (a failure
+    between the two leaves a lease that expires and is repaired). On a capped
+    queue it runs in a transaction, admitted first (``Throttled`` when a cap is
+    reached); a worker whose build-id cohort drains gets ``BLOCKED``
+    (``engine/admission.py``).
     """
     if replay_poll and params.poll_request_id:
         again = await activities.find_polled_activity_task(conn, **params.held_by_poll())
         if again is not None:
             return _task_body(again, params.task_queue)
+    if params.caps is not None:
+        throttled = await admission.admit(conn, params.caps)
+        if throttled is not None:
+            return throttled
     while True:
         claimed = await activities.claim_activity_task(
             conn,
@@ -160,7 +170,7 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
             event_id=new_id(),
         )
         if claimed is None:
-            return None
+            return await admission.refused(conn, params)
         if not claimed.run_open:
             # The run closed after scheduling: this work can never be used.
             await activities.cancel_claimed_activity(
@@ -170,6 +180,8 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
                 task_id=claimed.task_id,
             )
             continue
+        if params.caps is not None:
+            await admission.record(conn, params.caps)
         return _task_body(claimed, params.task_queue)
 
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import attrs
 
+from dwtrio.protocol.admission import QueueCaps
+
 
 @attrs.frozen(kw_only=True)
 class ClaimParams:
@@ -17,6 +19,9 @@ class ClaimParams:
     #: The worker's id for this poll: a retried poll with the same id is handed the
     #: task its lost answer carried.
     poll_request_id: str | None
+    #: The admission caps of the queue for this kind (None: uncapped, the claim takes
+    #: no lock; see ``engine/admission.py``).
+    caps: QueueCaps | None = None
 
     def held_by_poll(self) -> dict[str, Any]:
         """The keyword arguments of the store's ``find_polled_*`` queries: the task

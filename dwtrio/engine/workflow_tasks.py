@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from dwtrio import wire
-from dwtrio.engine import claims
+from dwtrio.engine import admission, claims
 from dwtrio.engine.closing import close_run
 from dwtrio.engine.commands import HANDLERS, Completion
 from dwtrio.engine.commands.conditions import close_open_wait
@@ -34,6 +34,7 @@ from dwtrio.errors import (
     ValidationFailedError,
     WorkflowTaskAttemptMismatchError,
 )
+from dwtrio.protocol.admission import Blocked, Throttled
 from dwtrio.protocol.commands import CompleteUpdate, FailUpdate, parse_commands
 from dwtrio.protocol.ids import new_id
 from dwtrio.protocol.responses import WorkflowTaskCompleted, WorkflowTaskFailed, render
@@ -130,21 +131,31 @@ def task_body(
     return body
 
 
-async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[str, Any] | None:
+async def claim(
+    conn: Conn, params: ClaimParams, *, replay_poll: bool
+) -> dict[str, Any] | Throttled | Blocked | None:
     """Lease the next workflow task of the queue and build its wire body, or None.
 
     With ``replay_poll``, a task already leased to this ``poll_request_id`` is
-    returned again (the SDK retries a poll whose response it lost).
+    returned again (the SDK retries a poll whose response it lost). On a capped
+    queue (``params.caps``) the claim is admitted first and may answer
+    ``Throttled``; a worker whose build-id cohort drains gets ``BLOCKED``
+    (``engine/admission.py``).
 
-    Runs without an explicit transaction: the claim is one statement (lease the
-    task, mark the run running) and the rest are reads. The history is read by
-    a later statement on purpose, so it sees every event committed by a wake
-    that the claim waited for on the run row lock.
+    Uncapped, it runs without an explicit transaction: the claim is one statement
+    (lease the task, mark the run running) and the rest are reads. The history is
+    read by a later statement on purpose, so it sees every event committed by a
+    wake that the claim waited for on the run row lock. A capped claim runs in a
+    transaction (its admission lock is held until the claim commits).
     """
     claimed = None
     if replay_poll and params.poll_request_id:
         claimed = await tasks.find_polled_workflow_task(conn, **params.held_by_poll())
     if claimed is None:
+        if params.caps is not None:
+            throttled = await admission.admit(conn, params.caps)
+            if throttled is not None:
+                return throttled
         claimed = await tasks.claim_workflow_task(
             conn,
             namespace=params.namespace,
@@ -155,7 +166,9 @@ async def claim(conn: Conn, params: ClaimParams, *, replay_poll: bool) -> dict[s
             lease_s=params.lease_s,
         )
         if claimed is None:
-            return None
+            return await admission.refused(conn, params)
+        if params.caps is not None:
+            await admission.record(conn, params.caps)
     events, token = await _history_page(conn, claimed.run_id, params.namespace, 0, params.page_size)
     return task_body(claimed, events, token, params.task_queue)
 

@@ -35,6 +35,7 @@ def routes(rt: Runtime) -> list[Route]:
             task_queue=req.task_queue,
             worker_id=req.worker_id,
             poll_request_id=req.poll_request_id,
+            caps=rt.admission.caps(namespace, req.task_queue, "activity"),
             activity_types=types[1],
             default_lease_s=settings.activity_task_timeout_s,
         )

@@ -43,6 +43,7 @@ def routes(rt: Runtime) -> list[Route]:
             task_queue=req.task_queue,
             worker_id=req.worker_id,
             poll_request_id=req.poll_request_id,
+            caps=rt.admission.caps(namespace, req.task_queue, "workflow"),
             workflow_types=types[0],
             lease_s=settings.workflow_task_timeout_s,
             page_size=page,

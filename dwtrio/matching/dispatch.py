@@ -24,9 +24,10 @@ from typing import Any, Generic, Protocol, TypeVar
 import attrs
 import trio
 
-from dwtrio.errors import StoreUnavailableError
+from dwtrio.errors import AdmissionLockBusyError, StoreUnavailableError
 from dwtrio.matching.poll import Client, poll_for_task
 from dwtrio.matching.waiters import QueueKey, WaiterSet
+from dwtrio.protocol.admission import AdmissionPolicy, Blocked, QueueCaps, Throttled
 from dwtrio.settings import Settings
 from dwtrio.store.pool import Conn, Op, Store
 
@@ -38,6 +39,9 @@ RELEASE_WAIT_S = 2.0
 
 #: A task as the worker receives it (the wire body a claim builds).
 Task = dict[str, Any]
+
+#: How soon a claim that waited too long for its admission lock looks again.
+ADMISSION_BUSY_RECHECK_S = 0.1
 
 
 class Host(Protocol):
@@ -51,6 +55,8 @@ class Host(Protocol):
     def waiters(self) -> WaiterSet: ...
     @property
     def draining(self) -> trio.Event: ...
+    @property
+    def admission(self) -> AdmissionPolicy: ...
     def publish_wakes(self, keys: Iterable[QueueKey]) -> None: ...
 
 
@@ -61,6 +67,8 @@ class PollParams(Protocol):
     def namespace(self) -> str: ...
     @property
     def task_queue(self) -> str: ...
+    @property
+    def caps(self) -> QueueCaps | None: ...
 
 
 P = TypeVar("P", bound=PollParams)
@@ -70,11 +78,13 @@ P_contra = TypeVar("P_contra", bound=PollParams, contravariant=True)
 class ClaimOp(Protocol[P_contra]):
     """``claim(conn, params, *, replay_poll)``: lease the next task of the poll's queue
     and build its body, or None. With ``replay_poll`` (a poll's first claim), a task
-    its ``poll_request_id`` already holds is returned again (the worker retried)."""
+    its ``poll_request_id`` already holds is returned again (the worker retried).
+    ``Throttled``: an admission cap stopped it; ``Blocked``: the worker may claim
+    nothing (its build-id cohort drains)."""
 
     def __call__(
         self, conn: Conn, params: P_contra, *, replay_poll: bool
-    ) -> Awaitable[Task | None]: ...
+    ) -> Awaitable[Task | Throttled | Blocked | None]: ...
 
 
 class Created(Protocol):
@@ -139,17 +149,21 @@ async def poll(
     the same ``poll_request_id`` is given that task).
     """
     store = host.store
-    run = store.transaction if kind.transaction else store.autocommit
+    # A capped queue's claim holds its admission lock until the lease commits.
+    run = store.transaction if kind.transaction or params.caps is not None else store.autocommit
     first = True
     timeout_s = poll_timeout_s(host.settings, timeout_seconds)
     deadline = trio.current_time() + timeout_s
 
-    async def claim() -> Task | None:
+    async def claim() -> Task | Throttled | Blocked | None:
         nonlocal first
         replay, first = first, False
         try:
             with store.wait_until(deadline):
                 return await run(kind.claim, params, replay_poll=replay)
+        except AdmissionLockBusyError:
+            # Other nodes' claims of the queue held its admission lock for a second.
+            return Throttled(ADMISSION_BUSY_RECHECK_S)
         except StoreUnavailableError as exc:
             if exc.maybe_applied and kind.release_polled is not None:
                 await _release_polled(host, kind.release_polled, params)
@@ -214,7 +228,9 @@ async def create_with_handoff(
         types = kind.types(offer)
         return not types or task_type in types
 
-    waiter = host.waiters.reserve((namespace, task_queue, kind.kind), accepts)
+    # A capped queue dispatches only through admitted claims.
+    capped = host.admission.caps(namespace, task_queue, kind.kind) is not None
+    waiter = None if capped else host.waiters.reserve((namespace, task_queue, kind.kind), accepts)
     if waiter is None:
         return await create(None)
     created = None

@@ -22,11 +22,16 @@ from dwtrio.matching.waiters import (
     Waiter,
     WaiterSet,
 )
+from dwtrio.protocol.admission import Blocked, Throttled
 
 T = TypeVar("T")
 
 #: How long past its deadline a reserved poll waits for the task being written for it.
 RESERVATION_GRACE_S = 2.0
+
+#: How often a poll whose worker may claim nothing (its build-id cohort drains) looks
+#: whether that is still so, waiting outside the queue's line meanwhile.
+BLOCKED_RECHECK_S = 2.0
 
 
 class Client(Protocol):
@@ -42,7 +47,7 @@ class Client(Protocol):
 async def poll_for_task(
     waiters: WaiterSet,
     key: QueueKey,
-    claim: Callable[[], Awaitable[T | None]],
+    claim: Callable[[], Awaitable[T | Throttled | Blocked | None]],
     release: Callable[[T], Awaitable[None]],
     *,
     timeout_s: float,
@@ -72,20 +77,84 @@ async def poll_for_task(
     if its client is gone.
     """
     deadline = trio.current_time() + max(timeout_s, 0.0)
+    while True:
+        found = await _poll_in_line(
+            waiters, key, claim, release, deadline, recheck_s, draining, typed, client, offer
+        )
+        if not isinstance(found, Blocked):
+            return found
+        # Its worker may claim nothing now: wait outside the line (wakes and handoffs
+        # go to pollers that can take them), and look again now and then.
+        until = min(deadline, trio.current_time() + BLOCKED_RECHECK_S)
+        if await _wait_outside_line(until, draining, client):
+            raise ClientGone
+        if draining.is_set() or trio.current_time() >= deadline:
+            return None
+
+
+async def _wait_outside_line(until: float, draining: trio.Event, client: Client | None) -> bool:
+    """Sleep until ``until`` or the server drains; True if the client left meanwhile."""
+    left = False
+
+    async def watch_client(scope: trio.CancelScope) -> None:
+        nonlocal left
+        assert client is not None
+        await client.wait_gone()
+        left = True
+        scope.cancel()
+
+    with trio.move_on_at(until):
+        async with trio.open_nursery() as nursery:
+            if client is not None:
+                nursery.start_soon(watch_client, nursery.cancel_scope)
+            await draining.wait()
+            nursery.cancel_scope.cancel()
+    return left
+
+
+async def _poll_in_line(
+    waiters: WaiterSet,
+    key: QueueKey,
+    claim: Callable[[], Awaitable[T | Throttled | Blocked | None]],
+    release: Callable[[T], Awaitable[None]],
+    deadline: float,
+    recheck_s: float,
+    draining: trio.Event,
+    typed: bool,
+    client: Client | None,
+    offer: object,
+) -> T | Blocked | None:
+    """The poll, registered in its queue's line: a task, None at the deadline, or
+    ``Blocked`` (having left the line) when its worker may claim nothing."""
     # An idle queue costs parked pollers nothing: no claim until something changes;
     # nor does a burst of polls while a few claims of the queue are running.
-    skip_claim = timeout_s > 0 and waiters.should_defer(key, recheck_s)
+    skip_claim = deadline > trio.current_time() and waiters.should_defer(key, recheck_s)
+    #: After a throttled claim: look again this soon even without a wake.
+    retry_s: float | None = None
     # One place in line for the whole poll: the event is renewed before every claim
     # (so a wake during the claim is never lost) but the poller keeps its position.
     with waiters.register(key, offer) as waiter:
         try:
             while True:
                 task: T | None = waiter.take()  # handed over by the request that created it
+                retry_s = None
                 if task is None and not skip_claim:
                     with waiters.claiming(key) as seq, trio.CancelScope(shield=True):
-                        task = await claim()  # shielded: never abandon a committed lease
+                        got = await claim()  # shielded: never abandon a committed lease
+                    if isinstance(got, Blocked):
+                        return got  # leaving the line passes on a wake it has not used
+                    if isinstance(got, Throttled):
+                        # Capped, not empty: the queue is not marked, and this poll looks
+                        # again when a lease may have ended or the minute turned.
+                        retry_s, task = got.retry_after_s, None
+                    else:
+                        task = got
                     waiters.record_claim(
-                        key, found=task is not None, typed=typed, seq=seq, recheck_s=recheck_s
+                        key,
+                        found=task is not None,
+                        typed=typed or retry_s is not None,
+                        seq=seq,
+                        recheck_s=recheck_s,
                     )
                 skip_claim = False
                 if task is not None:
@@ -103,7 +172,7 @@ async def poll_for_task(
                 if draining.is_set() or trio.current_time() >= deadline:
                     # A wake that arrived during the claim is left unconsumed: passed on.
                     return None
-                await _park(waiters, key, waiter, deadline, recheck_s, client)
+                await _park(waiters, key, waiter, deadline, recheck_s, client, retry_s)
                 if waiter.state is HANDED:
                     continue
                 if draining.is_set():
@@ -138,14 +207,18 @@ async def _park(
     deadline: float,
     recheck_s: float,
     client: Client | None,
+    retry_s: float | None = None,
 ) -> None:
     """Wait for a wake or a handoff; until the deadline, or the next recheck if the
-    waiter is the queue's head. Raises ``ClientGone`` if the client leaves."""
+    waiter is the queue's head (or ``retry_s`` after a throttled claim). Raises
+    ``ClientGone`` if the client leaves."""
     event = waiter.event
     # Only the queue's head rechecks on a timer; the others wait for a wake
     # (the head's departure nudges the next one, so someone always rechecks).
     park_until = deadline
-    if waiters.is_head(key, waiter):
+    if retry_s is not None:
+        park_until = min(deadline, trio.current_time() + retry_s)
+    elif waiters.is_head(key, waiter):
         park_until = min(deadline, trio.current_time() + recheck_s)
     gone = None if client is None else client.wait_gone
     if waiter.state is LOOKING:

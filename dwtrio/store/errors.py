@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from dwtrio.errors import (
+    AdmissionLockBusyError,
     AlreadyExistsError,
     DwtrioError,
     NamespaceNotFoundError,
@@ -26,6 +27,9 @@ def translate(exc: BaseException) -> DwtrioError | None:
     ):
         # A start that reached the store after its namespace was deleted.
         return NamespaceNotFoundError("The namespace does not exist (it was deleted).")
+    if isinstance(exc, asyncpg.LockNotAvailableError):
+        # Only admission claims set a lock_timeout (admission.sql lock_admission_scope).
+        return AdmissionLockBusyError(str(exc))
     if isinstance(exc, asyncpg.UndefinedTableError):
         return StoreUnavailableError(
             f"the database schema is missing ({exc}); run `dwtrio bootstrap`"

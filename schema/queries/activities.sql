@@ -18,7 +18,8 @@ SELECT :task_id, :namespace, :task_queue, 'activity', :run_id, :workflow_id, :wo
   FROM execution;
 
 -- name: claim_activity_task
--- Lease the oldest ready activity task on a queue, start its next attempt (:attempt_id)
+-- Lease the oldest ready activity task on a queue (none while the worker's build-id
+-- cohort drains), start its next attempt (:attempt_id)
 -- and record ActivityStarted (:event_id) on its run, in one statement that commits on its
 -- own (one round trip); the lease follows start_to_close if set. The run's row is locked by
 -- the event's sequence update, after the task, as when the claim was a transaction that
@@ -31,6 +32,12 @@ WITH next AS (
        AND state = 'ready' AND available_at <= now()
        AND (cardinality(:activity_types::text[]) = 0
             OR activity_type = ANY(:activity_types::text[]))
+       AND NOT EXISTS (  -- the worker's build-id cohort is not draining (an InitPlan: once)
+           SELECT 1 FROM worker_registrations w
+             JOIN build_id_rollouts b ON b.namespace = w.namespace
+                                     AND b.task_queue = :task_queue AND b.build_id = w.build_id
+            WHERE w.namespace = :namespace AND w.worker_id = :worker_id
+              AND b.drain_intent = 'draining')
      ORDER BY available_at, id
      LIMIT 1
        FOR UPDATE SKIP LOCKED

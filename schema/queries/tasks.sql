@@ -11,7 +11,8 @@ VALUES (:id, :namespace, :task_queue, 'workflow', :run_id, :workflow_id, :workfl
         :compatibility, now());
 
 -- name: claim_workflow_task
--- Lease the oldest ready workflow task on a queue (optionally of the worker's types), mark
+-- Lease the oldest ready workflow task on a queue (optionally of the worker's types;
+-- only runs unpinned or pinned to its build; nothing while its cohort drains), mark
 -- its run running and clear its deferred wake, in one statement. Updating the run row
 -- locks it, so a wake racing the claim either commits first (and its event is in the
 -- history read next) or runs after and sees the task leased (and defers itself).
@@ -21,6 +22,15 @@ WITH next AS (
        AND state = 'ready' AND available_at <= now()
        AND (cardinality(:workflow_types::text[]) = 0
             OR workflow_type = ANY(:workflow_types::text[]))
+       AND (compatibility IS NULL  -- a run pinned to a build goes to that build's workers
+            OR compatibility = (SELECT build_id FROM worker_registrations
+                                 WHERE namespace = :namespace AND worker_id = :worker_id))
+       AND NOT EXISTS (  -- the worker's build-id cohort is not draining (an InitPlan: once)
+           SELECT 1 FROM worker_registrations w
+             JOIN build_id_rollouts b ON b.namespace = w.namespace
+                                     AND b.task_queue = :task_queue AND b.build_id = w.build_id
+            WHERE w.namespace = :namespace AND w.worker_id = :worker_id
+              AND b.drain_intent = 'draining')
      ORDER BY available_at, id
      LIMIT 1
        FOR UPDATE SKIP LOCKED

@@ -1,0 +1,53 @@
+-- name: lock_admission_scope
+-- Hold an admission scope (a queue, a namespace or a budget group of one task kind)
+-- until the claim's transaction ends, waiting at most a second for it (lock_timeout,
+-- for the rest of this transaction only): every node's claims on the scope take turns.
+SELECT set_config('lock_timeout', '1000', true),
+       pg_advisory_xact_lock(hashtextextended(:scope, 0));
+
+-- name: admission_counts
+-- What the caps of one queue and kind count right now: its active leases, its
+-- namespace's (only when :with_namespace), and this UTC minute's dispatches of the
+-- queue, namespace and group scopes. An active lease is a leased task whose lease has
+-- not expired (workflow_tasks_leased_queue_idx).
+SELECT (SELECT count(*) FROM workflow_tasks
+         WHERE namespace = :namespace AND task_queue = :task_queue AND kind = :kind
+           AND state = 'leased' AND (lease_expires_at IS NULL OR lease_expires_at > now()))
+           AS queue_leases,
+       CASE WHEN :with_namespace THEN
+           (SELECT count(*) FROM workflow_tasks
+             WHERE namespace = :namespace AND kind = :kind AND state = 'leased'
+               AND (lease_expires_at IS NULL OR lease_expires_at > now()))
+       END AS namespace_leases,
+       coalesce((SELECT count FROM task_dispatch_counts
+                  WHERE scope = :queue_scope AND minute = date_trunc('minute', now())), 0)
+           AS queue_dispatches,
+       coalesce((SELECT count FROM task_dispatch_counts
+                  WHERE scope = :namespace_scope AND minute = date_trunc('minute', now())), 0)
+           AS namespace_dispatches,
+       coalesce((SELECT count FROM task_dispatch_counts
+                  WHERE scope = :group_scope::text AND minute = date_trunc('minute', now())), 0)
+           AS group_dispatches,
+       extract(epoch FROM date_trunc('minute', now()) + interval '1 minute' - now())::float8
+           AS minute_left_s;
+
+-- name: record_dispatch
+-- Count one dispatch in this UTC minute for each of :scopes, dropping their rows of
+-- minutes that are over (nobody reads them again).
+WITH gone AS (
+    DELETE FROM task_dispatch_counts
+     WHERE scope = ANY(:scopes::text[]) AND minute < date_trunc('minute', now())
+)
+INSERT INTO task_dispatch_counts (scope, minute, count)
+SELECT scope, date_trunc('minute', now()), 1 FROM unnest(:scopes::text[]) AS scope
+ON CONFLICT (scope, minute) DO UPDATE SET count = task_dispatch_counts.count + 1;
+
+-- name: cohort_draining
+-- Whether the worker's build-id cohort on this queue is draining (an operator drained
+-- it): such a worker claims nothing new.
+SELECT EXISTS (
+    SELECT 1 FROM worker_registrations w
+      JOIN build_id_rollouts b
+        ON b.namespace = w.namespace AND b.task_queue = :task_queue AND b.build_id = w.build_id
+     WHERE w.namespace = :namespace AND w.worker_id = :worker_id
+       AND b.drain_intent = 'draining');
