@@ -397,6 +397,13 @@ class SearchAttributeNotFoundError(DwtrioError):
     http_status = 404
 
 
+class BuildIdDrainingError(DwtrioError):
+    """The build-id cohort is draining; resume it before promoting it."""
+
+    reason = "build_id_draining"
+    http_status = 409
+
+
 # --- queries (control plane) ------------------------------------------------------------
 class QueryRunNotActiveError(DwtrioError):
     """The run is closed without completing, so it can no longer answer queries."""

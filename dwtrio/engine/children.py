@@ -99,6 +99,7 @@ async def start_child(
         workflow_type=command.workflow_type,
         task_queue=queue,
         arguments=arguments,
+        compatibility=times.compatibility,  # the queue's promoted build, like any start
     )
     await append_events(
         conn,

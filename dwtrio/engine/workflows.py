@@ -128,6 +128,9 @@ async def start_fresh(
     With ``lease`` (a parked poll reserved for a sync match, whose types accept
     ``cmd.workflow_type``), the first workflow task is written leased to that
     poll and returned as ``outcome.handoff``, its wire body; nothing is woken.
+    Unless that poll's claim could not take it (the queue's promoted build is not
+    the worker's, or the worker's cohort drains): then the task is written ready
+    and the queue woken, as without ``lease``.
     """
     run_id, command_id, task_id = new_id(), new_id(), new_id()
     accepted, started = _start_events(cmd, run_id, command_id)
@@ -149,16 +152,17 @@ async def start_fresh(
     if not rows:
         return None
     outcome = Outcome(verdict=Verdict.CREATED)
-    if lease is None:
-        outcome.wake(cmd.namespace, cmd.task_queue, "workflow")
-    else:
+    handed = lease is not None and rows[0].lease_owner is not None
+    if lease is not None and handed:
         outcome.handoff = _first_task_body(cmd, run_id, task_id, rows, lease.page_size)
+    else:
+        outcome.wake(cmd.namespace, cmd.task_queue, "workflow")
     outcome.body = start_body(
         workflow_id=cmd.workflow_id,
         run_id=run_id,
         workflow_type=cmd.workflow_type,
         namespace=cmd.namespace,
-        status="pending" if lease is None else "running",
+        status="running" if handed else "pending",
         business_key=cmd.business_key,
         outcome=STARTED_NEW,
     )
@@ -232,6 +236,7 @@ async def _start_new(conn: Conn, cmd: StartCommand, run_id: str, times: store.Ru
         workflow_type=cmd.workflow_type,
         task_queue=cmd.task_queue,
         arguments=cmd.input_blob,
+        compatibility=times.compatibility,
     )
     command_id = new_id()
     await store.insert_command(

@@ -13,6 +13,7 @@ from quart_trio import QuartTrio
 
 from dwtrio.http import (
     activity_tasks,
+    build_ids,
     cluster,
     envelope,
     health,
@@ -79,6 +80,7 @@ def create_quart_app(rt: Runtime) -> QuartTrio:
         schedules,
         search_attributes,
         workers_admin,
+        build_ids,
     ):
         app.register_blueprint(module.blueprint(rt))
     return app

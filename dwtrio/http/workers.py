@@ -65,7 +65,7 @@ def routes(rt: Runtime) -> list[Route]:
             task_queue=req.task_queue,
             runtime=req.runtime,
             sdk_version=req.sdk_version,
-            build_id=req.build_id or "",
+            build_id=(req.build_id or "").strip(),  # '' is the unversioned cohort
             supported_workflow_types=req.supported_workflow_types,
             supported_activity_types=req.supported_activity_types,
             workflow_definition_fingerprints=req.workflow_definition_fingerprints,

@@ -274,3 +274,59 @@ class NamespaceDeleted(ResponseBody):
     created_at: str | None
     updated_at: str | None
     deleted: dict[str, int]
+
+
+@attrs.frozen(kw_only=True)
+class BuildIdCohort(ResponseBody):
+    """One build-id cohort of a task queue (schedules-and-admission.md §3): its workers
+    (staleness beats the stored status) and its rollout state. ``build_id`` is null for
+    the unversioned cohort."""
+
+    build_id: str | None
+    rollout_status: str
+    drain_intent: str
+    drained_at: str | None
+    active_worker_count: int
+    draining_worker_count: int
+    stale_worker_count: int
+    total_worker_count: int
+    runtimes: list[str]
+    sdk_versions: list[str]
+    last_heartbeat_at: str | None
+    first_seen_at: str | None
+    promoted_at: str | None
+    new_start_selected: bool
+
+
+@attrs.frozen(kw_only=True)
+class BuildIdRollout(ResponseBody):
+    """``GET /api/task-queues/{tq}/build-ids``: the queue's cohorts, in rollout order."""
+
+    namespace: str
+    task_queue: str
+    stale_after_seconds: int
+    build_ids: list[BuildIdCohort]
+
+
+@attrs.frozen(kw_only=True)
+class Deployment(ResponseBody):
+    """What new starts on a queue are pinned to, since when (a promote's answer)."""
+
+    task_queue: str
+    build_id: str | None
+    promoted_at: str | None
+
+
+@attrs.frozen(kw_only=True)
+class BuildIdRolloutState(ResponseBody):
+    """``POST /api/task-queues/{tq}/build-ids/drain|resume|promote``: the cohort's rollout
+    state after the change; a promote adds its ``deployment``."""
+
+    namespace: str
+    task_queue: str
+    build_id: str | None
+    drain_intent: str
+    drained_at: str | None
+    promoted_at: str | None
+    new_start_selected: bool
+    deployment: Deployment = OMIT

@@ -38,6 +38,8 @@ class RunTimes:
     started_at: datetime
     execution_deadline_at: datetime | None
     run_deadline_at: datetime | None
+    #: The build the run is pinned to: the one promoted last on its queue, if any.
+    compatibility: str | None
 
 
 @attrs.frozen
@@ -197,7 +199,8 @@ async def start_new_workflow(
 ) -> list[StartedRow]:
     """Start a workflow id nobody holds in one statement: instance, first run, start
     command, StartAccepted and WorkflowStarted, first task (leased to ``lease_owner``
-    when given). Empty when the id is taken."""
+    when given and that worker's claim could take it: see the query). The run and its
+    task are pinned to the queue's promoted build. Empty when the id is taken."""
     return await _START_NEW_WORKFLOW.all(
         conn,
         run_id=run.id,
@@ -229,7 +232,8 @@ async def insert_instance_with_first_run(
 ) -> RunTimes | None:
     """Create the instance and its first run in one statement; None when the id is taken.
 
-    The run's command counter starts at 1 (the start command). A concurrent
+    The run's command counter starts at 1 (the start command); it is pinned to the
+    queue's promoted build (``RunTimes.compatibility``). A concurrent
     start of the same id blocks here until the other transaction ends, then
     sees its row (None) or, if it rolled back, inserts.
     """

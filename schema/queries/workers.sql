@@ -1,5 +1,6 @@
 -- name: upsert_worker_registration
--- Register (or re-register) a worker; a re-registration reactivates it.
+-- Register (or re-register) a worker; a re-registration reactivates it: status draining
+-- while its cohort (namespace, task queue, build id) is draining, else active.
 INSERT INTO worker_registrations (
     namespace, worker_id, task_queue, runtime, sdk_version, build_id,
     supported_workflow_types, supported_activity_types, workflow_definition_fingerprints,
@@ -10,7 +11,12 @@ VALUES (:namespace, :worker_id, :task_queue, :runtime, :sdk_version, :build_id,
         :supported_workflow_types, :supported_activity_types, :workflow_definition_fingerprints,
         :workflow_command_contracts, :capabilities, :capability_manifest, :task_slots,
         :process_metrics, :max_concurrent_workflow_tasks, :max_concurrent_activity_tasks,
-        :max_concurrent_worker_sessions, :heartbeat_interval_seconds, 'active', now())
+        :max_concurrent_worker_sessions, :heartbeat_interval_seconds,
+        CASE WHEN EXISTS (SELECT 1 FROM build_id_rollouts b
+                           WHERE b.namespace = :namespace AND b.task_queue = :task_queue
+                             AND b.build_id = :build_id AND b.drain_intent = 'draining')
+             THEN 'draining' ELSE 'active' END,
+        now())
 ON CONFLICT (namespace, worker_id) DO UPDATE SET
     task_queue = EXCLUDED.task_queue, runtime = EXCLUDED.runtime, sdk_version = EXCLUDED.sdk_version,
     build_id = EXCLUDED.build_id, supported_workflow_types = EXCLUDED.supported_workflow_types,
@@ -23,27 +29,44 @@ ON CONFLICT (namespace, worker_id) DO UPDATE SET
     max_concurrent_activity_tasks = EXCLUDED.max_concurrent_activity_tasks,
     max_concurrent_worker_sessions = EXCLUDED.max_concurrent_worker_sessions,
     heartbeat_interval_seconds = EXCLUDED.heartbeat_interval_seconds,
-    status = 'active', deregistered_at = NULL, last_heartbeat_at = now(), updated_at = now();
+    status = EXCLUDED.status, deregistered_at = NULL, last_heartbeat_at = now(),
+    updated_at = now();
 
 -- name: ensure_worker_registration
--- Treat an unknown worker that polls a queue as registered for it (implicit registration).
-INSERT INTO worker_registrations (namespace, worker_id, task_queue, last_heartbeat_at)
-VALUES (:namespace, :worker_id, :task_queue, now())
+-- Treat an unknown worker that polls a queue as registered for it (implicit registration,
+-- unversioned). A known one keeps its queue and build id; either way its status is
+-- draining while its cohort is draining, else active (a deregistered worker comes back).
+INSERT INTO worker_registrations AS w (namespace, worker_id, task_queue, status,
+                                       last_heartbeat_at)
+VALUES (:namespace, :worker_id, :task_queue,
+        CASE WHEN EXISTS (SELECT 1 FROM build_id_rollouts b
+                           WHERE b.namespace = :namespace AND b.task_queue = :task_queue
+                             AND b.build_id = '' AND b.drain_intent = 'draining')
+             THEN 'draining' ELSE 'active' END,
+        now())
 ON CONFLICT (namespace, worker_id) DO UPDATE SET
     last_heartbeat_at = now(),
-    status = CASE WHEN worker_registrations.status = 'deregistered' THEN 'active'
-                  ELSE worker_registrations.status END,
+    status = CASE WHEN EXISTS (SELECT 1 FROM build_id_rollouts b
+                                WHERE b.namespace = w.namespace AND b.task_queue = w.task_queue
+                                  AND b.build_id = w.build_id AND b.drain_intent = 'draining')
+                  THEN 'draining' ELSE 'active' END,
     updated_at = now()
 RETURNING supported_workflow_types, supported_activity_types;
 
 -- name: heartbeat_worker
--- Record a worker heartbeat; no row back means the worker is unknown.
-UPDATE worker_registrations
-   SET last_heartbeat_at = now(), task_slots = COALESCE(:task_slots, task_slots),
-       process_metrics = COALESCE(:process_metrics, process_metrics), updated_at = now(),
-       status = CASE WHEN status = 'deregistered' THEN 'active' ELSE status END
- WHERE namespace = :namespace AND worker_id = :worker_id
-RETURNING heartbeat_interval_seconds;
+-- Record a worker heartbeat; no row back means the worker is unknown. Its status: draining
+-- while its cohort is draining, else active (a deregistered worker comes back).
+UPDATE worker_registrations w
+   SET last_heartbeat_at = now(), task_slots = COALESCE(:task_slots, w.task_slots),
+       process_metrics = COALESCE(:process_metrics, w.process_metrics), updated_at = now(),
+       status = CASE WHEN EXISTS (SELECT 1 FROM build_id_rollouts b
+                                   WHERE b.namespace = w.namespace
+                                     AND b.task_queue = w.task_queue
+                                     AND b.build_id = w.build_id
+                                     AND b.drain_intent = 'draining')
+                     THEN 'draining' ELSE 'active' END
+ WHERE w.namespace = :namespace AND w.worker_id = :worker_id
+RETURNING w.heartbeat_interval_seconds;
 
 -- name: deregister_worker
 -- Mark a worker deregistered; no row back means it is unknown.

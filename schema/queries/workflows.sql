@@ -1,5 +1,6 @@
 -- name: insert_instance_with_first_run
 -- Create an instance and its pending first run (codec avro, command 1 = the start); no row: id taken.
+-- The run is pinned (compatibility) to the build promoted last on its queue, if any.
 WITH instance AS (
     INSERT INTO workflow_instances (workflow_id, namespace, workflow_type, business_key,
                                     execution_timeout_seconds, execution_deadline_at,
@@ -13,15 +14,22 @@ WITH instance AS (
     RETURNING workflow_id, namespace, execution_deadline_at
 )
 INSERT INTO workflow_runs (id, workflow_id, namespace, run_number, workflow_type, business_key,
-                           task_queue, payload_codec, arguments, memo, search_attributes,
-                           run_timeout_seconds, execution_deadline_at, run_deadline_at,
-                           last_command_sequence, last_progress_at)
+                           task_queue, compatibility, payload_codec, arguments, memo,
+                           search_attributes, run_timeout_seconds, execution_deadline_at,
+                           run_deadline_at, last_command_sequence, last_progress_at)
 SELECT :run_id, instance.workflow_id, instance.namespace, 1, :workflow_type, :business_key,
-       :task_queue, 'avro', :arguments, :memo::jsonb, :search_attributes::jsonb,
+       :task_queue,
+       -- build_id_rollouts' promoted build, as in start_new_workflow ('' = unpinned)
+       (SELECT NULLIF(b.build_id, '') FROM build_id_rollouts b
+         WHERE b.namespace = :namespace AND b.task_queue = :task_queue
+           AND b.promoted_at IS NOT NULL
+         ORDER BY b.promoted_at DESC, b.build_id DESC
+         LIMIT 1),
+       'avro', :arguments, :memo::jsonb, :search_attributes::jsonb,
        :run_timeout_seconds::integer, instance.execution_deadline_at,
        now() + make_interval(secs => :run_timeout_seconds::integer), 1, now()
   FROM instance
-RETURNING started_at, execution_deadline_at, run_deadline_at;
+RETURNING started_at, execution_deadline_at, run_deadline_at, compatibility;
 
 -- name: get_instance_for_start
 -- The instance owning a workflow_id (any namespace) with its current run's business key.
@@ -90,11 +98,35 @@ SELECT EXISTS (SELECT 1 FROM workflow_runs
 -- and the first workflow task. No row: the id is taken (the caller then runs the
 -- transactional start, which answers for the existing instance).
 -- WorkflowStarted gets the run's deadlines here, added to its payload.
+-- The run and its task are pinned (compatibility) to the build promoted last on the
+-- queue (build_id_rollouts; the unversioned cohort's '' pins nothing), if any.
 -- Sync match: with a lease owner (its poll request, lease seconds) the task is written
--- leased to that worker (attempt 1) and the run running, as a claim would leave them.
+-- leased to that worker (attempt 1) and the run running, as a claim would leave them;
+-- unless a claim by that worker could not take it (the run is pinned to another build, or
+-- the worker's cohort is draining): then it is written ready, as without a lease owner.
 -- Then one row per event (the handed-over task's history), else one row; none when the id
 -- is taken.
-WITH instance AS (
+WITH pin AS (
+    SELECT (SELECT NULLIF(b.build_id, '') FROM build_id_rollouts b
+             WHERE b.namespace = :namespace AND b.task_queue = :task_queue
+               AND b.promoted_at IS NOT NULL
+             ORDER BY b.promoted_at DESC, b.build_id DESC
+             LIMIT 1) AS compatibility
+), lease AS (  -- the lease owner, when claim_workflow_task's build-id checks let it take it
+    SELECT :lease_owner::text AS owner
+      FROM pin
+     WHERE :lease_owner::text IS NOT NULL
+       AND (pin.compatibility IS NULL
+            OR pin.compatibility = (SELECT w.build_id FROM worker_registrations w
+                                     WHERE w.namespace = :namespace
+                                       AND w.worker_id = :lease_owner::text))
+       AND NOT EXISTS (SELECT 1 FROM worker_registrations w
+                         JOIN build_id_rollouts b ON b.namespace = w.namespace
+                                                 AND b.task_queue = :task_queue
+                                                 AND b.build_id = w.build_id
+                        WHERE w.namespace = :namespace AND w.worker_id = :lease_owner::text
+                          AND b.drain_intent = 'draining')
+), instance AS (
     INSERT INTO workflow_instances (workflow_id, namespace, workflow_type, business_key,
                                     execution_timeout_seconds, execution_deadline_at,
                                     current_run_id, run_count)
@@ -107,17 +139,18 @@ WITH instance AS (
     RETURNING workflow_id, namespace, execution_deadline_at
 ), run AS (
     INSERT INTO workflow_runs (id, workflow_id, namespace, run_number, workflow_type,
-                               business_key, task_queue, payload_codec, arguments, memo,
-                               search_attributes, run_timeout_seconds, execution_deadline_at,
-                               run_deadline_at, last_command_sequence, last_history_sequence,
-                               last_progress_at, status)
+                               business_key, task_queue, compatibility, payload_codec, arguments,
+                               memo, search_attributes, run_timeout_seconds,
+                               execution_deadline_at, run_deadline_at, last_command_sequence,
+                               last_history_sequence, last_progress_at, status)
     SELECT :run_id, instance.workflow_id, instance.namespace, 1, :workflow_type, :business_key,
-           :task_queue, 'avro', :arguments, :memo::jsonb, :search_attributes::jsonb,
-           :run_timeout_seconds::integer, instance.execution_deadline_at,
+           :task_queue, pin.compatibility, 'avro', :arguments, :memo::jsonb,
+           :search_attributes::jsonb, :run_timeout_seconds::integer,
+           instance.execution_deadline_at,
            now() + make_interval(secs => :run_timeout_seconds::integer), 1, 2, now(),
-           CASE WHEN :lease_owner::text IS NULL THEN 'pending' ELSE 'running' END
-      FROM instance
-    RETURNING id, started_at, execution_deadline_at, run_deadline_at
+           CASE WHEN EXISTS (SELECT 1 FROM lease) THEN 'running' ELSE 'pending' END
+      FROM instance, pin
+    RETURNING id, compatibility, started_at, execution_deadline_at, run_deadline_at
 ), command AS (
     INSERT INTO workflow_commands (id, namespace, workflow_id, run_id, resolved_run_id,
                                    command_type, target_scope, context, status, outcome,
@@ -146,20 +179,20 @@ WITH instance AS (
               recorded_at
 ), task AS (
     INSERT INTO workflow_tasks (id, namespace, task_queue, kind, run_id, workflow_id,
-                                workflow_type, available_at, state, lease_owner,
+                                workflow_type, compatibility, available_at, state, lease_owner,
                                 poll_request_id, leased_at, lease_expires_at, attempt)
     SELECT :task_id, :namespace, :task_queue, 'workflow', run.id, :workflow_id, :workflow_type,
-           now(), CASE WHEN :lease_owner::text IS NULL THEN 'ready' ELSE 'leased' END,
-           :lease_owner::text, :poll_request_id::text,
-           CASE WHEN :lease_owner::text IS NOT NULL THEN now() END,
-           CASE WHEN :lease_owner::text IS NOT NULL
+           run.compatibility, now(), CASE WHEN lease.owner IS NULL THEN 'ready' ELSE 'leased' END,
+           lease.owner, CASE WHEN lease.owner IS NOT NULL THEN :poll_request_id::text END,
+           CASE WHEN lease.owner IS NOT NULL THEN now() END,
+           CASE WHEN lease.owner IS NOT NULL
                 THEN now() + make_interval(secs => :lease_s::integer) END,
-           CASE WHEN :lease_owner::text IS NULL THEN 0 ELSE 1 END
-      FROM run
+           CASE WHEN lease.owner IS NULL THEN 0 ELSE 1 END
+      FROM run LEFT JOIN lease ON true
     RETURNING attempt, lease_owner, lease_expires_at
 )
 SELECT run.started_at, task.attempt, task.lease_owner, task.lease_expires_at, events.*
-  FROM run CROSS JOIN task LEFT JOIN events ON :lease_owner::text IS NOT NULL
+  FROM run CROSS JOIN task LEFT JOIN events ON task.lease_owner IS NOT NULL
  ORDER BY events.sequence;
 
 -- name: lock_instance_for_continue

@@ -7,6 +7,7 @@ from typing import Any
 import trio
 
 from dwtrio.engine.outcome import Verdict
+from dwtrio.engine.workflow_tasks import ClaimParams
 from dwtrio.engine.workflows import StartCommand, start_fresh, start_workflow
 from dwtrio.protocol.responses import render
 from dwtrio.store.pool import Conn, Store, connect_once, open_store
@@ -132,3 +133,121 @@ async def test_racing_starts_of_one_id_leave_it_to_the_transactional_start(
     for got in outcomes.values():
         assert len(got) == 8
         assert sum(o is not None for o in got) == 1, got
+
+
+async def _promote(conn: Conn, build_id: str) -> None:
+    await conn.execute(  # type: ignore[attr-defined]
+        "INSERT INTO build_id_rollouts (namespace, task_queue, build_id, promoted_at)"
+        " VALUES ('default', 'q1', $1, clock_timestamp())"
+        " ON CONFLICT (namespace, task_queue, build_id)"
+        " DO UPDATE SET promoted_at = clock_timestamp()",
+        build_id,
+    )
+
+
+async def _pins(conn: Conn, workflow_id: str) -> list[Any]:
+    """The run's compatibility and its workflow task's."""
+    row = await conn.fetchrow(
+        "SELECT r.compatibility, t.compatibility AS task_compatibility"
+        " FROM workflow_runs r JOIN workflow_tasks t ON t.run_id = r.id"
+        " WHERE r.workflow_id = $1",
+        workflow_id,
+    )
+    return [row["compatibility"], row["task_compatibility"]]
+
+
+async def test_both_start_paths_pin_to_the_promoted_build(aio_loop: None, db_dsn: str) -> None:
+    """The run and its first task get the build promoted last on the queue; the
+    unversioned cohort ('') promoted last pins nothing."""
+
+    async def starts(conn: Conn) -> dict[str, list[Any]]:
+        async def both(suffix: str) -> None:
+            assert await start_fresh(conn, command(f"fresh-{suffix}")) is not None
+            async with conn.transaction():  # type: ignore[attr-defined]
+                await start_workflow(conn, command(f"classic-{suffix}"))
+
+        await both("none")
+        await _promote(conn, "b1")
+        await _promote(conn, "b2")
+        await both("b2")
+        await _promote(conn, "")
+        await both("unversioned")
+        await _promote(conn, "b1")
+        await both("b1")
+        return {
+            f"{path}-{suffix}": await _pins(conn, f"{path}-{suffix}")
+            for path in ("fresh", "classic")
+            for suffix in ("none", "b2", "unversioned", "b1")
+        }
+
+    pins = await connect_once(db_dsn, starts)
+    for path in ("fresh", "classic"):
+        assert pins[f"{path}-none"] == [None, None]
+        assert pins[f"{path}-b2"] == ["b2", "b2"]
+        assert pins[f"{path}-unversioned"] == [None, None]
+        assert pins[f"{path}-b1"] == ["b1", "b1"]
+
+
+async def test_a_sync_match_goes_only_to_a_worker_that_could_claim_the_task(
+    aio_loop: None, db_dsn: str
+) -> None:
+    """The one-statement start hands its first task to the reserved poll only when that
+    worker's claim could take it: the run is unpinned or pinned to the worker's build, and
+    the worker's cohort is not draining. Otherwise the task is written ready and the queue
+    woken, as without a reserved poll."""
+
+    def lease(worker_id: str) -> ClaimParams:
+        return ClaimParams(
+            namespace="default",
+            task_queue="q1",
+            worker_id=worker_id,
+            poll_request_id=f"poll-{worker_id}",
+            workflow_types=(),
+            lease_s=60,
+            page_size=100,
+        )
+
+    async def scenario(conn: Conn) -> dict[str, Any]:
+        for worker_id, build_id in (("w-b1", "b1"), ("w-b2", "b2"), ("w-b3", "b3")):
+            await conn.execute(  # type: ignore[attr-defined]
+                "INSERT INTO worker_registrations (namespace, worker_id, task_queue, build_id)"
+                " VALUES ('default', $1, 'q1', $2)",
+                worker_id,
+                build_id,
+            )
+        seen: dict[str, Any] = {}
+        unpinned = await start_fresh(conn, command("unpinned"), lease("w-b1"))
+        seen["unpinned"] = unpinned
+        await _promote(conn, "b2")
+        seen["other-build"] = await start_fresh(conn, command("other-build"), lease("w-b1"))
+        seen["its-build"] = await start_fresh(conn, command("its-build"), lease("w-b2"))
+        await _promote(conn, "")
+        await conn.execute(  # type: ignore[attr-defined]
+            "INSERT INTO build_id_rollouts (namespace, task_queue, build_id, drain_intent)"
+            " VALUES ('default', 'q1', 'b3', 'draining')"
+        )
+        seen["draining"] = await start_fresh(conn, command("draining"), lease("w-b3"))
+        for workflow_id in seen:
+            seen[workflow_id] = (
+                seen[workflow_id],
+                await conn.fetchrow(
+                    "SELECT t.state, t.lease_owner, r.status FROM workflow_tasks t"
+                    " JOIN workflow_runs r ON r.id = t.run_id WHERE r.workflow_id = $1",
+                    workflow_id,
+                ),
+            )
+        return seen
+
+    seen = await connect_once(db_dsn, scenario)
+    for workflow_id, owner in (("unpinned", "w-b1"), ("its-build", "w-b2")):
+        outcome, row = seen[workflow_id]
+        assert outcome.handoff is not None and outcome.handoff["workflow_id"] == workflow_id
+        assert outcome.wakes == set()
+        assert render(outcome.body)["status"] == "running"
+        assert (row["state"], row["lease_owner"], row["status"]) == ("leased", owner, "running")
+    for workflow_id in ("other-build", "draining"):
+        outcome, row = seen[workflow_id]
+        assert outcome.handoff is None, workflow_id
+        assert outcome.wakes == {("default", "q1", "workflow")}
+        assert render(outcome.body)["status"] == "pending"
+        assert (row["state"], row["lease_owner"], row["status"]) == ("ready", None, "pending")
