@@ -23,6 +23,7 @@ from dwtrio.http import (
     query_tasks,
     schedules,
     search_attributes,
+    task_queues,
     updates,
     workers,
     workers_admin,
@@ -81,6 +82,7 @@ def create_quart_app(rt: Runtime) -> QuartTrio:
         search_attributes,
         workers_admin,
         build_ids,
+        task_queues,
     ):
         app.register_blueprint(module.blueprint(rt))
     return app

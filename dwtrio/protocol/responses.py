@@ -330,3 +330,133 @@ class BuildIdRolloutState(ResponseBody):
     promoted_at: str | None
     new_start_selected: bool
     deployment: Deployment = OMIT
+
+
+@attrs.frozen(kw_only=True)
+class TaskQueuePoller(ResponseBody):
+    """A worker polling a task queue, as its description lists it."""
+
+    worker_id: str
+    runtime: str
+    sdk_version: str | None
+    build_id: str | None
+    last_heartbeat_at: str | None
+    heartbeat_expires_at: str | None
+    status: str
+    is_stale: bool
+    supported_workflow_types: list[str]
+    supported_activity_types: list[str]
+    max_concurrent_workflow_tasks: int
+    max_concurrent_activity_tasks: int
+
+
+@attrs.frozen(kw_only=True)
+class TaskQueueLease(ResponseBody):
+    """A task leased from a task queue: a workflow lease carries ``workflow_task_attempt``,
+    an activity lease ``activity_attempt_id`` and ``attempt_number``."""
+
+    task_id: str
+    task_type: str
+    workflow_id: str
+    run_id: str
+    lease_owner: str
+    lease_expires_at: str | None
+    is_expired: bool
+    workflow_task_attempt: int = OMIT
+    activity_attempt_id: str | None = OMIT
+    attempt_number: int = OMIT
+
+
+@attrs.frozen(kw_only=True)
+class OldestReadyTask(ResponseBody):
+    task_id: str
+    task_type: str
+    workflow_id: str
+    run_id: str
+    available_at: str | None
+    age_seconds: int
+
+
+@attrs.frozen(kw_only=True)
+class TaskKindCounts(ResponseBody):
+    ready_count: int
+    leased_count: int
+    expired_lease_count: int
+
+
+@attrs.frozen(kw_only=True)
+class PollerCounts(ResponseBody):
+    active_count: int
+    stale_count: int
+    stale_after_seconds: int
+
+
+@attrs.frozen(kw_only=True)
+class TaskQueueStats(ResponseBody):
+    """A task queue's backlog, leases and pollers (control-plane.md §9)."""
+
+    approximate_backlog_count: int
+    approximate_backlog_age: str | None
+    approximate_backlog_age_seconds: int | None
+    oldest_ready_task: OldestReadyTask | None
+    workflow_tasks: TaskKindCounts
+    activity_tasks: TaskKindCounts
+    pollers: PollerCounts
+
+
+@attrs.frozen(kw_only=True)
+class TaskRepairPolicy(ResponseBody):
+    """The intervals of dwtrio's task repair (docs/task-queues.md)."""
+
+    redispatch_after_seconds: float
+    lost_worker_after_seconds: int
+    scan_limit: int
+
+
+@attrs.frozen(kw_only=True)
+class TaskQueueRepair(ResponseBody):
+    """What task repair has to do, or watches, on a task queue."""
+
+    candidates: int
+    dispatch_failed: int
+    expired_leases: int
+    lost_worker_leases: int
+    dispatch_overdue: int
+    oldest_lease_expired_at: str | None
+    oldest_dispatch_overdue_since: str | None
+    needs_attention: bool
+    policy: TaskRepairPolicy
+
+
+@attrs.frozen(kw_only=True)
+class TaskQueueSummary(ResponseBody):
+    """One entry of ``GET /api/task-queues``. ``admission`` holds ``workflow_tasks``,
+    ``activity_tasks`` (the server part from ``engine.admission.server_budget``) and
+    ``query_tasks``."""
+
+    name: str
+    stats: TaskQueueStats
+    repair: TaskQueueRepair
+    admission: dict[str, Any]
+
+
+@attrs.frozen(kw_only=True)
+class TaskQueueList(ResponseBody):
+    """``GET /api/task-queues``: every task queue of the namespace, by name."""
+
+    namespace: str
+    task_queues: list[TaskQueueSummary]
+
+
+@attrs.frozen(kw_only=True)
+class TaskQueueDescription(ResponseBody):
+    """``GET /api/task-queues/{task_queue}``: a summary plus who polls the queue and what
+    is leased from it (an unknown queue has zeros and empty lists)."""
+
+    name: str
+    namespace: str
+    pollers: list[TaskQueuePoller]
+    stats: TaskQueueStats
+    current_leases: list[TaskQueueLease]
+    repair: TaskQueueRepair
+    admission: dict[str, Any]

@@ -41,6 +41,8 @@ ANY = ("worker", "operator", "admin")
         ("GET", "/api/schedules", "control", OPERATOR_ADMIN, True),
         ("DELETE", "/api/schedules/s1", "control", OPERATOR_ADMIN, True),
         ("POST", "/api/search-attributes", "control", OPERATOR_ADMIN, True),
+        ("GET", "/api/task-queues", "control", OPERATOR_ADMIN, True),
+        ("GET", "/api/task-queues/q", "control", OPERATOR_ADMIN, True),
         ("GET", "/api/task-queues/q/build-ids", "control", OPERATOR_ADMIN, True),
         ("POST", "/api/bridge-adapters/webhook/github", "control", OPERATOR_ADMIN, True),
         ("GET", "/api/workers", "control", OPERATOR_ADMIN, True),
