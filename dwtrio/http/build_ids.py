@@ -3,9 +3,9 @@ resume and promote of one cohort (control-plane.md §9, schedules-and-admission.
 the rules are in ``engine/build_ids.py``).
 
 Namespace-scoped operator routes without the ``control_plane`` envelope. A body must
-hold ``build_id`` (null for the unversioned cohort); other keys are ignored. A path
-segment that cannot name a task queue (NUL, longer than 255 characters) has no
-cohorts to list and is a 422 to change.
+hold ``build_id`` (null for the unversioned cohort); other keys are ignored. A queue
+nothing runs on has no cohorts; a name no worker or start can use (NUL, longer than
+255 characters) is a 422, as for ``GET /api/task-queues/{tq}``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dwtrio.errors import ValidationFailedError, merge_field_errors
 from dwtrio.http.envelope import json_response, outcome_response
 from dwtrio.http.pipeline import json_body
 from dwtrio.protocol.build_ids import BuildIdRolloutChange, task_queue_errors
-from dwtrio.protocol.responses import BuildIdRollout, render
+from dwtrio.protocol.responses import render
 from dwtrio.runtime import Runtime
 from dwtrio.store.pool import Op
 
@@ -48,15 +48,9 @@ def blueprint(rt: Runtime) -> Blueprint:
 
     @bp.get("/api/task-queues/<path:task_queue>/build-ids")
     async def list_build_ids(task_queue: str) -> Response:
-        if task_queue_errors(task_queue):  # no worker or run can be on such a queue
-            body = BuildIdRollout(
-                namespace=g.namespace,
-                task_queue=task_queue,
-                stale_after_seconds=stale_after_s,
-                build_ids=[],
-            )
-        else:
-            body = await rt.store.read(engine.list_cohorts, g.namespace, task_queue, stale_after_s)
+        if errors := task_queue_errors(task_queue):
+            raise ValidationFailedError({"task_queue": errors})
+        body = await rt.store.read(engine.list_cohorts, g.namespace, task_queue, stale_after_s)
         return json_response(render(body))
 
     async def change(op: Change, task_queue: str) -> Response:

@@ -162,10 +162,10 @@ async def test_an_unknown_queue_has_no_cohorts(rollouts: Rollouts) -> None:
         "stale_after_seconds": 60,
         "build_ids": [],
     }
-    # A segment no queue can have: no cohorts either, never a 500.
+    # A name no worker or start can use: 422 on the task queue, never a 500.
     for queue in ("a%00b", "x" * 256):
-        body = await rollouts.cohorts(queue)
-        assert body["build_ids"] == [] and body["task_queue"] == queue.replace("%00", "\x00")
+        r = await rollouts.op.get(f"/api/task-queues/{queue}/build-ids")
+        assert list(body_of(r, 422, "validation_failed")["errors"]) == ["task_queue"]
 
 
 async def test_workers_are_grouped_by_build_id(rollouts: Rollouts) -> None:
