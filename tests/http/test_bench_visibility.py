@@ -1,4 +1,4 @@
-"""bench visibility: its loader writes runs the server lists, and its five lists answer.
+"""bench visibility: its loader writes runs the server lists, and its six lists answer.
 
 A small load (2,000 runs) against an in-process server on the test database;
 the figures are not checked, only that every list finds rows through the
@@ -38,6 +38,7 @@ async def test_load_then_every_list(start_server: StartServer, db_dsn: str) -> N
         "customer",
         "total>990+completed",
         "vip+queue+week",
+        "gold+queue+week (correlated)",
     ]
     for name, m in measured.items():
         assert m["first_page"] > 0, (name, m)
