@@ -17,6 +17,7 @@ from bench import (
     request_cost,
     schedules,
     sdk_greeter,
+    task_queues,
     throughput,
     visibility,
 )
@@ -168,6 +169,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="measuring rounds over the one load; the median is reported",
     )
     v.set_defaults(run=visibility.run)
+    q = sub.add_parser(
+        "task-queues", help="task-queue describe and list on a deep backlog (p50/p99)"
+    )
+    q.add_argument("--ready", type=_positive, default=100_000, help="ready tasks on the queue")
+    q.add_argument("--leased", type=int, default=2_000, help="leased tasks on the queue")
+    q.add_argument("--workers", type=_positive, default=300, help="registrations on the queue")
+    q.add_argument("--queues", type=int, default=20, help="other, small queues")
+    q.add_argument("--samples", type=_positive, default=300, help="requests of each kind")
+    q.add_argument("--batch", type=_positive, default=20_000, help="tasks per load transaction")
+    q.add_argument(
+        "--runs",
+        type=_positive,
+        default=3,
+        help="measuring rounds over the one load; the median is reported",
+    )
+    q.set_defaults(run=task_queues.run)
     return parser
 
 

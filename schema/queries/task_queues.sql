@@ -35,13 +35,17 @@ ORDER BY 1;
 -- name: task_queue_stats
 -- Backlog, leases, repair candidates, pollers and pending queries of each of :task_queues, one
 -- row each in the array's order (a queue nobody knows has zero counts). Ready means due
--- (available_at <= now()); overdue means due for :overdue_after_s or longer. A lost worker's
--- lease is one task repair recovers before it expires (engine/repair.py's rule: the worker
--- registered, its heartbeats stopped :stale_after_s ago and the lease was not touched since).
--- The counts are index-only scans of workflow_tasks_claim_idx and
--- workflow_tasks_leased_queue_idx; the oldest ready task is the head of that index per kind.
+-- (available_at <= now()); overdue means due for :overdue_after_s or longer, counted as the
+-- ready tasks less the recent ones (a short range, where counting the overdue ones would
+-- walk the backlog again). A lost worker's lease is one task repair recovers before it
+-- expires (engine/repair.py's rule: the worker registered, its heartbeats stopped
+-- :stale_after_s ago and the lease was not touched since). Each count is a plain count(*)
+-- over one index range (workflow_tasks_claim_idx per kind, index-only; the leases from
+-- workflow_tasks_leased_queue_idx); the oldest ready task is the head of the claim index per
+-- kind.
 SELECT q.name AS task_queue,
-       r.workflow_ready_count, r.activity_ready_count, r.overdue_count,
+       r.workflow_ready_count, r.activity_ready_count,
+       r.workflow_ready_count + r.activity_ready_count - r.recent_count AS overdue_count,
        o.id AS oldest_task_id, o.kind AS oldest_task_kind, o.workflow_id AS oldest_workflow_id,
        o.run_id AS oldest_run_id, o.available_at AS oldest_available_at,
        floor(extract(epoch FROM now() - o.available_at))::bigint AS oldest_age_s,
@@ -53,14 +57,18 @@ SELECT q.name AS task_queue,
        qt.query_pending_count
   FROM unnest(:task_queues::text[]) WITH ORDINALITY AS q(name, position)
  CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE t.kind = 'workflow') AS workflow_ready_count,
-           count(*) FILTER (WHERE t.kind = 'activity') AS activity_ready_count,
-           count(*) FILTER (WHERE t.available_at
-                                  <= now() - make_interval(secs => :overdue_after_s))
-               AS overdue_count
-      FROM workflow_tasks t
-     WHERE t.namespace = :namespace AND t.task_queue = q.name AND t.state = 'ready'
-       AND t.kind IN ('workflow', 'activity') AND t.available_at <= now()
+    SELECT (SELECT count(*) FROM workflow_tasks t
+             WHERE t.namespace = :namespace AND t.task_queue = q.name AND t.kind = 'workflow'
+               AND t.state = 'ready' AND t.available_at <= now()) AS workflow_ready_count,
+           (SELECT count(*) FROM workflow_tasks t
+             WHERE t.namespace = :namespace AND t.task_queue = q.name AND t.kind = 'activity'
+               AND t.state = 'ready' AND t.available_at <= now()) AS activity_ready_count,
+           (SELECT count(*) FROM workflow_tasks t
+             WHERE t.namespace = :namespace AND t.task_queue = q.name
+               AND t.kind IN ('workflow', 'activity') AND t.state = 'ready'
+               AND t.available_at > now() - make_interval(secs => :overdue_after_s)
+               AND t.available_at <= now()) AS recent_count
+    OFFSET 0  -- evaluated once: the counts are used twice above
  ) r
   LEFT JOIN LATERAL (
     SELECT h.id, h.kind, h.workflow_id, h.run_id, h.available_at
@@ -129,8 +137,7 @@ SELECT q.name AS task_queue,
 -- name: task_queue_members
 -- Who works a task queue: its pollers (workers that have not deregistered; fresh ones first,
 -- then by id; stale after :stale_after_s without a heartbeat) and its first :lease_limit leases
--- by expiry (expired ones first, each kind read in order from
--- workflow_tasks_leased_queue_idx).
+-- by expiry (expired ones first), at most :lease_limit of each kind read.
 SELECT
     (SELECT array_agg(ROW(w.worker_id, w.runtime, w.sdk_version, w.build_id,
                           w.last_heartbeat_at,
