@@ -182,3 +182,57 @@ async def test_a_drained_poll_gets_work_again_soon_after_a_resume(
         [(task, took)] = got
         assert task is not None and task["workflow_id"] == "resume-1"
         assert took < 4.0  # the blocked poll looks again every couple of seconds
+
+
+async def test_a_poll_parked_before_its_cohort_drained_is_handed_nothing(
+    start_server: StartServer,
+) -> None:
+    """Sync match asks the database too: a start does not lease its first task to a
+    parked poll whose worker's cohort was drained after it parked."""
+    async with Fleet.open(start_server, TOKEN, worker_poll_interval_ms=200) as fleet:
+        await fleet.register("old", "park-q", build_id="build-1")
+        await fleet.register("new", "park-q", build_id="build-2")
+        got: list[tuple[dict[str, Any] | None, float]] = []
+        async with trio.open_nursery() as nursery:
+
+            async def wait() -> None:
+                got.append(await fleet.poll("old", "park-q", 3))
+
+            nursery.start_soon(wait)
+            await trio.sleep(0.3)  # parked, offering itself for a sync match
+            r = await fleet.cc.post(
+                "/api/task-queues/park-q/build-ids/drain", json={"build_id": "build-1"}
+            )
+            assert r.status_code == 200, r.text
+            await fleet.start_workflow("park-1", "t", "park-q", [])
+            task, _ = await fleet.poll("new", "park-q", 2)
+            assert task is not None and task["workflow_id"] == "park-1"
+        assert got == [(None, got[0][1])]
+
+
+async def test_a_run_pinned_to_a_build_goes_only_to_that_builds_workers(
+    start_server: StartServer,
+) -> None:
+    async with Fleet.open(start_server, TOKEN, worker_poll_interval_ms=200) as fleet:
+        await fleet.register("old", "pin-q", build_id="build-1")
+        await fleet.register("new", "pin-q", build_id="build-2")
+        await fleet.start_workflow("before", "t", "pin-q", [])  # unpinned: anyone
+        r = await fleet.cc.post(
+            "/api/task-queues/pin-q/build-ids/promote", json={"build_id": "build-2"}
+        )
+        assert r.status_code == 200, r.text
+        got: list[tuple[dict[str, Any] | None, float]] = []
+        async with trio.open_nursery() as nursery:
+
+            async def wait() -> None:
+                got.append(await fleet.poll("old", "pin-q", 2))
+
+            task, _ = await fleet.poll("old", "pin-q", 1)
+            assert task is not None and task["workflow_id"] == "before"
+            nursery.start_soon(wait)
+            await trio.sleep(0.3)  # build-1's poll parked: not a match for a pinned run
+            await fleet.start_workflow("after", "t", "pin-q", [])
+            task, _ = await fleet.poll("new", "pin-q", 2)
+            assert task is not None and task["workflow_id"] == "after"
+        assert got[0][0] is None
+        assert (await fleet.describe("after"))["compatibility"] == "build-2"
