@@ -13,8 +13,11 @@ from dwtrio.errors import (
     StoreUnavailableError,
 )
 
-#: The key that keeps workflow instances out of deleted namespaces (0004_live_namespace_guard).
-LIVE_NAMESPACE_KEY = "workflow_instances_live_namespace_fkey"
+#: The keys that keep workflow instances and new schedules out of deleted namespaces
+#: (0004_live_namespace_guard, 0006_live_namespace_schedules).
+LIVE_NAMESPACE_KEYS = frozenset(
+    {"workflow_instances_live_namespace_fkey", "schedules_live_namespace_fkey"}
+)
 
 
 def translate(exc: BaseException) -> DwtrioError | None:
@@ -23,9 +26,9 @@ def translate(exc: BaseException) -> DwtrioError | None:
         return AlreadyExistsError(exc.constraint_name)
     if (
         isinstance(exc, asyncpg.ForeignKeyViolationError)
-        and exc.constraint_name == LIVE_NAMESPACE_KEY
+        and exc.constraint_name in LIVE_NAMESPACE_KEYS
     ):
-        # A start that reached the store after its namespace was deleted.
+        # A start or a new schedule that reached the store after its namespace was deleted.
         return NamespaceNotFoundError("The namespace does not exist (it was deleted).")
     if isinstance(exc, asyncpg.LockNotAvailableError):
         # Only admission claims set a lock_timeout (admission.sql lock_admission_scope).

@@ -278,3 +278,32 @@ async def test_a_start_that_reaches_the_store_after_the_delete_is_refused(a: Adm
         return "updated"
 
     assert await connect_once(a.dsn, mark) == "ForeignKeyViolationError"
+
+
+async def test_a_schedule_created_after_the_delete_is_refused(a: Admin) -> None:
+    """A schedule whose gate still saw the namespace is refused by the database too, and
+    the schedules the deletion soft-deleted stay with their history."""
+    await a.create()
+    schedule = {
+        "schedule_id": "nightly",
+        "spec": {"cron_expressions": ["0 3 * * *"]},
+        "action": {"workflow_type": "greeter", "task_queue": "q"},
+    }
+    body_of(await a.in_ns("POST", "/api/schedules", json=schedule), 201)
+    await a.delete()
+    assert (
+        await a.count(
+            "SELECT count(*) FROM schedules WHERE namespace = $1 AND status = 'deleted'", NS
+        )
+        == 1
+    )
+    await a.create()
+    body_of(await a.in_ns("GET", "/api/search-attributes"), 200)  # cached as existing
+
+    async def delete_behind_the_cache(conn: Conn) -> None:
+        await conn.execute("UPDATE namespaces SET status = 'deleted' WHERE name = $1", NS)
+
+    await connect_once(a.dsn, delete_behind_the_cache)
+    late = {**schedule, "schedule_id": "too-late"}
+    body_of(await a.in_ns("POST", "/api/schedules", json=late), 404, "namespace_not_found")
+    assert await a.count("SELECT count(*) FROM schedules WHERE schedule_id = 'too-late'") == 0
