@@ -17,7 +17,9 @@ deletion, or waits until the deletion is over and is then refused by the
 database: instances reference ``(namespace, 'active')``
 (``0004_live_namespace_guard``), answered as ``404 namespace_not_found``. The
 same key refuses a start let through by another process's namespace cache
-until it expires.
+until it expires, and a like key on schedules (``0006_live_namespace_schedules``,
+following the namespace's status so that deleted schedules stay) refuses a
+schedule created that way.
 """
 
 from __future__ import annotations
