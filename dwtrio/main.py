@@ -21,6 +21,7 @@ database once and starts that many server processes sharing the socket.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -140,12 +141,20 @@ async def serve(
     sockets: Sockets | None = None,
     handle_signals: bool = False,
     bootstrap_first: bool | None = None,
+    freeze_heap: bool = False,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until ``stop`` is set (or a signal arrives); reports the bound URLs when listening.
 
     A stop that arrives while still starting (bootstrap retries, pool opening)
     cancels the startup at once; once serving, a stop drains gracefully.
+
+    ``freeze_heap`` (a server process of its own, never the tests' shared one):
+    once listening, everything alive (modules, the app, the pool) is moved out of
+    the garbage collector's reach (``gc.freeze``); it lives as long as the
+    process anyway. A full collection then walks only what requests allocated
+    since: before, one came every few dozen requests that build many objects (a
+    task-queue description with 300 pollers) and stalled the process ~30 ms.
     """
     stop = trio.Event() if stop is None else stop
     serving = False
@@ -200,6 +209,8 @@ async def serve(
                         await supervisor.start_all(nursery, rt)
                         binds = await nursery.start(run_http)
                         serving = True
+                        if freeze_heap:
+                            gc.freeze()
                         log.info("dwtrio serving on %s", ", ".join(binds))
                         task_status.started(binds)
         root.cancel_scope.cancel()  # the signal watcher and the startup guard
@@ -210,7 +221,15 @@ def _serve_process(settings: Settings, dsn: str, sockets: Sockets) -> None:
 
     configure_logging(settings.log_level)
     trio.run(
-        partial(serve, settings, dsn, sockets=sockets, handle_signals=True, bootstrap_first=False)
+        partial(
+            serve,
+            settings,
+            dsn,
+            sockets=sockets,
+            handle_signals=True,
+            bootstrap_first=False,
+            freeze_heap=True,
+        )
     )
 
 
@@ -247,7 +266,7 @@ def run(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with database(settings) as dsn:
         if settings.workers == 1:
-            trio.run(partial(serve, settings, dsn, handle_signals=True))
+            trio.run(partial(serve, settings, dsn, handle_signals=True, freeze_heap=True))
             return
         if not settings.redis_url:
             log.warning(
