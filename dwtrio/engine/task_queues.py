@@ -146,7 +146,12 @@ def _repair(row: QueueStatsRow, view: QueueView) -> TaskQueueRepair:
         ),
         needs_attention=candidates > 0,
         policy=TaskRepairPolicy(
-            redispatch_after_seconds=view.repair_interval_s,
+            # 3, as the reference writes it; a fractional interval (0.5) as it is.
+            redispatch_after_seconds=(
+                int(view.repair_interval_s)
+                if view.repair_interval_s.is_integer()
+                else view.repair_interval_s
+            ),
             lost_worker_after_seconds=view.stale_after_s,
             scan_limit=REPAIR_BATCH,
         ),

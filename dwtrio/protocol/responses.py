@@ -408,7 +408,7 @@ class TaskQueueStats(ResponseBody):
 class TaskRepairPolicy(ResponseBody):
     """The intervals of dwtrio's task repair (docs/task-queues.md)."""
 
-    redispatch_after_seconds: float
+    redispatch_after_seconds: int | float
     lost_worker_after_seconds: int
     scan_limit: int
 
