@@ -94,22 +94,28 @@ def _remaining(cap: Cap | None, count: int) -> int | None:
     return None if cap is None else max(0, cap.limit - count)
 
 
-async def server_budget(conn: Conn, caps: QueueCaps) -> dict[str, Any]:
-    """The server side of a task queue's ``admission`` entry for one kind
-    (schedules-and-admission.md §2.3 and §2.5): each cap, what it counts now and
-    what is left, where it was configured, and ``server_status``: ``unlimited``
-    (no cap), ``throttled`` (a cap is reached) or ``accepting``. Locks are
-    Postgres advisory locks, always available, so ``unavailable`` never occurs."""
-    counts = await store.counts(
+async def server_budgets(conn: Conn, budgets: list[QueueCaps]) -> list[dict[str, Any]]:
+    """The server side of a task queue's ``admission`` entry for each of ``budgets``
+    (queues and kinds of one namespace; schedules-and-admission.md §2.3 and §2.5),
+    read in one statement: each cap, what it counts now and what is left, where it
+    was configured, and ``server_status``: ``unlimited`` (no cap), ``throttled`` (a
+    cap is reached) or ``accepting``. Locks are Postgres advisory locks, always
+    available, so ``unavailable`` never occurs."""
+    if not budgets:
+        return []
+    rows = await store.counts_many(
         conn,
-        namespace=caps.namespace,
-        task_queue=caps.task_queue,
-        kind=caps.kind,
-        with_namespace=True,
-        queue_scope=caps.queue_scope,
-        namespace_scope=caps.namespace_scope,
-        group_scope=caps.group_scope,
+        namespace=budgets[0].namespace,
+        task_queues=[c.task_queue for c in budgets],
+        kinds=[c.kind for c in budgets],
+        queue_scopes=[c.queue_scope for c in budgets],
+        namespace_scopes=[c.namespace_scope for c in budgets],
+        group_scopes=[c.group_scope for c in budgets],
     )
+    return [_server_budget(caps, counts) for caps, counts in zip(budgets, rows, strict=True)]
+
+
+def _server_budget(caps: QueueCaps, counts: store.AdmissionCounts) -> dict[str, Any]:
     ns_leases = counts.namespace_leases or 0
     pairs = (
         (caps.leases_per_queue, counts.queue_leases),

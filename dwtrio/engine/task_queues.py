@@ -17,7 +17,7 @@ query tasks of a namespace name. Both views are read-only store operations
   none of them can take the task (busy, throttled, or not serving its type).
 * **admission**: per kind, the workers' own slots (active, fresh pollers and
   their ``max_concurrent_*``) beside the server's caps
-  (``engine.admission.server_budget``), and a ``status`` by the first rule
+  (``engine.admission.server_budgets``), and a ``status`` by the first rule
   that holds (schedules-and-admission.md §2.5): ``throttled``,
   ``no_active_workers``, ``no_slots``, ``saturated``, ``accepting``. The caps'
   locks are Postgres advisory locks, always there, so ``unavailable`` never
@@ -31,7 +31,7 @@ from typing import Any
 import attrs
 
 from dwtrio import wire
-from dwtrio.engine.admission import server_budget
+from dwtrio.engine.admission import server_budgets
 from dwtrio.engine.repair import REPAIR_BATCH
 from dwtrio.protocol.admission import AdmissionPolicy
 from dwtrio.protocol.responses import (
@@ -158,9 +158,7 @@ def _repair(row: QueueStatsRow, view: QueueView) -> TaskQueueRepair:
     )
 
 
-async def _task_admission(
-    conn: Conn, namespace: str, row: QueueStatsRow, kind: str, view: QueueView
-) -> dict[str, Any]:
+def _task_admission(row: QueueStatsRow, kind: str, server: dict[str, Any]) -> dict[str, Any]:
     if kind == "workflow":
         slots, leased, ready = (
             row.workflow_slot_count,
@@ -173,7 +171,7 @@ async def _task_admission(
             row.activity_leased_count,
             row.activity_ready_count,
         )
-    server = await server_budget(conn, view.admission.budget(namespace, row.task_queue, kind))
+    server = dict(server)
     server_status = server.pop("server_status")
     return {
         "budget_source": f"worker_registration.max_concurrent_{kind}_tasks",
@@ -201,14 +199,22 @@ def _query_admission(row: QueueStatsRow, view: QueueView) -> dict[str, Any]:
     }
 
 
-async def _admission(
-    conn: Conn, namespace: str, row: QueueStatsRow, view: QueueView
-) -> dict[str, Any]:
-    return {
-        "workflow_tasks": await _task_admission(conn, namespace, row, "workflow", view),
-        "activity_tasks": await _task_admission(conn, namespace, row, "activity", view),
-        "query_tasks": _query_admission(row, view),
-    }
+async def _admissions(
+    conn: Conn, namespace: str, rows: list[QueueStatsRow], view: QueueView
+) -> list[dict[str, Any]]:
+    """The ``admission`` entry of each queue; the server caps of all of them are read
+    in one statement."""
+    kinds = ("workflow", "activity")
+    budgets = [view.admission.budget(namespace, row.task_queue, k) for row in rows for k in kinds]
+    servers = iter(await server_budgets(conn, budgets))
+    return [
+        {
+            "workflow_tasks": _task_admission(row, "workflow", next(servers)),
+            "activity_tasks": _task_admission(row, "activity", next(servers)),
+            "query_tasks": _query_admission(row, view),
+        }
+        for row in rows
+    ]
 
 
 def _poller(p: PollerRow) -> TaskQueuePoller:
@@ -255,6 +261,7 @@ async def list_task_queues(conn: Conn, namespace: str, view: QueueView) -> TaskQ
         stale_after_s=view.stale_after_s,
         overdue_after_s=view.repair_interval_s,
     )
+    admissions = await _admissions(conn, namespace, rows, view)
     return TaskQueueList(
         namespace=namespace,
         task_queues=[
@@ -262,9 +269,9 @@ async def list_task_queues(conn: Conn, namespace: str, view: QueueView) -> TaskQ
                 name=row.task_queue,
                 stats=_stats(row, view),
                 repair=_repair(row, view),
-                admission=await _admission(conn, namespace, row, view),
+                admission=admission,
             )
-            for row in rows
+            for row, admission in zip(rows, admissions, strict=True)
         ],
     )
 
@@ -290,5 +297,5 @@ async def describe_task_queue(
         stats=_stats(row, view),
         current_leases=[_lease(lease) for lease in members.current_leases],
         repair=_repair(row, view),
-        admission=await _admission(conn, namespace, row, view),
+        admission=(await _admissions(conn, namespace, [row], view))[0],
     )

@@ -431,7 +431,7 @@ class TaskQueueRepair(ResponseBody):
 @attrs.frozen(kw_only=True)
 class TaskQueueSummary(ResponseBody):
     """One entry of ``GET /api/task-queues``. ``admission`` holds ``workflow_tasks``,
-    ``activity_tasks`` (the server part from ``engine.admission.server_budget``) and
+    ``activity_tasks`` (the server part from ``engine.admission.server_budgets``) and
     ``query_tasks``."""
 
     name: str

@@ -29,6 +29,7 @@ class AdmissionCounts:
 
 _LOCK_ADMISSION_SCOPE = query("lock_admission_scope")
 _ADMISSION_COUNTS = query("admission_counts", AdmissionCounts)
+_ADMISSION_COUNTS_MANY = query("admission_counts_many", AdmissionCounts)
 _RECORD_DISPATCH = query("record_dispatch")
 _COHORT_DRAINING = query("cohort_draining")
 
@@ -62,6 +63,29 @@ async def counts(
     )
     assert row is not None  # a SELECT without FROM: always one row
     return row
+
+
+async def counts_many(
+    conn: Conn,
+    *,
+    namespace: str,
+    task_queues: list[str],
+    kinds: list[str],
+    queue_scopes: list[str],
+    namespace_scopes: list[str],
+    group_scopes: list[str | None],
+) -> list[AdmissionCounts]:
+    """:func:`counts` (with the namespace's leases) of several queues and kinds of one
+    namespace, in one statement; in the order given."""
+    return await _ADMISSION_COUNTS_MANY.all(
+        conn,
+        namespace=namespace,
+        task_queues=task_queues,
+        kinds=kinds,
+        queue_scopes=queue_scopes,
+        namespace_scopes=namespace_scopes,
+        group_scopes=group_scopes,
+    )
 
 
 async def record_dispatch(conn: Conn, scopes: list[str]) -> None:

@@ -51,3 +51,39 @@ SELECT EXISTS (
         ON b.namespace = w.namespace AND b.task_queue = :task_queue AND b.build_id = w.build_id
      WHERE w.namespace = :namespace AND w.worker_id = :worker_id
        AND b.drain_intent = 'draining');
+
+-- name: admission_counts_many
+-- admission_counts for several (queue, kind) pairs of one namespace in one statement
+-- (the task-queue list and detail), in the order given; namespace leases always counted.
+WITH q AS (
+    SELECT * FROM unnest(:task_queues::text[], :kinds::text[], :queue_scopes::text[],
+                         :namespace_scopes::text[], :group_scopes::text[])
+                  WITH ORDINALITY AS q(task_queue, kind, queue_scope, namespace_scope,
+                                       group_scope, n)
+), namespace_leases AS (
+    SELECT kind, count(*) AS leases FROM workflow_tasks
+     WHERE namespace = :namespace AND state = 'leased'
+       AND (lease_expires_at IS NULL OR lease_expires_at > now())
+     GROUP BY kind
+), minute_counts AS (
+    SELECT scope, count FROM task_dispatch_counts
+     WHERE minute = date_trunc('minute', now())
+       AND scope IN (SELECT queue_scope FROM q UNION ALL SELECT namespace_scope FROM q
+                     UNION ALL SELECT group_scope FROM q WHERE group_scope IS NOT NULL)
+)
+SELECT (SELECT count(*) FROM workflow_tasks t
+         WHERE t.namespace = :namespace AND t.task_queue = q.task_queue AND t.kind = q.kind
+           AND t.state = 'leased' AND (t.lease_expires_at IS NULL OR t.lease_expires_at > now()))
+           AS queue_leases,
+       coalesce((SELECT leases FROM namespace_leases l WHERE l.kind = q.kind), 0)
+           AS namespace_leases,
+       coalesce((SELECT count FROM minute_counts c WHERE c.scope = q.queue_scope), 0)
+           AS queue_dispatches,
+       coalesce((SELECT count FROM minute_counts c WHERE c.scope = q.namespace_scope), 0)
+           AS namespace_dispatches,
+       coalesce((SELECT count FROM minute_counts c WHERE c.scope = q.group_scope), 0)
+           AS group_dispatches,
+       extract(epoch FROM date_trunc('minute', now()) + interval '1 minute' - now())::float8
+           AS minute_left_s
+  FROM q
+ ORDER BY q.n;
