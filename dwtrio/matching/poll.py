@@ -77,12 +77,26 @@ async def poll_for_task(
     if its client is gone.
     """
     deadline = trio.current_time() + max(timeout_s, 0.0)
+    blocked = False
     while True:
         found = await _poll_in_line(
-            waiters, key, claim, release, deadline, recheck_s, draining, typed, client, offer
+            waiters,
+            key,
+            claim,
+            release,
+            deadline,
+            recheck_s,
+            draining,
+            typed,
+            client,
+            offer,
+            # Back from waiting outside the line: claim at once, so a worker still
+            # blocked does not park in the line again.
+            may_defer=not blocked,
         )
         if not isinstance(found, Blocked):
             return found
+        blocked = True
         # Its worker may claim nothing now: wait outside the line (wakes and handoffs
         # go to pollers that can take them), and look again now and then.
         until = min(deadline, trio.current_time() + BLOCKED_RECHECK_S)
@@ -123,12 +137,16 @@ async def _poll_in_line(
     typed: bool,
     client: Client | None,
     offer: object,
+    *,
+    may_defer: bool,
 ) -> T | Blocked | None:
     """The poll, registered in its queue's line: a task, None at the deadline, or
     ``Blocked`` (having left the line) when its worker may claim nothing."""
     # An idle queue costs parked pollers nothing: no claim until something changes;
     # nor does a burst of polls while a few claims of the queue are running.
-    skip_claim = deadline > trio.current_time() and waiters.should_defer(key, recheck_s)
+    skip_claim = (
+        may_defer and deadline > trio.current_time() and waiters.should_defer(key, recheck_s)
+    )
     #: After a throttled claim: look again this soon even without a wake.
     retry_s: float | None = None
     # One place in line for the whole poll: the event is renewed before every claim
@@ -142,7 +160,10 @@ async def _poll_in_line(
                     with waiters.claiming(key) as seq, trio.CancelScope(shield=True):
                         got = await claim()  # shielded: never abandon a committed lease
                     if isinstance(got, Blocked):
-                        return got  # leaving the line passes on a wake it has not used
+                        # The wake that sent it claiming (if one did) is for a poll
+                        # that can take the task: pass one on as it leaves the line.
+                        waiters.wake(key)
+                        return got
                     if isinstance(got, Throttled):
                         # Capped, not empty: the queue is not marked, and this poll looks
                         # again when a lease may have ended or the minute turned.
@@ -210,16 +231,16 @@ async def _park(
     retry_s: float | None = None,
 ) -> None:
     """Wait for a wake or a handoff; until the deadline, or the next recheck if the
-    waiter is the queue's head (or ``retry_s`` after a throttled claim). Raises
-    ``ClientGone`` if the client leaves."""
+    waiter is the queue's head (``retry_s`` after a throttled claim, else
+    ``recheck_s``). Raises ``ClientGone`` if the client leaves."""
     event = waiter.event
     # Only the queue's head rechecks on a timer; the others wait for a wake
     # (the head's departure nudges the next one, so someone always rechecks).
     park_until = deadline
-    if retry_s is not None:
-        park_until = min(deadline, trio.current_time() + retry_s)
-    elif waiters.is_head(key, waiter):
-        park_until = min(deadline, trio.current_time() + recheck_s)
+    if waiters.is_head(key, waiter):
+        # After a throttled claim the head looks again sooner (a lease may end on
+        # another node, or the minute turn, which wakes nobody here).
+        park_until = min(deadline, trio.current_time() + (retry_s or recheck_s))
     gone = None if client is None else client.wait_gone
     if waiter.state is LOOKING:
         waiter.state = PARKED
