@@ -35,12 +35,12 @@ async def admit(conn: Conn, caps: QueueCaps) -> Throttled | None:
     """Lock the caps' scope for the rest of the transaction; a ``Throttled`` when a
     cap is reached, else None (the claim may lease one task)."""
     await store.lock_scope(conn, caps.lock_scope)
-    counts = await read_counts(conn, caps)
+    (counts,) = await _counts(conn, [caps], with_namespace=caps.leases_per_namespace is not None)
     leases = (
         (caps.leases_per_queue, counts.queue_leases),
         (caps.leases_per_namespace, counts.namespace_leases),
     )
-    if any(cap is not None and (n or 0) >= cap.limit for cap, n in leases):
+    if any(cap is not None and n >= cap.limit for cap, n in leases):
         return Throttled(LEASE_RECHECK_S)
     dispatches = (
         (caps.dispatches_per_minute, counts.queue_dispatches),
@@ -52,17 +52,19 @@ async def admit(conn: Conn, caps: QueueCaps) -> Throttled | None:
     return None
 
 
-async def read_counts(conn: Conn, caps: QueueCaps) -> store.AdmissionCounts:
-    """What the caps of one queue and kind count now."""
+async def _counts(
+    conn: Conn, budgets: list[QueueCaps], *, with_namespace: bool
+) -> list[store.AdmissionCounts]:
+    """What the caps of ``budgets`` (queues and kinds of one namespace) count now."""
     return await store.counts(
         conn,
-        namespace=caps.namespace,
-        task_queue=caps.task_queue,
-        kind=caps.kind,
-        with_namespace=caps.leases_per_namespace is not None,
-        queue_scope=caps.queue_scope,
-        namespace_scope=caps.namespace_scope,
-        group_scope=caps.group_scope,
+        namespace=budgets[0].namespace,
+        with_namespace=with_namespace,
+        task_queues=[c.task_queue for c in budgets],
+        kinds=[c.kind for c in budgets],
+        queue_scopes=[c.queue_scope for c in budgets],
+        namespace_scopes=[c.namespace_scope for c in budgets],
+        group_scopes=[c.group_scope for c in budgets],
     )
 
 
@@ -103,20 +105,12 @@ async def server_budgets(conn: Conn, budgets: list[QueueCaps]) -> list[dict[str,
     available, so ``unavailable`` never occurs."""
     if not budgets:
         return []
-    rows = await store.counts_many(
-        conn,
-        namespace=budgets[0].namespace,
-        task_queues=[c.task_queue for c in budgets],
-        kinds=[c.kind for c in budgets],
-        queue_scopes=[c.queue_scope for c in budgets],
-        namespace_scopes=[c.namespace_scope for c in budgets],
-        group_scopes=[c.group_scope for c in budgets],
-    )
+    rows = await _counts(conn, budgets, with_namespace=True)
     return [_server_budget(caps, counts) for caps, counts in zip(budgets, rows, strict=True)]
 
 
 def _server_budget(caps: QueueCaps, counts: store.AdmissionCounts) -> dict[str, Any]:
-    ns_leases = counts.namespace_leases or 0
+    ns_leases = counts.namespace_leases
     pairs = (
         (caps.leases_per_queue, counts.queue_leases),
         (caps.leases_per_namespace, ns_leases),

@@ -18,8 +18,8 @@ from dwtrio.store.queries import query
 @attrs.frozen
 class AdmissionCounts:
     queue_leases: int
-    #: None unless asked for (a namespace-wide count costs more).
-    namespace_leases: int | None
+    #: 0 unless asked for (a namespace-wide count costs more).
+    namespace_leases: int
     queue_dispatches: int
     namespace_dispatches: int
     group_dispatches: int
@@ -29,7 +29,6 @@ class AdmissionCounts:
 
 _LOCK_ADMISSION_SCOPE = query("lock_admission_scope")
 _ADMISSION_COUNTS = query("admission_counts", AdmissionCounts)
-_ADMISSION_COUNTS_MANY = query("admission_counts_many", AdmissionCounts)
 _RECORD_DISPATCH = query("record_dispatch")
 _COHORT_DRAINING = query("cohort_draining")
 
@@ -44,42 +43,19 @@ async def counts(
     conn: Conn,
     *,
     namespace: str,
-    task_queue: str,
-    kind: str,
     with_namespace: bool,
-    queue_scope: str,
-    namespace_scope: str,
-    group_scope: str | None,
-) -> AdmissionCounts:
-    row = await _ADMISSION_COUNTS.one(
-        conn,
-        namespace=namespace,
-        task_queue=task_queue,
-        kind=kind,
-        with_namespace=with_namespace,
-        queue_scope=queue_scope,
-        namespace_scope=namespace_scope,
-        group_scope=group_scope,
-    )
-    assert row is not None  # a SELECT without FROM: always one row
-    return row
-
-
-async def counts_many(
-    conn: Conn,
-    *,
-    namespace: str,
     task_queues: list[str],
     kinds: list[str],
     queue_scopes: list[str],
     namespace_scopes: list[str],
     group_scopes: list[str | None],
 ) -> list[AdmissionCounts]:
-    """:func:`counts` (with the namespace's leases) of several queues and kinds of one
-    namespace, in one statement; in the order given."""
-    return await _ADMISSION_COUNTS_MANY.all(
+    """What the caps of several queues and kinds of one namespace count now, in one
+    statement, in the order given (the namespace's leases only ``with_namespace``)."""
+    return await _ADMISSION_COUNTS.all(
         conn,
         namespace=namespace,
+        with_namespace=with_namespace,
         task_queues=task_queues,
         kinds=kinds,
         queue_scopes=queue_scopes,

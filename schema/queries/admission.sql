@@ -5,32 +5,6 @@
 SELECT set_config('lock_timeout', '1000', true),
        pg_advisory_xact_lock(hashtextextended(:scope, 0));
 
--- name: admission_counts
--- What the caps of one queue and kind count right now: its active leases, its
--- namespace's (only when :with_namespace), and this UTC minute's dispatches of the
--- queue, namespace and group scopes. An active lease is a leased task whose lease has
--- not expired (workflow_tasks_leased_queue_idx).
-SELECT (SELECT count(*) FROM workflow_tasks
-         WHERE namespace = :namespace AND task_queue = :task_queue AND kind = :kind
-           AND state = 'leased' AND (lease_expires_at IS NULL OR lease_expires_at > now()))
-           AS queue_leases,
-       CASE WHEN :with_namespace THEN
-           (SELECT count(*) FROM workflow_tasks
-             WHERE namespace = :namespace AND kind = :kind AND state = 'leased'
-               AND (lease_expires_at IS NULL OR lease_expires_at > now()))
-       END AS namespace_leases,
-       coalesce((SELECT count FROM task_dispatch_counts
-                  WHERE scope = :queue_scope AND minute = date_trunc('minute', now())), 0)
-           AS queue_dispatches,
-       coalesce((SELECT count FROM task_dispatch_counts
-                  WHERE scope = :namespace_scope AND minute = date_trunc('minute', now())), 0)
-           AS namespace_dispatches,
-       coalesce((SELECT count FROM task_dispatch_counts
-                  WHERE scope = :group_scope::text AND minute = date_trunc('minute', now())), 0)
-           AS group_dispatches,
-       extract(epoch FROM date_trunc('minute', now()) + interval '1 minute' - now())::float8
-           AS minute_left_s;
-
 -- name: record_dispatch
 -- Count one dispatch in this UTC minute for each of :scopes, dropping their rows of
 -- minutes that are over (nobody reads them again).
@@ -52,9 +26,13 @@ SELECT EXISTS (
      WHERE w.namespace = :namespace AND w.worker_id = :worker_id
        AND b.drain_intent = 'draining');
 
--- name: admission_counts_many
--- admission_counts for several (queue, kind) pairs of one namespace in one statement
--- (the task-queue list and detail), in the order given; namespace leases always counted.
+-- name: admission_counts
+-- What the caps of (queue, kind) pairs of one namespace count right now, in the order
+-- given (one pair for a claim, every queue's two for the task-queue list): active
+-- leases of the queue and of the namespace (0 unless :with_namespace, a count that
+-- costs more), and this UTC minute's dispatches of the queue, namespace and group
+-- scopes; and the seconds left in the minute. An active lease is a leased task whose
+-- lease has not expired (workflow_tasks_leased_queue_idx).
 WITH q AS (
     SELECT * FROM unnest(:task_queues::text[], :kinds::text[], :queue_scopes::text[],
                          :namespace_scopes::text[], :group_scopes::text[])
@@ -62,7 +40,7 @@ WITH q AS (
                                        group_scope, n)
 ), namespace_leases AS (
     SELECT kind, count(*) AS leases FROM workflow_tasks
-     WHERE namespace = :namespace AND state = 'leased'
+     WHERE :with_namespace AND namespace = :namespace AND state = 'leased'
        AND (lease_expires_at IS NULL OR lease_expires_at > now())
      GROUP BY kind
 ), minute_counts AS (
