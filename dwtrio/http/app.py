@@ -18,6 +18,7 @@ from dwtrio.http import (
     envelope,
     health,
     namespaces,
+    openapi,
     pipeline,
     queries,
     query_tasks,
@@ -83,6 +84,7 @@ def create_quart_app(rt: Runtime) -> QuartTrio:
         workers_admin,
         build_ids,
         task_queues,
+        openapi,
     ):
         app.register_blueprint(module.blueprint(rt))
     return app

@@ -23,6 +23,12 @@ class FieldValueError(ValueError):
         self.field = field
 
 
+def _described(check: Validator, **schema: Any) -> Validator:
+    """Record the JSON Schema keywords a validator enforces (read by the OpenAPI document)."""
+    setattr(check, "json_schema", schema)  # noqa: B010 - a function attribute, not a field
+    return check
+
+
 def _label(attribute: attrs.Attribute[Any]) -> str:
     return attribute.name.replace("_", " ")
 
@@ -34,12 +40,15 @@ def max_length(n: int) -> Validator:
                 attribute.name, f"The {_label(attribute)} may not be greater than {n} characters."
             )
 
-    return check
+    return _described(check, maxLength=n)
 
 
 def not_blank(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not value.strip():
         raise FieldValueError(attribute.name, f"The {_label(attribute)} field is required.")
+
+
+_described(not_blank, pattern=r"\S")
 
 
 def matches(pattern: str, description: str) -> Validator:
@@ -49,7 +58,7 @@ def matches(pattern: str, description: str) -> Validator:
         if value is not None and not compiled.fullmatch(value):
             raise FieldValueError(attribute.name, f"The {_label(attribute)} {description}.")
 
-    return check
+    return _described(check, pattern=f"^(?:{pattern})$")
 
 
 def between(low: int, high: int | None = None) -> Validator:
@@ -60,7 +69,7 @@ def between(low: int, high: int | None = None) -> Validator:
             bound = f"between {low} and {high}" if high is not None else f"at least {low}"
             raise FieldValueError(attribute.name, f"The {_label(attribute)} must be {bound}.")
 
-    return check
+    return _described(check, minimum=low, **({} if high is None else {"maximum": high}))
 
 
 def one_of(choices: Collection[str]) -> Validator:
@@ -71,4 +80,4 @@ def one_of(choices: Collection[str]) -> Validator:
                 f"The selected {_label(attribute)} is invalid; use one of {', '.join(choices)}.",
             )
 
-    return check
+    return _described(check, enum=list(choices))
