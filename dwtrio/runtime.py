@@ -10,7 +10,7 @@ import trio
 
 from dwtrio import __version__
 from dwtrio.manifest import SERVER_FEATURES, Features, worker_capabilities
-from dwtrio.matching.waiters import QueueKey, WaiterSet
+from dwtrio.matching.waiters import QueueKey, WaiterSet, history_key
 from dwtrio.matching.wakebus import WakeBus, make_wake_bus
 from dwtrio.protocol.admission import AdmissionPolicy
 from dwtrio.settings import Settings
@@ -182,11 +182,16 @@ class Runtime:
         self.wakes = make_wake_bus(self.waiters, self.settings.redis_url)
         self.registrations = RegistrationCache(self.store)
         self.admission = self.settings.admission_policy
+        # History long-polls (here and on other nodes) wake when a run gets events.
+        self.store.after_commit = self._history_appended
 
     def publish_wakes(self, keys: Iterable[QueueKey]) -> None:
         """After a commit: wake pollers of every queue that got new ready work."""
         if keys:
             self.wakes.publish(keys)
+
+    def _history_appended(self, run_ids: set[str]) -> None:
+        self.wakes.publish([history_key(run_id) for run_id in run_ids])
 
     def drain(self) -> None:
         """Stop parking polls: every open long-poll answers (empty) at once."""

@@ -5,8 +5,12 @@ the after-request hook (``control_envelope.py``), not here.
 
 History paging: ``next_page_token`` is base64 of the last sequence on the
 page, ``null`` when no further event exists now; an unreadable token is
-``422 validation_failed`` on ``next_page_token``. ``wait_new_event`` is
-accepted and ignored (no long-poll yet). The list's token is a keyset, base64 of
+``422 validation_failed`` on ``next_page_token``. With ``wait_new_event`` the
+request long-polls: while the run is open and no event follows the token, it
+waits (up to ``DW_WORKER_POLL_TIMEOUT``) for the run's next commit of events,
+on any node (a history wake, ``WaiterSet.watch_history``; without the wake bus
+it reads again every two poll intervals), and answers an empty page at the
+deadline or when the server drains. The list's token is a keyset, base64 of
 the last row's ``started_at|run_id``; an unreadable one restarts at the first
 page, as the reference does. The list's filters and query language:
 ``engine/visibility.py`` and docs/visibility.md.
@@ -21,6 +25,7 @@ import re
 from datetime import datetime
 from typing import Any, TypeVar
 
+import trio
 from quart import Blueprint, Response, g, request
 
 from dwtrio import payloads, wire
@@ -370,15 +375,35 @@ def blueprint(rt: Runtime) -> Blueprint:
         after = decode_token(q.next_page_token)
         if after is None:
             raise ValidationFailedError({"next_page_token": ["The next page token is invalid."]})
-        events = None
-        if could_exist(wf, run_id):
-            events = await rt.store.read(
-                store.history_page, g.namespace, wf, run_id, after, q.page_size + 1
-            )
-        if events is None:
+        if not could_exist(wf, run_id):
             raise RunNotFoundError(
                 f"Run {run_id!r} of workflow {wf!r} was not found.", workflow_id=wf, run_id=run_id
             )
+        deadline = trio.current_time() + rt.settings.worker_poll_timeout_s
+        # Without the wake bus (Redis down) a watcher still looks now and then.
+        recheck_s = 2 * rt.settings.worker_poll_interval_ms / 1000
+        while True:
+            # Watch before reading: events committed after the read still wake us.
+            with rt.waiters.watch_history(run_id) as new_events:
+                found = await rt.store.read(
+                    store.history_page, g.namespace, wf, run_id, after, q.page_size + 1
+                )
+                if found is None:
+                    raise RunNotFoundError(
+                        f"Run {run_id!r} of workflow {wf!r} was not found.",
+                        workflow_id=wf,
+                        run_id=run_id,
+                    )
+                if (
+                    found.events
+                    or not q.waits
+                    or not found.run_open
+                    or rt.draining.is_set()
+                    or trio.current_time() >= deadline
+                ):
+                    break
+                await new_events.wait(until=min(deadline, trio.current_time() + recheck_s))
+        events = found.events
         page = events[: q.page_size]
         more = len(events) > q.page_size
         return json_response(

@@ -54,7 +54,8 @@ from __future__ import annotations
 import enum
 import math
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
@@ -66,6 +67,14 @@ QueueKey = tuple[str, str, str]
 
 #: Concurrent claims of one queue per process; more polls arriving meanwhile park.
 MAX_CLAIMS_IN_FLIGHT = 4
+
+#: The kind of the wake keys that say a run got new history events: ("", run id, HISTORY).
+#: Such a wake sets every watcher of the run (:meth:`WaiterSet.watch_history`), not one.
+HISTORY = "history"
+
+
+def history_key(run_id: str) -> QueueKey:
+    return ("", run_id, HISTORY)
 
 
 @attrs.frozen
@@ -248,6 +257,8 @@ class WaiterSet:
     _wakes_sent: int = 0
     _wakes_unclaimed: int = 0
     _sync_matches: int = 0
+    #: History long-polls by run id (:meth:`watch_history`).
+    _history_watchers: dict[str, set[Wakeup]] = attrs.field(factory=dict)
 
     def _state(self, key: QueueKey) -> QueueState:
         queue = self._queues.get(key)
@@ -402,8 +413,30 @@ class WaiterSet:
             waiter.state = LOOKING
             waiter.event.set()
 
+    @contextmanager
+    def watch_history(self, run_id: str) -> Iterator[Wakeup]:
+        """For a ``with`` block: a wake-up set when the run gets new history events
+        (a wake of :func:`history_key`, from this process or through the wake bus) or
+        the server drains. Enter it before reading the history, so that events
+        committed between the read and the wait are not missed."""
+        wakeup = Wakeup()
+        watchers = self._history_watchers.setdefault(run_id, set())
+        watchers.add(wakeup)
+        try:
+            yield wakeup
+        finally:
+            watchers.discard(wakeup)
+            if not watchers:
+                self._history_watchers.pop(run_id, None)
+
     def wake(self, key: QueueKey, count: int = 1) -> int:
-        """Wake up to ``count`` parked waiters on ``key``; returns how many were woken."""
+        """Wake up to ``count`` parked waiters on ``key``; returns how many were woken.
+        A history key wakes every watcher of its run."""
+        if key[2] == HISTORY:
+            watchers = self._history_watchers.get(key[1], ())
+            for wakeup in watchers:
+                wakeup.set()
+            return len(watchers)
         queue = self._queues.get(key)
         woken = 0
         if queue is not None:
@@ -423,11 +456,14 @@ class WaiterSet:
         return woken
 
     def wake_all(self) -> None:
-        """Wake every parked waiter (the server is draining)."""
+        """Wake every parked waiter and history watcher (the server is draining)."""
         for queue in self._queues.values():
             for waiter in queue.waiters:
                 waiter.event.set()
                 waiter.event.consumed = True  # nobody to pass it on to
+        for watchers in self._history_watchers.values():
+            for wakeup in watchers:
+                wakeup.set()
 
     def is_head(self, key: QueueKey, waiter: Waiter) -> bool:
         """Whether ``waiter`` is the oldest parked poller of its queue (it owns the recheck)."""

@@ -185,11 +185,27 @@ class ListWorkflows:
     next_page_token: str | None = None
 
 
+#: Spellings of a boolean query parameter (case-insensitive).
+TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS: Final = frozenset({"0", "false", "no", "off"})
+
+
+def boolean_word(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and str(value).lower() not in TRUE_WORDS | FALSE_WORDS:
+        raise FieldValueError(attribute.name, f"The {attribute.name} field must be true or false.")
+
+
 @attrs.frozen(kw_only=True)
 class HistoryPageQuery:
-    """``GET .../runs/{run}/history`` query parameters (``wait_new_event`` is ignored)."""
+    """``GET .../runs/{run}/history`` query parameters."""
 
     page_size: int = attrs.field(
         default=HISTORY_PAGE_SIZE_DEFAULT, validator=between(1, HISTORY_PAGE_SIZE_MAX)
     )
     next_page_token: str | None = None
+    #: Long-poll: wait until an event exists after the token (or the poll timeout).
+    wait_new_event: str | None = attrs.field(default=None, validator=boolean_word)
+
+    @property
+    def waits(self) -> bool:
+        return self.wait_new_event is not None and self.wait_new_event.lower() in TRUE_WORDS

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from dwtrio.store.pool import Conn
+from dwtrio.store.pool import Conn, note_new_events
 from dwtrio.store.queries import query
 from dwtrio.store.runs import LockedRun, joined_run_columns
 
@@ -184,7 +184,7 @@ async def claim_activity_task(
 ) -> ClaimedActivity | None:
     """Lease the oldest ready activity task of the queue, open attempt ``attempt_id`` and
     record ActivityStarted (``event_id``), in one statement."""
-    return await _CLAIM_ACTIVITY_TASK.one(
+    claimed = await _CLAIM_ACTIVITY_TASK.one(
         conn,
         namespace=namespace,
         task_queue=task_queue,
@@ -195,6 +195,9 @@ async def claim_activity_task(
         attempt_id=attempt_id,
         event_id=event_id,
     )
+    if claimed is not None and claimed.run_open:
+        note_new_events(claimed.run_id)
+    return claimed
 
 
 async def find_polled_activity_task(
@@ -300,6 +303,7 @@ async def complete_activity(
 ) -> None:
     """Close the attempt, execution and task as completed and record ActivityCompleted
     (``event_id``, ``payload``) on the locked run."""
+    note_new_events(run_id)
     await _COMPLETE_ACTIVITY.execute(
         conn,
         attempt_id=attempt_id,

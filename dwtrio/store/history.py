@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 
 from dwtrio.protocol.ids import new_id
-from dwtrio.store.pool import Conn
+from dwtrio.store.pool import Conn, note_new_events
 from dwtrio.store.queries import query
 
 
@@ -46,6 +46,7 @@ async def append_events(conn: Conn, run_id: str, events: list[NewEvent]) -> int:
     """
     if not events:
         return 0
+    note_new_events(run_id)
     rows = await _APPEND_HISTORY_EVENTS.fetch(
         conn,
         run_id=run_id,

@@ -244,6 +244,20 @@ _wait_limit: contextvars.ContextVar[float] = contextvars.ContextVar(
     "dwtrio_store_wait_limit", default=math.inf
 )
 
+#: The runs the current operation appended history events to (see :func:`note_new_events`).
+_new_events: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
+    "dwtrio_store_new_events", default=None
+)
+
+
+def note_new_events(run_id: str) -> None:
+    """Called by the store functions that append history events: once the operation
+    has committed, :attr:`Store.after_commit` is told which runs got new events (the
+    history long-poll of those runs wakes). Outside an operation it does nothing."""
+    runs = _new_events.get()
+    if runs is not None:
+        runs.add(run_id)
+
 
 class Store:
     """Runs store operations on pooled connections, one bridge crossing each.
@@ -263,6 +277,9 @@ class Store:
         self._pool = pool
         self._conns = Checkout(pool, max_size)
         self.outage_wait_s = outage_wait_s
+        #: Told (on the Trio side, after the commit) the runs an operation appended
+        #: history events to; the runtime publishes their history wakes.
+        self.after_commit: Callable[[set[str]], None] | None = None
         #: Set by the prober when the database answers again (None: no outage seen).
         self._back: trio.Event | None = None
 
@@ -305,7 +322,9 @@ class Store:
         try:
             while True:
                 try:
-                    return await trio_asyncio.aio_as_trio(self._attempt)(mode, op, *args, **kwargs)  # type: ignore[no-any-return]
+                    result, appended = await trio_asyncio.aio_as_trio(self._attempt)(
+                        mode, op, *args, **kwargs
+                    )
                 except Interrupted as exc:
                     now = trio.current_time()
                     if mode is Mode.PROBE or (deadline is not None and now >= deadline):
@@ -322,6 +341,10 @@ class Store:
                     else:
                         with trio.move_on_at(deadline):
                             await self._back.wait()  # type: ignore[union-attr]
+                else:
+                    if appended and self.after_commit is not None:
+                        self.after_commit(appended)
+                    return result  # type: ignore[no-any-return]
         finally:
             if probing is not None:
                 # Got through, gave up or was cancelled: the others try again
@@ -330,13 +353,18 @@ class Store:
                     self._back = None
                 probing.set()
 
-    async def _attempt(self, mode: Mode, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """One run of ``op`` (asyncio side); a failure that certainly had no effect
-        raises :class:`Interrupted`."""
+    async def _attempt(
+        self, mode: Mode, op: Op[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> tuple[T, set[str]]:
+        """One run of ``op`` (asyncio side): its result and the runs it appended
+        history events to; a failure that certainly had no effect raises
+        :class:`Interrupted`."""
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
             conn: PooledConn | None = None
             sent = -1
             committing = False
+            appended: set[str] = set()
+            _new_events.set(appended)  # this asyncio task's context: the op's only
             try:
                 conn = await self._conns.acquire()
                 sent = _statements_sent(conn)
@@ -360,7 +388,7 @@ class Store:
                     )
                     raise
                 self._conns.put_back(conn)
-                return result
+                return result, appended
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
                 # Two use cases locked the same rows in opposite orders; Postgres
                 # rolled one back. Nothing was applied (a whole transaction, or the

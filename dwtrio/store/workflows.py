@@ -15,8 +15,9 @@ import attrs
 
 from dwtrio.store import history
 from dwtrio.store.history import EVENT_FIELDS, EventRow
-from dwtrio.store.pool import Conn
+from dwtrio.store.pool import Conn, note_new_events
 from dwtrio.store.queries import query
+from dwtrio.store.runs import OPEN_STATUSES
 
 
 @attrs.frozen(kw_only=True)
@@ -175,7 +176,7 @@ _LOCK_INSTANCE_FOR_CONTINUE = query("lock_instance_for_continue", InstanceToCont
 _INSERT_CONTINUED_RUN = query("insert_continued_run", ContinuedRun)
 _GET_WORKFLOW_RUN_VIEW = query("get_workflow_run_view", RunView)
 _LIST_INSTANCE_RUNS = query("list_instance_runs", RunSummary)
-_WORKFLOW_RUN_EXISTS = query("workflow_run_exists")
+_WORKFLOW_RUN_STATUS = query("workflow_run_status")
 
 
 # --- writes (inside the start transaction) ---------------------------------------------
@@ -201,6 +202,7 @@ async def start_new_workflow(
     command, StartAccepted and WorkflowStarted, first task (leased to ``lease_owner``
     when given and that worker's claim could take it: see the query). The run and its
     task are pinned to the queue's promoted build. Empty when the id is taken."""
+    note_new_events(run.id)  # (a taken id appends nothing: a wake nobody waits for)
     return await _START_NEW_WORKFLOW.all(
         conn,
         run_id=run.id,
@@ -335,13 +337,22 @@ async def list_runs(conn: Conn, namespace: str, workflow_id: str) -> list[RunSum
     return await _LIST_INSTANCE_RUNS.all(conn, workflow_id=workflow_id, namespace=namespace)
 
 
+@attrs.frozen
+class HistoryPage:
+    #: Up to the limit asked for, after the sequence asked for.
+    events: list[EventRow]
+    #: The run is still open: more events may come.
+    run_open: bool
+
+
 async def history_page(
     conn: Conn, namespace: str, workflow_id: str, run_id: str, after_sequence: int, limit: int
-) -> list[EventRow] | None:
+) -> HistoryPage | None:
     """Up to ``limit`` events after ``after_sequence``; None when the run is not in this instance."""
-    exists = await _WORKFLOW_RUN_EXISTS.fetchval(
+    status = await _WORKFLOW_RUN_STATUS.fetchval(
         conn, workflow_id=workflow_id, namespace=namespace, run_id=run_id
     )
-    if not exists:
+    if status is None:
         return None
-    return await history.list_events(conn, run_id, after_sequence, limit)
+    events = await history.list_events(conn, run_id, after_sequence, limit)
+    return HistoryPage(events=events, run_open=status in OPEN_STATUSES)

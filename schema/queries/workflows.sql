@@ -87,10 +87,10 @@ SELECT r.id AS run_id, r.workflow_id, r.namespace, r.workflow_type, r.business_k
  WHERE i.workflow_id = :workflow_id AND i.namespace = :namespace
  ORDER BY r.run_number;
 
--- name: workflow_run_exists
--- Whether a run belongs to this instance and namespace (history reads).
-SELECT EXISTS (SELECT 1 FROM workflow_runs
-                WHERE workflow_id = :workflow_id AND namespace = :namespace AND id = :run_id);
+-- name: workflow_run_status
+-- The status of a run of this instance and namespace (history reads); no row: none such.
+SELECT status FROM workflow_runs
+ WHERE workflow_id = :workflow_id AND namespace = :namespace AND id = :run_id;
 
 -- name: start_new_workflow
 -- A start of a new workflow id as one atomic statement (one round trip, no explicit

@@ -29,6 +29,13 @@ class Clients:
         cls, start_server: StartServer, token: str, **settings: Any
     ) -> AsyncIterator[Self]:
         server = await start_server(admin_token=None, auth_token=token, **settings)
+        async with cls.open_on(server, token) as clients:
+            yield clients
+
+    @classmethod
+    @asynccontextmanager
+    async def open_on(cls, server: RunningServer, token: str) -> AsyncIterator[Self]:
+        """The two clients of a server already running (one node of several)."""
         async with server.client(token, **WP) as wc, server.client(token, **CP) as cc:
             yield cls(server, wc, cc)
 
