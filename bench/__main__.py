@@ -12,6 +12,7 @@ import os
 
 from bench import (
     backlog_scaling,
+    history_follow,
     open_polls,
     poll_latency,
     request_cost,
@@ -156,6 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs", type=_positive, default=3, help="runs per point; the median is reported"
     )
     s.set_defaults(run=schedules.run)
+    h = sub.add_parser(
+        "history-follow", help="new event -> history long-poll follower latency (p50/p99)"
+    )
+    h.add_argument("--samples", type=_positive, default=300, help="signals per run")
+    h.add_argument(
+        "--runs", type=_positive, default=3, help="runs per point; the median is reported"
+    )
+    h.add_argument(
+        "--server-processes",
+        type=_positive,
+        default=1,
+        help="dwtrio processes sharing the socket (and the Redis bus of --redis-url)",
+    )
+    h.set_defaults(run=history_follow.run)
     v = sub.add_parser("visibility", help="filtered workflow lists over many runs (p50/p99)")
     v.add_argument(
         "--runs-count", type=_positive, default=1_000_000, help="runs bulk-loaded before timing"
