@@ -267,6 +267,15 @@ class RunNotFoundError(DwtrioError):
     http_status = 404
 
 
+class ExportInterruptedError(DwtrioError):
+    """A run's history changed under its export (the run was deleted while it streamed).
+
+    Raised mid-stream, after the status line: the client sees the body cut short."""
+
+    reason = "history_export_interrupted"
+    http_status = 409
+
+
 class HistoricalRunCommandRejectedError(DwtrioError):
     """A run-targeted command named a run that is not the instance's current run."""
 

@@ -866,6 +866,7 @@ def build_cluster_info(
 #: change that makes the feature work (and test it through the real SDK).
 SERVER_FEATURES = Features(
     workflow_tasks=True,
+    history_export=True,
     search_attributes=True,
     continue_as_new=True,
     child_workflows=True,

@@ -102,10 +102,14 @@ REFERENCE_ONLY: dict[str, str] = {
     "DW_V2_PIN_TO_RECORDED_FINGERPRINT": "resolve runs by their recorded fingerprint",
     "DW_V2_CONTINUE_AS_NEW_EVENT_THRESHOLD": "history events that suggest continue-as-new",
     "DW_V2_CONTINUE_AS_NEW_SIZE_BYTES_THRESHOLD": "history bytes that suggest continue-as-new",
-    "DW_V2_HISTORY_EXPORT_SIGNING_KEY": "HMAC key signing history exports",
-    "DW_V2_HISTORY_EXPORT_SIGNING_KEY_ID": "key id recorded with signed exports",
 }
 RECOGNISED_UNUSED = frozenset(REFERENCE_ONLY)
+
+
+def read_env(name: str) -> str | None:
+    """One variable as :meth:`Settings.from_env` reads it (empty is unset), for offline
+    commands that need one value and not a whole configuration (``dwtrio history verify``)."""
+    return os.environ.get(name) or None
 
 
 def _setting(
@@ -400,6 +404,19 @@ class Settings:
     )
     max_pending_children: int = _setting(
         "DW_MAX_PENDING_CHILDREN", 2000, "Most open child workflows per run."
+    )
+
+    # --- history export --------------------------------------------------------
+    history_export_signing_key: str | None = _setting(
+        "DW_V2_HISTORY_EXPORT_SIGNING_KEY",
+        None,
+        "HMAC-SHA256 key that signs history export bundles (unset: bundles carry a checksum only).",
+        secret=True,
+    )
+    history_export_signing_key_id: str | None = _setting(
+        "DW_V2_HISTORY_EXPORT_SIGNING_KEY_ID",
+        None,
+        "Key id written beside the signature of a signed export (for key rotation).",
     )
 
     # --- responses and boot ----------------------------------------------------

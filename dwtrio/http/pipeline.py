@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 from quart import Response, g, request
+from quart.wrappers.response import IterableBody
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from dwtrio import wire
@@ -312,6 +313,8 @@ async def finish_response(rt: Runtime, response: Response) -> Response:
         rt.settings.compression_enabled
         and "content-encoding" not in response.headers
         and (response.mimetype or "").endswith("json")
+        # a streamed body (history export) goes out as it is made, uncompressed
+        and not isinstance(response.response, IterableBody)
     ):
         data = await response.get_data()
         assert isinstance(data, bytes)
