@@ -26,8 +26,10 @@ import logging
 import multiprocessing
 import os
 import resource
+import shutil
 import signal
 import socket
+import tempfile
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -38,10 +40,13 @@ import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
+from prometheus_client import multiprocess
 
+from dwtrio import metrics
 from dwtrio.background import supervisor
 from dwtrio.embedded import EmbeddedPostgres
 from dwtrio.http.app import create_app
+from dwtrio.http.metrics import instrument
 from dwtrio.http.server import default_max_connections, serve_http
 from dwtrio.runtime import Runtime
 from dwtrio.settings import Settings
@@ -181,7 +186,7 @@ async def serve(
                     outage_wait_s=settings.db_outage_wait_s,
                 ) as store:
                     rt = Runtime.build(settings, store)
-                    app = shield_sends(create_app(rt))
+                    app = shield_sends(instrument(create_app(rt)))
 
                     async def drain() -> None:
                         await stop.wait()
@@ -266,43 +271,71 @@ def run(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     with database(settings) as dsn:
         if settings.workers == 1:
+            if settings.metrics_bind:
+                metrics.start_listener(*settings.metrics_host_port)
             trio.run(partial(serve, settings, dsn, handle_signals=True, freeze_heap=True))
             return
-        if not settings.redis_url:
-            log.warning(
-                "DW_WORKERS=%d without DW_REDIS_URL: a wake reaches only pollers in the same "
-                "process; pollers in the others see new tasks on their recheck "
-                "(DW_WORKER_POLL_INTERVAL_MS)",
-                settings.workers,
-            )
-        if settings.auto_bootstrap:
-            trio.run(run_bootstrap, settings, dsn)
-        config = hypercorn_config(settings)
-        sockets = config.create_sockets()
-        for sock in sockets.insecure_sockets:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.listen(settings.backlog)
-        ctx = multiprocessing.get_context("spawn")
-        children = [
-            ctx.Process(target=_serve_process, args=(settings, dsn, sockets), name=f"dwtrio-{i}")
-            for i in range(settings.workers)
-        ]
+        with multiprocess_metrics():
+            _run_workers(settings, dsn)
+
+
+@contextlib.contextmanager
+def multiprocess_metrics() -> Iterator[None]:
+    """prometheus_client's multiprocess mode for the server processes about to start:
+    each writes its metrics under a directory of this run (or the operator's own
+    ``PROMETHEUS_MULTIPROC_DIR``), and any scrape sums them (``metrics.scrape_registry``).
+    The processes inherit the variable; it must be set before they import anything."""
+    own = metrics.MULTIPROC_ENV not in os.environ
+    if own:
+        os.environ[metrics.MULTIPROC_ENV] = tempfile.mkdtemp(prefix="dwtrio-metrics-")
+    try:
+        yield
+    finally:
+        if own:
+            shutil.rmtree(os.environ.pop(metrics.MULTIPROC_ENV), ignore_errors=True)
+
+
+def _run_workers(settings: Settings, dsn: str) -> None:
+    """DW_WORKERS server processes on one shared socket, until they all exit."""
+    if not settings.redis_url:
+        log.warning(
+            "DW_WORKERS=%d without DW_REDIS_URL: a wake reaches only pollers in the same "
+            "process; pollers in the others see new tasks on their recheck "
+            "(DW_WORKER_POLL_INTERVAL_MS)",
+            settings.workers,
+        )
+    if settings.auto_bootstrap:
+        trio.run(run_bootstrap, settings, dsn)
+    config = hypercorn_config(settings)
+    sockets = config.create_sockets()
+    for sock in sockets.insecure_sockets:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.listen(settings.backlog)
+    ctx = multiprocessing.get_context("spawn")
+    children = [
+        ctx.Process(target=_serve_process, args=(settings, dsn, sockets), name=f"dwtrio-{i}")
+        for i in range(settings.workers)
+    ]
+    for child in children:
+        child.start()
+    log.info("started %d server processes", len(children))
+    if settings.metrics_bind:
+        metrics.start_listener(*settings.metrics_host_port)
+
+    def forward(signum: int, _frame: Any) -> None:
         for child in children:
-            child.start()
-        log.info("started %d server processes", len(children))
+            if child.is_alive() and child.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGTERM)
 
-        def forward(signum: int, _frame: Any) -> None:
-            for child in children:
-                if child.is_alive() and child.pid is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(child.pid, signal.SIGTERM)
-
-        previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            for child in children:
-                child.join()
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            for sock in sockets.insecure_sockets:
-                sock.close()
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for child in children:
+            child.join()
+            if child.pid is not None:  # its live gauges no longer count
+                multiprocess.mark_process_dead(child.pid)  # type: ignore[no-untyped-call]
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for sock in sockets.insecure_sockets:
+            sock.close()

@@ -166,6 +166,22 @@ class Settings:
     )
     log_level: str = _setting("DW_LOG_LEVEL", "info", "Log level: debug, info, warning or error.")
 
+    # --- metrics (docs/operations.md) -------------------------------------------
+    metrics_bind: str | None = _setting(
+        "DW_METRICS_BIND",
+        None,
+        "host:port of a separate, unauthenticated listener serving the Prometheus metrics "
+        "(any path); with DW_WORKERS > 1 the parent process serves it, summing every "
+        "server process. Unset: no separate listener.",
+    )
+    metrics_token: str | None = _setting(
+        "DW_METRICS_TOKEN",
+        None,
+        "Bearer token that may read GET /metrics on the main port, besides operator and "
+        "admin credentials (a scraper then needs no control-plane role).",
+        secret=True,
+    )
+
     # --- storage ---------------------------------------------------------------
     database_url: str | None = _setting(
         "DW_DATABASE_URL",
@@ -467,6 +483,14 @@ class Settings:
         host, _, port = self.bind.rpartition(":")
         return host.strip("[]") or "0.0.0.0", int(port)
 
+    @property
+    def metrics_host_port(self) -> tuple[str, int]:
+        """DW_METRICS_BIND as (host, port); the port in ASCII digits, 0 to 65535."""
+        host, sep, port = (self.metrics_bind or "").rpartition(":")
+        if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+            raise ValueError(self.metrics_bind)
+        return host.strip("[]") or "0.0.0.0", int(port)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``environ`` (default ``os.environ``), then ``overrides``.
@@ -567,6 +591,11 @@ class Settings:
             self.bind_host_port  # noqa: B018 - parsing is the check
         except ValueError:
             problems.append("DW_BIND must be host:port")
+        if self.metrics_bind is not None:
+            try:
+                self.metrics_host_port  # noqa: B018 - parsing is the check
+            except ValueError:
+                problems.append("DW_METRICS_BIND must be host:port")
         if problems:
             raise SettingsError("; ".join(problems))
 

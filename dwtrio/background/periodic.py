@@ -15,11 +15,13 @@ Cancellation is never caught.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final, NoReturn
 
 import trio
 
+from dwtrio import metrics
 from dwtrio.errors import RetryableStoreError, StoreUnavailableError
 
 #: One pass of work; returns the delay before the next pass (None: the interval).
@@ -27,6 +29,28 @@ Tick = Callable[[], Awaitable[float | None]]
 
 #: What a tick returns when more work is waiting: the next tick runs at once.
 RUN_AGAIN_NOW: Final = 0.0
+
+
+def _measured(loop: str, tick: Tick) -> Tick:
+    """``tick``, feeding the ``dwtrio_background_*`` metrics of ``loop``: each pass's
+    time, its failures, and when the last one succeeded."""
+    duration = metrics.BACKGROUND_DURATION.labels(loop)
+    failures = metrics.BACKGROUND_FAILURES.labels(loop)
+    last_pass = metrics.BACKGROUND_LAST_PASS.labels(loop)
+
+    async def measured() -> float | None:
+        started = time.perf_counter()
+        try:
+            delay_s = await tick()
+        except Exception:
+            failures.inc()
+            raise
+        finally:
+            duration.observe(time.perf_counter() - started)
+        last_pass.set(time.time())
+        return delay_s
+
+    return measured
 
 
 async def run_periodically(
@@ -54,6 +78,7 @@ async def run_periodically(
     Never returns; cancelling the enclosing scope (the supervisor's shutdown)
     ends it wherever it is, a tick included.
     """
+    tick = _measured(action, tick)
     task_status.started()
     while True:
         delay_s: float | None = None

@@ -130,3 +130,13 @@ def authenticate(settings: Settings, headers: Mapping[str, str], body: bytes) ->
 
 def role_allowed(principal: Principal, allowed: tuple[str, ...]) -> bool:
     return principal.legacy_full_access or (principal.role in allowed)
+
+
+def metrics_token_matches(settings: Settings, headers: Mapping[str, str]) -> bool:
+    """Whether the request carries ``Authorization: Bearer <DW_METRICS_TOKEN>``
+    (False when no metrics token is configured)."""
+    token = settings.metrics_token
+    if not token:
+        return False
+    scheme, _, presented = headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.encode(), token.encode())

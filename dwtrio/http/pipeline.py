@@ -40,7 +40,7 @@ from dwtrio.errors import (
     UnsupportedProtocolVersionError,
     ValidationFailedError,
 )
-from dwtrio.http.auth import Principal, authenticate, role_allowed
+from dwtrio.http.auth import Principal, authenticate, metrics_token_matches, role_allowed
 from dwtrio.http.routes import RoutePolicy, classify
 from dwtrio.manifest import CONTROL_PLANE_HEADER, CONTROL_PLANE_VERSION, WORKER_PROTOCOL_HEADER
 from dwtrio.runtime import Runtime
@@ -192,6 +192,8 @@ async def admit(
     policy = classify(method, path)
     has_body, json = decode_body(method, raw, declared, headers)
     if not policy.authenticated:
+        return Admitted(policy, has_body, json)
+    if policy.plane == "metrics" and metrics_token_matches(rt.settings, headers):
         return Admitted(policy, has_body, json)
     principal = authenticate(rt.settings, headers, raw)
     if not role_allowed(principal, policy.roles):

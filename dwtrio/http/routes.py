@@ -12,7 +12,7 @@ from typing import Literal
 
 import attrs
 
-Plane = Literal["public", "discovery", "control", "worker", "other"]
+Plane = Literal["public", "discovery", "control", "worker", "metrics", "other"]
 
 OPERATOR = ("operator", "admin")
 ADMIN = ("admin",)
@@ -34,10 +34,16 @@ class RoutePolicy:
 PUBLIC = RoutePolicy("public")
 DISCOVERY = RoutePolicy("discovery", ANY_ROLE)
 OUTSIDE_API = RoutePolicy("other")
+#: Prometheus scrapes: operator or admin credentials (or DW_METRICS_TOKEN, see
+#: ``pipeline.admit``); no version header, no namespace.
+METRICS_PATH = "/metrics"
+METRICS = RoutePolicy("metrics", OPERATOR)
 
 
 def classify(method: str, path: str) -> RoutePolicy:
     """The policy for ``method path`` (path as received, before percent-decoding)."""
+    if path == METRICS_PATH:
+        return METRICS
     if path != "/api" and not path.startswith("/api/"):
         return OUTSIDE_API
     parts = [p for p in path[len("/api/") :].split("/") if p]

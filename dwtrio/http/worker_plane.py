@@ -37,6 +37,7 @@ from dwtrio.errors import (
 )
 from dwtrio.http import pipeline
 from dwtrio.http.envelope import JSON, error_body, to_dwtrio_error
+from dwtrio.http.metrics import WORKER_ROUTE_KEY
 from dwtrio.manifest import WORKER_PROTOCOL_HEADER
 from dwtrio.matching.waiters import ClientGone
 from dwtrio.runtime import Runtime
@@ -199,6 +200,7 @@ class WorkerPlane:
         try:
             raw, declared = await read_body(receive, headers, rt.settings.max_payload_bytes)
             call, route, params = await self.admit(scope, raw, declared, receive, headers)
+            scope[WORKER_ROUTE_KEY] = route.pattern  # the metrics' route label
             del headers  # a parked poll keeps only what it needs
             reply = await route.handler(call, **params)
             body, status = reply.body, reply.status

@@ -24,6 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import attrs
 import trio
 
+from dwtrio import metrics
 from dwtrio.errors import AdmissionLockBusyError, StoreUnavailableError
 from dwtrio.matching.poll import Client, poll_for_task
 from dwtrio.matching.waiters import QueueKey, WaiterSet
@@ -172,18 +173,25 @@ async def poll(
     async def release(task: Task) -> None:
         await _release(host, kind.release, task)
 
-    return await poll_for_task(
-        host.waiters,
-        (params.namespace, params.task_queue, kind.kind),
-        claim,
-        release,
-        timeout_s=timeout_s,
-        recheck_s=host.settings.worker_poll_interval_ms / 1000,
-        draining=host.draining,
-        typed=bool(kind.types(params)),
-        client=client,
-        offer=params if kind.sync_match else None,
-    )
+    open_polls = metrics.polls_open(kind.kind)
+    open_polls.inc()
+    try:
+        task = await poll_for_task(
+            host.waiters,
+            (params.namespace, params.task_queue, kind.kind),
+            claim,
+            release,
+            timeout_s=timeout_s,
+            recheck_s=host.settings.worker_poll_interval_ms / 1000,
+            draining=host.draining,
+            typed=bool(kind.types(params)),
+            client=client,
+            offer=params if kind.sync_match else None,
+        )
+    finally:
+        open_polls.dec()
+    metrics.poll_answer(kind.kind, "empty" if task is None else "task").inc()
+    return task
 
 
 async def _release(host: Host, op: Op[[Task], QueueKey | None], task: Task) -> None:
@@ -243,7 +251,9 @@ async def create_with_handoff(
         if created is None or created.handoff is None:
             host.waiters.unreserve(waiter)
     handoff = None if created is None else created.handoff
-    if handoff is not None and not host.waiters.deliver(waiter, handoff):
+    if handoff is not None and host.waiters.deliver(waiter, handoff):
+        metrics.sync_match(kind.kind).inc()
+    elif handoff is not None:
         try:
             with trio.CancelScope(shield=True):
                 await _release(host, kind.release, handoff)

@@ -12,6 +12,7 @@ from typing import Protocol, TypeVar
 
 import trio
 
+from dwtrio import metrics
 from dwtrio.matching.waiters import (
     HANDED,
     LOOKING,
@@ -149,6 +150,8 @@ async def _poll_in_line(
     )
     #: After a throttled claim: look again this soon even without a wake.
     retry_s: float | None = None
+    #: When a wake (or a handoff) last ended this poll's parking: None before any.
+    woken_at: float | None = None
     # One place in line for the whole poll: the event is renewed before every claim
     # (so a wake during the claim is never lost) but the poller keeps its position.
     with waiters.register(key, offer) as waiter:
@@ -160,16 +163,19 @@ async def _poll_in_line(
                     with waiters.claiming(key) as seq, trio.CancelScope(shield=True):
                         got = await claim()  # shielded: never abandon a committed lease
                     if isinstance(got, Blocked):
+                        metrics.claim_result(key[2], "blocked").inc()
                         # The wake that sent it claiming (if one did) is for a poll
                         # that can take the task: pass one on as it leaves the line.
                         waiters.wake(key)
                         return got
                     if isinstance(got, Throttled):
+                        metrics.claim_result(key[2], "throttled").inc()
                         # Capped, not empty: the queue is not marked, and this poll looks
                         # again when a lease may have ended or the minute turned.
                         retry_s, task = got.retry_after_s, None
                     else:
                         task = got
+                        metrics.claim_result(key[2], "empty" if got is None else "found").inc()
                     waiters.record_claim(
                         key,
                         found=task is not None,
@@ -189,11 +195,14 @@ async def _poll_in_line(
                         with trio.CancelScope(shield=True):  # put the task back for others
                             await release(task)
                         raise
+                    if woken_at is not None:
+                        metrics.wake_to_answer(key[2]).observe(trio.current_time() - woken_at)
                     return task
                 if draining.is_set() or trio.current_time() >= deadline:
                     # A wake that arrived during the claim is left unconsumed: passed on.
                     return None
                 await _park(waiters, key, waiter, deadline, recheck_s, client, retry_s)
+                woken_at = trio.current_time() if waiter.event.is_set() else None
                 if waiter.state is HANDED:
                     continue
                 if draining.is_set():

@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 import trio
 import trio_asyncio
 
+from dwtrio import metrics
 from dwtrio.matching.waiters import QueueKey, WaiterSet
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class RedisWakeBus:
 
     def __attrs_post_init__(self) -> None:
         self._send, self._recv = trio.open_memory_channel(PUBLISH_QUEUE)
+        metrics.WAKE_BUS_DEGRADED.set(0 if self.connected else 1)  # connecting
 
     def publish(self, keys: Iterable[QueueKey]) -> None:
         batch = list(keys)
@@ -113,6 +115,7 @@ class RedisWakeBus:
             self._send.send_nowait(batch)
         except trio.WouldBlock:
             self.dropped += 1  # remote pollers will find the task on their recheck
+            metrics.WAKE_BUS_DROPPED.inc()
 
     def health(self) -> dict[str, Any]:
         body: dict[str, Any] = {"status": "ok", "store": self.name}
@@ -127,6 +130,7 @@ class RedisWakeBus:
             log.warning("wake bus: %s failed (%s); falling back to rechecks", what, exc)
         self.connected = False
         self.last_error = f"{what}: {exc}"
+        metrics.WAKE_BUS_DEGRADED.set(1)
 
     def _subscribed(self) -> None:
         """The subscription is live: say so once after an outage, and let the next
@@ -134,6 +138,7 @@ class RedisWakeBus:
         if self.last_error is not None:
             log.warning("wake bus: reconnected to Redis; wakes travel between nodes again")
         self.connected, self.last_error = True, None
+        metrics.WAKE_BUS_DEGRADED.set(0)
         self._subscribe_backoff_s = BACKOFF_MIN_S
 
     # --- asyncio side --------------------------------------------------------------
@@ -158,6 +163,7 @@ class RedisWakeBus:
                 if decoded is None or decoded[0] == self.origin:
                     continue
                 self.received += 1
+                metrics.WAKE_BUS_RECEIVED.inc()
                 self.waiters.wake(decoded[1])  # synchronous hand-off to Trio
         finally:
             # Also runs when the task is cancelled mid-read (shutdown), with the
@@ -183,6 +189,7 @@ class RedisWakeBus:
                 try:
                     await trio_asyncio.aio_as_trio(self._publish_batch)(client, messages)
                     self.published += len(messages)
+                    metrics.WAKE_BUS_PUBLISHED.inc(len(messages))
                     backoff = BACKOFF_MIN_S
                 except (OSError, aioredis.RedisError) as exc:
                     self._failed("publish", exc)

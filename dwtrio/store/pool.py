@@ -27,6 +27,7 @@ import contextvars
 import enum
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -37,6 +38,7 @@ import orjson
 import trio
 import trio_asyncio
 
+from dwtrio import metrics
 from dwtrio.errors import StoreUnavailableError
 from dwtrio.store.errors import translate
 
@@ -290,21 +292,21 @@ class Store:
             StoreUnavailableError, RetryableStoreError, AlreadyExistsError: translated
                 driver errors; anything else propagates unchanged.
         """
-        return await self._call(Mode.TRANSACTION, op, *args, **kwargs)
+        return await self._measured(Mode.TRANSACTION, op, *args, **kwargs)
 
     async def autocommit(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``op(conn, ...)`` without an explicit transaction, for use cases whose
         only write is one statement (each statement commits on its own): two round
         trips fewer than :meth:`transaction`."""
-        return await self._call(Mode.AUTOCOMMIT, op, *args, **kwargs)
+        return await self._measured(Mode.AUTOCOMMIT, op, *args, **kwargs)
 
     async def read(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``op(conn, ...)``, which only reads, without an explicit transaction."""
-        return await self._call(Mode.READ, op, *args, **kwargs)
+        return await self._measured(Mode.READ, op, *args, **kwargs)
 
     async def probe(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run the read ``op(conn, ...)`` once: an outage raises at once (health checks)."""
-        return await self._call(Mode.PROBE, op, *args, **kwargs)
+        return await self._measured(Mode.PROBE, op, *args, **kwargs)
 
     @contextmanager
     def wait_until(self, deadline: float) -> Iterator[None]:
@@ -315,6 +317,17 @@ class Store:
             yield
         finally:
             _wait_limit.reset(token)
+
+    async def _measured(self, mode: Mode, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """:meth:`_call`, timed and counted (``dwtrio_store_*`` metrics)."""
+        started = time.perf_counter()
+        try:
+            return await self._call(mode, op, *args, **kwargs)
+        except StoreUnavailableError:
+            metrics.STORE_UNAVAILABLE_BY_MODE[mode.value].inc()
+            raise
+        finally:
+            metrics.STORE_DURATION_BY_MODE[mode.value].observe(time.perf_counter() - started)
 
     async def _call(self, mode: Mode, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         deadline: float | None = None
@@ -396,6 +409,8 @@ class Store:
                 if attempt == TRANSACTION_ATTEMPTS:
                     raise translate(exc) from exc  # type: ignore[misc]
                 log.info("retry %d after %s", attempt, type(exc).__name__)
+                deadlock = isinstance(exc, asyncpg.DeadlockDetectedError)
+                metrics.STORE_RETRIES_BY_REASON["deadlock" if deadlock else "serialization"].inc()
             except Exception as exc:
                 mapped = translate(exc)
                 if mapped is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from dwtrio.http.routes import RoutePolicy, classify
+from dwtrio.http.routes import OPERATOR, RoutePolicy, classify
 
 OPERATOR_ADMIN = ("operator", "admin")
 ADMIN = ("admin",)
@@ -88,7 +88,13 @@ def test_authenticated(path: str, authenticated: bool) -> None:
 def test_outside_api_is_other_plane() -> None:
     assert classify("GET", "/").plane == "other"
     assert classify("GET", "/apiary").plane == "other"
-    assert classify("POST", "/metrics").roles == ()
+    assert classify("GET", "/metrics/").roles == ()
+
+
+def test_metrics_take_operator_credentials_and_no_version_header() -> None:
+    policy = classify("GET", "/metrics")
+    assert (policy.plane, policy.roles, policy.check_namespace) == ("metrics", OPERATOR, False)
+    assert policy.authenticated
 
 
 @pytest.mark.parametrize(
