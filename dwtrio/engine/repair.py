@@ -17,16 +17,27 @@ retry policy's ``max_attempts`` and the next one gets a new attempt id and numbe
 
 Each activity lease is handled in its own transaction: the task is locked first,
 then its run and its execution, the order of the worker-plane paths.
+
+:func:`repair_run` is the same repair for one run, asked for by an operator
+(``POST /api/workflows/{wf}/repair``, ``engine/workflow_maintenance.py``): in the
+command's transaction, with the run already locked, its expired leases go the
+way above (tasks taken with ``SKIP LOCKED``, so holding the run never makes it
+wait on a task), then a workflow task the run needs but lacks is created
+(``missing_workflow_task_reason`` in ``repair.sql`` says when).
 """
 
 from __future__ import annotations
 
+import attrs
+
 from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.timeouts import time_out_attempt
+from dwtrio.engine.wakes import request_wake
 from dwtrio.store import activities, repair, runs
 from dwtrio.store.activities import LockedActivityTask
 from dwtrio.store.pool import Conn
 from dwtrio.store.repair import QueueRow
+from dwtrio.store.runs import LockedRun
 
 REPAIR_BATCH = 500
 
@@ -79,6 +90,61 @@ async def recover_deregistered_activity_lease(
     if task is None:
         return None
     return await _end_leased_attempt(conn, task, f"activity worker {worker_id} deregistered")
+
+
+@attrs.frozen(kw_only=True)
+class RunRepair:
+    """What :func:`repair_run` did to one run."""
+
+    #: Workflow-task leases that had expired, made ready again.
+    workflow_leases_released: int
+    #: Activity leases that had expired, their attempts ended (retried or timed out).
+    activity_leases_released: int
+    #: Why the run needed a workflow task it lacked (``missing_workflow_task_reason``).
+    missing_task_reason: str | None
+    #: The workflow task created for it, if one was.
+    created_task_id: str | None
+
+    @property
+    def dispatched(self) -> bool:
+        return bool(
+            self.workflow_leases_released
+            or self.activity_leases_released
+            or self.created_task_id is not None
+        )
+
+
+async def repair_run(conn: Conn, run: LockedRun, outcome: Outcome) -> RunRepair:
+    """Release the expired leases of a locked run, then give it the workflow task it
+    needs and lacks; the queues to wake go on ``outcome``."""
+    if not run.is_open:
+        return RunRepair(
+            workflow_leases_released=0,
+            activity_leases_released=0,
+            missing_task_reason=None,
+            created_task_id=None,
+        )
+    rows = await repair.expire_run_workflow_task_leases(conn, run_id=run.id)
+    outcome.wakes |= _woken(rows, "workflow").wakes
+    activities_released = 0
+    for _ in range(REPAIR_BATCH):
+        task = await repair.claim_expired_run_activity_lease(conn, run_id=run.id)
+        if task is None:
+            break
+        outcome.wakes |= (await _end_leased_attempt(conn, task, None)).wakes
+        activities_released += 1
+    reason = await repair.missing_workflow_task_reason(conn, run_id=run.id)
+    created = None
+    if reason is not None:
+        relocked = await runs.lock_run(conn, run.id)  # the attempts above may have moved it on
+        if relocked is not None:
+            created = await request_wake(conn, relocked, outcome)
+    return RunRepair(
+        workflow_leases_released=len(rows),
+        activity_leases_released=activities_released,
+        missing_task_reason=reason,
+        created_task_id=created,
+    )
 
 
 def _woken(rows: list[QueueRow], kind: str) -> Outcome:

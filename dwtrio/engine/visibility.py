@@ -58,6 +58,8 @@ class ListRequest:
     closed_after: datetime | None = None
     closed_before: datetime | None = None
     query: str | None = None
+    #: Archived runs: hidden (False, the default), only them (True), or both (None).
+    archived: bool | None = False
     after: tuple[datetime, str] | None = None
     limit: int = 51
 
@@ -266,6 +268,7 @@ async def compile_filter(conn: Conn, req: ListRequest) -> store.Filter:
     c = _Compiler(text or "", types)
     f = c.f
     f.substring = substring
+    f.archived = req.archived
     if req.status is not None:
         _set(f, "status_bucket" if req.status in STATUS_BUCKETS else "status", req.status)
     _set(f, "workflow_type", req.workflow_type)

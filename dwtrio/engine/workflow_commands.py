@@ -53,7 +53,13 @@ CLOSES: Final[dict[str, tuple[str, str, str]]] = {
     "terminate": ("terminated", "TerminateRequested", "WorkflowTerminated"),
 }
 #: The verdict on an accepted command: a signal waits for the workflow, a close is done.
-ACCEPTED: Final = {"signal": Verdict.ACCEPTED, "cancel": Verdict.DONE, "terminate": Verdict.DONE}
+ACCEPTED: Final = {
+    "signal": Verdict.ACCEPTED,
+    "cancel": Verdict.DONE,
+    "terminate": Verdict.DONE,
+    "repair": Verdict.DONE,
+    "archive": Verdict.DONE,
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -171,6 +177,13 @@ class _Recorded:
     reason: str | None = None
     payload: str | None = None
     signal_name: str = OMIT
+    #: Why a refused command was refused, and the text that says so (default: run closed).
+    rejection_reason: str = RUN_NOT_ACTIVE
+    rejection_message: str | None = None
+    #: Operation-specific receipt fields (repair's ``repair``, archive's ``archived_at``).
+    receipt_extra: dict[str, Any] = attrs.field(factory=dict)
+    #: The command's id when the caller needed it before the record (archive's stamp).
+    command_id: str | None = None
 
 
 async def _record(
@@ -182,9 +195,9 @@ async def _record(
     sequence, if any.
     """
     slot = await workflow_commands.allocate_command_slot(conn, run.id)
-    command_id = new_id()
+    command_id = rec.command_id or new_id()
     status = "accepted" if rec.accepted else "rejected"
-    rejection = None if rec.accepted else RUN_NOT_ACTIVE
+    rejection = None if rec.accepted else rec.rejection_reason
     body = CommandReceipt(
         outcome=rec.outcome,
         workflow_id=run.workflow_id,
@@ -205,7 +218,9 @@ async def _record(
         signal_name=rec.signal_name,
         message=OMIT
         if rec.accepted
-        else f"Workflow {run.workflow_id!r} is not running (status {run.status}).",
+        else rec.rejection_message
+        or f"Workflow {run.workflow_id!r} is not running (status {run.status}).",
+        **rec.receipt_extra,
     )
     await workflow_commands.insert_control_command(
         conn,

@@ -18,7 +18,6 @@ from dwtrio.http import (
     envelope,
     health,
     history_export,
-    metrics,
     namespaces,
     openapi,
     pipeline,
@@ -31,6 +30,8 @@ from dwtrio.http import (
     workers,
     workers_admin,
     workflow_commands,
+    workflow_debug,
+    workflow_maintenance,
     workflow_tasks,
     workflows,
 )
@@ -75,13 +76,14 @@ def create_quart_app(rt: Runtime) -> QuartTrio:
 
     for module in (
         health,
-        metrics,
         cluster,
         namespaces,
         workflows,
         queries,
         updates,
         workflow_commands,
+        workflow_maintenance,
+        workflow_debug,
         schedules,
         search_attributes,
         workers_admin,

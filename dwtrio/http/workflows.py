@@ -187,6 +187,7 @@ def parse_list(namespace: str) -> visibility.ListRequest:
         closed_after=times["closed_after"],
         closed_before=times["closed_before"],
         query=q.query,
+        archived={"false": False, "true": True}.get(q.archived),
         after=decode_list_token(q.next_page_token),
         limit=q.page_size + 1,
     )

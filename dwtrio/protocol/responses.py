@@ -105,6 +105,20 @@ class CommandReceipt(ResponseBody):
     retained: bool
     signal_name: str = OMIT
     message: str = OMIT
+    #: Repair: what was done to the run (docs/workflow-maintenance.md).
+    repair: RepairDetails = OMIT
+    #: Archive: when the run was archived (the first archive's time on a repeat).
+    archived_at: str | None = OMIT
+
+
+@attrs.frozen(kw_only=True)
+class RepairDetails(ResponseBody):
+    """What a repair command did to its run."""
+
+    workflow_leases_released: int
+    activity_leases_released: int
+    missing_workflow_task: str | None
+    created_task_id: str | None
 
 
 @attrs.frozen(kw_only=True)
@@ -460,3 +474,124 @@ class TaskQueueDescription(ResponseBody):
     current_leases: list[TaskQueueLease]
     repair: TaskQueueRepair
     admission: dict[str, Any]
+
+
+# --- workflow debug (control-plane.md §5.5; docs/workflow-maintenance.md) ------------
+@attrs.frozen(kw_only=True)
+class DebugWait(ResponseBody):
+    """Why an open run is not progressing by itself: what it waits on."""
+
+    wait_kind: str | None
+    wait_reason: str | None
+    wait_started_at: str | None
+    wait_deadline_at: str | None
+    open_condition_wait: bool
+    wake_pending: bool
+    workflow_task: str | None
+    pending_timers: int
+    next_timer_at: str | None
+    pending_activities: int
+    open_children: int
+    open_updates: int
+
+
+@attrs.frozen(kw_only=True)
+class DebugExecution(ResponseBody):
+    status: str
+    status_bucket: str
+    closed_reason: str | None
+    is_terminal: bool
+    is_current_run: bool
+    workflow_type: str
+    task_queue: str
+    run_number: int
+    business_key: str | None
+    started_at: str | None
+    closed_at: str | None
+    last_progress_at: str | None
+    archived_at: str | None
+    archive_reason: str | None
+    wait: DebugWait
+
+
+@attrs.frozen(kw_only=True)
+class DebugWorkflowTask(ResponseBody):
+    task_id: str
+    task_type: str
+    status: str
+    workflow_update_id: str | None
+    workflow_task_attempt: int
+    available_at: str | None
+    lease_owner: str | None
+    leased_at: str | None
+    lease_expires_at: str | None
+    lease_expired: bool
+    failure_count: int
+    repair_count: int
+    last_failure: dict[str, Any] | None
+    created_at: str | None
+
+
+@attrs.frozen(kw_only=True)
+class DebugActivity(ResponseBody):
+    activity_execution_id: str
+    sequence: int
+    activity_type: str
+    task_queue: str
+    status: str
+    attempt_count: int
+    activity_attempt_id: str | None
+    scheduled_at: str | None
+    started_at: str | None
+    last_heartbeat_at: str | None
+    next_deadline_at: str | None
+    task_id: str | None
+    task_status: str | None
+    available_at: str | None
+    lease_owner: str | None
+    lease_expires_at: str | None
+    lease_expired: bool
+
+
+@attrs.frozen(kw_only=True)
+class DebugFailure(ResponseBody):
+    source: str
+    source_id: str
+    message: str | None
+    failed_at: str | None
+    failure: dict[str, Any] | None
+
+
+@attrs.frozen(kw_only=True)
+class DebugFinding(ResponseBody):
+    severity: str
+    code: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class DebugEvent(ResponseBody):
+    sequence: int
+    event_type: str
+    timestamp: str | None
+    payload: dict[str, Any] = OMIT
+
+
+@attrs.frozen(kw_only=True)
+class WorkflowDebug(ResponseBody):
+    """``GET /api/workflows/{wf}[/runs/{run}]/debug``: a bounded snapshot of one run."""
+
+    generated_at: str | None
+    workflow_id: str
+    run_id: str
+    namespace: str
+    diagnostic_status: str
+    execution: DebugExecution
+    pending_workflow_tasks: list[DebugWorkflowTask]
+    pending_activities: list[DebugActivity]
+    task_queue: TaskQueueDescription
+    recent_failures: list[DebugFailure]
+    compatibility: str | None
+    findings: list[DebugFinding]
+    last_event: DebugEvent | None
+    limits: dict[str, int]

@@ -53,6 +53,20 @@ class CloseWorkflow:
     )
 
 
+@attrs.frozen(kw_only=True)
+class RepairWorkflow:
+    """``POST /api/workflows/{wf}[/runs/{run}]/repair``; unknown fields are ignored.
+
+    (Archive's body, ``reason`` and ``request_id``, is :class:`CloseWorkflow`'s.)
+    """
+
+    request_id: str | None = attrs.field(
+        default=None,
+        converter=_empty_to_none,
+        validator=[max_length(REQUEST_ID_MAX_LENGTH), no_nul],
+    )
+
+
 def operation_name_errors(name: str, field: str) -> dict[str, list[str]]:
     """The §5.6 checks on a signal/query/update name taken from the path."""
     label = field.replace("_", " ")

@@ -44,6 +44,8 @@ LIST_STATUS_BUCKETS: Final = ("running", "completed", "failed")
 #: Accepted as exact-status list filters (later builds), though the request contract lists them as aliases.
 LIST_EXACT_STATUSES: Final = ("cancelled", "terminated")
 LIST_PAGE_SIZE_DEFAULT: Final = 50
+#: ``GET /api/workflows?archived=``: hide archived runs, only them, or both.
+LIST_ARCHIVED_VALUES: Final = ("false", "true", "any")
 LIST_PAGE_SIZE_MAX: Final = 200
 HISTORY_PAGE_SIZE_DEFAULT: Final = 100
 HISTORY_PAGE_SIZE_MAX: Final = 1000
@@ -179,6 +181,9 @@ class ListWorkflows:
     started_before: str | None = attrs.field(default=None, validator=no_nul)
     closed_after: str | None = attrs.field(default=None, validator=no_nul)
     closed_before: str | None = attrs.field(default=None, validator=no_nul)
+    #: Archived runs: ``false`` hides them (the default), ``true`` lists only them, ``any``
+    #: lists both (docs/visibility.md).
+    archived: str = attrs.field(default="false", validator=one_of(LIST_ARCHIVED_VALUES))
     page_size: int = attrs.field(
         default=LIST_PAGE_SIZE_DEFAULT, validator=between(1, LIST_PAGE_SIZE_MAX)
     )

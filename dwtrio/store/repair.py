@@ -22,6 +22,9 @@ _RELEASE_LOST_WORKER_WORKFLOW_TASKS = query("release_lost_worker_workflow_tasks"
 _CLAIM_LOST_WORKER_ACTIVITY_LEASE = query("claim_lost_worker_activity_lease", LockedActivityTask)
 _LIST_WORKER_ACTIVITY_LEASES = query("list_worker_activity_leases")
 _CLAIM_WORKER_ACTIVITY_LEASE = query("claim_worker_activity_lease", LockedActivityTask)
+_EXPIRE_RUN_WORKFLOW_TASK_LEASES = query("expire_run_workflow_task_leases", QueueRow)
+_CLAIM_EXPIRED_RUN_ACTIVITY_LEASE = query("claim_expired_run_activity_lease", LockedActivityTask)
+_MISSING_WORKFLOW_TASK_REASON = query("missing_workflow_task_reason")
 
 
 async def expire_workflow_task_leases(conn: Conn, *, limit: int) -> list[QueueRow]:
@@ -67,3 +70,19 @@ async def claim_worker_activity_lease(
     return await _CLAIM_WORKER_ACTIVITY_LEASE.one(
         conn, task_id=task_id, namespace=namespace, worker_id=worker_id
     )
+
+
+async def expire_run_workflow_task_leases(conn: Conn, *, run_id: str) -> list[QueueRow]:
+    """The run's workflow task is ready again if its lease expired; its queue, if so."""
+    return await _EXPIRE_RUN_WORKFLOW_TASK_LEASES.all(conn, run_id=run_id)
+
+
+async def claim_expired_run_activity_lease(conn: Conn, *, run_id: str) -> LockedActivityTask | None:
+    """Lock the run's activity task whose lease expired first (skipped when held elsewhere)."""
+    return await _CLAIM_EXPIRED_RUN_ACTIVITY_LEASE.one(conn, run_id=run_id)
+
+
+async def missing_workflow_task_reason(conn: Conn, *, run_id: str) -> str | None:
+    """Why the open run needs a workflow task it lacks, or None (``repair.sql``)."""
+    reason: str | None = await _MISSING_WORKFLOW_TASK_REASON.fetchval(conn, run_id=run_id)
+    return reason

@@ -51,6 +51,8 @@ class Filter:
     workflow_id: str | None = None
     run_id: str | None = None
     build_id: str | None = None
+    #: False: runs not archived (the default list); True: archived runs only; None: both.
+    archived: bool | None = False
     id_prefix: str | None = None
     started: Bounds = attrs.field(factory=Bounds)
     closed: Bounds = attrs.field(factory=Bounds)
@@ -97,6 +99,7 @@ async def list_page(
             workflow_id=f.workflow_id,
             run_id=f.run_id,
             build_id=f.build_id,
+            archived=f.archived,
             id_prefix=f.id_prefix,
             id_prefix_end=prefix_end,
             started_gt=s.gt,
@@ -125,6 +128,7 @@ async def list_page(
             workflow_id=f.workflow_id,
             run_id=f.run_id,
             build_id=f.build_id,
+            archived=f.archived,
             id_prefix=f.id_prefix,
             id_prefix_end=prefix_end,
             started_gt=s.gt,
@@ -161,6 +165,7 @@ async def list_page(
         workflow_id=f.workflow_id,
         run_id=f.run_id,
         build_id=f.build_id,
+        archived=f.archived,
         id_prefix=f.id_prefix,
         id_prefix_end=prefix_end,
         started_gt=s.gt,

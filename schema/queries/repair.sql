@@ -89,3 +89,75 @@ SELECT id AS task_id, run_id, state, activity_attempt_id, activity_execution_id,
  WHERE id = :task_id AND namespace = :namespace AND lease_owner = :worker_id
    AND state = 'leased' AND kind = 'activity'
    FOR UPDATE;
+
+-- name: expire_run_workflow_task_leases
+-- Repair of one run (POST .../repair): its workflow task whose lease expired becomes
+-- ready again, as expire_workflow_task_leases does for every run. The caller holds the
+-- run locked; the task is skipped when someone else holds it (never waits).
+WITH expired AS (
+    SELECT id FROM workflow_tasks
+     WHERE run_id = :run_id AND state = 'leased' AND lease_expires_at <= now()
+       AND kind = 'workflow'
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE workflow_tasks t
+   SET state = 'ready', lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL,
+       poll_request_id = NULL, repair_count = t.repair_count + 1, available_at = now(),
+       updated_at = now()
+  FROM expired
+ WHERE t.id = expired.id
+RETURNING t.namespace, t.task_queue;
+
+-- name: claim_expired_run_activity_lease
+-- Repair of one run: its activity task whose lease expired first (locked, skipped when
+-- held elsewhere), as claim_expired_activity_lease does for every run.
+SELECT id AS task_id, run_id, state, activity_attempt_id, activity_execution_id, lease_owner
+  FROM workflow_tasks
+ WHERE run_id = :run_id AND state = 'leased' AND lease_expires_at <= now()
+   AND kind = 'activity'
+ ORDER BY lease_expires_at
+ LIMIT 1
+   FOR UPDATE SKIP LOCKED;
+
+-- name: missing_workflow_task_reason
+-- Why an open run needs a workflow task it does not have (ready or leased), or NULL when it
+-- has one, is closed, or is legitimately waiting (engine/repair.py, repair_run):
+-- 'not_started' (no task ever ran), 'wake_pending' (a wake nobody honoured), 'unseen_signal'
+-- (a signal or update accepted after the last completed workflow task), 'unseen_history'
+-- (nothing in flight: no activity, timer, child or update outstanding, and an event the
+-- workflow has not seen was recorded after its last completed task by something other
+-- than a task: an activity, timer or child result). A run that settled its last task and
+-- waits for a signal has no task and needs none.
+WITH r AS (
+    SELECT id, status, wake_pending FROM workflow_runs WHERE id = :run_id
+), last_task AS (
+    SELECT COALESCE(max(completed_at), '-infinity'::timestamptz) AS at
+      FROM workflow_tasks
+     WHERE run_id = :run_id AND kind = 'workflow' AND state = 'completed'
+), in_flight AS (
+    SELECT EXISTS (SELECT 1 FROM activity_executions
+                    WHERE run_id = :run_id AND status IN ('pending', 'running'))
+        OR EXISTS (SELECT 1 FROM timers WHERE run_id = :run_id AND state = 'pending')
+        OR EXISTS (SELECT 1 FROM child_workflow_calls
+                    WHERE parent_run_id = :run_id AND status IN ('scheduled', 'started'))
+        OR EXISTS (SELECT 1 FROM workflow_updates
+                    WHERE run_id = :run_id AND status = 'accepted') AS busy
+)
+SELECT CASE
+         WHEN r.status NOT IN ('pending', 'running', 'waiting') THEN NULL
+         WHEN EXISTS (SELECT 1 FROM workflow_tasks t
+                       WHERE t.run_id = r.id AND t.kind = 'workflow'
+                         AND t.state IN ('ready', 'leased')) THEN NULL
+         WHEN r.status = 'pending' THEN 'not_started'
+         WHEN r.wake_pending THEN 'wake_pending'
+         WHEN EXISTS (SELECT 1 FROM history_events e, last_task
+                       WHERE e.run_id = r.id AND e.recorded_at > last_task.at
+                         AND e.event_type IN ('SignalReceived', 'UpdateAccepted'))
+              THEN 'unseen_signal'
+         WHEN (SELECT busy FROM in_flight) THEN NULL
+         WHEN EXISTS (SELECT 1 FROM history_events e, last_task
+                       WHERE e.run_id = r.id AND e.recorded_at > last_task.at
+                         AND e.workflow_task_id IS NULL AND e.workflow_command_id IS NULL)
+              THEN 'unseen_history'
+       END AS reason
+  FROM r;

@@ -2,7 +2,8 @@
 -- when NULL. The store plans these with custom plans (set_custom_plans first, in the
 -- same transaction), so the NULL tests fold away and what remains meets the indexes.
 -- Three variants differ only in how many number/date-time range attributes they join
--- (a semi-join is only planned as one when it is not under an OR).
+-- (a semi-join is only planned as one when it is not under an OR). :archived is false
+-- by default (archived runs hidden), true for archived runs only, NULL for both.
 
 -- name: set_custom_plans
 -- Plan this transaction's statements for their parameter values (never a generic plan),
@@ -24,6 +25,8 @@ SELECT r.id AS run_id, r.workflow_id, r.namespace, r.workflow_type, r.business_k
    AND (:workflow_id::text IS NULL OR r.workflow_id = :workflow_id::text)
    AND (:run_id::text IS NULL OR r.id = :run_id::text)
    AND (:build_id::text IS NULL OR r.compatibility = :build_id::text)
+   AND (:archived::boolean IS NOT FALSE OR r.archived_at IS NULL)
+   AND (:archived::boolean IS NOT TRUE OR r.archived_at IS NOT NULL)
    AND (:id_prefix::text IS NULL OR (r.workflow_id ~>=~ :id_prefix::text
                                      AND r.workflow_id ~<~ :id_prefix_end::text))
    AND (:started_gt::timestamptz IS NULL OR r.started_at > :started_gt::timestamptz)
@@ -56,6 +59,8 @@ SELECT r.id AS run_id, r.workflow_id, r.namespace, r.workflow_type, r.business_k
    AND (:workflow_id::text IS NULL OR r.workflow_id = :workflow_id::text)
    AND (:run_id::text IS NULL OR r.id = :run_id::text)
    AND (:build_id::text IS NULL OR r.compatibility = :build_id::text)
+   AND (:archived::boolean IS NOT FALSE OR r.archived_at IS NULL)
+   AND (:archived::boolean IS NOT TRUE OR r.archived_at IS NOT NULL)
    AND (:id_prefix::text IS NULL OR (r.workflow_id ~>=~ :id_prefix::text
                                      AND r.workflow_id ~<~ :id_prefix_end::text))
    AND (:started_gt::timestamptz IS NULL OR r.started_at > :started_gt::timestamptz)
@@ -98,6 +103,8 @@ SELECT r.id AS run_id, r.workflow_id, r.namespace, r.workflow_type, r.business_k
    AND (:workflow_id::text IS NULL OR r.workflow_id = :workflow_id::text)
    AND (:run_id::text IS NULL OR r.id = :run_id::text)
    AND (:build_id::text IS NULL OR r.compatibility = :build_id::text)
+   AND (:archived::boolean IS NOT FALSE OR r.archived_at IS NULL)
+   AND (:archived::boolean IS NOT TRUE OR r.archived_at IS NOT NULL)
    AND (:id_prefix::text IS NULL OR (r.workflow_id ~>=~ :id_prefix::text
                                      AND r.workflow_id ~<~ :id_prefix_end::text))
    AND (:started_gt::timestamptz IS NULL OR r.started_at > :started_gt::timestamptz)
