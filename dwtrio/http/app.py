@@ -18,6 +18,7 @@ from dwtrio.http import (
     envelope,
     health,
     history_export,
+    metrics,
     namespaces,
     openapi,
     pipeline,
@@ -76,6 +77,7 @@ def create_quart_app(rt: Runtime) -> QuartTrio:
 
     for module in (
         health,
+        metrics,
         cluster,
         namespaces,
         workflows,
