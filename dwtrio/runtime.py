@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Any, Generic, TypeVar
 
@@ -158,6 +159,62 @@ class Nudge:
 
 
 @attrs.define
+class LoopBeat:
+    """What one background loop of this process last did (``GET /api/system/health``).
+
+    Times are on the Trio clock (seconds, monotonic) except ``last_ok_unix``; the
+    periodic loop helper (``background/periodic.py``) moves them around each tick.
+    """
+
+    name: str
+    interval_s: float
+    ticks: int = 0
+    failures: int = 0
+    #: Failed ticks since the last good one.
+    consecutive_failures: int = 0
+    #: When the tick in progress began; None while the loop sleeps.
+    tick_started_at: float | None = None
+    #: When the loop means to tick next (the end of its sleep); None during a tick.
+    next_tick_at: float | None = None
+    last_tick_at: float | None = None
+    #: Wall-clock time (Unix seconds) of the last tick that did not fail.
+    last_ok_unix: float | None = None
+    last_error: str | None = None
+
+    def started(self) -> None:
+        self.tick_started_at = trio.current_time()
+        self.next_tick_at = None
+
+    def finished(self, error: str | None, delay_s: float) -> None:
+        now = trio.current_time()
+        self.ticks += 1
+        self.tick_started_at = None
+        self.last_tick_at = now
+        self.next_tick_at = now + max(delay_s, 0.0)
+        if error is None:
+            self.consecutive_failures = 0
+            self.last_ok_unix = time.time()
+        else:
+            self.failures += 1
+            self.consecutive_failures += 1
+            self.last_error = error
+
+
+@attrs.define
+class LoopBeats:
+    """The background loops of this process, by name, as they report themselves."""
+
+    loops: dict[str, LoopBeat] = attrs.field(factory=dict)
+
+    def beat(self, name: str, interval_s: float) -> LoopBeat:
+        """The record of loop ``name`` (made on first use)."""
+        beat = self.loops.get(name)
+        if beat is None:
+            beat = self.loops[name] = LoopBeat(name=name, interval_s=interval_s)
+        return beat
+
+
+@attrs.define
 class Runtime:
     settings: Settings
     store: Store
@@ -176,6 +233,8 @@ class Runtime:
     version: str = __version__
     #: ``server_capabilities``, computed once: it goes on every worker response.
     worker_capabilities: dict[str, Any] = attrs.field(init=False)
+    #: The background loops' last ticks (system health).
+    loop_beats: LoopBeats = attrs.field(factory=LoopBeats)
 
     def __attrs_post_init__(self) -> None:
         self.worker_capabilities = worker_capabilities(self.settings, self.features)

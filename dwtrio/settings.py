@@ -403,6 +403,25 @@ class Settings:
         "recorded as missed (ScheduleFiresMissed).",
     )
 
+    # --- system health (docs/operations.md) -------------------------------------
+    health_loop_stall_s: float = _setting(
+        "DW_HEALTH_LOOP_STALL_SECONDS",
+        60.0,
+        "GET /api/system/health warns when a background loop's pass has run this long, or "
+        "its next pass is this late.",
+    )
+    health_backlog_age_s: float = _setting(
+        "DW_HEALTH_BACKLOG_AGE_SECONDS",
+        300.0,
+        "GET /api/system/health warns when the oldest due task of the namespace has waited "
+        "this long.",
+    )
+    health_schedule_lag_s: float = _setting(
+        "DW_HEALTH_SCHEDULE_LAG_SECONDS",
+        60.0,
+        "GET /api/system/health warns when an active schedule is due this long without firing.",
+    )
+
     # --- limits ----------------------------------------------------------------
     max_payload_bytes: int = _setting(
         "DW_MAX_PAYLOAD_BYTES", 2 * 1024 * 1024 * BYTES, "Largest request body accepted, in bytes."
@@ -549,6 +568,13 @@ class Settings:
             problems.append("DW_TASK_REPAIR_INTERVAL_SECONDS must be > 0")
         if self.timeout_check_interval_s <= 0:
             problems.append("DW_TIMEOUT_CHECK_INTERVAL_SECONDS must be > 0")
+        for env, value in (
+            ("DW_HEALTH_LOOP_STALL_SECONDS", self.health_loop_stall_s),
+            ("DW_HEALTH_BACKLOG_AGE_SECONDS", self.health_backlog_age_s),
+            ("DW_HEALTH_SCHEDULE_LAG_SECONDS", self.health_schedule_lag_s),
+        ):
+            if not 0 < value < math.inf:
+                problems.append(f"{env} must be > 0")
         if self.worker_stale_after_s is not None and self.worker_stale_after_s < 2:
             # A 1 s window is shorter than any heartbeat cadence plus its round trip:
             # live workers would lose their leases between two heartbeats.

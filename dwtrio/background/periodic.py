@@ -23,6 +23,7 @@ import trio
 
 from dwtrio import metrics
 from dwtrio.errors import RetryableStoreError, StoreUnavailableError
+from dwtrio.runtime import LoopBeat
 
 #: One pass of work; returns the delay before the next pass (None: the interval).
 Tick = Callable[[], Awaitable[float | None]]
@@ -61,6 +62,7 @@ async def run_periodically(
     action: str,
     log: logging.Logger,
     sleep: Callable[[float], Awaitable[None]] = trio.sleep,
+    beat: LoopBeat | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Report started, then run ``tick`` forever, ``interval_s`` apart unless it says otherwise.
@@ -74,6 +76,8 @@ async def run_periodically(
         log: the calling loop's logger, so its lines keep their logger name.
         sleep: how to wait between ticks (``Nudge.sleep`` for a loop that can
             be woken early); ``trio.sleep`` by default.
+        beat: where the loop reports each tick's start and end, and its next
+            tick (``Runtime.loop_beats``; the system health reads it).
 
     Never returns; cancelling the enclosing scope (the supervisor's shutdown)
     ends it wherever it is, a tick included.
@@ -82,14 +86,21 @@ async def run_periodically(
     task_status.started()
     while True:
         delay_s: float | None = None
+        error: str | None = None
+        if beat is not None:
+            beat.started()
         try:
             delay_s = await tick()
         except (StoreUnavailableError, RetryableStoreError) as exc:
+            error = f"store unavailable: {exc}"
             log.warning(
                 "%s: store unavailable (%s)", name, exc, extra={"action": f"{action}_backoff"}
             )
-        except Exception:
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
             log.exception("%s: tick failed", name, extra={"action": f"{action}_error"})
+        if beat is not None:
+            beat.finished(error, interval_s if delay_s is None else delay_s)
         if delay_s is None:
             await sleep(interval_s)
         elif delay_s > 0:

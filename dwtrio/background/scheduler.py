@@ -121,5 +121,6 @@ async def run_scheduler_loop(
         action="scheduler",
         log=log,
         sleep=rt.schedule_nudge.sleep,
+        beat=rt.loop_beats.beat("scheduler", interval_s),
         task_status=task_status,
     )

@@ -79,5 +79,6 @@ async def run_task_repair_loop(
         interval_s=rt.settings.task_repair_interval_s,
         action="task_repair",
         log=log,
+        beat=rt.loop_beats.beat("task_repair", rt.settings.task_repair_interval_s),
         task_status=task_status,
     )

@@ -54,5 +54,6 @@ async def run_timeouts_loop(
         interval_s=rt.settings.timeout_check_interval_s,
         action="timeouts",
         log=log,
+        beat=rt.loop_beats.beat("timeouts", rt.settings.timeout_check_interval_s),
         task_status=task_status,
     )

@@ -50,5 +50,6 @@ async def run_timer_loop(
         action="timer",
         log=log,
         sleep=rt.timer_nudge.sleep,
+        beat=rt.loop_beats.beat("timer", interval_s),
         task_status=task_status,
     )

@@ -130,7 +130,9 @@ def _stats(row: QueueStatsRow, view: QueueView) -> TaskQueueStats:
     )
 
 
-def _repair(row: QueueStatsRow, view: QueueView) -> TaskQueueRepair:
+def queue_repair(row: QueueStatsRow, view: QueueView) -> TaskQueueRepair:
+    """The ``repair`` block of one queue (also summed over a namespace's queues by the
+    operator metrics, ``engine/system_metrics.py``)."""
     expired = row.workflow_expired_count + row.activity_expired_count
     candidates = expired + row.lost_worker_lease_count + row.overdue_count
     return TaskQueueRepair(
@@ -268,7 +270,7 @@ async def list_task_queues(conn: Conn, namespace: str, view: QueueView) -> TaskQ
             TaskQueueSummary(
                 name=row.task_queue,
                 stats=_stats(row, view),
-                repair=_repair(row, view),
+                repair=queue_repair(row, view),
                 admission=admission,
             )
             for row, admission in zip(rows, admissions, strict=True)
@@ -296,6 +298,6 @@ async def describe_task_queue(
         pollers=[_poller(p) for p in members.pollers],
         stats=_stats(row, view),
         current_leases=[_lease(lease) for lease in members.current_leases],
-        repair=_repair(row, view),
+        repair=queue_repair(row, view),
         admission=(await _admissions(conn, namespace, [row], view))[0],
     )

@@ -26,6 +26,7 @@ from dwtrio.http import (
     query_tasks,
     schedules,
     search_attributes,
+    system_metrics,
     task_queues,
     updates,
     workers,
@@ -92,6 +93,7 @@ def create_quart_app(rt: Runtime) -> QuartTrio:
         history_export,
         build_ids,
         task_queues,
+        system_metrics,
         openapi,
     ):
         app.register_blueprint(module.blueprint(rt))

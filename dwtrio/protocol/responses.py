@@ -595,3 +595,23 @@ class WorkflowDebug(ResponseBody):
     findings: list[DebugFinding]
     last_event: DebugEvent | None
     limits: dict[str, int]
+
+
+@attrs.frozen(kw_only=True)
+class OperatorMetricsResponse(ResponseBody):
+    """``GET /api/system/operator-metrics``: a namespace's durable figures (runs, tasks,
+    backlog, repair, workers, schedules) with the backend and the structural limits."""
+
+    namespace: str
+    operator_metrics: dict[str, Any]
+
+
+@attrs.frozen(kw_only=True)
+class SystemMetricsResponse(ResponseBody):
+    """``GET /api/system/metrics``: this process's own counters, as a JSON snapshot."""
+
+    generated_at: str
+    namespace: str
+    metrics: dict[str, Any]
+    #: ``{"metric_label_sets": {metric: label sets}}``.
+    cardinality: dict[str, Any]

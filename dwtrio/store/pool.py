@@ -34,6 +34,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import asyncpg
+import attrs
 import orjson
 import trio
 import trio_asyncio
@@ -86,6 +87,19 @@ async def _no_reset(conn: Any) -> None:
 
 
 PooledConn = asyncpg.pool.PoolConnectionProxy
+
+
+@attrs.frozen
+class PoolStatistics:
+    """A moment of the pool (``Store.pool_statistics``)."""
+
+    max_size: int
+    #: Connections taken from asyncpg's pool: idle here or busy with an operation.
+    open: int
+    idle: int
+    in_use: int
+    #: Callers queued for a connection (all max_size busy).
+    waiting: int
 
 
 class Checkout:
@@ -148,6 +162,16 @@ class Checkout:
         except BaseException:
             self._free_slot()
             raise
+
+    def statistics(self) -> PoolStatistics:
+        """How many connections are held, idle here or busy, and how many callers wait."""
+        return PoolStatistics(
+            max_size=self._max,
+            open=self._out,
+            idle=len(self._idle),
+            in_use=self._out - len(self._idle),
+            waiting=len(self._waiters),
+        )
 
     def put_back(self, conn: PooledConn) -> None:
         """After a clean operation: the next caller gets it without a loop turn."""
@@ -299,6 +323,11 @@ class Store:
         only write is one statement (each statement commits on its own): two round
         trips fewer than :meth:`transaction`."""
         return await self._measured(Mode.AUTOCOMMIT, op, *args, **kwargs)
+
+    def pool_statistics(self) -> PoolStatistics:
+        """The connection pool of this process, now (read on the Trio side: a snapshot of
+        counters the asyncio side moves; nothing is awaited)."""
+        return self._conns.statistics()
 
     async def read(self, op: Op[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``op(conn, ...)``, which only reads, without an explicit transaction."""
