@@ -342,21 +342,31 @@ class InvalidAfterSequenceError(DwtrioError):
     http_status = 422
 
 
-class UnsupportedScheduleListFilterError(DwtrioError):
+class ScheduleListRefusalError(DwtrioError):
+    """A schedule list request refused for one field: the body names it in ``field`` and
+    carries the one-entry field map as ``errors`` and ``validation_errors``, as every
+    schedule list refusal does."""
+
+    def __init__(self, message: str, *, field: str, **fields: Any) -> None:
+        errors = {field: [message]}
+        super().__init__(message, field=field, errors=errors, validation_errors=errors, **fields)
+
+
+class UnsupportedScheduleListFilterError(ScheduleListRefusalError):
     """A schedule list filter this server does not implement."""
 
     reason = "unsupported_schedule_list_filter"
     http_status = 422
 
 
-class MalformedSchedulePageTokenError(DwtrioError):
+class MalformedSchedulePageTokenError(ScheduleListRefusalError):
     """The schedule list page token cannot be read."""
 
     reason = "malformed_schedule_page_token"
     http_status = 400
 
 
-class SchedulePageTokenMismatchError(DwtrioError):
+class SchedulePageTokenMismatchError(ScheduleListRefusalError):
     """The schedule list page token was issued for another namespace or other filters."""
 
     reason = "schedule_page_token_filter_mismatch"

@@ -1,0 +1,166 @@
+"""Property-based fuzzing of every documented route against a real dwtrio.
+
+Schemathesis turns each operation of ``GET /api/openapi.json`` into a Hypothesis
+strategy, in both modes: positive cases (what the schemas allow) and negative
+ones (what they forbid: wrong types, missing required fields, strings past their
+limits, junk headers). Every answer must be below 500, and every 4xx must carry
+the documented error envelope: ``reason`` and ``message`` strings, and on a 422
+the field map in ``errors``.
+
+Bounded: ``DWTRIO_FUZZ_EXAMPLES`` cases per operation and mode (default 10), each
+request with a 10 s client timeout; long-polls are asked for 0 s and update waits
+for 1 s so no case parks. docs/openapi.md has the figures of a longer run.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import time
+from typing import Any
+
+import attrs
+import httpx
+import trio
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+
+from tests.conftest import RunningServer, StartServer
+
+EXAMPLES = int(os.environ.get("DWTRIO_FUZZ_EXAMPLES", "10"))
+#: The whole fuzz run, in seconds: a run that takes longer fails (see the module docstring).
+BUDGET_S = float(os.environ.get("DWTRIO_FUZZ_BUDGET_S", "150"))
+
+
+#: 422 refusals that are not about one field, so carry no field map (control-plane.md §2.3).
+HANDLER_REFUSALS_422 = frozenset(
+    {
+        "memo_too_large",
+        "invalid_time_range",
+        "invalid_after_sequence",
+        "search_attribute_limit_reached",
+        "invalid_query_arguments",
+        "invalid_signal_arguments",
+        "invalid_update_arguments",
+    }
+)
+
+
+@attrs.define
+class FuzzReport:
+    requests: int = 0
+    statuses: collections.Counter[int] = attrs.field(factory=collections.Counter)
+    failures: list[str] = attrs.field(factory=list)
+    operations: int = 0
+    unsatisfiable: int = 0
+
+
+def envelope_problem(status: int, content: bytes) -> str | None:
+    """Why a 4xx body is not the documented error envelope (None when it is)."""
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return "not JSON"
+    if not isinstance(body, dict):
+        return "not an object"
+    if not isinstance(body.get("reason"), str) or not body["reason"]:
+        return "no reason"
+    if not isinstance(body.get("message"), str):
+        return "no message"
+    if (
+        status == 422
+        and body["reason"] not in HANDLER_REFUSALS_422
+        and not isinstance(body.get("errors"), dict)
+    ):
+        return "422 without an errors map"
+    return None
+
+
+def bound_waits(case: Any) -> None:
+    """Keep a case from parking: polls for 0 s, update waits for 1 s."""
+    if isinstance(case.body, dict):
+        if case.path.endswith("/poll"):
+            case.body["timeout_seconds"] = 0
+        if "wait_timeout_seconds" in case.body:
+            case.body["wait_timeout_seconds"] = 1
+
+
+def fuzz(base_url: str, raw_schema: dict[str, Any], examples: int) -> FuzzReport:
+    import requests
+    import schemathesis
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_dict(raw_schema)
+    report = FuzzReport()
+    session = requests.Session()
+
+    def check(case: Any) -> None:
+        bound_waits(case)
+        try:
+            response = case.call(base_url=base_url, session=session, timeout=10)
+        except requests.RequestException as exc:
+            report.failures.append(f"{case.method} {case.formatted_path}: {exc!r}")
+            return
+        report.requests += 1
+        status = response.status_code
+        report.statuses[status] += 1
+        where = f"{case.method} {case.formatted_path}"
+        if status >= 500:
+            report.failures.append(f"{where} -> {status}: {response.content[:300]!r}")
+        elif status >= 400 and (problem := envelope_problem(status, response.content)):
+            report.failures.append(f"{where} -> {status} {problem}: {response.content[:300]!r}")
+
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        report.operations += 1
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+            @settings(
+                max_examples=examples,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def run(case: Any) -> None:
+                check(case)
+
+            try:
+                run()
+            except Unsatisfiable:
+                # Negative mode of an operation with nothing to break (no parameters, no body).
+                report.unsatisfiable += 1
+    session.close()
+    return report
+
+
+async def test_no_input_gets_a_5xx_and_every_4xx_is_an_error_envelope(
+    start_server: StartServer,
+) -> None:
+    server: RunningServer = await start_server(
+        auth_driver="none",
+        worker_poll_timeout_s=1,
+        query_task_timeout_s=1,
+        update_wait_timeout_s=1,
+    )
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        raw = (await client.get("/api/openapi.json")).json()
+    started = time.monotonic()
+    report = await trio.to_thread.run_sync(fuzz, server.url, raw, EXAMPLES)
+    elapsed_s = time.monotonic() - started
+    print(
+        f"fuzz: {report.operations} operations, {report.requests} requests in {elapsed_s:.1f} s, "
+        f"statuses {dict(sorted(report.statuses.items()))}"
+    )
+    for failure in report.failures:
+        print("fuzz failure:", failure)
+    assert report.failures == []
+    assert report.operations == len(raw_operations(raw))
+    assert elapsed_s < BUDGET_S
+
+
+def raw_operations(raw: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(method, path) for path, item in raw["paths"].items() for method in item]
