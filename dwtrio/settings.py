@@ -300,6 +300,22 @@ class Settings:
         None,
         "Seconds without heartbeat before a worker counts as stale and its leases are "
         "recovered (default max(2 x poll timeout, 60); at least 2).",
+    retention_enabled: bool = _setting(
+        "DW_RETENTION_ENABLED",
+        True,
+        "Run the retention loop, which deletes runs closed longer ago than their "
+        "namespace's retention_days.",
+    )
+    retention_interval_s: float = _setting(
+        "DW_RETENTION_INTERVAL_SECONDS",
+        60.0,
+        "Seconds between retention passes (a pass that filled its batch runs again at once).",
+    )
+    retention_batch_size: int = _setting(
+        "DW_RETENTION_BATCH_SIZE",
+        100,
+        "Most runs one retention transaction deletes (1..1000).",
+    )
     )
     history_page_size_default: int = _setting(
         "DW_HISTORY_PAGE_SIZE_DEFAULT", 500, "Default page size of worker history reads."
@@ -580,6 +596,10 @@ class Settings:
             # live workers would lose their leases between two heartbeats.
             problems.append("DW_WORKER_STALE_AFTER_SECONDS must be >= 2")
         if self.timer_poll_interval_ms < 10:
+        if not self.retention_interval_s > 0:
+            problems.append("DW_RETENTION_INTERVAL_SECONDS must be > 0")
+        if not 1 <= self.retention_batch_size <= 1000:
+            problems.append("DW_RETENTION_BATCH_SIZE must be between 1 and 1000")
             problems.append("DW_TIMER_POLL_INTERVAL_MS must be >= 10")
         if self.scheduler_poll_interval_ms < 10:
             problems.append("DW_SCHEDULER_POLL_INTERVAL_MS must be >= 10")
