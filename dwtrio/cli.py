@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DwtrioError as exc:
         print(f"dwtrio: configuration error: {exc.message}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         if args.command == "serve":
             from dwtrio.main import run

@@ -224,7 +224,7 @@ async def serve(
 def _serve_process(settings: Settings, dsn: str, sockets: Sockets) -> None:
     from dwtrio.observability import configure_logging
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     trio.run(
         partial(
             serve,

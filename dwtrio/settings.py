@@ -165,6 +165,11 @@ class Settings:
         "the database pool).",
     )
     log_level: str = _setting("DW_LOG_LEVEL", "info", "Log level: debug, info, warning or error.")
+    log_format: str = _setting(
+        "DW_LOG_FORMAT",
+        "text",
+        "Log line format: text (key=value pairs after the message) or json (one object per line).",
+    )
 
     # --- metrics (docs/operations.md) -------------------------------------------
     metrics_bind: str | None = _setting(
@@ -626,6 +631,8 @@ class Settings:
             problems.append("DW_HISTORY_PAGE_SIZE_DEFAULT must be <= DW_HISTORY_PAGE_SIZE_MAX")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             problems.append("DW_LOG_LEVEL must be debug, info, warning or error")
+        if self.log_format not in {"text", "json"}:
+            problems.append("DW_LOG_FORMAT must be text or json")
         major, _, minor = self.worker_protocol_version.partition(".")
         if not (major.isdigit() and minor.isdigit()):
             problems.append("DW_WORKER_PROTOCOL_VERSION must look like 1.20")

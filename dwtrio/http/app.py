@@ -24,6 +24,7 @@ from dwtrio.http import (
     pipeline,
     queries,
     query_tasks,
+    request_log,
     schedules,
     search_attributes,
     system_metrics,
@@ -41,13 +42,14 @@ from dwtrio.http.worker_plane import WorkerPlane
 from dwtrio.runtime import Runtime
 
 
-def create_app(rt: Runtime) -> WorkerPlane:
+def create_app(rt: Runtime) -> request_log.RequestLog:
     routes = [
         route
         for module in (workers, workflow_tasks, activity_tasks, query_tasks)
         for route in module.routes(rt)
     ]
-    return WorkerPlane(rt, routes, fallback=create_quart_app(rt))
+    # Outermost: the request id and the request's log line cover both planes.
+    return request_log.RequestLog(WorkerPlane(rt, routes, fallback=create_quart_app(rt)))
 
 
 def create_quart_app(rt: Runtime) -> QuartTrio:

@@ -6,7 +6,8 @@
   :func:`json_response`; a workflow operation's gets its ``control_plane``
   envelope there, just before (``control_envelope.py`` says which and how).
 * Every error body is ``{"message", "reason", ...fields}``; 422 adds ``errors``
-  and ``validation_errors`` (the same map).
+  and ``validation_errors`` (the same map). Every error answer (4xx/5xx) carries the
+  request's ``request_id`` (``request_log.py``).
 * Worker-plane bodies (success and error) carry ``protocol_version`` and
   ``server_capabilities``; errors also carry ``error`` (= message).
 * Unknown exceptions become ``500 server_error`` with a request id, logged once.
@@ -29,7 +30,7 @@ from dwtrio.errors import (
     RouteNotFoundError,
     ValidationFailedError,
 )
-from dwtrio.http import control_envelope
+from dwtrio.http import control_envelope, request_log
 from dwtrio.http.routes import Plane
 from dwtrio.protocol.responses import render
 
@@ -44,14 +45,24 @@ HTTP_STATUS: dict[Verdict, int] = {
     Verdict.CREATED: 201,
     Verdict.ACCEPTED: 202,
     Verdict.REJECTED: 409,
+    Verdict.PARTIAL: 207,
 }
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
     """A Quart-side JSON answer, serialized once (with the control_plane envelope
     when the current request is a workflow operation)."""
-    if isinstance(payload, dict) and (target := control_envelope.current_target()) is not None:
-        payload = control_envelope.add_envelope(dict(payload), target)
+    if isinstance(payload, dict):
+        request_log.note_body(payload)
+        # Failures a handler answers itself (query and update refusals, readiness).
+        if (
+            status >= 400
+            and "request_id" not in payload
+            and (request_id := request_log.current_request_id()) is not None
+        ):
+            payload = {**payload, "request_id": request_id}
+        if (target := control_envelope.current_target()) is not None:
+            payload = control_envelope.add_envelope(dict(payload), target)
     return Response(wire.dumps(payload), status=status, content_type=JSON)
 
 
@@ -89,17 +100,22 @@ def to_dwtrio_error(exc: BaseException) -> DwtrioError:
         err.http_status = exc.code  # type: ignore[misc]
         err.reason = exc.name.lower().replace(" ", "_")  # type: ignore[misc]
         return err
-    request_id = uuid.uuid4().hex
+    request_id = request_log.current_request_id() or uuid.uuid4().hex
     log.error("unhandled error (request_id=%s)", request_id, exc_info=exc)
     return DwtrioError("Server Error", request_id=request_id)
 
 
 def error_body(err: DwtrioError) -> dict[str, Any]:
+    """The error envelope. ``request_id`` is the request's id (the ``X-Request-Id``
+    answered), unless the error itself names one: a ``request_id_conflict`` keeps the
+    command key the protocol puts there."""
     body: dict[str, Any] = {"message": err.message, "reason": err.reason}
     body.update(err.fields)
     if isinstance(err, ValidationFailedError):
         body["errors"] = err.errors
         body["validation_errors"] = err.errors
+    if "request_id" not in body and (request_id := request_log.current_request_id()):
+        body["request_id"] = request_id
     return body
 
 

@@ -40,6 +40,7 @@ from dwtrio.errors import (
     UnsupportedProtocolVersionError,
     ValidationFailedError,
 )
+from dwtrio.http import request_log
 from dwtrio.http.auth import Principal, authenticate, metrics_token_matches, role_allowed
 from dwtrio.http.routes import RoutePolicy, classify
 from dwtrio.manifest import CONTROL_PLANE_HEADER, CONTROL_PLANE_VERSION, WORKER_PROTOCOL_HEADER
@@ -281,6 +282,14 @@ def json_body() -> Any:
 
 async def run_gates(rt: Runtime) -> None:
     """before_request hook: read the body, then every gate, in the documented order."""
+    if request.url_rule is not None:
+        request_log.note_route(request_log.route_template(request.url_rule.rule))
+    if view_args := request.view_args:
+        request_log.note(
+            workflow_id=view_args.get("wf") or view_args.get("workflow_id"),
+            run_id=view_args.get("run_id"),
+            worker_id=view_args.get("worker_id"),
+        )
     limit = rt.settings.max_payload_bytes
     declared = request.content_length
     if declared is not None and declared > limit:
@@ -302,6 +311,7 @@ async def run_gates(rt: Runtime) -> None:
         namespace_param=request.args.get("namespace"),
     )
     g.namespace = g.admitted.namespace
+    request_log.note(namespace=g.namespace)
 
 
 async def finish_response(rt: Runtime, response: Response) -> Response:

@@ -35,7 +35,7 @@ from dwtrio.errors import (
     TaskNotFoundError,
     WorkerNotFoundError,
 )
-from dwtrio.http import pipeline
+from dwtrio.http import pipeline, request_log
 from dwtrio.http.envelope import JSON, error_body, to_dwtrio_error
 from dwtrio.http.metrics import WORKER_ROUTE_KEY
 from dwtrio.manifest import WORKER_PROTOCOL_HEADER
@@ -204,9 +204,11 @@ class WorkerPlane:
             del headers  # a parked poll keeps only what it needs
             reply = await route.handler(call, **params)
             body, status = reply.body, reply.status
+            request_log.note_body(body)
         except ClientGone:
             return  # nobody to answer (a parked poll that left has claimed nothing)
         except Exception as exc:  # every error becomes the documented envelope
+            self.note_route(method, request_path(scope))
             err = to_dwtrio_error(exc)
             body, status = error_body(err), err.http_status
             body["error"] = err.message
@@ -242,7 +244,21 @@ class WorkerPlane:
         )
         route, params = self.find(scope["method"], path)
         assert admitted.namespace is not None  # worker routes are authenticated
+        sent = admitted.json if isinstance(admitted.json, dict) else {}
+        request_log.note_route(PREFIX + route.pattern)
+        request_log.note(
+            namespace=admitted.namespace,
+            worker_id=params.get("worker_id") or sent.get("worker_id") or sent.get("lease_owner"),
+        )
         return WorkerCall(admitted.namespace, admitted.json, WorkerClient(receive)), route, params
+
+    def note_route(self, method: str, path: str) -> None:
+        """For the log line of a refused request: the route it was for, if any."""
+        try:
+            route, _ = self.find(method, path)
+        except DwtrioError:
+            return
+        request_log.note_route(PREFIX + route.pattern)
 
 
 def no_such(resource: str, params: Mapping[str, str]) -> DwtrioError:

@@ -489,6 +489,7 @@ async def test_role_matrix(
                     "reason",
                     "role",
                     "allowed_roles",
+                    "request_id",
                 }
         if method == "POST" and path == "/api/namespaces" and role == "admin":
             assert r.json()["name"] == "matrix"
@@ -831,7 +832,8 @@ async def test_unknown_api_route_is_404(server: RunningServer, path: str) -> Non
     async with server.client(**CP) as c:
         r = await c.get(path)
         body = assert_error(r, 404, "not_found")
-        assert set(body) == {"message", "reason"}
+        assert set(body) == {"message", "reason", "request_id"}
+        assert body["request_id"] == r.headers["x-request-id"]
         assert_control_plane_headers(r)
 
 

@@ -56,8 +56,10 @@ class Recorder:
         plane: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> Any:
-        headers = {**(plane or {}), **kwargs.pop("headers", {})}
+        # A fixed request id, so the error bodies' request_id is the same every run.
+        headers = {"X-Request-Id": "snap-request", **(plane or {}), **kwargs.pop("headers", {})}
         r = await self.client.request(method, path, headers=headers, **kwargs)
+        assert r.headers["x-request-id"] == headers["X-Request-Id"]
         try:
             body = r.json()
         except ValueError:
