@@ -300,11 +300,6 @@ class Settings:
         1.0,
         "How often passed activity and workflow deadlines are looked for, in seconds.",
     )
-    worker_stale_after_s: int | None = _setting(
-        "DW_WORKER_STALE_AFTER_SECONDS",
-        None,
-        "Seconds without heartbeat before a worker counts as stale and its leases are "
-        "recovered (default max(2 x poll timeout, 60); at least 2).",
     retention_enabled: bool = _setting(
         "DW_RETENTION_ENABLED",
         True,
@@ -321,6 +316,11 @@ class Settings:
         100,
         "Most runs one retention transaction deletes (1..1000).",
     )
+    worker_stale_after_s: int | None = _setting(
+        "DW_WORKER_STALE_AFTER_SECONDS",
+        None,
+        "Seconds without heartbeat before a worker counts as stale and its leases are "
+        "recovered (default max(2 x poll timeout, 60); at least 2).",
     )
     history_page_size_default: int = _setting(
         "DW_HISTORY_PAGE_SIZE_DEFAULT", 500, "Default page size of worker history reads."
@@ -596,15 +596,15 @@ class Settings:
         ):
             if not 0 < value < math.inf:
                 problems.append(f"{env} must be > 0")
+        if not self.retention_interval_s > 0:
+            problems.append("DW_RETENTION_INTERVAL_SECONDS must be > 0")
+        if not 1 <= self.retention_batch_size <= 1000:
+            problems.append("DW_RETENTION_BATCH_SIZE must be between 1 and 1000")
         if self.worker_stale_after_s is not None and self.worker_stale_after_s < 2:
             # A 1 s window is shorter than any heartbeat cadence plus its round trip:
             # live workers would lose their leases between two heartbeats.
             problems.append("DW_WORKER_STALE_AFTER_SECONDS must be >= 2")
         if self.timer_poll_interval_ms < 10:
-        if not self.retention_interval_s > 0:
-            problems.append("DW_RETENTION_INTERVAL_SECONDS must be > 0")
-        if not 1 <= self.retention_batch_size <= 1000:
-            problems.append("DW_RETENTION_BATCH_SIZE must be between 1 and 1000")
             problems.append("DW_TIMER_POLL_INTERVAL_MS must be >= 10")
         if self.scheduler_poll_interval_ms < 10:
             problems.append("DW_SCHEDULER_POLL_INTERVAL_MS must be >= 10")
