@@ -4,7 +4,7 @@ Each loop is ``async def run_<name>_loop(rt, *, task_status)`` and reports
 readiness with ``task_status.started()``; ``start_all`` starts them in a fixed
 order with ``nursery.start`` so a loop that fails while starting fails the
 server's startup. The periodic ones (task repair, timers, timeouts, scheduler) run their
-ticks through ``background.periodic.run_periodically``.
+ticks through ``background.periodic.run_periodically``; so does retention.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from dwtrio.background.retention import run_retention_loop
 from dwtrio.background.scheduler import run_scheduler_loop
 from dwtrio.background.task_repair import run_task_repair_loop
 from dwtrio.background.timeouts import run_timeouts_loop
@@ -36,6 +37,7 @@ LOOPS: tuple[Loop, ...] = (
     run_timer_loop,
     run_timeouts_loop,
     run_scheduler_loop,
+    run_retention_loop,
 )
 
 

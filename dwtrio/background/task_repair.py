@@ -16,48 +16,30 @@ transaction because it records history on its run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
 
 from dwtrio.background.periodic import RUN_AGAIN_NOW, run_periodically
-from dwtrio.engine.outcome import Outcome
-from dwtrio.engine.repair import (
-    REPAIR_BATCH,
-    expire_next_activity_lease,
-    expire_workflow_task_leases,
-    recover_next_lost_worker_activity_lease,
-    release_lost_worker_workflow_tasks,
-)
+from dwtrio.engine.repair import REPAIR_BATCH, repair_pass
 from dwtrio.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 
 async def repair_once(rt: Runtime) -> int:
-    """One repair pass: how many leases were repaired (at most a batch of each kind)."""
-    stale_after_s = rt.settings.effective_worker_stale_after_s
-    outcome, repaired = await rt.store.transaction(expire_workflow_task_leases)
-    rt.publish_wakes(outcome.wakes)
-    repaired += await _activities(rt, expire_next_activity_lease)
-    outcome, lost = await rt.store.transaction(release_lost_worker_workflow_tasks, stale_after_s)
-    rt.publish_wakes(outcome.wakes)
-    repaired += lost
-    repaired += await _activities(rt, recover_next_lost_worker_activity_lease, stale_after_s)
-    return repaired
-
-
-async def _activities(
-    rt: Runtime, recover: Callable[..., Awaitable[Outcome | None]], *args: Any
-) -> int:
-    """Recover activity leases one transaction each, up to a batch; how many were."""
-    for done in range(REPAIR_BATCH):
-        activity = await rt.store.transaction(recover, *args)
-        if activity is None:
-            return done
-        rt.publish_wakes(activity.wakes)
-    return REPAIR_BATCH
+    """One repair pass (``engine.repair.repair_pass``, which ``POST /api/system/repair/pass``
+    runs too): how many leases were repaired (at most a batch of each kind)."""
+    report = await repair_pass(
+        rt.store, rt.publish_wakes, stale_after_s=rt.settings.effective_worker_stale_after_s
+    )
+    for failure in report.existing_task_failures:
+        log.warning(
+            "task repair: %s failed: %s",
+            failure.kind,
+            failure.message,
+            extra={"action": "task_repair_error"},
+        )
+    return report.repaired_existing_tasks
 
 
 async def run_task_repair_loop(

@@ -14,7 +14,7 @@ import trio
 
 from dwtrio.background.periodic import run_periodically
 from dwtrio.engine.outcome import Outcome
-from dwtrio.engine.timeouts import fire_next_activity_timeout, fire_next_run_timeout
+from dwtrio.engine.timeouts import activity_timeout_pass, fire_next_run_timeout
 from dwtrio.runtime import Runtime
 from dwtrio.store.pool import Conn
 
@@ -36,8 +36,14 @@ async def _drain(rt: Runtime, op: Callable[[Conn], Awaitable[Outcome | None]]) -
 
 
 async def check_once(rt: Runtime) -> int:
-    """One pass: run deadlines first (closing a run retires its activities), then activities."""
-    return await _drain(rt, fire_next_run_timeout) + await _drain(rt, fire_next_activity_timeout)
+    """One pass: run deadlines first (closing a run retires its activities), then activities
+    (``engine.timeouts.activity_timeout_pass``, which ``POST /api/system/activity-timeouts/pass``
+    runs too)."""
+    runs = await _drain(rt, fire_next_run_timeout)
+    report = await activity_timeout_pass(
+        rt.store, rt.publish_wakes, namespace=None, limit=TIMEOUT_BATCH
+    )
+    return runs + report.processed
 
 
 async def run_timeouts_loop(

@@ -23,6 +23,8 @@ class Verdict(enum.Enum):
     #: Refused by the workflow's state (not running, already started, ...); the body
     #: says why, in the operation's own shape rather than the error envelope.
     REJECTED = "rejected"
+    #: Some of the work was done and some failed; the body lists which (a system pass).
+    PARTIAL = "partial"
 
 
 @attrs.define

@@ -28,14 +28,26 @@ wait on a task), then a workflow task the run needs but lacks is created
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import attrs
 
+from dwtrio import wire
 from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.timeouts import time_out_attempt
 from dwtrio.engine.wakes import request_wake
+from dwtrio.errors import RetryableStoreError, StoreUnavailableError
+from dwtrio.protocol.responses import (
+    RepairCandidateSnapshot,
+    RepairFailure,
+    RepairPassReport,
+    RepairPolicySnapshot,
+    RepairStatus,
+)
 from dwtrio.store import activities, repair, runs
 from dwtrio.store.activities import LockedActivityTask
-from dwtrio.store.pool import Conn
+from dwtrio.store.pool import Conn, Store
 from dwtrio.store.repair import QueueRow
 from dwtrio.store.runs import LockedRun
 
@@ -178,3 +190,194 @@ async def _end_leased_attempt(conn: Conn, task: LockedActivityTask, message: str
         message = None if bounded else "activity lease expired"
     await time_out_attempt(conn, task, run, execution, "start_to_close", outcome, message=message)
     return outcome
+
+
+# --- the pass: the loop's and POST /api/system/repair/pass's ------------------------------
+async def repair_pass(
+    store: Store,
+    publish: Callable[[set[tuple[str, str, str]]], None],
+    *,
+    stale_after_s: int,
+    namespace: str | None = None,
+    run_ids: list[str] | None = None,
+) -> RepairPassReport:
+    """One task-repair pass; what the repair loop runs each tick, and the admin route once.
+
+    Without ``run_ids`` it sweeps every namespace: expired workflow-task leases (one
+    batch), expired activity leases, then the leases of lost workers (``stale_after_s``),
+    each kind up to :data:`REPAIR_BATCH`. With ``run_ids`` it repairs just those runs
+    (of ``namespace``), each in its own transaction through :func:`repair_run`, which
+    also gives an open run the workflow task it needs and lacks.
+
+    ``publish`` gets each transaction's wakes after it commits. A step that fails is
+    recorded (``existing_task_failures`` for a sweep, ``missing_run_failures`` for a
+    named run) and the pass goes on with the next kind or run.
+    """
+    tally = _PassTally()
+    if run_ids is None:
+        await _sweep_workflow(store, publish, tally, "expired", expire_workflow_task_leases)
+        await _sweep_activities(store, publish, tally, "expired", expire_next_activity_lease)
+        await _sweep_workflow(
+            store, publish, tally, "lost_worker", release_lost_worker_workflow_tasks, stale_after_s
+        )
+        await _sweep_activities(
+            store,
+            publish,
+            tally,
+            "lost_worker",
+            recover_next_lost_worker_activity_lease,
+            stale_after_s,
+        )
+    else:
+        for run_id in dict.fromkeys(run_ids):
+            try:
+                outcome, done = await store.transaction(_repair_named_run, run_id, namespace)
+            except (StoreUnavailableError, RetryableStoreError):
+                raise
+            except Exception as exc:  # recorded; the next run still gets its repair
+                tally.missing_run_failures.append(
+                    RepairFailure(kind="run", run_id=run_id, message=str(exc)[:500])
+                )
+                continue
+            publish(outcome.wakes)
+            if done is not None:
+                tally.runs_selected += 1
+                tally.expired += done.workflow_leases_released + done.activity_leases_released
+                tally.missing += int(done.created_task_id is not None)
+    return tally.report(None if run_ids is None else list(dict.fromkeys(run_ids)))
+
+
+async def _repair_named_run(
+    conn: Conn, run_id: str, namespace: str | None
+) -> tuple[Outcome, RunRepair | None]:
+    outcome = Outcome()
+    run = await runs.lock_run(conn, run_id)
+    if run is None or (namespace is not None and run.namespace != namespace):
+        return outcome, None
+    return outcome, await repair_run(conn, run, outcome)
+
+
+@attrs.define
+class _PassTally:
+    expired: int = 0
+    lost: int = 0
+    missing: int = 0
+    runs_selected: int = 0
+    existing_task_failures: list[RepairFailure] = attrs.field(factory=list)
+    missing_run_failures: list[RepairFailure] = attrs.field(factory=list)
+
+    def add(self, reason: str, count: int) -> None:
+        if reason == "expired":
+            self.expired += count
+        else:
+            self.lost += count
+
+    def report(self, run_ids: list[str] | None) -> RepairPassReport:
+        repaired = self.expired + self.lost
+        return RepairPassReport(
+            run_ids=run_ids,
+            selected_existing_task_candidates=repaired + len(self.existing_task_failures),
+            repaired_existing_tasks=repaired,
+            expired_leases_repaired=self.expired,
+            lost_worker_leases_repaired=self.lost,
+            selected_missing_task_candidates=self.runs_selected,
+            repaired_missing_tasks=self.missing,
+            dispatched_tasks=repaired + self.missing,
+            selected_command_contract_candidates=0,
+            backfilled_command_contracts=0,
+            command_contract_backfill_unavailable=0,
+            command_contract_failures=[],
+            existing_task_failures=self.existing_task_failures,
+            missing_run_failures=self.missing_run_failures,
+        )
+
+
+async def _sweep_workflow(
+    store: Store,
+    publish: Callable[[set[tuple[str, str, str]]], None],
+    tally: _PassTally,
+    reason: str,
+    op: Callable[..., Awaitable[tuple[Outcome, int]]],
+    *args: Any,
+) -> None:
+    try:
+        outcome, count = await store.transaction(op, *args)
+    except (StoreUnavailableError, RetryableStoreError):
+        raise
+    except Exception as exc:
+        tally.existing_task_failures.append(
+            RepairFailure(kind=f"{reason}_workflow_task", run_id=None, message=str(exc)[:500])
+        )
+        return
+    publish(outcome.wakes)
+    tally.add(reason, count)
+
+
+async def _sweep_activities(
+    store: Store,
+    publish: Callable[[set[tuple[str, str, str]]], None],
+    tally: _PassTally,
+    reason: str,
+    op: Callable[..., Awaitable[Outcome | None]],
+    *args: Any,
+) -> None:
+    """Recover activity leases one transaction each, up to a batch."""
+    for _ in range(REPAIR_BATCH):
+        try:
+            outcome = await store.transaction(op, *args)
+        except (StoreUnavailableError, RetryableStoreError):
+            raise
+        except Exception as exc:  # the same lease would come first again: next kind
+            tally.existing_task_failures.append(
+                RepairFailure(kind=f"{reason}_activity_task", run_id=None, message=str(exc)[:500])
+            )
+            return
+        if outcome is None:
+            return
+        publish(outcome.wakes)
+        tally.add(reason, 1)
+
+
+async def repair_status(conn: Conn, *, interval_s: float, stale_after_s: int) -> RepairStatus:
+    """The policy the repair loop runs with and what it would act on now (every namespace)."""
+    row = await repair.repair_candidates(conn, stale_after_s=stale_after_s)
+    interval: int | float = int(interval_s) if interval_s.is_integer() else interval_s
+    existing = row.expired_lease_count + row.lost_worker_lease_count
+    oldest = row.oldest_created_at
+    return RepairStatus(
+        policy=RepairPolicySnapshot(
+            redispatch_after_seconds=interval,
+            loop_throttle_seconds=interval,
+            scan_limit=REPAIR_BATCH,
+            scan_strategy=SCAN_STRATEGY,
+            failure_backoff_max_seconds=interval,
+            failure_backoff_strategy="fixed_interval",
+            lost_worker_after_seconds=stale_after_s,
+        ),
+        candidates=RepairCandidateSnapshot(
+            existing_task_candidates=existing,
+            expired_lease_candidates=row.expired_lease_count,
+            lost_worker_lease_candidates=row.lost_worker_lease_count,
+            missing_task_candidates=0,
+            total_candidates=existing,
+            scan_limit=REPAIR_BATCH,
+            scan_strategy=SCAN_STRATEGY,
+            selected_existing_task_candidates=min(existing, REPAIR_BATCH),
+            selected_missing_task_candidates=0,
+            existing_task_scan_limit_reached=existing > REPAIR_BATCH,
+            missing_task_scan_limit_reached=False,
+            scan_pressure=existing > REPAIR_BATCH,
+            oldest_task_candidate_created_at=wire.iso_z(oldest),
+            oldest_missing_run_started_at=None,
+            max_task_candidate_age_ms=(
+                None
+                if oldest is None
+                else max(0, int((row.observed_at - oldest).total_seconds() * 1000))
+            ),
+            max_missing_run_age_ms=None,
+        ),
+    )
+
+
+#: How a sweep picks its leases: the one that expired (or will) first, first.
+SCAN_STRATEGY = "oldest_lease_expiry_first"

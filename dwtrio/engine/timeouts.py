@@ -17,6 +17,8 @@ answered ``stale_attempt`` by the fence.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dwtrio import wire
@@ -29,10 +31,15 @@ from dwtrio.engine.activity_tasks import (
 from dwtrio.engine.closing import close_run
 from dwtrio.engine.outcome import Outcome
 from dwtrio.protocol.ids import new_id
+from dwtrio.protocol.responses import (
+    ActivityTimeoutPassReport,
+    ActivityTimeoutResult,
+    ActivityTimeoutStatus,
+)
 from dwtrio.store import activities, runs, tasks, timeouts
 from dwtrio.store.activities import ActivityExecution, LockedActivityTask
 from dwtrio.store.history import NewEvent, append_events
-from dwtrio.store.pool import Conn
+from dwtrio.store.pool import Conn, Store
 from dwtrio.store.runs import LockedRun
 
 #: Timeouts that end one attempt; the retry policy decides whether another follows.
@@ -41,23 +48,43 @@ ATTEMPT_TIMEOUTS = ("heartbeat", "start_to_close")
 ACTIVITY_TIMEOUTS = ("schedule_to_close", "schedule_to_start")
 TIMEOUT_EXCEPTION_TYPE = "ActivityTimeout"
 
+log = logging.getLogger(__name__)
+
 
 # --- activities ----------------------------------------------------------------------
-async def fire_next_activity_timeout(conn: Conn) -> Outcome | None:
-    """Apply the earliest passed activity deadline; None when none is due."""
-    task = await timeouts.claim_due_activity(conn)
+async def fire_next_activity_timeout(
+    conn: Conn,
+    *,
+    namespace: str | None = None,
+    execution_ids: list[str] | None = None,
+    exclude_ids: Sequence[str] = (),
+    claimed: list[str] | None = None,
+) -> tuple[Outcome, ActivityTimeoutResult] | None:
+    """Apply the earliest passed activity deadline (within the filters); None when none is
+    due. The execution's id is put in ``claimed`` once its task is locked, so a caller
+    whose transaction failed knows which execution it was."""
+    if claimed is not None:
+        claimed.clear()  # the store may run this again on a fresh connection
+    task = await timeouts.claim_due_activity(
+        conn, namespace=namespace, execution_ids=execution_ids, exclude_ids=list(exclude_ids)
+    )
     if task is None:
         return None
+    execution_id = task.activity_execution_id
+    assert execution_id is not None  # an activity task
+    if claimed is not None:
+        claimed.append(execution_id)
     outcome = Outcome()
     run = await runs.lock_run(conn, task.run_id)
-    execution = await activities.lock_activity_execution(conn, task.activity_execution_id)
+    execution = await activities.lock_activity_execution(conn, execution_id)
     if run is None or not run.is_open:
         # Closing a run cancels its activities; retire a leftover the same way.
         await activities.cancel_run_activities(conn, task.run_id)
-        return outcome
+        return outcome, _skipped(execution_id, "run_closed")
     assert execution is not None  # its task is locked
     if execution.status not in ("pending", "running"):
-        return outcome  # settled while this node was waiting for the task lock
+        # Settled while this node was waiting for the task lock.
+        return outcome, _skipped(execution_id, "already_settled")
     due = await timeouts.due_activity_deadlines(conn, execution.id)
     leased = task.state == "leased" and task.activity_attempt_id is not None
     kind = next((k for k in ACTIVITY_TIMEOUTS if due.passed(k)), None)
@@ -66,12 +93,96 @@ async def fire_next_activity_timeout(conn: Conn) -> Outcome | None:
     if kind is None:
         # What is due does not apply (an attempt handed back by a lost poll): drop it.
         await timeouts.clear_stale_activity_deadlines(conn, execution.id)
-        return outcome
+        return outcome, _skipped(execution_id, "deadline_no_longer_applies")
     if kind in ATTEMPT_TIMEOUTS:
-        await time_out_attempt(conn, task, run, execution, kind, outcome)
+        has_retry = await time_out_attempt(conn, task, run, execution, kind, outcome)
     else:
         await _time_out_activity(conn, task, run, execution, kind, outcome)
-    return outcome
+        has_retry = False
+    return outcome, ActivityTimeoutResult(
+        execution_id=execution_id, outcome="enforced", has_retry=has_retry, timeout_kind=kind
+    )
+
+
+def _skipped(execution_id: str, reason: str) -> ActivityTimeoutResult:
+    return ActivityTimeoutResult(execution_id=execution_id, outcome="skipped", reason=reason)
+
+
+async def activity_timeout_pass(
+    store: Store,
+    publish: Callable[[set[tuple[str, str, str]]], None],
+    *,
+    namespace: str | None,
+    limit: int,
+    execution_ids: list[str] | None = None,
+) -> ActivityTimeoutPassReport:
+    """Enforce up to ``limit`` passed activity deadlines, earliest first, one transaction
+    each (the timeout loop and ``POST /api/system/activity-timeouts/pass`` both run this).
+
+    ``publish`` gets each transaction's wakes after it commits. An execution whose
+    transaction failed is reported ``error`` and passed over for the rest of the pass;
+    a failure before any execution was locked (the store is unavailable) raises.
+    """
+    results: list[ActivityTimeoutResult] = []
+    failed: list[str] = []
+    while len(results) < limit:
+        claimed: list[str] = []
+        try:
+            step = await store.transaction(
+                fire_next_activity_timeout,
+                namespace=namespace,
+                execution_ids=execution_ids,
+                exclude_ids=failed,
+                claimed=claimed,
+            )
+        except Exception as exc:
+            if not claimed:
+                raise
+            log.warning(
+                "activity timeouts: execution %s could not be handled: %s",
+                claimed[0],
+                exc,
+                extra={"action": "timeouts_error"},
+            )
+            failed.append(claimed[0])
+            results.append(
+                ActivityTimeoutResult(
+                    execution_id=claimed[0],
+                    outcome="error",
+                    reason="enforcement_failed",
+                    message=str(exc)[:500],
+                )
+            )
+            continue
+        if step is None:
+            break
+        outcome, result = step
+        publish(outcome.wakes)
+        results.append(result)
+    count = {"enforced": 0, "skipped": 0, "error": 0}
+    for r in results:
+        count[r.outcome] += 1
+    return ActivityTimeoutPassReport(
+        namespace=namespace,
+        processed=len(results),
+        enforced=count["enforced"],
+        skipped=count["skipped"],
+        failed=count["error"],
+        results=results,
+    )
+
+
+async def activity_timeout_status(conn: Conn, namespace: str, limit: int) -> ActivityTimeoutStatus:
+    """The executions of ``namespace`` past a deadline (up to ``limit``; one more is read to
+    tell whether more are waiting than one pass of ``limit`` takes)."""
+    ids = await timeouts.due_activity_executions(conn, namespace=namespace, limit=limit + 1)
+    return ActivityTimeoutStatus(
+        namespace=namespace,
+        expired_count=min(len(ids), limit),
+        expired_execution_ids=ids[:limit],
+        scan_limit=limit,
+        scan_pressure=len(ids) > limit,
+    )
 
 
 async def time_out_attempt(
@@ -83,8 +194,9 @@ async def time_out_attempt(
     outcome: Outcome,
     *,
     message: str | None = None,
-) -> None:
-    """The current attempt ran out of time: retry it if the policy allows, else time out."""
+) -> bool:
+    """The current attempt ran out of time: retry it if the policy allows, else time out.
+    True when another attempt was scheduled."""
     attempt_id = task.activity_attempt_id
     assert attempt_id is not None  # the task is leased
     attempt_number = int(execution.attempt_count)
@@ -103,7 +215,7 @@ async def time_out_attempt(
     }
     if backoff_s is None:
         await _record_timed_out(conn, task, run, execution, common, kind, outcome)
-        return
+        return False
     await schedule_retry(
         conn,
         run,
@@ -114,6 +226,7 @@ async def time_out_attempt(
         {**common, "exception": failure},
         outcome,
     )
+    return True
 
 
 async def _time_out_activity(

@@ -28,6 +28,7 @@ from dwtrio.http import (
     schedules,
     search_attributes,
     system_metrics,
+    system_passes,
     task_queues,
     updates,
     workers,
@@ -96,6 +97,7 @@ def create_quart_app(rt: Runtime) -> QuartTrio:
         build_ids,
         task_queues,
         system_metrics,
+        system_passes,
         openapi,
     ):
         app.register_blueprint(module.blueprint(rt))

@@ -26,6 +26,11 @@ from dwtrio.protocol.build_ids import BuildIdRolloutChange
 from dwtrio.protocol.namespaces import CreateNamespace, SetExternalStorage, UpdateNamespace
 from dwtrio.protocol.queries import CompleteQueryTask, FailQueryTask, QueryWorkflow
 from dwtrio.protocol.search_attributes import CreateSearchAttribute
+from dwtrio.protocol.system import (
+    ActivityTimeoutPassRequest,
+    RepairPassRequest,
+    RetentionPassRequest,
+)
 from dwtrio.protocol.updates import UpdateWorkflow
 from dwtrio.protocol.worker import (
     CompleteActivityTask,
@@ -243,6 +248,13 @@ def _workflow_command(
 
 
 _COMMAND_ACCEPTED = ((200, "Recorded."), (202, "Accepted."))
+_PASS_SUCCESS = ((200, "The pass report."), (207, "The pass report; some items failed."))
+_PASS_LIMIT = (
+    (
+        "limit",
+        {"type": "string", "pattern": "^[0-9]{1,9}$", "description": "Most items to list."},
+    ),
+)
 _OUTCOME = ((200, "Done."), (201, "Created."), (202, "Accepted."))
 
 OPERATIONS: Final[tuple[Operation, ...]] = (
@@ -525,6 +537,63 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
             ("resume", "Hand work to a drained build id again."),
             ("promote", "Make a build id the one new runs are pinned to."),
         )
+    ),
+    # system passes (admin)
+    _control(
+        "GET",
+        "/api/system/repair",
+        "system",
+        "Task repair's policy and the leases it would act on now.",
+        "repairStatus",
+        roles=_ADMIN,
+    ),
+    _control(
+        "POST",
+        "/api/system/repair/pass",
+        "system",
+        "Run task repair now (the repair loop's pass), or on named runs.",
+        "repairPass",
+        roles=_ADMIN,
+        body=RepairPassRequest,
+        success=_PASS_SUCCESS,
+    ),
+    _control(
+        "GET",
+        "/api/system/activity-timeouts",
+        "system",
+        "Activity executions of the namespace past a deadline.",
+        "activityTimeoutStatus",
+        roles=_ADMIN,
+        query_extra=_PASS_LIMIT,
+    ),
+    _control(
+        "POST",
+        "/api/system/activity-timeouts/pass",
+        "system",
+        "Enforce passed activity deadlines now (the timeout loop's pass).",
+        "activityTimeoutPass",
+        roles=_ADMIN,
+        body=ActivityTimeoutPassRequest,
+        success=_PASS_SUCCESS,
+    ),
+    _control(
+        "GET",
+        "/api/system/retention",
+        "system",
+        "The namespace's retention window and the runs past it.",
+        "retentionStatus",
+        roles=_ADMIN,
+        query_extra=_PASS_LIMIT,
+    ),
+    _control(
+        "POST",
+        "/api/system/retention/pass",
+        "system",
+        "Prune expired runs of the namespace now (the retention loop's pass).",
+        "retentionPass",
+        roles=_ADMIN,
+        body=RetentionPassRequest,
+        success=_PASS_SUCCESS,
     ),
     # the worker plane
     _worker("register", "Register (or re-register) a worker.", "registerWorker", RegisterWorker),

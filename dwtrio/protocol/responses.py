@@ -597,6 +597,85 @@ class WorkflowDebug(ResponseBody):
     limits: dict[str, int]
 
 
+# --- system passes (control-plane.md §11; docs/retention.md) --------------------------
+@attrs.frozen(kw_only=True)
+class RetentionStatus(ResponseBody):
+    """``GET /api/system/retention``: the namespace's window and the runs past it."""
+
+    namespace: str
+    retention_days: int
+    cutoff: str | None
+    #: Expired runs, counted up to ``RETENTION_COUNT_LIMIT``.
+    expired_run_count: int
+    #: The oldest ``scan_limit`` of them (closed first).
+    expired_run_ids: list[str]
+    scan_limit: int
+    #: More runs are expired than one pass of ``scan_limit`` prunes.
+    scan_pressure: bool
+
+
+@attrs.frozen(kw_only=True)
+class RetentionRunResult(ResponseBody):
+    """What a retention pass did with one run."""
+
+    run_id: str
+    outcome: str  # pruned, skipped, error
+    #: pruned: the history events that went with it.
+    history_events: int | Any = OMIT
+    #: skipped or error: why (``run_open``, ``archived``, ``within_retention``, ...).
+    reason: str | Any = OMIT
+    message: str | Any = OMIT
+
+
+@attrs.frozen(kw_only=True)
+class RetentionPassReport(ResponseBody):
+    """``POST /api/system/retention/pass`` and one tick of the retention loop."""
+
+    namespace: str | None
+    processed: int
+    pruned: int
+    skipped: int
+    failed: int
+    pruned_history_events: int
+    pruned_instances: int
+    results: list[RetentionRunResult]
+
+
+@attrs.frozen(kw_only=True)
+class ActivityTimeoutStatus(ResponseBody):
+    """``GET /api/system/activity-timeouts``: activity executions past a deadline."""
+
+    namespace: str
+    expired_count: int
+    expired_execution_ids: list[str]
+    scan_limit: int
+    scan_pressure: bool
+
+
+@attrs.frozen(kw_only=True)
+class ActivityTimeoutResult(ResponseBody):
+    execution_id: str
+    outcome: str  # enforced, skipped, error
+    #: enforced: whether another attempt was scheduled (retry policy) instead of the end.
+    has_retry: bool | Any = OMIT
+    #: enforced: the deadline that passed; skipped or error: why.
+    timeout_kind: str | Any = OMIT
+    reason: str | Any = OMIT
+    message: str | Any = OMIT
+
+
+@attrs.frozen(kw_only=True)
+class ActivityTimeoutPassReport(ResponseBody):
+    """``POST /api/system/activity-timeouts/pass`` and the activity part of a timeout-loop tick."""
+
+    namespace: str | None
+    processed: int
+    enforced: int
+    skipped: int
+    failed: int
+    results: list[ActivityTimeoutResult]
+
+
 @attrs.frozen(kw_only=True)
 class OperatorMetricsResponse(ResponseBody):
     """``GET /api/system/operator-metrics``: a namespace's durable figures (runs, tasks,
@@ -615,3 +694,81 @@ class SystemMetricsResponse(ResponseBody):
     metrics: dict[str, Any]
     #: ``{"metric_label_sets": {metric: label sets}}``.
     cardinality: dict[str, Any]
+
+
+@attrs.frozen(kw_only=True)
+class RepairPolicySnapshot(ResponseBody):
+    """The intervals and limits dwtrio's task repair really uses (docs/retention.md)."""
+
+    #: How often the repair loop runs (DW_TASK_REPAIR_INTERVAL_SECONDS): an expired lease
+    #: is redispatched at most this long after it expired.
+    redispatch_after_seconds: int | float
+    #: The pause between passes (the same interval: the loop has no other throttle).
+    loop_throttle_seconds: int | float
+    #: Leases of each kind one pass repairs at most.
+    scan_limit: int
+    scan_strategy: str
+    #: After a failed pass the loop waits one interval, never longer.
+    failure_backoff_max_seconds: int | float
+    failure_backoff_strategy: str
+    #: A registered worker silent this long loses its leases.
+    lost_worker_after_seconds: int
+
+
+@attrs.frozen(kw_only=True)
+class RepairCandidateSnapshot(ResponseBody):
+    existing_task_candidates: int
+    expired_lease_candidates: int
+    lost_worker_lease_candidates: int
+    #: dwtrio finds runs missing a workflow task only when a run is named (see docs).
+    missing_task_candidates: int
+    total_candidates: int
+    scan_limit: int
+    scan_strategy: str
+    selected_existing_task_candidates: int
+    selected_missing_task_candidates: int
+    existing_task_scan_limit_reached: bool
+    missing_task_scan_limit_reached: bool
+    scan_pressure: bool
+    oldest_task_candidate_created_at: str | None
+    oldest_missing_run_started_at: str | None
+    max_task_candidate_age_ms: int | None
+    max_missing_run_age_ms: int | None
+
+
+@attrs.frozen(kw_only=True)
+class RepairStatus(ResponseBody):
+    """``GET /api/system/repair``."""
+
+    policy: RepairPolicySnapshot
+    candidates: RepairCandidateSnapshot
+
+
+@attrs.frozen(kw_only=True)
+class RepairFailure(ResponseBody):
+    """One repair step that failed: which kind of lease, or which run, and why."""
+
+    kind: str
+    run_id: str | None
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class RepairPassReport(ResponseBody):
+    """``POST /api/system/repair/pass`` and one tick of the task-repair loop."""
+
+    #: The runs the pass was narrowed to (``run_ids`` and ``instance_id``); null: all.
+    run_ids: list[str] | None
+    selected_existing_task_candidates: int
+    repaired_existing_tasks: int
+    expired_leases_repaired: int
+    lost_worker_leases_repaired: int
+    selected_missing_task_candidates: int
+    repaired_missing_tasks: int
+    dispatched_tasks: int
+    selected_command_contract_candidates: int
+    backfilled_command_contracts: int
+    command_contract_backfill_unavailable: int
+    command_contract_failures: list[RepairFailure]
+    existing_task_failures: list[RepairFailure]
+    missing_run_failures: list[RepairFailure]

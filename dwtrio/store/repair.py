@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import attrs
 
 from dwtrio.store.activities import LockedActivityTask
@@ -86,3 +88,21 @@ async def missing_workflow_task_reason(conn: Conn, *, run_id: str) -> str | None
     """Why the open run needs a workflow task it lacks, or None (``repair.sql``)."""
     reason: str | None = await _MISSING_WORKFLOW_TASK_REASON.fetchval(conn, run_id=run_id)
     return reason
+
+
+@attrs.frozen
+class RepairCandidates:
+    expired_lease_count: int
+    lost_worker_lease_count: int
+    oldest_created_at: datetime | None
+    observed_at: datetime
+
+
+_REPAIR_CANDIDATES = query("repair_candidates", RepairCandidates)
+
+
+async def repair_candidates(conn: Conn, *, stale_after_s: int) -> RepairCandidates:
+    """What task repair would act on now, across namespaces (not locked)."""
+    row = await _REPAIR_CANDIDATES.one(conn, stale_after_s=stale_after_s)
+    assert row is not None  # an aggregate always has a row
+    return row

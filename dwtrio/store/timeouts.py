@@ -36,11 +36,26 @@ _CLAIM_DUE_ACTIVITY = query("claim_due_activity", LockedActivityTask)
 _DUE_ACTIVITY_DEADLINES = query("due_activity_deadlines", DueDeadlines)
 _CLEAR_STALE_ACTIVITY_DEADLINES = query("clear_stale_activity_deadlines")
 _CLAIM_DUE_RUN = query("claim_due_run", DueRun)
+_DUE_ACTIVITY_EXECUTIONS = query("due_activity_executions")
 
 
-async def claim_due_activity(conn: Conn) -> LockedActivityTask | None:
-    """Lock the task of the execution whose deadline passed first."""
-    return await _CLAIM_DUE_ACTIVITY.one(conn)
+async def claim_due_activity(
+    conn: Conn,
+    *,
+    namespace: str | None,
+    execution_ids: list[str] | None,
+    exclude_ids: list[str],
+) -> LockedActivityTask | None:
+    """Lock the task of the execution whose deadline passed first (within the filters)."""
+    return await _CLAIM_DUE_ACTIVITY.one(
+        conn, namespace=namespace, execution_ids=execution_ids, exclude_ids=exclude_ids
+    )
+
+
+async def due_activity_executions(conn: Conn, *, namespace: str, limit: int) -> list[str]:
+    """The ids of up to ``limit`` executions of ``namespace`` past a deadline (not locked)."""
+    rows = await _DUE_ACTIVITY_EXECUTIONS.fetch(conn, namespace=namespace, limit=limit)
+    return [r[0] for r in rows]
 
 
 async def due_activity_deadlines(conn: Conn, execution_id: str) -> DueDeadlines:

@@ -161,3 +161,25 @@ SELECT CASE
               THEN 'unseen_history'
        END AS reason
   FROM r;
+
+-- name: repair_candidates
+-- GET /api/system/repair: the leases task repair would act on now, across namespaces:
+-- expired ones, and those of lost workers (the condition of
+-- release_lost_worker_workflow_tasks; :stale_after_s is the stale window), with the
+-- oldest such task's creation time. Walks the leased tasks (workflow_tasks_lease_expiry_idx).
+WITH c AS (
+    SELECT t.created_at, t.lease_expires_at <= now() AS expired
+      FROM workflow_tasks t
+      LEFT JOIN worker_registrations w
+             ON w.namespace = t.namespace AND w.worker_id = t.lease_owner
+     WHERE t.state = 'leased'
+       AND (t.lease_expires_at <= now()
+            OR (t.updated_at <= now() - make_interval(secs => :stale_after_s)
+                AND w.heartbeat_interval_seconds IS NOT NULL
+                AND w.last_heartbeat_at <= now() - make_interval(secs => :stale_after_s)))
+)
+SELECT count(*) FILTER (WHERE expired) AS expired_lease_count,
+       count(*) FILTER (WHERE NOT expired) AS lost_worker_lease_count,
+       min(created_at) AS oldest_created_at,
+       now() AS observed_at
+  FROM c;
