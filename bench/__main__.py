@@ -14,6 +14,7 @@ from bench import (
     backlog_scaling,
     history_follow,
     open_polls,
+    operator_metrics,
     poll_latency,
     request_cost,
     retention,
@@ -201,6 +202,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="measuring rounds over the one load; the median is reported",
     )
     q.set_defaults(run=task_queues.run)
+    om = sub.add_parser(
+        "operator-metrics",
+        help="operator metrics and system health over a million runs (p50/p99)",
+    )
+    om.add_argument("--runs-count", type=_positive, default=1_000_000, help="runs loaded")
+    om.add_argument(
+        "--tasks", type=int, default=20_000, help="open runs with a workflow task (1 in 11 leased)"
+    )
+    om.add_argument(
+        "--queues", type=_positive, default=10, help="task queues the tasks spread over"
+    )
+    om.add_argument("--samples", type=_positive, default=300, help="requests of each kind")
+    om.add_argument("--batch", type=_positive, default=50_000, help="runs per load transaction")
+    om.add_argument(
+        "--runs",
+        type=_positive,
+        default=3,
+        help="measuring rounds over the one load; the median is reported",
+    )
+    om.set_defaults(run=operator_metrics.run)
     r = sub.add_parser(
         "retention", help="prune rate of expired runs and wake latency while pruning"
     )
