@@ -867,6 +867,7 @@ def build_cluster_info(
 SERVER_FEATURES = Features(
     workflow_tasks=True,
     history_export=True,
+    history_retention=True,
     search_attributes=True,
     continue_as_new=True,
     child_workflows=True,
