@@ -12,6 +12,7 @@ import os
 
 from bench import (
     backlog_scaling,
+    history_export,
     history_follow,
     open_polls,
     operator_metrics,
@@ -173,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="dwtrio processes sharing the socket (and the Redis bus of --redis-url)",
     )
     h.set_defaults(run=history_follow.run)
+    x = sub.add_parser(
+        "history-export", help="streamed history export of a long run beside the paged history"
+    )
+    x.add_argument(
+        "--events", type=_positive, default=100_000, help="events bulk-loaded on the long run"
+    )
+    x.add_argument(
+        "--runs", type=_positive, default=3, help="runs per point; the median is reported"
+    )
+    x.set_defaults(run=history_export.run)
     v = sub.add_parser("visibility", help="filtered workflow lists over many runs (p50/p99)")
     v.add_argument(
         "--runs-count", type=_positive, default=1_000_000, help="runs bulk-loaded before timing"

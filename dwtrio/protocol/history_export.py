@@ -41,18 +41,39 @@ _EXPONENT = re.compile(r"[0-9]e[+-][0-9]")
 
 
 def canonical(value: Any) -> str:
-    """``value`` in the canonical form (raises ValueError for NaN or infinity)."""
+    """``value`` in the canonical form (raises ValueError for NaN or infinity).
+
+    The standard library's encoder writes it (sorted keys, compact, ASCII), except
+    in two rare cases that take a slower walk: a float it spells with an exponent,
+    and DEL (U+007F), which it escapes and the canonical form leaves as is.
+    (orjson was tried: faster to encode, but the scans it then needs, for floats it
+    spells differently and characters to escape, cost more than they saved.)
+    """
     text = _dumps(value)
-    if _EXPONENT.search(text) is None:
+    if _EXPONENT.search(text) is None and "\\u007f" not in text:
         return text
     return _slow(value)
 
 
+def _string(text: str) -> str:
+    quoted = json.dumps(text, ensure_ascii=False)
+    if quoted.isascii():
+        return quoted
+    return "".join(c if c < "\x80" else _utf16_escapes(c) for c in quoted)
+
+
+def _utf16_escapes(char: str) -> str:
+    units = char.encode("utf-16-be")
+    return "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
+
+
 def _slow(value: Any) -> str:
     if isinstance(value, dict):
-        return "{" + ",".join(_dumps(str(k)) + ":" + _slow(value[k]) for k in sorted(value)) + "}"
+        return "{" + ",".join(_string(k) + ":" + _slow(value[k]) for k in sorted(value)) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_slow(v) for v in value) + "]"
+    if isinstance(value, str):
+        return _string(value)
     if isinstance(value, float):
         return canonical_float(value)
     return _dumps(value)
