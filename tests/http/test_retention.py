@@ -19,40 +19,11 @@ from typing import Any
 import httpx
 import pytest
 import trio
-
-from bench.retention import load_expired_runs, rows_of_runs
-from dwtrio.store.pool import Conn, connect_once
+from retention_support import KEEPERS, counts, execute, load, shapes_of_the_keepers
 
 from conftest import CP, RunningServer, StartServer
 
 NO_LOOP = {"retention_enabled": False}
-
-
-async def on_db(dsn: str, fn: Any) -> Any:
-    return await connect_once(dsn, fn)
-
-
-async def load(dsn: str, *, runs: int, prefix: str, namespace: str = "default", **kw: Any) -> None:
-    async def go(conn: Conn) -> None:
-        await load_expired_runs(conn, namespace=namespace, runs=runs, prefix=prefix, **kw)
-
-    await on_db(dsn, go)
-
-
-async def counts(dsn: str, prefix: str) -> dict[str, int]:
-    async def go(conn: Conn) -> dict[str, int]:
-        return await rows_of_runs(conn, f"run-{prefix}%")
-
-    result: dict[str, int] = await on_db(dsn, go)
-    return result
-
-
-async def execute(dsn: str, *statements: str) -> None:
-    async def go(conn: Conn) -> None:
-        for s in statements:
-            await conn.execute(s)
-
-    await on_db(dsn, go)
 
 
 def ok(r: httpx.Response, status: int = 200) -> dict[str, Any]:
@@ -72,31 +43,6 @@ async def admin(server_no_loop: RunningServer) -> AsyncIterator[httpx.AsyncClien
 @pytest.fixture
 async def server_no_loop(start_server: StartServer) -> RunningServer:
     return await start_server(**NO_LOOP)
-
-
-async def shapes_of_the_keepers(dsn: str) -> None:
-    """Runs retention must keep: open (old start), inside the window, archived, a child
-    whose parent is open; each with history. ``k`` prefixes them."""
-    await load(dsn, runs=1, prefix="kopen", start=0)
-    await load(dsn, runs=1, prefix="kwindow", start=0, closed_days_ago=1)
-    await load(dsn, runs=1, prefix="karch", start=0)
-    await load(dsn, runs=1, prefix="kchild", start=0)
-    await load(dsn, runs=1, prefix="kparent", start=0)
-    await execute(
-        dsn,
-        "UPDATE workflow_runs SET status = 'running', closed_at = NULL, closed_reason = NULL "
-        "WHERE id LIKE 'run-kopen%'",
-        "UPDATE workflow_runs SET archived_at = now() - interval '300 days' "
-        "WHERE id LIKE 'run-karch%'",
-        # The parent is open and called the child (child_workflow_id = the child's id).
-        "UPDATE workflow_runs SET status = 'running', closed_at = NULL, closed_reason = NULL "
-        "WHERE id LIKE 'run-kparent%'",
-        "UPDATE child_workflow_calls SET child_workflow_id = 'wf-kchild000000000' "
-        "WHERE parent_run_id = 'run-kparent000000000'",
-    )
-
-
-KEEPERS = ["kopen", "kwindow", "karch", "kchild", "kparent"]
 
 
 async def test_status_then_passes_prune_only_expired_runs_and_every_row_they_had(

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 import trio
-from test_retention import execute, ok
+from retention_support import execute
+from test_retention import ok
 from test_worker_plane import TOKEN, Harness, activity_cmd
 
 from conftest import StartServer
