@@ -45,10 +45,10 @@ from dwtrio.protocol.worker import (
     WorkerHeartbeat,
     WorkflowTaskLease,
 )
-from dwtrio.protocol.workflow_commands import CloseWorkflow, SignalWorkflow
+from dwtrio.protocol.workflow_commands import CloseWorkflow, RepairWorkflow, SignalWorkflow
 from dwtrio.protocol.workflows import HistoryPageQuery, ListWorkflows, StartWorkflow
 
-Plane = Literal["public", "discovery", "control", "worker", "other"]
+Plane = Literal["public", "discovery", "control", "worker", "metrics", "other"]
 
 CONTROL_PLANE_HEADER: Final = "X-Durable-Workflow-Control-Plane-Version"
 WORKER_PROTOCOL_HEADER: Final = "X-Durable-Workflow-Protocol-Version"
@@ -73,6 +73,10 @@ class Operation:
     #: Success statuses, each with a description.
     success: tuple[tuple[int, str], ...] = ((200, "Success."),)
     namespaced: bool = True
+    #: Error answers of this route beyond the plane's common ones: (status, description).
+    refusals: tuple[tuple[int, str], ...] = ()
+    #: The media type of the success bodies.
+    content_type: str = "application/json"
     #: Roles allowed, for the description; () = any authenticated role.
     roles: tuple[str, ...] = ()
 
@@ -228,7 +232,12 @@ def _worker(path: str, summary: str, operation_id: str, body: type, **kw: Any) -
 
 
 def _workflow_command(
-    verb: str, summary: str, body: type, named: bool, success: tuple[tuple[int, str], ...]
+    verb: str,
+    summary: str,
+    body: type,
+    named: bool,
+    success: tuple[tuple[int, str], ...],
+    refusals: tuple[tuple[int, str], ...] = (),
 ) -> list[Operation]:
     ops = []
     for base, scope in ((WF, ""), (RUN, "Run")):
@@ -242,6 +251,7 @@ def _workflow_command(
                 f"{verb}Workflow{scope}",
                 body=body,
                 success=success,
+                refusals=refusals,
             )
         )
     return ops
@@ -382,9 +392,50 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "runHistory",
         query=HistoryPageQuery,
     ),
+    _control(
+        "GET",
+        f"{RUN}/history/export",
+        "workflows",
+        "A run's replay bundle: every event and record, canonical JSON with a checksum "
+        "(and a signature when a signing key is set), streamed.",
+        "exportRunHistory",
+    ),
+    *(
+        _control(
+            "GET",
+            f"{base}/debug",
+            "workflows",
+            f"A bounded diagnostic snapshot of {what}: what it waits on, open tasks, "
+            "pending activities, its task queue, recent failures and findings.",
+            f"debugWorkflow{scope}",
+            query_extra=(
+                (
+                    "include_last_event_payload",
+                    {"type": "string", "enum": ["true", "false", "1", "0"]},
+                ),
+            ),
+        )
+        for base, scope, what in ((WF, "", "the current run"), (RUN, "Run", "a named run"))
+    ),
+    *_workflow_command(
+        "repair",
+        "Re-dispatch a run's lost or stuck task",
+        RepairWorkflow,
+        False,
+        _COMMAND_ACCEPTED,
+    ),
+    *_workflow_command("archive", "Archive a closed run", CloseWorkflow, False, _COMMAND_ACCEPTED),
     *_workflow_command("signal", "Signal a workflow", SignalWorkflow, True, _COMMAND_ACCEPTED),
     *_workflow_command(
-        "query", "Query a workflow (answered by a worker)", QueryWorkflow, True, ((200, "Answer."),)
+        "query",
+        "Query a workflow (answered by a worker)",
+        QueryWorkflow,
+        True,
+        ((200, "Answer."),),
+        (
+            (429, "Too many queries wait on the task queue (query_task_queue_full)."),
+            (504, "No worker answered within the query timeout (query_worker_timeout)."),
+        ),
     ),
     *_workflow_command(
         "update",
@@ -538,6 +589,44 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
             ("promote", "Make a build id the one new runs are pinned to."),
         )
     ),
+    # operator views (admin)
+    _control(
+        "GET",
+        "/api/system/health",
+        "system",
+        "Coordination health: blocking and advisory checks (503 when a blocking one fails).",
+        "systemHealth",
+        roles=_ADMIN,
+        success=((200, "Healthy or degraded."), (503, "A blocking check failed.")),
+    ),
+    _control(
+        "GET",
+        "/api/system/metrics",
+        "system",
+        "The server's metrics as JSON, with matching, wake-bus, pool and loop figures.",
+        "systemMetrics",
+        roles=_ADMIN,
+    ),
+    _control(
+        "GET",
+        "/api/system/operator-metrics",
+        "system",
+        "Operator metrics: runs by status, tasks and backlog, workers, schedules, store facts.",
+        "operatorMetrics",
+        roles=_ADMIN,
+    ),
+    Operation(
+        method="GET",
+        path="/metrics",
+        plane="metrics",
+        tag="system",
+        summary="Prometheus metrics (text exposition; OpenMetrics when asked for in Accept).",
+        operation_id="prometheusMetrics",
+        namespaced=False,
+        roles=_OPERATOR,
+        content_type="text/plain",
+        success=((200, "The metrics."),),
+    ),
     # system passes (admin)
     _control(
         "GET",
@@ -685,6 +774,7 @@ _COMMON_ERRORS: Final[dict[Plane, tuple[tuple[int, str], ...]]] = {
         (409, "Refused in the resource's current state."),
         (413, "The body is larger than DW_MAX_PAYLOAD_BYTES."),
         (415, "The body is not JSON."),
+        (503, "The database is unreachable (backend_unavailable); retry."),
     ),
     "worker": (
         (400, "Malformed JSON, or a missing or unsupported worker protocol version header."),
@@ -694,7 +784,9 @@ _COMMON_ERRORS: Final[dict[Plane, tuple[tuple[int, str], ...]]] = {
         (409, "The task's lease or attempt does not match (the worker should drop it)."),
         (413, "The body is larger than DW_MAX_PAYLOAD_BYTES."),
         (415, "The body is not JSON."),
+        (503, "The database is unreachable (backend_unavailable); retry."),
     ),
+    "metrics": ((401, "No or a wrong credential."), (403, "The role may not use this route.")),
     "other": (),
 }
 
@@ -807,6 +899,11 @@ def _error_responses(op: Operation) -> dict[str, Any]:
             "description": description,
             "content": {"application/json": {"schema": error_schema}},
         }
+    for status, description in op.refusals:
+        responses[str(status)] = {
+            "description": description,
+            "content": {"application/json": {"schema": error_schema}},
+        }
     if op.plane in ("control", "worker"):
         validation: dict[str, Any] = (
             {"allOf": [VALIDATION_ERROR_REF, {"$ref": "#/components/schemas/WorkerPlaneFields"}]}
@@ -835,10 +932,12 @@ def _operation(op: Operation) -> dict[str, Any]:
         if op.plane == "worker"
         else {"type": "object"}
     )
+    if op.content_type != "application/json":
+        success_schema = {"type": "string"}
     responses: dict[str, Any] = {
         str(status): {
             "description": description,
-            "content": {"application/json": {"schema": success_schema}},
+            "content": {op.content_type: {"schema": success_schema}},
         }
         for status, description in op.success
     }
