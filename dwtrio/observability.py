@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from contextvars import ContextVar
@@ -86,9 +87,13 @@ class ContextFormatter(logging.Formatter):
         return " ".join([line, *pairs])
 
 
+#: What makes a value need quoting: whitespace (Unicode's, as str.isspace), '"' or '='.
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
+
+
 def _logfmt_value(value: object) -> str:
-    text = str(value)
-    if not text or any(c.isspace() or c in '"=' for c in text):
+    text = value if isinstance(value, str) else str(value)
+    if not text or _NEEDS_QUOTES.search(text):
         return json.dumps(text, ensure_ascii=False)
     return text
 
