@@ -88,8 +88,11 @@ class LoopState:
     last_error: str | None
 
 
-async def read_facts(conn: Conn, namespace: str, view: MetricsView) -> NamespaceFacts:
-    """Every database figure of the metrics and of the health checks."""
+async def read_facts(
+    conn: Conn, namespace: str, view: MetricsView, *, migrations: bool = False
+) -> NamespaceFacts:
+    """Every database figure of the metrics and of the health checks (``migrations``:
+    also the migrations not applied yet, which only the health checks need)."""
     names = await queues_store.list_names(conn, namespace)
     rows = await queues_store.stats(
         conn,
@@ -104,7 +107,7 @@ async def read_facts(conn: Conn, namespace: str, view: MetricsView) -> Namespace
         workers=await store.worker_counts(conn, namespace, stale_after_s=view.queues.stale_after_s),
         schedules=await store.schedule_lag(conn, namespace, late_after_s=view.schedule_lag_s),
         backend=await store.backend_facts(conn),
-        pending_migrations=await migrate.pending_migrations(conn),
+        pending_migrations=await migrate.pending_migrations(conn) if migrations else [],
     )
 
 

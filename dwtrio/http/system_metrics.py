@@ -204,7 +204,7 @@ def blueprint(rt: Runtime) -> Blueprint:
         error: str | None = None
         try:
             with trio.fail_after(PROBE_TIMEOUT_S):
-                facts = await rt.store.probe(engine.read_facts, g.namespace, view)
+                facts = await rt.store.probe(engine.read_facts, g.namespace, view, migrations=True)
         except trio.TooSlowError:
             error = f"no answer within {PROBE_TIMEOUT_S} s"
         except DwtrioError as exc:
