@@ -328,3 +328,27 @@ async def test_the_cli_verifies_a_bundle(
     broken.write_bytes(raw[: len(raw) // 2])  # a transfer cut short
     assert cli.main(["history", "verify", str(broken)]) == 1
     assert "cannot read the bundle" in capsys.readouterr().err
+
+
+async def test_a_run_deleted_mid_export_cuts_the_body_short(
+    start_server: StartServer, db_dsn: str
+) -> None:
+    async with Exporter.open(start_server, TOKEN) as ex:
+        run_id = (await ex.start_workflow("exp-gone", "exported", QUEUE, []))["run_id"]
+        await add_events(db_dsn, run_id, 40_000)  # ~18 MB: far more than socket buffers hold
+
+        async def delete_run(conn: Conn) -> None:
+            await conn.execute("DELETE FROM workflow_runs WHERE id = $1", run_id)
+
+        body = bytearray()
+        with pytest.raises(httpx.RemoteProtocolError):
+            async with ex.cc.stream(
+                "GET", f"/api/workflows/exp-gone/runs/{run_id}/history/export"
+            ) as r:
+                assert r.status_code == 200
+                async for chunk in r.aiter_raw():
+                    if not body:
+                        await connect_once(db_dsn, delete_run)
+                    body += chunk
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(body)
