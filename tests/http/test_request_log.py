@@ -247,3 +247,35 @@ def json_lines_from_a_real_server(db_dsn: str) -> None:
         "w-json",
     )
     assert any(line["message"].startswith("dwtrio serving on") for line in lines)
+
+
+async def test_tasks_started_while_serving_log_with_the_request_id(
+    request_logs: pytest.LogCaptureFixture,
+) -> None:
+    """The middleware alone, around an app that logs from a Trio task it starts."""
+    from dwtrio.http.request_log import RequestLog, note_route
+
+    app_log = logging.getLogger("dwtrio.test_app")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        note_route("/api/things/{id}")
+
+        async def child() -> None:
+            app_log.info("from a child task")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child)
+        await send({"type": "http.response.start", "status": 204, "headers": [(b"a", b"b")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "headers": [(b"x-request-id", b"rid-child")]}
+    await RequestLog(app)(scope, None, send)
+    assert sent[0]["headers"] == [(b"a", b"b"), (b"x-request-id", b"rid-child")]
+    child_line, request_line = await lines_of(request_logs, "rid-child")
+    assert child_line.name == "dwtrio.test_app"
+    assert (request_line.route, request_line.status) == ("/api/things/{id}", 204)
