@@ -21,6 +21,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
+from dwtrio.protocol import responses as answers
 from dwtrio.protocol import schedules as schedule_models
 from dwtrio.protocol.build_ids import BuildIdRolloutChange
 from dwtrio.protocol.namespaces import CreateNamespace, SetExternalStorage, UpdateNamespace
@@ -67,6 +68,8 @@ class Operation:
     summary: str
     operation_id: str
     body: type | None = None
+    #: The model of the success bodies (``protocol/responses.py``), when there is one.
+    response: type | None = None
     query: type | None = None
     #: Extra query parameters not held by a model: name -> schema.
     query_extra: tuple[tuple[str, dict[str, Any]], ...] = ()
@@ -238,6 +241,7 @@ def _workflow_command(
     named: bool,
     success: tuple[tuple[int, str], ...],
     refusals: tuple[tuple[int, str], ...] = (),
+    response: type | None = None,
 ) -> list[Operation]:
     ops = []
     for base, scope in ((WF, ""), (RUN, "Run")):
@@ -252,6 +256,7 @@ def _workflow_command(
                 body=body,
                 success=success,
                 refusals=refusals,
+                response=response,
             )
         )
     return ops
@@ -350,6 +355,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "namespaces",
         "Delete a namespace with no open runs (never the default one).",
         "deleteNamespace",
+        response=answers.NamespaceDeleted,
         namespaced=False,
         roles=_ADMIN,
     ),
@@ -370,6 +376,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "workflows",
         "Start a workflow.",
         "startWorkflow",
+        response=answers.StartResponse,
         body=StartWorkflow,
         success=((201, "Started."), (200, "An existing run returned (use-existing).")),
     ),
@@ -408,6 +415,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
             f"A bounded diagnostic snapshot of {what}: what it waits on, open tasks, "
             "pending activities, its task queue, recent failures and findings.",
             f"debugWorkflow{scope}",
+            response=answers.WorkflowDebug,
             query_extra=(
                 (
                     "include_last_event_payload",
@@ -425,7 +433,14 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         _COMMAND_ACCEPTED,
     ),
     *_workflow_command("archive", "Archive a closed run", CloseWorkflow, False, _COMMAND_ACCEPTED),
-    *_workflow_command("signal", "Signal a workflow", SignalWorkflow, True, _COMMAND_ACCEPTED),
+    *_workflow_command(
+        "signal",
+        "Signal a workflow",
+        SignalWorkflow,
+        True,
+        _COMMAND_ACCEPTED,
+        response=answers.CommandReceipt,
+    ),
     *_workflow_command(
         "query",
         "Query a workflow (answered by a worker)",
@@ -444,9 +459,21 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         True,
         ((200, "Completed."), (202, "Accepted.")),
     ),
-    *_workflow_command("cancel", "Cancel a workflow", CloseWorkflow, False, _COMMAND_ACCEPTED),
     *_workflow_command(
-        "terminate", "Terminate a workflow", CloseWorkflow, False, _COMMAND_ACCEPTED
+        "cancel",
+        "Cancel a workflow",
+        CloseWorkflow,
+        False,
+        _COMMAND_ACCEPTED,
+        response=answers.CommandReceipt,
+    ),
+    *_workflow_command(
+        "terminate",
+        "Terminate a workflow",
+        CloseWorkflow,
+        False,
+        _COMMAND_ACCEPTED,
+        response=answers.CommandReceipt,
     ),
     # schedules
     _control(
@@ -547,25 +574,42 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "workers",
         "List registered workers.",
         "listWorkers",
+        response=answers.WorkerList,
         query=ListWorkersQuery,
     ),
-    _control("GET", "/api/workers/{worker_id}", "workers", "Describe a worker.", "describeWorker"),
+    _control(
+        "GET",
+        "/api/workers/{worker_id}",
+        "workers",
+        "Describe a worker.",
+        "describeWorker",
+        response=answers.WorkerDescription,
+    ),
     _control(
         "DELETE",
         "/api/workers/{worker_id}",
         "workers",
         "Remove a worker's registration.",
         "deleteWorker",
+        response=answers.WorkerDeregistered,
         roles=_ADMIN,
     ),
     # task queues and build ids
-    _control("GET", "/api/task-queues", "task queues", "List task queues.", "listTaskQueues"),
+    _control(
+        "GET",
+        "/api/task-queues",
+        "task queues",
+        "List task queues.",
+        "listTaskQueues",
+        response=answers.TaskQueueList,
+    ),
     _control(
         "GET",
         TQ,
         "task queues",
         "Describe a task queue: backlog, pollers, leases, repair, admission.",
         "describeTaskQueue",
+        response=answers.TaskQueueDescription,
     ),
     _control(
         "GET",
@@ -713,12 +757,14 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "Complete a workflow task with commands.",
         "completeWorkflowTask",
         CompleteWorkflowTask,
+        response=answers.WorkflowTaskCompleted,
     ),
     _worker(
         "workflow-tasks/{task_id}/fail",
         "Fail a workflow task.",
         "failWorkflowTask",
         FailWorkflowTask,
+        response=answers.WorkflowTaskFailed,
     ),
     _worker(
         "workflow-tasks/{task_id}/heartbeat",
@@ -737,12 +783,14 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "Complete an activity attempt.",
         "completeActivityTask",
         CompleteActivityTask,
+        response=answers.ActivityReport,
     ),
     _worker(
         "activity-tasks/{task_id}/fail",
         "Fail an activity attempt.",
         "failActivityTask",
         FailActivityTask,
+        response=answers.ActivityReport,
     ),
     _worker(
         "activity-tasks/{task_id}/heartbeat",
@@ -756,8 +804,15 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "Answer a query task.",
         "completeQueryTask",
         CompleteQueryTask,
+        response=answers.QueryTaskReport,
     ),
-    _worker("query-tasks/{task_id}/fail", "Fail a query task.", "failQueryTask", FailQueryTask),
+    _worker(
+        "query-tasks/{task_id}/fail",
+        "Fail a query task.",
+        "failQueryTask",
+        FailQueryTask,
+        response=answers.QueryTaskReport,
+    ),
 )
 
 
@@ -932,6 +987,13 @@ def _operation(op: Operation) -> dict[str, Any]:
         if op.plane == "worker"
         else {"type": "object"}
     )
+    if op.response is not None:
+        model_ref = {"$ref": f"#/components/schemas/{op.response.__name__}"}
+        success_schema = (
+            {"allOf": [model_ref, {"$ref": "#/components/schemas/WorkerPlaneFields"}]}
+            if op.plane == "worker"
+            else model_ref
+        )
     if op.content_type != "application/json":
         success_schema = {"type": "string"}
     responses: dict[str, Any] = {
@@ -972,8 +1034,9 @@ def build_document(version: str = "0") -> dict[str, Any]:
     models: dict[str, type] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
-        if op.body is not None:
-            _nested_models(op.body, models)
+        for model in (op.body, op.response):
+            if model is not None:
+                _nested_models(model, models)
     schemas = dict(_SCHEMAS)
     for name, cls in sorted(models.items()):
         schemas[name] = model_schema(cls)
