@@ -279,3 +279,20 @@ async def test_tasks_started_while_serving_log_with_the_request_id(
     child_line, request_line = await lines_of(request_logs, "rid-child")
     assert child_line.name == "dwtrio.test_app"
     assert (request_line.route, request_line.status) == ("/api/things/{id}", 204)
+
+
+async def test_a_poll_whose_client_left_logs_client_gone(
+    server: RunningServer, request_logs: pytest.LogCaptureFixture
+) -> None:
+    body = {"worker_id": "w-gone", "task_queue": "gone-q", "timeout_seconds": 20}
+    async with server.client(WORKER_TOKEN) as c:
+        with pytest.raises(httpx.ReadTimeout):
+            await c.post(
+                "/api/worker/workflow-tasks/poll",
+                headers={**WP, "X-Request-Id": "rid-gone"},
+                json=body,
+                timeout=0.5,
+            )
+    (line,) = await request_lines(request_logs, "rid-gone")
+    assert line.status is None and line.action == "client_gone"
+    assert line.route == "/api/worker/workflow-tasks/poll" and line.worker_id == "w-gone"
