@@ -24,6 +24,7 @@ from bench import (
     task_queues,
     throughput,
     visibility,
+    visibility_archived,
 )
 
 
@@ -197,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="measuring rounds over the one load; the median is reported",
     )
     v.set_defaults(run=visibility.run)
+    va = sub.add_parser(
+        "visibility-archived",
+        help="list statements with and without the archived filter, interleaved (p50/p99)",
+    )
+    va.add_argument("--runs-count", type=_positive, default=100_000, help="runs bulk-loaded")
+    va.add_argument(
+        "--archived-percent", type=int, default=1, help="share of the closed runs archived"
+    )
+    va.add_argument("--rounds", type=_positive, default=200, help="executions per list and mode")
+    va.add_argument("--batch", type=_positive, default=50_000, help="runs per load transaction")
+    va.set_defaults(run=visibility_archived.run)
     q = sub.add_parser(
         "task-queues", help="task-queue describe and list on a deep backlog (p50/p99)"
     )
