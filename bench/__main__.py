@@ -248,14 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "retention", help="prune rate of expired runs and wake latency while pruning"
     )
-    r.add_argument("--runs", type=_positive, default=100_000, help="expired runs to load")
+    r.add_argument(
+        "--run-count", type=_positive, default=100_000, help="expired workflow runs to load"
+    )
     r.add_argument("--events", type=_positive, default=20, help="history events per run")
     r.add_argument("--batch", type=_positive, default=100, help="runs per prune transaction")
     r.add_argument("--pollers", type=_positive, default=50, help="parked pollers")
-    r.add_argument("--samples", type=_positive, default=200, help="wakes per latency batch")
+    r.add_argument("--samples", type=_positive, default=100, help="wakes per latency batch")
     r.add_argument(
-        "--max-batches", type=_positive, default=50, help="most latency batches while pruning"
+        "--pass-limit", type=_positive, default=200, help="runs per retention pass request"
     )
+    r.add_argument("--max-batches", type=_positive, default=60, help="most latency batch pairs")
     r.add_argument(
         "--max-seconds", type=_positive, default=600, help="longest the pruning may take"
     )

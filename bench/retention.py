@@ -1,6 +1,6 @@
 """retention: how fast expired runs are pruned, and what pruning costs parked polls.
 
-Bulk-loads ``--runs`` closed runs (default 100k) into the default namespace with
+Bulk-loads ``--run-count`` closed runs (default 100k) into the default namespace with
 SQL, each closed 400 days ago and carrying ``--events`` history events (default
 20) plus one of every row that hangs off a run (a workflow and an activity task,
 an activity execution and attempt, a timer, start/signal/update commands with
@@ -9,12 +9,14 @@ row), VACUUM ANALYZEs, then starts one dwtrio with the retention loop idle.
 
 In that one server run it measures:
 
-* **idle**: poll-latency wakes (``bench.poll_latency.measure``) with nothing else
-  going on, the reference;
-* **pruning**: the same wakes while ``POST /api/system/retention/pass`` requests
-  (limit 1000, batches of ``--batch`` runs) are sent back to back from another
-  thread until the backlog is gone; the prune rate is runs (and history events)
-  deleted per second of wall time over the whole backlog.
+* **wake latency**, alternating: a batch of poll-latency wakes
+  (``bench.poll_latency.measure``) with the pruner paused (the reference), then a
+  batch while ``POST /api/system/retention/pass`` requests (``--pass-limit`` runs
+  each, in transactions of ``--batch``) go back to back from another thread, and
+  so on until the backlog is gone; alternating keeps both sides in the same
+  stretch of the machine's load;
+* **prune rate**: runs (and history events) deleted per second of pass time
+  (the time the pass requests were in flight).
 
 Every loop here is bounded in count and in time, and everything is on loopback.
 """
@@ -180,74 +182,87 @@ def _load(dsn: str, runs: int, events: int) -> None:
     asyncio.run(go())
 
 
-def _prune_until_empty(url: str, deadline: float, out: dict[str, Any]) -> None:
-    """Send retention passes back to back until one prunes nothing (or the deadline)."""
-    conn = RawConnection(url)
-    pruned = events = passes = failed = 0
-    started = time.monotonic()
-    try:
-        while time.monotonic() < deadline:
-            status, body = conn.request("POST", "/api/system/retention/pass", _CP, {"limit": 1000})
-            assert status in (200, 207), body
-            passes += 1
-            pruned += body["pruned"]
-            events += body["pruned_history_events"]
-            failed += body["failed"]
-            if body["processed"] == 0:
-                break
-    finally:
-        conn.close()
-    out.update(
-        seconds=time.monotonic() - started,
-        pruned=pruned,
-        events=events,
-        passes=passes,
-        failed=failed,
-    )
+class _Pruner(threading.Thread):
+    """Sends retention passes back to back while ``go`` is set, until one prunes
+    nothing or the deadline passes; ``idle`` is set whenever no pass is in flight."""
+
+    def __init__(self, url: str, deadline: float, limit: int) -> None:
+        super().__init__(daemon=True)
+        self.url, self.deadline, self.limit = url, deadline, limit
+        self.go, self.idle, self.done = threading.Event(), threading.Event(), threading.Event()
+        self.idle.set()
+        self.pruned = self.events = self.passes = self.failed = 0
+        self.busy_s = 0.0
+
+    def run(self) -> None:
+        conn = RawConnection(self.url)
+        try:
+            while time.monotonic() < self.deadline:
+                if not self.go.wait(0.2):
+                    continue
+                self.idle.clear()
+                started = time.monotonic()
+                status, body = conn.request(
+                    "POST", "/api/system/retention/pass", _CP, {"limit": self.limit}
+                )
+                self.busy_s += time.monotonic() - started
+                self.idle.set()
+                assert status in (200, 207), body
+                self.passes += 1
+                self.pruned += body["pruned"]
+                self.events += body["pruned_history_events"]
+                self.failed += body["failed"]
+                if body["processed"] == 0:
+                    break
+        finally:
+            self.idle.set()
+            self.done.set()
+            conn.close()
 
 
 _CP = {"X-Durable-Workflow-Control-Plane-Version": "2"}
 
 
 def run(args: Any) -> dict[str, Any]:
-    runs, events, samples = args.runs, args.events, args.samples
+    runs, events, samples = args.run_count, args.events, args.samples
+    idle: list[float] = []
+    during: list[float] = []
     with bench_database(args.dsn) as dsn:
         assert dsn, "the retention bench needs --dsn (a Postgres it may create a database in)"
-        extra = {
-            "DW_RETENTION_ENABLED": "0",
-            "DW_RETENTION_BATCH_SIZE": str(args.batch),
-            "DW_AUTH_DRIVER": "none",
-        }
+        extra = {"DW_RETENTION_ENABLED": "0", "DW_RETENTION_BATCH_SIZE": str(args.batch)}
         with dwtrio_server(dsn=dsn, extra_env=extra) as url:
             t0 = time.monotonic()
             _load(dsn, runs, events)
             load_s = time.monotonic() - t0
-            idle = measure(url, args.pollers, samples)
-            out: dict[str, Any] = {}
-            pruner = threading.Thread(
-                target=_prune_until_empty, args=(url, time.monotonic() + args.max_seconds, out)
-            )
+            pruner = _Pruner(url, time.monotonic() + args.max_seconds, args.pass_limit)
             pruner.start()
-            during: list[float] = []
-            # Wakes while the pruner runs, a sample batch at a time (bounded by count).
+            # Alternate: a batch of wakes with the pruner paused (the reference), then one
+            # while it prunes, so both see the same machine; bounded by count and time.
             for _ in range(args.max_batches):
-                if not pruner.is_alive():
+                if pruner.done.is_set():
                     break
+                pruner.go.clear()
+                pruner.idle.wait(60)
+                idle += measure(url, args.pollers, samples)
+                pruner.go.set()
                 during += measure(url, args.pollers, samples)
+            pruner.go.set()
             pruner.join(args.max_seconds + 30)
     rows = [
-        {"case": "idle (reference)", **percentiles(idle), "n": len(idle)},
+        {"case": "pruner paused (reference)", **percentiles(idle), "n": len(idle)},
         {"case": "while pruning", **percentiles(during), "n": len(during)},
     ]
+    busy = max(pruner.busy_s, 1e-9)
     rate = {
-        "runs": out.get("pruned", 0),
-        "history_events": out.get("events", 0),
-        "seconds": round(out.get("seconds", 0.0), 2),
-        "runs_per_s": round(out.get("pruned", 0) / max(out.get("seconds", 1e-9), 1e-9)),
-        "events_per_s": round(out.get("events", 0) / max(out.get("seconds", 1e-9), 1e-9)),
-        "passes": out.get("passes", 0),
-        "failed": out.get("failed", 0),
+        "runs": pruner.pruned,
+        "history_events": pruner.events,
+        "pruning_seconds": round(pruner.busy_s, 2),
+        "runs_per_s": round(pruner.pruned / busy),
+        "events_per_s": round(pruner.events / busy),
+        "passes": pruner.passes,
+        "failed": pruner.failed,
         "batch": args.batch,
+        "pass_limit": args.pass_limit,
         "load_s": round(load_s, 1),
     }
     print(table(rows, ["case", "p50", "p90", "p99", "max", "n"]))
