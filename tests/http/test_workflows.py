@@ -356,7 +356,8 @@ async def test_duplicate_start_fail_policy_is_409(server: RunningServer) -> None
             r = await start(c, workflow_id="dup", **extra)
             assert r.status_code == 409, r.text
             body = r.json()
-            assert set(body) == START_KEYS | {"message"}
+            assert set(body) == START_KEYS | {"message", "request_id"}
+            assert body["request_id"] == r.headers["x-request-id"]
             assert body["outcome"] == "rejected_duplicate"
             assert body["reason"] == "instance_already_started"
             assert body["rejection_reason"] == "instance_already_started"
