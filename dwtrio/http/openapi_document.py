@@ -1003,7 +1003,9 @@ def _operation(op: Operation) -> dict[str, Any]:
         }
         for status, description in op.success
     }
-    responses.update(_error_responses(op))
+    for status, answer in _error_responses(op).items():
+        # A status the route documents as an answer (a health report's 503) stays one.
+        responses.setdefault(status, answer)
     description = op.summary
     if op.roles:
         description += f" Roles: {', '.join(op.roles)}."

@@ -90,9 +90,14 @@ STATE_REFUSALS_5XX = frozenset({(504, "query_worker_timeout")})
 
 
 def state_refusal(case: Any, status: int, content: bytes) -> bool:
-    """Whether a 5xx is a documented refusal of this operation, as an error envelope."""
-    if str(status) not in case.operation.definition.raw.get("responses", {}):
+    """Whether a 5xx is documented for this operation: as one of its answers (a probe or
+    health report saying "not ready"), or as an error envelope reporting state."""
+    documented = case.operation.definition.raw.get("responses", {}).get(str(status))
+    if documented is None:
         return False
+    schema = documented.get("content", {}).get("application/json", {}).get("schema", {})
+    if "#/components/schemas/" not in json.dumps(schema):
+        return True  # an answer, not an error
     if envelope_problem(status, content) is not None:
         return False
     return (status, json.loads(content)["reason"]) in STATE_REFUSALS_5XX
