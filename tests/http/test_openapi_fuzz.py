@@ -1,9 +1,9 @@
 """Property-based fuzzing of every documented route against a real dwtrio.
 
 Schemathesis turns each operation of ``GET /api/openapi.json`` into Hypothesis
-strategies, in three rounds: positive cases (what the schemas allow), negative
+strategies, in four rounds: positive cases (what the schemas allow), negative
 ones (what they forbid: wrong types, missing required fields, values past their
-limits, junk headers), and positive cases aimed at seeded resources. Every answer
+limits, junk headers), and both again aimed at seeded resources. Every answer
 must be below 500 (but a 5xx the operation documents as a state refusal), every
 4xx must carry the documented error envelope (``reason`` and ``message`` strings,
 on a field 422 the ``errors`` map), and every success must match the operation's
@@ -151,7 +151,8 @@ def fuzz(
             except Exception as exc:  # schemathesis raises a group of failures
                 report.failures.append(f"{where} -> {status} off its schema: {exc}"[:600])
 
-    #: Third round: valid cases aimed at the seeded resources, through the gates.
+    #: Third and fourth rounds: valid and invalid cases aimed at the seeded resources,
+    #: with valid version and namespace headers, so they reach the handlers.
     seeded_headers = {"X-Namespace": "default", WORKER_HEADER: "1.20"}
     for result in schema.get_all_operations():
         if not isinstance(result, Ok):
@@ -160,14 +161,12 @@ def fuzz(
         operation = result.ok()
         report.operations += 1
         names = {p.name for p in operation.path_parameters}
+        seeded = {k: v for k, v in seeds.items() if k in names}
         rounds = [
             (GenerationMode.POSITIVE, {}, {}),
             (GenerationMode.NEGATIVE, {}, {}),
-            (
-                GenerationMode.POSITIVE,
-                {k: v for k, v in seeds.items() if k in names},
-                seeded_headers,
-            ),
+            (GenerationMode.POSITIVE, seeded, seeded_headers),
+            (GenerationMode.NEGATIVE, seeded, seeded_headers),
         ]
         for mode, path_parameters, headers in rounds:
 
