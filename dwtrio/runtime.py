@@ -242,7 +242,8 @@ class Runtime:
         self.registrations = RegistrationCache(self.store)
         self.admission = self.settings.admission_policy
         # History long-polls (here and on other nodes) wake when a run gets events.
-        self.store.after_commit = self._history_appended
+        if self.store is not None:  # (None: a runtime only for routing, tests and probes)
+            self.store.after_commit = self._history_appended
 
     def publish_wakes(self, keys: Iterable[QueueKey]) -> None:
         """After a commit: wake pollers of every queue that got new ready work."""
