@@ -40,7 +40,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 # No ``*_created`` series beside each counter and histogram: they double the
 # series a scrape carries and no dashboard here reads them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: prometheus_client's own switch for multiprocess mode (its variable, not a dwtrio setting).
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
