@@ -204,7 +204,7 @@ async def test_help_lists_commands() -> None:
     out = proc.stdout.decode()
     commands = {line.split()[0] for line in out.splitlines() if line.startswith("    ")}
     assert {"serve", "bootstrap"} <= commands, out
-    assert "{serve,bootstrap,config}" in out, out
+    assert "{serve,bootstrap,config,history}" in out, out
 
 
 @pytest.mark.slow
