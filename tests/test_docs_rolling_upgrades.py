@@ -9,72 +9,18 @@ a documented line stands for any text.
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import sys
 from pathlib import Path
 
-import attrs
-import trio
+from docs_examples import DOCUMENTED_URL, Page
 
-from conftest import REPO_ROOT, StartServer
+from conftest import StartServer
 
-PAGE = "docs/rolling-upgrades.md"
-DOC = (REPO_ROOT / PAGE).read_text()
-#: Where the page addresses the server (README's "Run it"); the test server has its own port.
-DOCUMENTED_URL = "http://127.0.0.1:8080"
-FENCE = re.compile(r"^```(\w+)\n(.*?)^```\n", re.S | re.M)
-
-
-@attrs.frozen
-class Example:
-    language: str
-    code: str
-    #: The ``text`` block right after it, if any.
-    prints: str | None
-    line: int
-
-
-def examples(language: str) -> list[Example]:
-    fences = list(FENCE.finditer(DOC))
-    found = []
-    for i, m in enumerate(fences):
-        if m.group(1) != language:
-            continue
-        after = fences[i + 1] if i + 1 < len(fences) else None
-        prints = None
-        if after and after.group(1) == "text" and not DOC[m.end() : after.start()].strip():
-            prints = after.group(2)
-        found.append(Example(language, m.group(2), prints, DOC.count("\n", 0, m.start()) + 1))
-    return found
-
-
-def assert_prints(example: Example, stdout: str) -> None:
-    assert example.prints is not None
-    want = example.prints.strip("\n").splitlines()
-    got = stdout.strip("\n").splitlines()
-    ok = len(want) == len(got) and all(
-        re.fullmatch(".*".join(re.escape(part) for part in w.split("...")), g)
-        for w, g in zip(want, got, strict=True)
-    )
-    assert ok, (
-        f"the {example.language} block at {PAGE}:{example.line} printed\n"
-        f"{stdout}\ninstead of\n{example.prints}"
-    )
-
-
-async def run(argv: list[str], example: Example) -> str:
-    with trio.fail_after(90):
-        proc = await trio.run_process(
-            argv, capture_stdout=True, capture_stderr=True, check=False, env=dict(os.environ)
-        )
-    out, err = proc.stdout.decode(), proc.stderr.decode()
-    assert proc.returncode == 0, (
-        f"the {example.language} block at {PAGE}:{example.line} failed "
-        f"({proc.returncode}):\n{err}\n{out}"
-    )
-    return out
+PAGE = Page.load("docs/rolling-upgrades.md")
+examples = PAGE.examples
+assert_prints = PAGE.assert_prints
+run = PAGE.run
 
 
 def test_every_example_documents_what_it_prints() -> None:
