@@ -61,6 +61,19 @@ def median_of_runs(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> di
     return {k: round(statistics.median(float(r[k]) for r in runs), 2) for k in keys}
 
 
+def latency_rows(runs: Sequence[Mapping[str, Any]], label: str = "request") -> list[dict[str, Any]]:
+    """One row per timed request: the median over ``runs`` (each ``{name: {"ms": [...]}}``)
+    of each run's p50, p99 and max."""
+    rows = []
+    for name in runs[0]:
+        per_run = []
+        for measured in runs:
+            p = percentiles(measured[name]["ms"])
+            per_run.append({"p50_ms": p["p50"], "p99_ms": p["p99"], "max_ms": p["max"]})
+        rows.append({label: name, **median_of_runs(per_run, ["p50_ms", "p99_ms", "max_ms"])})
+    return rows
+
+
 class _NoProgress:
     def update(self, n: int = 1) -> None:
         pass

@@ -39,8 +39,7 @@ from bench.harness import (
     CP,
     bench_database,
     dwtrio_server,
-    median_of_runs,
-    percentiles,
+    latency_rows,
     plot_cdf,
     progress,
     table,
@@ -244,13 +243,7 @@ def run(args: Any) -> dict[str, Any]:
             runs.append(asyncio.run(_measure(url, dsn, args.samples)))
     seen = _check(runs[0], args)
     print(f"  as reported: {seen}")
-    rows = []
-    for name in runs[0]:
-        per_run = []
-        for measured in runs:
-            p = percentiles(measured[name]["ms"])
-            per_run.append({"p50_ms": p["p50"], "p99_ms": p["p99"], "max_ms": p["max"]})
-        rows.append({"request": name, **median_of_runs(per_run, ["p50_ms", "p99_ms", "max_ms"])})
+    rows = latency_rows(runs)
     print(
         f"{args.runs_count} runs, {args.tasks} open runs with a workflow task on"
         f" {args.queues} queues; {args.samples} requests each, median over {args.runs} run(s):"
