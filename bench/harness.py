@@ -61,6 +61,25 @@ def median_of_runs(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> di
     return {k: round(statistics.median(float(r[k]) for r in runs), 2) for k in keys}
 
 
+async def time_statement(dsn: str, sql: str, *args: Any, samples: int) -> list[float]:
+    """Milliseconds of ``samples`` runs of one statement through asyncpg (after three
+    warm-up runs): Postgres's share of a request, beside the request itself."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        for _ in range(3):
+            await conn.fetch(sql, *args)
+        times = []
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            await conn.fetch(sql, *args)
+            times.append((time.perf_counter() - t0) * 1000)
+        return times
+    finally:
+        await conn.close()
+
+
 def latency_rows(runs: Sequence[Mapping[str, Any]], label: str = "request") -> list[dict[str, Any]]:
     """One row per timed request: the median over ``runs`` (each ``{name: {"ms": [...]}}``)
     of each run's p50, p99 and max."""

@@ -43,6 +43,7 @@ from bench.harness import (
     plot_cdf,
     progress,
     table,
+    time_statement,
     write_result,
 )
 
@@ -149,23 +150,6 @@ def requests() -> dict[str, str]:
     }
 
 
-async def _statement(dsn: str, sql: str, samples: int) -> list[float]:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        for _ in range(2):
-            await conn.fetch(sql)
-        times = []
-        for _ in range(samples):
-            t0 = time.perf_counter()
-            await conn.fetch(sql)
-            times.append((time.perf_counter() - t0) * 1000)
-        return times
-    finally:
-        await conn.close()
-
-
 async def _measure(url: str, dsn: str, samples: int) -> dict[str, Any]:
     import asyncpg
 
@@ -195,13 +179,13 @@ async def _measure(url: str, dsn: str, samples: int) -> dict[str, Any]:
     out["run counters alone (asyncpg)"] = {
         "path": None,
         "body": None,
-        "ms": await _statement(dsn, counters_sql, samples),
+        "ms": await time_statement(dsn, counters_sql, samples=samples),
     }
     # The full count reads every run: a few samples say enough.
     out["count(*) by status over the runs (asyncpg, ref)"] = {
         "path": None,
         "body": None,
-        "ms": await _statement(dsn, FULL_COUNT_SQL, max(5, samples // 30)),
+        "ms": await time_statement(dsn, FULL_COUNT_SQL, samples=max(5, samples // 30)),
     }
     return out
 

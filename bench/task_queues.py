@@ -45,6 +45,7 @@ from bench.harness import (
     plot_cdf,
     progress,
     table,
+    time_statement,
     write_result,
 )
 
@@ -155,8 +156,6 @@ def requests() -> dict[str, str]:
 
 async def _stats_statement(dsn: str, samples: int, stale_after_s: int) -> list[float]:
     """The stats statement alone, through asyncpg: Postgres's share of a description."""
-    import asyncpg
-
     from dwtrio.store.queries import QUERIES
 
     named = QUERIES["task_queue_stats"]
@@ -166,19 +165,8 @@ async def _stats_statement(dsn: str, samples: int, stale_after_s: int) -> list[f
         "stale_after_s": stale_after_s,
         "overdue_after_s": 3.0,
     }
-    conn = await asyncpg.connect(dsn)
-    try:
-        args = [values[p] for p in named.params]
-        for _ in range(3):
-            await conn.fetch(named.sql, *args)
-        times = []
-        for _ in range(samples):
-            t0 = time.perf_counter()
-            await conn.fetch(named.sql, *args)
-            times.append((time.perf_counter() - t0) * 1000)
-        return times
-    finally:
-        await conn.close()
+    args = [values[p] for p in named.params]
+    return await time_statement(dsn, named.sql, *args, samples=samples)
 
 
 async def _measure(url: str, dsn: str, samples: int) -> dict[str, Any]:
