@@ -45,6 +45,7 @@ from prometheus_client import multiprocess
 from dwtrio import metrics
 from dwtrio.background import supervisor
 from dwtrio.embedded import EmbeddedPostgres
+from dwtrio.errors import DwtrioError
 from dwtrio.http.app import create_app
 from dwtrio.http.metrics import instrument
 from dwtrio.http.server import default_max_connections, serve_http
@@ -52,7 +53,7 @@ from dwtrio.runtime import Runtime
 from dwtrio.settings import Settings
 from dwtrio.store import migrate
 from dwtrio.store.migrate import BootstrapReport
-from dwtrio.store.pool import connect_once, open_store
+from dwtrio.store.pool import Store, connect_once, open_store
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,24 @@ async def bootstrap(settings: Settings, dsn: str) -> BootstrapReport:
 async def run_bootstrap(settings: Settings, dsn: str) -> BootstrapReport:
     async with trio_asyncio.open_loop():
         return await bootstrap(settings, dsn)
+
+
+async def log_schema_state(store: Store) -> None:
+    """Say at start when the schema and this node's release differ: a schema behind it
+    (not ready until `dwtrio bootstrap` runs) or ahead of it (a mixed-version cluster
+    during a rolling upgrade, which this node serves in)."""
+    try:
+        state = await store.probe(migrate.schema_state)
+    except DwtrioError as exc:
+        log.warning("could not compare the schema with this release: %s", exc)
+        return
+    if state.pending:
+        log.warning(
+            "the database lacks migrations of this release (%s): not ready until "
+            "`dwtrio bootstrap` applies them",
+            ", ".join(state.pending),
+        )
+    migrate.log_newer(state.newer)
 
 
 async def _watch_signals(
@@ -175,7 +194,10 @@ async def serve(
 
             root.start_soon(cancel_startup_on_stop)
             async with trio_asyncio.open_loop():
-                if settings.auto_bootstrap if bootstrap_first is None else bootstrap_first:
+                bootstrapped = (
+                    settings.auto_bootstrap if bootstrap_first is None else bootstrap_first
+                )
+                if bootstrapped:
                     report = await bootstrap(settings, dsn)
                     if report.applied:
                         log.info("applied migrations: %s", ", ".join(report.applied))
@@ -185,6 +207,8 @@ async def serve(
                     max_size=settings.db_pool_max_size,
                     outage_wait_s=settings.db_outage_wait_s,
                 ) as store:
+                    if not bootstrapped:  # (a bootstrap has logged what it found)
+                        await log_schema_state(store)
                     rt = Runtime.build(settings, store)
                     app = shield_sends(instrument(create_app(rt)))
 
@@ -203,7 +227,7 @@ async def serve(
                                     wrap_app(app, 0, "asgi"),
                                     hypercorn_config(settings),
                                     max_connections=settings.max_connections
-                                    or default_max_connections(settings.db_pool_max_size),
+                                    or default_max_connections(settings.db_connections_per_process),
                                     sockets=sockets,
                                     shutdown_trigger=drain,
                                     task_status=task_status,
@@ -297,9 +321,9 @@ def multiprocess_metrics() -> Iterator[None]:
 
 def _run_workers(settings: Settings, dsn: str) -> None:
     """DW_WORKERS server processes on one shared socket, until they all exit."""
-    if not settings.redis_url:
+    if settings.wake_bus_kind == "local":
         log.warning(
-            "DW_WORKERS=%d without DW_REDIS_URL: a wake reaches only pollers in the same "
+            "DW_WORKERS=%d with DW_WAKE_BUS=local: a wake reaches only pollers in the same "
             "process; pollers in the others see new tasks on their recheck "
             "(DW_WORKER_POLL_INTERVAL_MS)",
             settings.workers,

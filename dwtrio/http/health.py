@@ -27,17 +27,21 @@ async def _database_check(rt: Runtime) -> dict[str, Any]:
 
 
 async def _migrations_check(rt: Runtime) -> dict[str, Any]:
+    """Ready when every migration of this release is applied. Migrations of a newer
+    release (a rolling upgrade under way) leave it ready: they are listed, that's all."""
     try:
         with trio.fail_after(PROBE_TIMEOUT_S):
-            missing = await rt.store.probe(migrate.pending_migrations)
+            state = await rt.store.probe(migrate.schema_state)
     except (DwtrioError, trio.TooSlowError) as exc:
         return {"status": "unavailable", "message": str(exc) or "timed out"}
-    if missing:
+    if state.pending:
         return {
             "status": "missing",
-            "missing_migrations": missing,
+            "missing_migrations": list(state.pending),
             "remediation": "Run `dwtrio bootstrap` against this database.",
         }
+    if state.newer:
+        return {"status": "ok", "newer_migrations": list(state.newer)}
     return {"status": "ok"}
 
 

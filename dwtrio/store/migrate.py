@@ -4,6 +4,12 @@ Migrations are ``schema/migrations/NNNN_what.sql``, applied in order, each in it
 own transaction, and recorded in ``dwtrio_schema_migrations``. A session-level
 advisory lock serialises concurrent bootstraps (two pods starting at once), so
 running bootstrap twice, or twice at the same time, is safe.
+
+Migrations follow expand/contract (docs/rolling-upgrades.md): the previous release
+keeps running on a schema migrated by this one. So a database holding migrations
+this code does not know is not an error: they belong to a newer release, and a node
+of this one keeps serving beside it (``schema_state`` reports them; bootstrap logs
+them and applies nothing in their place).
 """
 
 from __future__ import annotations
@@ -70,13 +76,54 @@ class BootstrapReport:
     namespace_created: bool
 
 
-async def applied_versions(conn: Conn) -> dict[int, str] | None:
-    """Applied migration versions and checksums, or None if the table does not exist."""
+@attrs.frozen
+class Applied:
+    name: str
+    checksum: str
+
+
+@attrs.frozen
+class SchemaState:
+    """How the database's migrations compare with the ones this code ships."""
+
+    #: Shipped but not applied: the schema is older than this code (`dwtrio bootstrap`).
+    pending: tuple[str, ...]
+    #: Applied but not shipped: a newer release migrated the database (mixed versions).
+    newer: tuple[str, ...]
+
+
+def label(version: int, name: str) -> str:
+    return f"{version:04d}_{name}"
+
+
+async def applied_migrations(conn: Conn) -> dict[int, Applied] | None:
+    """Applied migrations by version, or None if the bookkeeping table does not exist."""
     exists = await _MIGRATIONS_TABLE_EXISTS.fetchval(conn)
     if not exists:
         return None
     rows = await _LIST_APPLIED_MIGRATIONS.fetch(conn)
-    return {r["version"]: r["checksum"] for r in rows}
+    return {r["version"]: Applied(r["name"], r["checksum"]) for r in rows}
+
+
+def compare(applied: dict[int, Applied], shipped: list[Migration]) -> SchemaState:
+    known = {m.version for m in shipped}
+    return SchemaState(
+        pending=tuple(label(m.version, m.name) for m in shipped if m.version not in applied),
+        newer=tuple(label(v, a.name) for v, a in sorted(applied.items()) if v not in known),
+    )
+
+
+async def schema_state(conn: Conn) -> SchemaState:
+    return compare(await applied_migrations(conn) or {}, list_migrations())
+
+
+def log_newer(newer: tuple[str, ...]) -> None:
+    if newer:
+        log.warning(
+            "the database has migrations of a newer dwtrio release (%s): this node runs "
+            "beside it in a mixed-version cluster; upgrade it soon (docs/rolling-upgrades.md)",
+            ", ".join(newer),
+        )
 
 
 async def bootstrap(conn: Conn, *, default_namespace: str, retention_days: int) -> BootstrapReport:
@@ -85,11 +132,11 @@ async def bootstrap(conn: Conn, *, default_namespace: str, retention_days: int) 
     await _LOCK_MIGRATIONS.execute(conn, key=MIGRATION_LOCK_KEY)
     try:
         await _CREATE_MIGRATIONS_TABLE.execute(conn)
-        done = await applied_versions(conn) or {}
+        done = await applied_migrations(conn) or {}
         applied: list[str] = []
         for mig in migrations:
             if mig.version in done:
-                if done[mig.version] != mig.checksum:
+                if done[mig.version].checksum != mig.checksum:
                     log.warning(
                         "migration %04d_%s changed after it was applied", mig.version, mig.name
                     )
@@ -100,7 +147,8 @@ async def bootstrap(conn: Conn, *, default_namespace: str, retention_days: int) 
                 await _RECORD_MIGRATION.execute(
                     conn, version=mig.version, name=mig.name, checksum=mig.checksum
                 )
-            applied.append(f"{mig.version:04d}_{mig.name}")
+            applied.append(label(mig.version, mig.name))
+        log_newer(compare(done, migrations).newer)
         created = await seed_namespace(
             conn, default_namespace.lower(), "Default namespace", retention_days
         )
@@ -111,5 +159,4 @@ async def bootstrap(conn: Conn, *, default_namespace: str, retention_days: int) 
 
 async def pending_migrations(conn: Conn) -> list[str]:
     """Names of migrations on disk that the database has not applied."""
-    done = await applied_versions(conn) or {}
-    return [f"{m.version:04d}_{m.name}" for m in list_migrations() if m.version not in done]
+    return list((await schema_state(conn)).pending)

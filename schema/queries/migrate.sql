@@ -20,8 +20,8 @@ CREATE TABLE IF NOT EXISTS dwtrio_schema_migrations (
 SELECT to_regclass('dwtrio_schema_migrations') IS NOT NULL;
 
 -- name: list_applied_migrations
--- Versions and checksums of applied migrations.
-SELECT version, checksum FROM dwtrio_schema_migrations ORDER BY version;
+-- Versions, names and checksums of applied migrations.
+SELECT version, name, checksum FROM dwtrio_schema_migrations ORDER BY version;
 
 -- name: record_migration
 -- Remember that a migration was applied.

@@ -7,11 +7,14 @@ readiness verdict built from exactly five checks.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 import httpx
 import pytest
+
+from dwtrio.store.pool import Conn, connect_once
 
 from conftest import Databases, RunningServer, StartServer
 
@@ -108,6 +111,31 @@ async def test_ready_on_empty_database(start_server: StartServer, databases: Dat
     async with srv.client(token=None) as c:
         r = await c.get("/api/health")
     assert assert_probe_response(r, 200)["checks"] == {"database": "ok"}
+
+
+async def test_ready_on_a_schema_migrated_by_a_newer_release(
+    start_server: StartServer, databases: Databases, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node of the previous release during a rolling upgrade: the database holds a
+    migration it does not know. It stays ready, lists the migration and says so at start."""
+    dsn = databases.dsn(await databases.create(empty=True))
+    await start_server(dsn=dsn, bootstrap=True)
+
+    async def insert_future(conn: Conn) -> None:
+        await conn.execute(
+            "INSERT INTO dwtrio_schema_migrations (version, name, checksum)"
+            " VALUES (9999, 'from_a_newer_release', 'x')"
+        )
+
+    await connect_once(dsn, insert_future)
+    with caplog.at_level(logging.WARNING, logger="dwtrio.store.migrate"):
+        srv = await start_server(dsn=dsn)  # no bootstrap: as under DW_AUTO_BOOTSTRAP=false
+    assert "newer dwtrio release (9999_from_a_newer_release)" in caplog.text
+    body = assert_probe_response(await ready(srv), 200)
+    assert body["checks"]["migrations"] == {
+        "status": "ok",
+        "newer_migrations": ["9999_from_a_newer_release"],
+    }
 
 
 async def test_ready_when_default_namespace_missing(start_server: StartServer) -> None:

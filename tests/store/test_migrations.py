@@ -1,6 +1,8 @@
 import importlib
+import logging
 import pkgutil
 
+import pytest
 import trio
 
 import dwtrio.store
@@ -92,11 +94,52 @@ def test_query_file_parser() -> None:
 
 
 def test_query_file_parser_rejects_duplicates_and_stray_sql() -> None:
-    import pytest
-
     with pytest.raises(ValueError, match="twice"):
         parse_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
     with pytest.raises(ValueError, match="before the first"):
         parse_queries("SELECT 0;\n-- name: a\nSELECT 1;\n")
     with pytest.raises(ValueError, match="empty"):
         parse_queries("-- name: a\n-- nothing here\n")
+
+
+async def _insert_future_migration(conn: Conn) -> None:
+    await conn.execute(
+        "INSERT INTO dwtrio_schema_migrations (version, name, checksum)"
+        " VALUES (9999, 'from_a_newer_release', 'x')"
+    )
+
+
+async def test_migrations_of_a_newer_release_are_reported_never_refused(
+    databases: Databases, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rolling upgrade migrates the database before the last node of the previous release
+    stops: that node's bootstrap must neither fail nor touch what it does not know."""
+    dsn = databases.dsn(await databases.create(empty=True))
+    await _bootstrap(dsn)
+    await connect_once(dsn, _insert_future_migration)
+
+    state = await connect_once(dsn, migrate.schema_state)
+    assert state == migrate.SchemaState(pending=(), newer=("9999_from_a_newer_release",))
+    with caplog.at_level(logging.WARNING, logger="dwtrio.store.migrate"):
+        report = await _bootstrap(dsn)
+    assert report.applied == ()
+    assert report.already_applied == len(migrate.list_migrations()) + 1
+    assert "newer dwtrio release (9999_from_a_newer_release)" in caplog.text
+    assert await connect_once(dsn, migrate.pending_migrations) == []
+
+
+async def test_schema_state_lists_the_migrations_this_release_lacks(databases: Databases) -> None:
+    dsn = databases.dsn(await databases.create(empty=True))
+    assert await connect_once(dsn, migrate.schema_state) == migrate.SchemaState(
+        pending=tuple(migrate.label(m.version, m.name) for m in migrate.list_migrations()),
+        newer=(),
+    )
+    await _bootstrap(dsn)
+    last = migrate.list_migrations()[-1]
+
+    async def forget_last(conn: Conn) -> None:
+        await conn.execute("DELETE FROM dwtrio_schema_migrations WHERE version = $1", last.version)
+
+    await connect_once(dsn, forget_last)
+    state = await connect_once(dsn, migrate.schema_state)
+    assert state == migrate.SchemaState(pending=(migrate.label(last.version, last.name),), newer=())
