@@ -170,8 +170,15 @@ BACKGROUND_FAILURES = Counter(
     "Background passes that failed (store unavailable or an error), by loop.",
     ["loop"],
 )
+BACKGROUND_ITEMS = Counter(
+    "dwtrio_background_items_total",
+    "What this process's background passes handled, by loop: timers fired (timer), "
+    "deadlines enforced (timeouts), leases redispatched (task_repair), schedule "
+    "occurrences fired (scheduler), runs pruned (retention).",
+    ["loop"],
+)
 
-LOOPS: Final = ("task_repair", "timer", "timeouts", "scheduler")
+LOOPS: Final = ("task_repair", "timer", "timeouts", "scheduler", "retention")
 
 # Prebuilt children of the hot paths: one dict lookup per event.
 CLAIM_RESULTS = {
@@ -195,6 +202,7 @@ STORE_RETRIES_BY_REASON = {
 }
 BACKGROUND_DURATION_BY_LOOP = {loop: BACKGROUND_DURATION.labels(loop) for loop in LOOPS}
 BACKGROUND_FAILURES_BY_LOOP = {loop: BACKGROUND_FAILURES.labels(loop) for loop in LOOPS}
+BACKGROUND_ITEMS_BY_LOOP = {loop: BACKGROUND_ITEMS.labels(loop) for loop in LOOPS}
 WAKE_BUS_DEGRADED.set(0)
 
 

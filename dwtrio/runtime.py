@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 import trio
 
-from dwtrio import __version__
+from dwtrio import __version__, metrics
 from dwtrio.manifest import SERVER_FEATURES, Features, worker_capabilities
 from dwtrio.matching.waiters import QueueKey, WaiterSet, history_key
 from dwtrio.matching.wakebus import WakeBus, make_wake_bus
@@ -180,6 +180,14 @@ class LoopBeat:
     #: Wall-clock time (Unix seconds) of the last tick that did not fail.
     last_ok_unix: float | None = None
     last_error: str | None = None
+    #: What the loop's passes handled so far (timers fired, runs pruned, ...).
+    items: int = 0
+
+    def handled(self, count: int) -> None:
+        """Count ``count`` items a pass handled (here and in ``dwtrio_background_items_total``)."""
+        if count:
+            self.items += count
+            metrics.BACKGROUND_ITEMS_BY_LOOP[self.name].inc(count)
 
     def started(self) -> None:
         self.tick_started_at = trio.current_time()

@@ -36,8 +36,11 @@ async def run_retention_loop(
         task_status.started()
         await trio.sleep_forever()
 
+    beat = rt.loop_beats.beat("retention", rt.settings.retention_interval_s)
+
     async def tick() -> float | None:
         report = await prune_once(rt)
+        beat.handled(report.pruned)
         if report.processed:
             log.info(
                 "retention: %d runs pruned (%d history events, %d instances), %d failed",
@@ -55,5 +58,6 @@ async def run_retention_loop(
         interval_s=rt.settings.retention_interval_s,
         action="retention",
         log=log,
+        beat=beat,
         task_status=task_status,
     )

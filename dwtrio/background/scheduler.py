@@ -49,6 +49,7 @@ async def run_scheduler_loop(
         task_status.started()
         return
     interval_s = settings.scheduler_poll_interval_ms / 1000
+    beat = rt.loop_beats.beat("scheduler", interval_s)
 
     async def fire_some() -> int:
         """Fire up to CLAIM_BATCH due schedules in one transaction; 0 when none was due."""
@@ -75,6 +76,7 @@ async def run_scheduler_loop(
             await rt.store.transaction(engine.record_fire_failure, schedule_pk, repr(exc))
             return 1
         rt.publish_wakes(outcome.wakes)
+        beat.handled(count)
         return count
 
     async def fire_due() -> bool:
@@ -121,6 +123,6 @@ async def run_scheduler_loop(
         action="scheduler",
         log=log,
         sleep=rt.schedule_nudge.sleep,
-        beat=rt.loop_beats.beat("scheduler", interval_s),
+        beat=beat,
         task_status=task_status,
     )

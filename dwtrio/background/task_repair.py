@@ -45,8 +45,11 @@ async def repair_once(rt: Runtime) -> int:
 async def run_task_repair_loop(
     rt: Runtime, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
+    beat = rt.loop_beats.beat("task_repair", rt.settings.task_repair_interval_s)
+
     async def tick() -> float | None:
         repaired = await repair_once(rt)
+        beat.handled(repaired)
         if repaired:
             log.info(
                 "task repair: %d leases of expired or lost workers redispatched",
@@ -61,6 +64,6 @@ async def run_task_repair_loop(
         interval_s=rt.settings.task_repair_interval_s,
         action="task_repair",
         log=log,
-        beat=rt.loop_beats.beat("task_repair", rt.settings.task_repair_interval_s),
+        beat=beat,
         task_status=task_status,
     )

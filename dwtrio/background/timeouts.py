@@ -49,8 +49,11 @@ async def check_once(rt: Runtime) -> int:
 async def run_timeouts_loop(
     rt: Runtime, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
+    beat = rt.loop_beats.beat("timeouts", rt.settings.timeout_check_interval_s)
+
     async def tick() -> None:
         handled = await check_once(rt)
+        beat.handled(handled)
         if handled:
             log.info("timeouts: %d deadlines enforced", handled, extra={"action": "timeouts"})
 
@@ -60,6 +63,6 @@ async def run_timeouts_loop(
         interval_s=rt.settings.timeout_check_interval_s,
         action="timeouts",
         log=log,
-        beat=rt.loop_beats.beat("timeouts", rt.settings.timeout_check_interval_s),
+        beat=beat,
         task_status=task_status,
     )

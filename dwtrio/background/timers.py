@@ -33,10 +33,12 @@ async def run_timer_loop(
     rt: Runtime, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     interval_s = rt.settings.timer_poll_interval_ms / 1000
+    beat = rt.loop_beats.beat("timer", interval_s)
 
     async def tick() -> float | None:
         outcome, settled, next_due_s = await rt.store.transaction(fire_due, TIMER_BATCH)
         rt.publish_wakes(outcome.wakes)
+        beat.handled(settled)
         if settled >= TIMER_BATCH:
             return RUN_AGAIN_NOW  # more are due right away
         if next_due_s is None:
@@ -50,6 +52,6 @@ async def run_timer_loop(
         action="timer",
         log=log,
         sleep=rt.timer_nudge.sleep,
-        beat=rt.loop_beats.beat("timer", interval_s),
+        beat=beat,
         task_status=task_status,
     )

@@ -86,6 +86,8 @@ class LoopState:
     late_by_s: float | None
     last_ok_unix: float | None
     last_error: str | None
+    #: What the loop's passes handled in this process (timers fired, runs pruned, ...).
+    items: int = 0
 
 
 async def read_facts(

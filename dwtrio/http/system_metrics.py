@@ -107,6 +107,7 @@ def _loop_state(beat: LoopBeat, now: float) -> engine.LoopState:
         late_by_s=late,
         last_ok_unix=beat.last_ok_unix,
         last_error=beat.last_error,
+        items=beat.items,
     )
 
 
@@ -184,6 +185,7 @@ def blueprint(rt: Runtime) -> Blueprint:
                     "failed_passes": state.failures,
                     "consecutive_failures": state.consecutive_failures,
                     "last_successful_pass_at": engine.unix_iso(state.last_ok_unix),
+                    "items": state.items,
                 }
                 for state in loop_states(rt)
             },
