@@ -1,4 +1,11 @@
-"""/api/health (liveness) and /api/ready (readiness): public probes."""
+"""/api/live, /api/health and /api/ready: the public probes.
+
+``/api/live`` says only that the process answers (its event loop runs); it never
+touches the database, so an orchestrator's liveness probe pointed at it does not
+restart every node while the database is down. ``/api/health`` is the protocol's
+liveness route and reports the database too (503 while it is unreachable);
+``/api/ready`` is readiness.
+"""
 
 from __future__ import annotations
 
@@ -69,6 +76,12 @@ def _auth_check(rt: Runtime) -> dict[str, Any]:
 
 def blueprint(rt: Runtime) -> Blueprint:
     bp = Blueprint("health", __name__)
+
+    @bp.get("/api/live")
+    async def live() -> Response:
+        return json_response(
+            {"status": "alive", "timestamp": wire.iso_offset(wire.now_utc())}, 200
+        )
 
     @bp.get("/api/health")
     async def health() -> Response:

@@ -276,13 +276,23 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     # probes and discovery
     Operation(
         method="GET",
+        path="/api/live",
+        plane="public",
+        tag="probes",
+        summary="Process liveness: the server answers; no database check.",
+        operation_id="live",
+        namespaced=False,
+        success=((200, "Alive."),),
+    ),
+    Operation(
+        method="GET",
         path="/api/health",
         plane="public",
         tag="probes",
-        summary="Liveness: the process answers.",
+        summary="Liveness as the protocol defines it: the process and its database answer.",
         operation_id="health",
         namespaced=False,
-        success=((200, "Alive."),),
+        success=((200, "Serving."), (503, "The database is unreachable.")),
     ),
     Operation(
         method="GET",

@@ -48,7 +48,7 @@ def classify(method: str, path: str) -> RoutePolicy:
         return OUTSIDE_API
     parts = [p for p in path[len("/api/") :].split("/") if p]
     head = parts[0] if parts else ""
-    if head in ("health", "ready", "openapi.json") and len(parts) == 1:
+    if head in ("live", "health", "ready", "openapi.json") and len(parts) == 1:
         return PUBLIC
     if parts == ["cluster", "info"]:
         return DISCOVERY

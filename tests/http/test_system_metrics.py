@@ -447,6 +447,13 @@ async def test_health_is_503_without_the_database(
             assert check(body, name)["status"] == "unknown"
         assert body["categories"]["correctness"]["status"] == "error"
         assert body["routing_drains"]["queues"] == []
+        # The probes: the protocol's liveness route reports the database; /api/live,
+        # an orchestrator's liveness probe, does not (no restart loop in an outage).
+        async with s.server.client(token=None) as anonymous:
+            r = await anonymous.get("/api/health")
+            assert r.status_code == 503 and r.json()["checks"] == {"database": "unavailable"}
+            r = await anonymous.get("/api/live")
+            assert r.status_code == 200 and r.json()["status"] == "alive", r.text
         await nursery.start(proxy.serve)  # back on the same port
         with trio.fail_after(15):
             while (await s.admin.get("/api/system/health")).status_code != 200:
