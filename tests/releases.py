@@ -1,4 +1,4 @@
-"""The previous release (``tests/upgrade/previous_release.toml``) and its source tree.
+"""The previous release (``tests/previous_release.toml``) and its source tree.
 
 The upgrade test runs that release's code beside this tree's; the expand/contract lint
 reads its queries. Both need its commit in this clone's history: a shallow clone fails
@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO_ROOT
 
-RECORD = REPO_ROOT / "tests" / "upgrade" / "previous_release.toml"
+RECORD = REPO_ROOT / "tests" / "previous_release.toml"
 
 
 @attrs.frozen
