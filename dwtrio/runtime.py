@@ -246,7 +246,12 @@ class Runtime:
 
     def __attrs_post_init__(self) -> None:
         self.worker_capabilities = worker_capabilities(self.settings, self.features)
-        self.wakes = make_wake_bus(self.waiters, self.settings.redis_url)
+        self.wakes = make_wake_bus(
+            self.waiters,
+            self.settings.wake_bus_kind,
+            redis_url=self.settings.redis_url,
+            dsn=getattr(self.store, "dsn", None),
+        )
         self.registrations = RegistrationCache(self.store)
         self.admission = self.settings.admission_policy
         # History long-polls (here and on other nodes) wake when a run gets events.

@@ -105,6 +105,9 @@ REFERENCE_ONLY: dict[str, str] = {
 }
 RECOGNISED_UNUSED = frozenset(REFERENCE_ONLY)
 
+#: The values of DW_WAKE_BUS (``Settings.wake_bus_kind`` resolves ``auto``).
+WAKE_BUSES = ("auto", "redis", "postgres", "local")
+
 
 def read_env(name: str) -> str | None:
     """One variable as :meth:`Settings.from_env` reads it (empty is unset), for offline
@@ -228,8 +231,16 @@ class Settings:
     redis_url: str | None = _setting(
         "DW_REDIS_URL",
         None,
-        "Redis URL for cross-process wake signals. Unset: in-process wake bus.",
+        "Redis URL for cross-process wake signals (used by DW_WAKE_BUS=auto or redis).",
         secret=True,
+    )
+    wake_bus: str = _setting(
+        "DW_WAKE_BUS",
+        "auto",
+        "What carries wakes between server processes and nodes: redis (DW_REDIS_URL), "
+        "postgres (LISTEN/NOTIFY on the database, one more connection per process), local "
+        "(this process only) or auto: redis when DW_REDIS_URL is set, else postgres with "
+        "DW_DATABASE_URL or DW_WORKERS > 1, else local.",
     )
 
     # --- namespaces ------------------------------------------------------------
@@ -519,6 +530,24 @@ class Settings:
         return AdmissionPolicy(defaults, parse_overrides(self.task_queue_admission_overrides))
 
     @property
+    def wake_bus_kind(self) -> str:
+        """The wake bus this process runs: ``redis``, ``postgres`` or ``local``
+        (DW_WAKE_BUS with ``auto`` resolved)."""
+        if self.wake_bus != "auto":
+            return self.wake_bus
+        if self.redis_url:
+            return "redis"
+        if self.database_url or self.workers > 1:
+            return "postgres"
+        return "local"
+
+    @property
+    def db_connections_per_process(self) -> int:
+        """Most database connections one server process opens: the pool, plus the
+        Postgres wake bus's LISTEN connection when that is the bus."""
+        return self.db_pool_max_size + (1 if self.wake_bus_kind == "postgres" else 0)
+
+    @property
     def bind_host_port(self) -> tuple[str, int]:
         host, _, port = self.bind.rpartition(":")
         return host.strip("[]") or "0.0.0.0", int(port)
@@ -561,6 +590,10 @@ class Settings:
                 "it is accepted and ignored",
                 name,
                 REFERENCE_ONLY[name],
+            )
+        if settings.redis_url and settings.wake_bus in ("postgres", "local"):
+            log.warning(
+                "DW_REDIS_URL is set but not used: DW_WAKE_BUS=%s carries wakes", settings.wake_bus
             )
         unknown = unknown_env_names(env)
         if unknown:
@@ -629,6 +662,10 @@ class Settings:
             problems.append("DW_DB_OUTAGE_WAIT_SECONDS must be between 0 and 60")
         if self.history_page_size_default > self.history_page_size_max:
             problems.append("DW_HISTORY_PAGE_SIZE_DEFAULT must be <= DW_HISTORY_PAGE_SIZE_MAX")
+        if self.wake_bus not in WAKE_BUSES:
+            problems.append("DW_WAKE_BUS must be auto, redis, postgres or local")
+        elif self.wake_bus == "redis" and not self.redis_url:
+            problems.append("DW_WAKE_BUS=redis needs DW_REDIS_URL (the Redis to publish wakes on)")
         if self.log_level.lower() not in {"debug", "info", "warning", "error"}:
             problems.append("DW_LOG_LEVEL must be debug, info, warning or error")
         if self.log_format not in {"text", "json"}:

@@ -63,16 +63,17 @@ LOG_INTERVAL_S = 10.0
 FD_RESERVE = 64
 
 
-def default_max_connections(db_pool_max_size: int) -> int:
+def default_max_connections(db_connections: int) -> int:
     """The cap when DW_MAX_CONNECTIONS is unset: the open-file limit minus a reserve.
 
     The reserve is a tenth of the limit (at least :data:`FD_RESERVE`) plus the
-    database pool, so the cap is reached well before accept fails with EMFILE.
+    process's database connections (the pool, and the Postgres wake bus's own),
+    so the cap is reached well before accept fails with EMFILE.
     """
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
-    return max(1, soft - max(FD_RESERVE, soft // 10) - db_pool_max_size)
+    return max(1, soft - max(FD_RESERVE, soft // 10) - db_connections)
 
 
 class Connection(TCPServer):

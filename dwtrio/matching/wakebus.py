@@ -6,14 +6,21 @@ never loses it.
 
 * ``LocalWakeBus`` wakes pollers in this process only.
 * ``RedisWakeBus`` also carries wakes to every other process and node through
-  Redis pub/sub (channel ``dwtrio:v1:wake``). Local pollers are woken directly,
-  without a Redis round trip; messages a node published itself are ignored when
-  they come back. If Redis is down, publishing and subscribing back off and
-  retry; wakes from other nodes then arrive through the periodic recheck.
+  Redis pub/sub (channel ``dwtrio:v1:wake``).
+* ``PostgresWakeBus`` does the same without Redis, through LISTEN/NOTIFY on the
+  database every node already shares (channel ``dwtrio_v1_wake``), on one
+  connection of its own per process (``store/notify.py``).
 
-This module and ``store/pool.py`` are the only ones that touch asyncio: the
-Redis client runs on the asyncio side of the trio-asyncio bridge, and the
-subscriber hands each message to Trio with a plain synchronous call.
+``DW_WAKE_BUS`` picks one (``Settings.wake_bus_kind``). With either shared bus,
+local pollers are woken directly, without a round trip, and messages a process
+published itself are ignored when they come back. If Redis or the database
+connection is down, the bus marks itself degraded, backs off and retries; wakes
+from other nodes then arrive through the periodic recheck.
+
+This module, ``store/pool.py`` and ``store/notify.py`` are the only ones that
+touch asyncio: the Redis client runs on the asyncio side of the trio-asyncio
+bridge, and the subscriber hands each message to Trio with a plain synchronous
+call (the LISTEN connection's notifications arrive the same way).
 """
 
 from __future__ import annotations
@@ -22,20 +29,26 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterable
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Protocol
 
 import attrs
+import orjson
 import redis.asyncio as aioredis
 import trio
 import trio_asyncio
 
 from dwtrio import metrics
+from dwtrio.errors import StoreUnavailableError
 from dwtrio.matching.waiters import QueueKey, WaiterSet
+from dwtrio.store.notify import MAX_PAYLOAD_BYTES, Listener
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "dwtrio:v1:wake"
+#: The Postgres bus's channel. NOTIFY channels belong to one database, so deployments on
+#: separate databases of one server never hear each other.
+PG_CHANNEL = "dwtrio_v1_wake"
 SEP = "\x1f"
 PUBLISH_QUEUE = 10_000
 #: Reconnection attempts start this soon after a failure and double up to BACKOFF_MAX_S;
@@ -44,6 +57,9 @@ BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0
 #: Longest a connection may take to close: a shutdown never waits on a half-dead socket.
 CLOSE_TIMEOUT_S = 2.0
+#: An idle Postgres bus sends a round trip this often, to notice a connection that died
+#: without a word (a network partition, a host gone).
+KEEPALIVE_S = 5.0
 
 
 class WakeBus(Protocol):
@@ -75,33 +91,24 @@ class LocalWakeBus:
         task_status.started()
 
 
-def encode_message(origin: str, key: QueueKey) -> str:
-    return SEP.join((origin, *key))
-
-
-def decode_message(data: bytes | str) -> tuple[str, QueueKey] | None:
-    text = data.decode() if isinstance(data, bytes) else data
-    parts = text.split(SEP)
-    if len(parts) != 4:
-        return None
-    return parts[0], (parts[1], parts[2], parts[3])
-
-
 @attrs.define
-class RedisWakeBus:
+class SharedWakeBus:
+    """What the buses between processes share: pollers of this process are woken at
+    once, the rest of each batch waits in a queue for the bus's connection, and while
+    that connection is down the bus says it is degraded (readiness, metrics, one log
+    line per outage)."""
+
     waiters: WaiterSet
-    url: str
-    name: str = "redis"
-    origin: str = attrs.field(factory=lambda: uuid.uuid4().hex)
-    connected: bool = False
-    last_error: str | None = None
-    published: int = 0
-    received: int = 0
-    dropped: int = 0
-    backoff_max_s: float = BACKOFF_MAX_S
-    _subscribe_backoff_s: float = attrs.field(default=BACKOFF_MIN_S, init=False)
+    connected: bool = attrs.field(default=False, kw_only=True)
+    last_error: str | None = attrs.field(default=None, kw_only=True)
+    published: int = attrs.field(default=0, kw_only=True)
+    received: int = attrs.field(default=0, kw_only=True)
+    dropped: int = attrs.field(default=0, kw_only=True)
+    backoff_max_s: float = attrs.field(default=BACKOFF_MAX_S, kw_only=True)
     _send: trio.MemorySendChannel[list[QueueKey]] = attrs.field(init=False)
     _recv: trio.MemoryReceiveChannel[list[QueueKey]] = attrs.field(init=False)
+    #: What the bus talks to, in its log lines.
+    peer: ClassVar[str] = "the wake bus"
 
     def __attrs_post_init__(self) -> None:
         self._send, self._recv = trio.open_memory_channel(PUBLISH_QUEUE)
@@ -118,27 +125,60 @@ class RedisWakeBus:
             metrics.WAKE_BUS_DROPPED.inc()
 
     def health(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"status": "ok", "store": self.name}
+        body: dict[str, Any] = {"status": "ok", "store": self.name}  # type: ignore[attr-defined]
         if not self.connected:
-            # Redis only speeds wakes up: without it the server is still correct,
+            # The bus only speeds wakes up: without it the server is still correct,
             # so readiness stays ok and says it is degraded.
             body.update(degraded=True, message=self.last_error or "connecting")
         return body
 
-    def _failed(self, what: str, exc: BaseException) -> None:
+    def _failed(self, what: str, error: object) -> None:
         if self.connected or self.last_error is None:
-            log.warning("wake bus: %s failed (%s); falling back to rechecks", what, exc)
+            log.warning("wake bus: %s failed (%s); falling back to rechecks", what, error)
         self.connected = False
-        self.last_error = f"{what}: {exc}"
+        self.last_error = f"{what}: {error}"
         metrics.WAKE_BUS_DEGRADED.set(1)
 
-    def _subscribed(self) -> None:
-        """The subscription is live: say so once after an outage, and let the next
-        outage retry quickly again."""
+    def _linked(self) -> None:
+        """The bus's connection is up: say so once after an outage."""
         if self.last_error is not None:
-            log.warning("wake bus: reconnected to Redis; wakes travel between nodes again")
+            log.warning("wake bus: reconnected to %s; wakes travel between nodes again", self.peer)
         self.connected, self.last_error = True, None
         metrics.WAKE_BUS_DEGRADED.set(0)
+
+    async def _next_batch(self) -> list[QueueKey]:
+        """The queued wakes, each key once: the first batch waited for, the rest as queued."""
+        batch = await self._recv.receive()
+        while True:
+            try:
+                batch.extend(self._recv.receive_nowait())
+            except trio.WouldBlock:
+                return list(dict.fromkeys(batch))
+
+
+def encode_message(origin: str, key: QueueKey) -> str:
+    return SEP.join((origin, *key))
+
+
+def decode_message(data: bytes | str) -> tuple[str, QueueKey] | None:
+    text = data.decode() if isinstance(data, bytes) else data
+    parts = text.split(SEP)
+    if len(parts) != 4:
+        return None
+    return parts[0], (parts[1], parts[2], parts[3])
+
+
+@attrs.define
+class RedisWakeBus(SharedWakeBus):
+    url: str
+    name: str = "redis"
+    origin: str = attrs.field(factory=lambda: uuid.uuid4().hex)
+    _subscribe_backoff_s: float = attrs.field(default=BACKOFF_MIN_S, init=False)
+    peer: ClassVar[str] = "Redis"
+
+    def _subscribed(self) -> None:
+        """The subscription is live: let the next outage retry quickly again."""
+        self._linked()
         self._subscribe_backoff_s = BACKOFF_MIN_S
 
     # --- asyncio side --------------------------------------------------------------
@@ -179,13 +219,8 @@ class RedisWakeBus:
         try:
             backoff = BACKOFF_MIN_S
             while True:
-                batch = await self._recv.receive()
-                while True:  # coalesce whatever else is queued into one pipeline
-                    try:
-                        batch.extend(self._recv.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                messages = [encode_message(self.origin, k) for k in dict.fromkeys(batch)]
+                batch = await self._next_batch()  # coalesced into one pipeline
+                messages = [encode_message(self.origin, k) for k in batch]
                 try:
                     await trio_asyncio.aio_as_trio(self._publish_batch)(client, messages)
                     self.published += len(messages)
@@ -220,5 +255,144 @@ class RedisWakeBus:
             task_status.started()
 
 
-def make_wake_bus(waiters: WaiterSet, redis_url: str | None) -> WakeBus:
-    return RedisWakeBus(waiters, redis_url) if redis_url else LocalWakeBus(waiters)
+def encode_payloads(keys: Iterable[QueueKey]) -> tuple[list[str], list[QueueKey]]:
+    """NOTIFY payloads carrying ``keys``: JSON arrays of keys, each payload under
+    PostgreSQL's limit (``MAX_PAYLOAD_BYTES``); and the keys too long for any payload
+    (none in practice: a queue name is at most 255 characters)."""
+    payloads: list[bytes] = []
+    too_long: list[QueueKey] = []
+    chunk: list[bytes] = []
+    size = 2  # the brackets
+    for key in keys:
+        item = orjson.dumps(key)
+        if len(item) + 2 > MAX_PAYLOAD_BYTES:
+            too_long.append(key)
+            continue
+        if chunk and size + 1 + len(item) > MAX_PAYLOAD_BYTES:
+            payloads.append(b"[" + b",".join(chunk) + b"]")
+            chunk, size = [], 2
+        size += len(item) + (1 if chunk else 0)
+        chunk.append(item)
+    if chunk:
+        payloads.append(b"[" + b",".join(chunk) + b"]")
+    return [p.decode() for p in payloads], too_long
+
+
+def decode_payload(payload: str) -> list[QueueKey]:
+    """The keys of one NOTIFY payload (none from a payload that is not one of ours)."""
+    try:
+        items = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(items, list):
+        return []
+    return [
+        (item[0], item[1], item[2])
+        for item in items
+        if isinstance(item, list) and len(item) == 3 and all(isinstance(p, str) for p in item)
+    ]
+
+
+@attrs.define
+class PostgresWakeBus(SharedWakeBus):
+    """Wakes between processes and nodes through LISTEN/NOTIFY on the shared database.
+
+    One connection per process, outside the pool (``store/notify.py``), LISTENs on
+    ``PG_CHANNEL`` and also sends this process's wakes: each queued batch, deduplicated,
+    is one statement (``pg_notify`` per payload). PostgreSQL delivers a notification
+    to every listening session of the database, this one included; the store drops
+    those this session sent. When the connection ends (a restart, a terminated
+    backend, no answer to the idle round trip every ``keepalive_s``), the bus is
+    degraded and connects again after 0.1 s, doubling up to ``backoff_max_s``.
+    Notifications sent while no connection listens are lost: the recheck finds
+    their tasks.
+    """
+
+    dsn: str
+    name: str = "postgres"
+    keepalive_s: float = KEEPALIVE_S
+    peer: ClassVar[str] = "the database"
+
+    def _notified(self, payload: str) -> None:
+        """A notification from another process (asyncio side, synchronous)."""
+        keys = decode_payload(payload)
+        self.received += len(keys)
+        metrics.WAKE_BUS_RECEIVED.inc(len(keys))
+        for key in keys:
+            self.waiters.wake(key)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, then send queued wakes until the connection fails; connect again
+        after a backoff. The boot waits for the first attempt only, so a node that
+        serves already hears the others' wakes, and a node that cannot connect starts
+        degraded and keeps trying."""
+        starting = True
+        backoff = BACKOFF_MIN_S
+        while True:
+            with trio.CancelScope() as lost:
+                listener = await self._connect(on_lost=lost.cancel)
+                if starting:
+                    task_status.started()
+                    starting = False
+                if listener is not None:
+                    backoff = BACKOFF_MIN_S
+                    await self._serve(listener)
+            if lost.cancelled_caught:
+                self._failed("listen", "the connection to the database ended")
+            if starting:  # (lost while connecting)
+                task_status.started()
+                starting = False
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, self.backoff_max_s)
+
+    async def _connect(self, *, on_lost: Callable[[], None]) -> Listener | None:
+        try:
+            listener = await Listener.open(self.dsn, PG_CHANNEL, self._notified, on_lost)
+        except StoreUnavailableError as exc:
+            self._failed("connect", exc)
+            return None
+        self._linked()
+        return listener
+
+    async def _serve(self, listener: Listener) -> None:
+        try:
+            await self._publish(listener)
+        except StoreUnavailableError as exc:
+            self._failed("publish", exc)
+        finally:
+            # Shielded from a shutdown's cancellation, and bounded.
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
+                await listener.close()
+
+    async def _publish(self, listener: Listener) -> None:
+        """Send queued wakes until the connection fails; a round trip when idle."""
+        while True:
+            batch: list[QueueKey] | None = None
+            with trio.move_on_after(self.keepalive_s):
+                batch = await self._next_batch()
+            if batch is None:
+                await listener.ping()
+                continue
+            payloads, too_long = encode_payloads(batch)
+            if too_long:
+                self.dropped += len(too_long)
+                metrics.WAKE_BUS_DROPPED.inc(len(too_long))
+                log.warning("wake bus: %d keys too long for a notification", len(too_long))
+            if payloads:
+                await listener.notify(payloads)
+                sent = len(batch) - len(too_long)
+                self.published += sent
+                metrics.WAKE_BUS_PUBLISHED.inc(sent)
+
+
+def make_wake_bus(
+    waiters: WaiterSet, kind: str, *, redis_url: str | None, dsn: str | None
+) -> WakeBus:
+    """The bus ``kind`` (``Settings.wake_bus_kind``): redis, postgres or local."""
+    if kind == "redis":
+        assert redis_url, "DW_WAKE_BUS=redis without DW_REDIS_URL (Settings.validate)"
+        return RedisWakeBus(waiters, redis_url)
+    if kind == "postgres":
+        assert dsn, "the Postgres wake bus needs the database's DSN"
+        return PostgresWakeBus(waiters, dsn)
+    return LocalWakeBus(waiters)

@@ -1,11 +1,12 @@
 """The asyncpg pool behind the trio-asyncio bridge.
 
-This is the only module (with ``store/errors.py``) that touches asyncio or
-asyncpg. Crossing the bridge costs ~0.1 ms of CPU, so every store operation
-crosses it exactly once: store functions are written as coroutines that run on
-the asyncio side with a connection (``async def op(conn, ...)``), and
-:meth:`Store.transaction` / :meth:`Store.autocommit` / :meth:`Store.read`
-acquire a connection, run the whole operation and come back to Trio once.
+This is the only module (with ``store/errors.py``, and ``store/notify.py`` for
+the wake bus's own connection) that touches asyncio or asyncpg. Crossing the
+bridge costs ~0.1 ms of CPU, so every store operation crosses it exactly once:
+store functions are written as coroutines that run on the asyncio side with a
+connection (``async def op(conn, ...)``), and :meth:`Store.transaction` /
+:meth:`Store.autocommit` / :meth:`Store.read` acquire a connection, run the
+whole operation and come back to Trio once.
 
 When the database goes away (a restart, a terminated backend) an operation
 that certainly had no effect runs again on a fresh connection, and its caller
@@ -299,8 +300,18 @@ class Store:
     ``maybe_applied`` when the failure hit a write whose outcome is unknown.
     """
 
-    def __init__(self, pool: asyncpg.Pool, max_size: int, *, outage_wait_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        max_size: int,
+        *,
+        outage_wait_s: float = 10.0,
+        dsn: str | None = None,
+    ) -> None:
         self._pool = pool
+        #: The database's DSN, for a connection of its own outside the pool (the
+        #: Postgres wake bus's LISTEN connection, ``store/notify.py``).
+        self.dsn = dsn
         self._conns = Checkout(pool, max_size)
         self.outage_wait_s = outage_wait_s
         #: Told (on the Trio side, after the commit) the runs an operation appended
@@ -547,7 +558,7 @@ async def open_store(
         if (mapped := translate(exc)) is not None:
             raise mapped from exc
         raise
-    store = Store(pool, max_size, outage_wait_s=outage_wait_s)
+    store = Store(pool, max_size, outage_wait_s=outage_wait_s, dsn=dsn)
     try:
         yield store
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from conftest import RunningServer, StartServer, free_port
 
 TOKEN = "t"
@@ -13,13 +15,15 @@ def dead_redis_url() -> str:
 
 
 async def start_two_nodes(
-    start_server: StartServer, redis_url: str, *, poll_interval_ms: int
+    start_server: StartServer, redis_url: str | None, *, poll_interval_ms: int, **settings: Any
 ) -> tuple[RunningServer, RunningServer]:
-    """Two nodes sharing one legacy token, one Redis URL and the recheck cadence."""
+    """Two nodes sharing one legacy token, one Redis URL (or none) and the recheck
+    cadence, and any other ``settings``."""
     common = {
         "admin_token": None,
         "auth_token": TOKEN,
         "redis_url": redis_url,
         "worker_poll_interval_ms": poll_interval_ms,
+        **settings,
     }
     return await start_server(**common), await start_server(**common)

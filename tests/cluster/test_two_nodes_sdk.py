@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 
-from conftest import RunningServer, StartServer
+from conftest import CP, RunningServer, StartServer
 
 DRIVER = Path(__file__).with_name("two_nodes_driver.py")
 TOKEN = "two-node-token"
@@ -54,3 +54,30 @@ async def test_sdk_workflows_across_two_nodes_without_redis(start_server: StartS
     b = await start_server(**common)
     out = await run_driver(a, b)
     assert out["results"] == expected()
+
+
+async def bus_counters(server: RunningServer) -> dict[str, Any]:
+    async with server.client(TOKEN) as c:
+        r = await c.get("/api/system/metrics", headers=CP)
+    assert r.status_code == 200, r.text
+    return r.json()["metrics"]["wake_bus"]  # type: ignore[no-any-return]
+
+
+async def test_sdk_workflows_across_two_nodes_on_the_postgres_wake_bus(
+    start_server: StartServer,
+) -> None:
+    # No Redis: wakes cross through LISTEN/NOTIFY, and the 20 s recheck is no help.
+    common = {
+        "admin_token": None,
+        "auth_token": TOKEN,
+        "wake_bus": "postgres",
+        "worker_poll_interval_ms": 20_000,
+    }
+    a = await start_server(**common)
+    b = await start_server(**common)
+    out = await run_driver(a, b)
+    assert out["results"] == expected()
+    # The worker's polls on node A were woken by work node B created (starts, signals).
+    on_a, on_b = await bus_counters(a), await bus_counters(b)
+    assert on_a["kind"] == on_b["kind"] == "postgres"
+    assert on_b["published"] >= COUNT and on_a["received"] >= COUNT
