@@ -112,21 +112,21 @@ SYNC_MATCHES = Counter(
 # --- wake bus ------------------------------------------------------------------------
 WAKE_BUS_PUBLISHED = Counter(
     "dwtrio_wake_bus_published_total",
-    "Wake messages sent to other server processes through Redis.",
+    "Wake keys sent to other server processes through the wake bus (Redis or Postgres).",
 )
 WAKE_BUS_RECEIVED = Counter(
     "dwtrio_wake_bus_received_total",
-    "Wake messages received from other server processes through Redis.",
+    "Wake keys received from other server processes through the wake bus.",
 )
 WAKE_BUS_DROPPED = Counter(
     "dwtrio_wake_bus_dropped_total",
-    "Wake batches not sent because the publish queue was full (remote polls find "
-    "the task on their recheck).",
+    "Wake batches not sent because the publish queue was full, and keys too long for a "
+    "Postgres notification (remote polls find the task on their recheck).",
 )
 WAKE_BUS_DEGRADED = Gauge(
     "dwtrio_wake_bus_degraded",
-    "1 while the Redis wake bus is not connected (wakes between processes wait for "
-    "the polls' recheck), else 0; always 0 for the in-process bus.",
+    "1 while the wake bus (Redis or Postgres) is not connected (wakes between processes "
+    "wait for the polls' recheck), else 0; always 0 for the in-process bus.",
     multiprocess_mode="livemax",
 )
 
