@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -196,6 +198,54 @@ async def test_connections_over_the_cap_are_closed_with_one_log_line(
     assert len(lines) == 1, lines
     assert "DW_MAX_CONNECTIONS=4" in lines[0] and "4 connections open" in lines[0], lines
     await health_within(server.url, 2)
+
+
+def refusal_seconds(port: int, count: int, limit_s: float) -> float:
+    """Open ``count`` connections at once (blocking sockets, in a thread) and return the
+    seconds until the server has closed every one; fails after ``limit_s``."""
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+    start = time.monotonic()
+    try:
+        for sock in socks:
+            sock.settimeout(max(0.001, limit_s - (time.monotonic() - start)))
+            try:
+                assert sock.recv(1) == b"", "a connection over the cap got data"
+            except ConnectionResetError:
+                pass
+            except TimeoutError:
+                raise AssertionError(f"connections still open after {limit_s} s") from None
+        return time.monotonic() - start
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+async def test_a_busy_server_turns_connections_away_in_bursts(
+    start_server: StartServer,
+) -> None:
+    """Over the cap, a storm of connections is closed within a few scheduler passes even
+    when each pass is slow (thousands of busy connections): Trio's listener accepted one
+    connection per pass, so 500 took 500 passes while the backlog filled up."""
+    server = await start_server(max_connections=1)
+    port = server_port(server)
+    pass_s = 0.005
+
+    async def slow_passes() -> None:
+        while True:
+            time.sleep(pass_s)  # every pass of the scheduler takes at least this long
+            await trio.sleep(0)
+
+    held = await connect(port)
+    try:
+        await trio.sleep(0.2)  # admitted: the cap is reached
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_passes)
+            seconds = await trio.to_thread.run_sync(refusal_seconds, port, 500, 2.0)
+            nursery.cancel_scope.cancel()
+    finally:
+        held.close()
+    print(f"500 connections over the cap closed in {seconds:.3f} s")
+    assert seconds < 100 * pass_s, seconds  # one pass per connection would be 500 of them
 
 
 # --- running out of file descriptors -------------------------------------------------------
