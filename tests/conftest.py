@@ -179,8 +179,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 #: Node id prefixes whose tests pytest-xdist sends to one worker as one unit: the cluster
 #: tests (most share the session's Redis and would lock each other out one by one), the
-#: database-outage runs (each loads the machine fully; see their lock).
-ONE_WORKER = ("tests/cluster/", "tests/sdk/test_sdk_db_outage.py")
+#: database-outage runs (each loads the machine fully; see their lock), the container
+#: tests (they share the images one module fixture builds).
+ONE_WORKER = (
+    "tests/cluster/",
+    "tests/sdk/test_sdk_db_outage.py",
+    "tests/deploy/test_containers.py",
+)
 
 
 @pytest.hookimpl(optionalhook=True)
