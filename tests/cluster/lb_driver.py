@@ -1,7 +1,7 @@
 """The official SDK against a small cluster through its load balancer.
 
     python lb_driver.py register <url> <token> <queue> <worker_id>
-    python lb_driver.py worker   <url> <token> <queue> <max_seconds>
+    python lb_driver.py worker   <url> <token> <queue> <max_seconds> <poll_timeout>
     python lb_driver.py load     <url> <token> <queue> <seconds> <per_second> <out.jsonl>
 
 ``register`` runs a worker until the roster (read through ``url``) lists it, then stops
@@ -10,7 +10,8 @@ SIGTERM (or ``max_seconds``), then prints whether its run loop survived and what
 logged at WARNING or above. ``load`` starts ``per_second`` workflows a second for
 ``seconds`` at a steady pace (each start in its own task, so a slow answer does not hold
 the next one back): three in four are ``lb-greeter`` (one activity), every fourth is
-``lb-waiter`` (a timer, a signal the driver sends after the start, then the activity).
+``lb-waiter`` (a timer, a signal the driver sends after the start, again under the same
+request id if it fails, then the activity).
 Each start, and each signal, is a line in ``out.jsonl`` with its wall-clock times and
 outcome; the test checks the books against the database. Runs in its own process (the
 SDK is asyncio).
@@ -30,6 +31,7 @@ from typing import Any, TextIO
 from durable_workflow import Client, Worker, activity, workflow
 
 POLL_TIMEOUT_S = 10
+SIGNAL_TRIES = 6
 
 
 @activity.defn(name="greet")
@@ -60,14 +62,16 @@ class Waiter:
         return {"greeting": greeting, "items": list(self.items), "ok": ok}
 
 
-def make_worker(client: Client, queue: str, worker_id: str | None = None) -> Worker:
+def make_worker(
+    client: Client, queue: str, worker_id: str | None = None, poll_timeout: float = POLL_TIMEOUT_S
+) -> Worker:
     return Worker(
         client,
         task_queue=queue,
         workflows=[Greeter, Waiter],
         activities=[greet],
         worker_id=worker_id,
-        poll_timeout=POLL_TIMEOUT_S,
+        poll_timeout=poll_timeout,
     )
 
 
@@ -102,13 +106,15 @@ class Counting(logging.Handler):
             self.first.append(record.getMessage()[:300])
 
 
-async def run_worker(url: str, token: str, queue: str, max_seconds: float) -> dict[str, Any]:
+async def run_worker(
+    url: str, token: str, queue: str, max_seconds: float, poll_timeout: float
+) -> dict[str, Any]:
     logged = Counting()
     logging.getLogger("durable_workflow").addHandler(logged)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with Client(url, token=token, namespace="default") as client:
-        worker = make_worker(client, queue)
+        worker = make_worker(client, queue, poll_timeout=poll_timeout)
         runner = asyncio.create_task(worker.run())
         with_timeout = asyncio.create_task(asyncio.wait_for(stop.wait(), max_seconds))
         await asyncio.wait([runner, with_timeout], return_when=asyncio.FIRST_COMPLETED)
@@ -122,6 +128,24 @@ async def run_worker(url: str, token: str, queue: str, max_seconds: float) -> di
         "warnings": logged.count,
         "first_warnings": logged.first,
     }
+
+
+async def send_signal(client: Client, workflow_id: str, item: str) -> dict[str, Any]:
+    """What a careful application does: the SDK retries a failed request a few times; if
+    it still fails, send the signal again under the same request id (the server answers a
+    repeat from its receipt), up to SIGNAL_TRIES times a second apart."""
+    errors = []
+    for attempt in range(1, SIGNAL_TRIES + 1):
+        try:
+            await client.signal_workflow(
+                workflow_id, "add", args=[item], request_id=f"{workflow_id}-signal"
+            )
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}"[:300])
+            await asyncio.sleep(1)
+            continue
+        return {"signal_tries": attempt, "signal_errors": errors, "signalled_at": time.time()}
+    return {"signal_tries": SIGNAL_TRIES, "signal_errors": errors, "signal_failed": True}
 
 
 async def start_one(client: Client, queue: str, i: int, prefix: str, out: TextIO) -> None:
@@ -146,11 +170,7 @@ async def start_one(client: Client, queue: str, i: int, prefix: str, out: TextIO
     line["answered_at"] = time.time()
     if waiter and "error" not in line:
         line["signal"] = f"s{i}"
-        try:
-            await client.signal_workflow(workflow_id, "add", args=[f"s{i}"])
-        except Exception as exc:
-            line["signal_error"] = f"{type(exc).__name__}: {exc}"[:300]
-        line["signal_answered_at"] = time.time()
+        line.update(await send_signal(client, workflow_id, f"s{i}"))
     out.write(json.dumps(line) + "\n")
     out.flush()
 
@@ -177,8 +197,9 @@ def main() -> None:
     if mode == "register":
         result = asyncio.run(asyncio.wait_for(register(url, token, queue, rest[0]), 60))
     elif mode == "worker":
-        max_s = float(rest[0])
-        result = asyncio.run(asyncio.wait_for(run_worker(url, token, queue, max_s), max_s + 60))
+        max_s, poll_s = float(rest[0]), float(rest[1])
+        coro = run_worker(url, token, queue, max_s, poll_s)
+        result = asyncio.run(asyncio.wait_for(coro, max_s + 60))
     elif mode == "load":
         seconds, rate = float(rest[0]), float(rest[1])
         coro = load(url, token, queue, seconds, rate, rest[2])
