@@ -160,6 +160,12 @@ class Settings:
         "Seconds an idle connection stays open (also one that has not sent a request "
         "yet); keep it above the idle timeout of clients' pools and of load balancers.",
     )
+    body_timeout_s: float = _setting(
+        "DW_BODY_TIMEOUT_SECONDS",
+        60.0,
+        "Seconds a client has to send a whole request body once its headers have arrived; "
+        "a slower body is answered 408 request_timeout and the connection closed.",
+    )
     max_connections: int | None = _setting(
         "DW_MAX_CONNECTIONS",
         None,
@@ -616,6 +622,8 @@ class Settings:
             problems.append("DW_WORKER_POLL_INTERVAL_MS must be >= 10")
         if not self.keep_alive_timeout_s > 0:
             problems.append("DW_KEEP_ALIVE_TIMEOUT_SECONDS must be > 0")
+        if not self.body_timeout_s > 0:
+            problems.append("DW_BODY_TIMEOUT_SECONDS must be > 0")
         if self.max_connections is not None and self.max_connections < 1:
             problems.append("DW_MAX_CONNECTIONS must be >= 1")
         if self.task_repair_interval_s <= 0:

@@ -57,6 +57,8 @@ def create_quart_app(rt: Runtime) -> QuartTrio:
     app = QuartTrio("dwtrio")
     # The body gate enforces DW_MAX_PAYLOAD_BYTES itself; Quart's own cap is a backstop.
     app.config["MAX_CONTENT_LENGTH"] = rt.settings.max_payload_bytes + 1
+    # The body gate answers a body slower than this 408 (pipeline.body_timed_out).
+    app.config["BODY_TIMEOUT"] = rt.settings.body_timeout_s
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.url_map.strict_slashes = False
     # No 308 HTML redirects for "//" (e.g. a decoded "%2F" segment): unknown routes get a JSON 404.

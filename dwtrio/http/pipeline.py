@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 from quart import Response, g, request
 from quart.wrappers.response import IterableBody
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 
 from dwtrio import wire
 from dwtrio.errors import (
@@ -35,6 +35,7 @@ from dwtrio.errors import (
     MissingProtocolVersionError,
     NamespaceNotFoundError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     UnsupportedControlPlaneVersionError,
     UnsupportedMediaTypeError,
     UnsupportedProtocolVersionError,
@@ -65,6 +66,10 @@ class Admitted:
 
 def too_large(limit: int) -> PayloadTooLargeError:
     return PayloadTooLargeError(f"The request body exceeds {limit} bytes.", limit=limit)
+
+
+def body_timed_out() -> RequestTimeoutError:
+    return RequestTimeoutError("The request body did not arrive in time.")
 
 
 def decode_body(
@@ -298,6 +303,8 @@ async def run_gates(rt: Runtime) -> None:
         raw = await request.get_data(cache=True)
     except RequestEntityTooLarge:
         raise too_large(limit) from None
+    except RequestTimeout:
+        raise body_timed_out() from None
     assert isinstance(raw, bytes)
     if len(raw) > limit:
         raise too_large(limit)

@@ -43,8 +43,6 @@ from dwtrio.matching.waiters import ClientGone
 from dwtrio.runtime import Runtime
 
 PREFIX = "/api/worker/"
-#: How long a client may take to send its request body (Quart's own default).
-BODY_TIMEOUT_S = 60.0
 
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -198,7 +196,9 @@ class WorkerPlane:
         accept_encoding = headers.get("accept-encoding", "")
         raw = b""
         try:
-            raw, declared = await read_body(receive, headers, rt.settings.max_payload_bytes)
+            raw, declared = await read_body(
+                receive, headers, rt.settings.max_payload_bytes, rt.settings.body_timeout_s
+            )
             call, route, params = await self.admit(scope, raw, declared, receive, headers)
             scope[WORKER_ROUTE_KEY] = route.pattern  # the metrics' route label
             del headers  # a parked poll keeps only what it needs
@@ -223,7 +223,7 @@ class WorkerPlane:
         # may still be queueing body chunks, and the end of the response waits for
         # room in that queue: throw them away while answering.
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(discard_body, receive)
+            nursery.start_soon(discard_body, receive, rt.settings.body_timeout_s)
             await respond(send, rt, method, accept_encoding, status, body, close=True)
             nursery.cancel_scope.cancel()
 
@@ -327,9 +327,10 @@ def retry_contract(path: str, raw: bytes) -> dict[str, Any]:
 
 
 async def read_body(
-    receive: Any, headers: Mapping[str, str], limit: int
+    receive: Any, headers: Mapping[str, str], limit: int, timeout_s: float
 ) -> tuple[bytes, int | None]:
-    """The whole request body (gate 1: at most ``limit`` bytes, within BODY_TIMEOUT_S)."""
+    """The whole request body (gate 1: at most ``limit`` bytes, within ``timeout_s``,
+    DW_BODY_TIMEOUT_SECONDS)."""
     declared_text = headers.get("content-length")
     declared = (
         int(declared_text)
@@ -340,7 +341,7 @@ async def read_body(
         raise pipeline.too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    with trio.move_on_after(BODY_TIMEOUT_S) as timer:
+    with trio.move_on_after(timeout_s) as timer:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -353,13 +354,13 @@ async def read_body(
             if not message.get("more_body", False):
                 break
     if timer.cancelled_caught:
-        raise RequestTimeoutError("The request body did not arrive in time.")
+        raise pipeline.body_timed_out()
     return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), declared
 
 
-async def discard_body(receive: Any) -> None:
-    """Read and drop what is left of a refused request, for at most BODY_TIMEOUT_S."""
-    with trio.move_on_after(BODY_TIMEOUT_S):
+async def discard_body(receive: Any, timeout_s: float) -> None:
+    """Read and drop what is left of a refused request, for at most ``timeout_s``."""
+    with trio.move_on_after(timeout_s):
         while (await receive())["type"] != "http.disconnect":
             pass
 

@@ -19,8 +19,6 @@ import orjson
 import pytest
 import trio
 
-from dwtrio.http import worker_plane
-
 from conftest import CP, WP, RunningServer, StartServer
 from test_gates import JSON_CT, WP_HEADER, RawHttp, assert_worker_error
 
@@ -81,14 +79,27 @@ async def test_declared_length_over_limit_answers_from_the_head(start_server: St
     assert orjson.loads(body)["reason"] == "payload_too_large"
 
 
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [(POLL, {**JSON_CT, **WP}), ("/api/namespaces", {**JSON_CT, **CP})],
+    ids=["worker", "control"],
+)
 async def test_a_body_that_never_arrives_is_408(
-    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+    start_server: StartServer, path: str, headers: dict[str, str]
 ) -> None:
-    monkeypatch.setattr(worker_plane, "BODY_TIMEOUT_S", 0.3)
-    status, headers, body = await head_only_poll(server, 50)
-    assert status == 408
-    assert headers["connection"] == "close"
-    assert orjson.loads(body)["reason"] == "request_timeout"
+    """DW_BODY_TIMEOUT_SECONDS bounds the body on both planes (the control plane had
+    Quart's fixed 60 s and werkzeug's message); the connection is closed after the 408."""
+    server = await start_server(body_timeout_s=0.3)
+    raw = await RawHttp.open(server)
+    try:
+        with trio.fail_after(5):
+            status, _headers, body = await raw.request("POST", path, headers, declared_length=50)
+            assert status == 408
+            assert orjson.loads(body)["reason"] == "request_timeout"
+            assert orjson.loads(body)["message"] == "The request body did not arrive in time."
+            assert await raw.stream.receive_some() == b""
+    finally:
+        await raw.aclose()
 
 
 async def test_gates_run_before_routing(start_server: StartServer) -> None:

@@ -160,6 +160,7 @@ def test_configuration_reference_lists_every_setting() -> None:
         {"DW_TIMEOUT_CHECK_INTERVAL_SECONDS": "inf"},
         {"DW_QUERY_TASK_MAX_PENDING_PER_QUEUE": "0"},
         {"DW_KEEP_ALIVE_TIMEOUT_SECONDS": "0"},
+        {"DW_BODY_TIMEOUT_SECONDS": "0"},
         {"DW_V2_UPDATE_WAIT_COMPLETION_TIMEOUT_SECONDS": "0"},
         {"DW_WORKER_POLL_TIMEOUT": "0"},
         {"DW_WORKER_STALE_AFTER_SECONDS": "1"},
