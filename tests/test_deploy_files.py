@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -31,14 +32,14 @@ NODES = ("dwtrio-1", "dwtrio-2")
 OVERRIDABLE_IMAGE = re.compile(r"^\$\{DWTRIO_[A-Z_]*IMAGE:-[^}]+\}$")
 
 
-def load(path: Any) -> dict[str, Any]:
+def load(path: Path) -> dict[str, Any]:
     compose: dict[str, Any] = yaml.safe_load(path.read_text())
     return compose
 
 
 def dockerfile_env(name: str) -> str:
     (value,) = re.findall(rf"\b{name}=(\S+)", DOCKERFILE.read_text())
-    return value
+    return str(value)
 
 
 def test_compose_files_set_only_known_settings_and_overridable_images() -> None:
