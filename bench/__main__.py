@@ -12,6 +12,7 @@ import os
 
 from bench import (
     backlog_scaling,
+    cross_node_wakes,
     history_export,
     history_follow,
     open_polls,
@@ -175,6 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="dwtrio processes sharing the socket (and the Redis bus of --redis-url)",
     )
     h.set_defaults(run=history_follow.run)
+    w = sub.add_parser(
+        "cross-node-wakes",
+        help="a start on node B waking a poll on node A through Redis and through Postgres "
+        "LISTEN/NOTIFY, beside the same-node figure (needs --dsn; --redis-url for Redis)",
+    )
+    w.add_argument("--pollers", type=_positive, default=10, help="pollers parked on node A")
+    w.add_argument("--samples", type=_positive, default=200, help="wakes per setup and round")
+    w.add_argument(
+        "--rounds",
+        type=_positive,
+        default=3,
+        help="rounds over every setup, alternated; the median is reported",
+    )
+    w.set_defaults(run=cross_node_wakes.run)
     x = sub.add_parser(
         "history-export", help="streamed history export of a long run beside the paged history"
     )

@@ -266,7 +266,9 @@ def dwtrio_server(
 ) -> Iterator[str]:
     """Start ``python -m dwtrio serve`` on a free loopback port; yield its base URL.
 
-    Several ``workers`` share the Redis wake bus of ``redis_url`` when one is given.
+    Several ``workers`` share the Redis wake bus of ``redis_url`` when one is given;
+    otherwise the wake bus is the in-process one unless ``extra_env`` names another
+    (``DW_WAKE_BUS``).
     """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DW_", "DWTRIO_"))}
@@ -286,6 +288,9 @@ def dwtrio_server(
     else:
         env["DW_DATA_DIR"] = data_dir or str(RESULTS / ".embedded")
     env.update(extra_env or {})
+    # The bus these benchmarks always ran with (their figures stay comparable), not
+    # DW_WAKE_BUS=auto's pick for an external database (cross_node_wakes measures that).
+    env.setdefault("DW_WAKE_BUS", "redis" if env.get("DW_REDIS_URL") else "local")
     with _running([sys.executable, "-m", "dwtrio", "serve"], env, port) as url:
         yield url
 

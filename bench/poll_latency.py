@@ -22,6 +22,7 @@ import json
 import multiprocessing as mp
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from bench.harness import (
@@ -83,9 +84,19 @@ def _poller_process(url: str, queue: str, count: int, stop_at: float, out: Any, 
 
 
 def measure(
-    url: str, pollers: int, samples: int, *, procs: int = 4, gap_s: float = 0.02
+    url: str,
+    pollers: int,
+    samples: int,
+    *,
+    procs: int = 4,
+    gap_s: float = 0.02,
+    producer_url: str | None = None,
+    sampling: Callable[[], None] | None = None,
 ) -> list[float]:
-    """Latencies in milliseconds for ``samples`` wakes with ``pollers`` parked pollers."""
+    """Latencies in milliseconds for ``samples`` wakes with ``pollers`` parked pollers
+    on ``url``; the producer starts workflows through ``producer_url`` (another node
+    of the same database) or ``url``. ``sampling()`` is called once every poll has
+    parked, right before the first sample."""
     queue = f"lat-{uuid.uuid4().hex[:8]}"
     ctx = mp.get_context("spawn")
     out, ready = ctx.Queue(), ctx.Queue()
@@ -104,7 +115,9 @@ def measure(
     sent: dict[str, int] = {}
     latencies: list[float] = []
     bar = progress(samples, f"poll-latency {pollers} pollers", "wake")
-    producer = RawConnection(url)
+    producer = RawConnection(producer_url or url)
+    if sampling is not None:
+        sampling()
     try:
         for _ in range(samples):
             wid = f"lat-{uuid.uuid4().hex}"

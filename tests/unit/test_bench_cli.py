@@ -65,3 +65,12 @@ def test_summaries_are_medians_and_ratios() -> None:
     assert dwtrio_over_temporal(rows) == [
         {"starters": 1, "wf_per_s": 2.0, "start_to_code_p50": 2.0, "p50": 2.0, "p99": 2.0}
     ]
+
+
+def test_cross_node_wakes_options() -> None:
+    args = build_parser().parse_args(["cross-node-wakes"])
+    assert (args.pollers, args.samples, args.rounds) == (10, 200, 3)
+    args = build_parser().parse_args(["cross-node-wakes", "--rounds", "5", "--samples", "50"])
+    assert (args.rounds, args.samples) == (5, 50)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["cross-node-wakes", "--rounds", "0"])
