@@ -368,7 +368,7 @@ async def process_cluster(
 
     Node ``i`` is ``node-a``, ``node-b``, ... (its ``DW_SERVER_ID``), on a free port, with
     ``DW_AUTH_TOKEN=token`` (valid on both planes), :data:`NODE_DEFAULTS` and ``settings``
-    (``DW_*`` names) in its environment; ``command``/``cwd`` replace
+    (``DW_*`` names, taking precedence over the defaults) in its environment; ``command``/``cwd`` replace
     ``python -m dwtrio serve`` in the repository for every node (a test may still change
     one node's :attr:`NodeProcess.command` before a restart).
     """
@@ -383,8 +383,7 @@ async def process_cluster(
             DW_SERVER_ID=server_id,
             DW_AUTH_TOKEN=token,
             DW_DATA_DIR=str(workdir / f"{server_id}-data"),
-            **NODE_DEFAULTS,
-            **(settings or {}),
+            **{**NODE_DEFAULTS, **(settings or {})},
         )
         if redis_url is not None:
             env["DW_REDIS_URL"] = redis_url
