@@ -72,6 +72,13 @@ class PayloadTooLargeError(DwtrioError):
     http_status = 413
 
 
+class HeadersTooLargeError(DwtrioError):
+    """The request line and headers are larger than the server accepts."""
+
+    reason = "headers_too_large"
+    http_status = 431
+
+
 class UnsupportedMediaTypeError(DwtrioError):
     """Request bodies must be JSON (Content-Type: application/json)."""
 

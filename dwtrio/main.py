@@ -42,7 +42,7 @@ from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 from prometheus_client import multiprocess
 
-from dwtrio import metrics
+from dwtrio import metrics, wire
 from dwtrio.background import supervisor
 from dwtrio.embedded import EmbeddedPostgres
 from dwtrio.errors import DwtrioError
@@ -69,6 +69,8 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     # is closing at that moment and get a reset instead of an answer.
     config.keep_alive_timeout = settings.keep_alive_timeout_s
     config.include_server_header = False
+    # Hypercorn refuses a head over this while it arrives; pipeline.check_head, once it is in.
+    config.h11_max_incomplete_size = wire.MAX_HEAD_BYTES
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     return config

@@ -37,6 +37,9 @@ T = TypeVar("T")
 #: serialise about 254, so a value from a body fits in any response or jsonb
 #: column with room to spare. Deeper bodies get ``400 malformed_json``.
 MAX_JSON_DEPTH: Final = 64
+#: Most bytes a request's line and headers may take (Hypercorn's own limit for a head
+#: that arrives in pieces; ``pipeline.check_head`` applies it to every head, as a 431).
+MAX_HEAD_BYTES: Final = 16 * 1024
 #: How many NUL-holding fields one 422 lists.
 _MAX_NUL_ERRORS: Final = 20
 

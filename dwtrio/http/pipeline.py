@@ -30,6 +30,7 @@ from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 from dwtrio import wire
 from dwtrio.errors import (
     ForbiddenError,
+    HeadersTooLargeError,
     MalformedJsonError,
     MissingControlPlaneVersionError,
     MissingProtocolVersionError,
@@ -66,6 +67,23 @@ class Admitted:
 
 def too_large(limit: int) -> PayloadTooLargeError:
     return PayloadTooLargeError(f"The request body exceeds {limit} bytes.", limit=limit)
+
+
+def check_head(scope: Mapping[str, Any]) -> None:
+    """The head gate: the request line and headers fit in ``wire.MAX_HEAD_BYTES``.
+
+    Hypercorn (h11) refuses a larger head only while it is incomplete, so one that
+    arrives in a single read of up to 64 KiB got through; this makes the limit hold
+    however the head was sent.
+    """
+    size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    for name, value in scope["headers"]:
+        size += len(name) + len(value) + 4  # ": " and CRLF
+    if size > wire.MAX_HEAD_BYTES:
+        raise HeadersTooLargeError(
+            f"The request line and headers exceed {wire.MAX_HEAD_BYTES} bytes.",
+            limit=wire.MAX_HEAD_BYTES,
+        )
 
 
 def body_timed_out() -> RequestTimeoutError:
@@ -295,6 +313,7 @@ async def run_gates(rt: Runtime) -> None:
             run_id=view_args.get("run_id"),
             worker_id=view_args.get("worker_id"),
         )
+    check_head(request.scope)
     limit = rt.settings.max_payload_bytes
     declared = request.content_length
     if declared is not None and declared > limit:

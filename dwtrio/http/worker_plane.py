@@ -26,6 +26,7 @@ import trio
 from dwtrio import wire
 from dwtrio.errors import (
     DwtrioError,
+    HeadersTooLargeError,
     MethodNotAllowedError,
     PayloadTooLargeError,
     QueryTaskNotFoundError,
@@ -43,6 +44,14 @@ from dwtrio.matching.waiters import ClientGone
 from dwtrio.runtime import Runtime
 
 PREFIX = "/api/worker/"
+#: Refusals answered before the whole body was read: the connection ends with them.
+UNREAD_BODY_STATUSES = frozenset(
+    {
+        HeadersTooLargeError.http_status,
+        PayloadTooLargeError.http_status,
+        RequestTimeoutError.http_status,
+    }
+)
 
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -196,6 +205,7 @@ class WorkerPlane:
         accept_encoding = headers.get("accept-encoding", "")
         raw = b""
         try:
+            pipeline.check_head(scope)
             raw, declared = await read_body(
                 receive, headers, rt.settings.max_payload_bytes, rt.settings.body_timeout_s
             )
@@ -216,10 +226,10 @@ class WorkerPlane:
                 body.update(retry_contract(request_path(scope), raw))
         body["protocol_version"] = rt.settings.worker_protocol_version
         body["server_capabilities"] = rt.worker_capabilities
-        if status not in (PayloadTooLargeError.http_status, RequestTimeoutError.http_status):
+        if status not in UNREAD_BODY_STATUSES:
             await respond(send, rt, method, accept_encoding, status, body)
             return
-        # The body gate refused the rest of the body: end the connection. Hypercorn
+        # The head or body gate refused the rest of the body: end the connection. Hypercorn
         # may still be queueing body chunks, and the end of the response waits for
         # room in that queue: throw them away while answering.
         async with trio.open_nursery() as nursery:

@@ -197,6 +197,47 @@ async def test_declared_content_length_over_limit_is_413(start_server: StartServ
     assert "x-durable-workflow-control-plane-version" not in headers
 
 
+def filler_headers(total_bytes: int) -> dict[str, str]:
+    """Headers of 40 bytes each on the wire (``X-Filler-NNNN: <24 x>`` and CRLF)."""
+    return {f"X-Filler-{i:04d}": "x" * 24 for i in range(total_bytes // 40)}
+
+
+@pytest.mark.parametrize("path", ["/api/namespaces", "/api/worker/register", "/api/health"])
+async def test_a_head_over_the_limit_is_431_however_it_arrives(
+    server: RunningServer, path: str
+) -> None:
+    """16 KiB of request line and headers at most. Hypercorn refuses a larger head only
+    while it is still arriving (a bare 431), so 700 headers written at once used to be
+    served; the head gate answers them 431 in the plane's envelope, before the body is
+    read and before authentication."""
+    head = {**JSON_CT, **BOTH}
+    raw = await RawHttp.open(server)
+    try:
+        with trio.fail_after(5):
+            status, headers, body = await raw.request(
+                "POST", path, {**head, **filler_headers(28_000)}, b"{}"
+            )
+            assert status == 431, body
+            assert headers["content-type"].startswith("application/json")
+            import orjson
+
+            payload = orjson.loads(body)
+            assert payload["reason"] == "headers_too_large", payload
+            assert payload["limit"] == 16384
+            assert payload["request_id"] == headers["x-request-id"]
+            if path.startswith("/api/worker/"):
+                # the worker plane ends the connection like any refusal before the body
+                assert payload["protocol_version"] == "1.20"
+                assert headers["connection"] == "close"
+                assert await raw.stream.receive_some() == b""
+    finally:
+        await raw.aclose()
+    # a head under the limit goes through to the route (here: no credential, so 401)
+    async with server.client(token=None, **BOTH) as c:
+        r = await c.get("/api/namespaces", headers=filler_headers(14_000))
+        assert_error(r, 401, "unauthorized")
+
+
 @pytest.mark.parametrize(
     "headers",
     [
