@@ -44,6 +44,7 @@ from processes import (
     node_env,
     process_cluster,
     render_nginx_conf,
+    serve_command,
 )
 from releases import Release, extract, previous_release
 
@@ -59,22 +60,31 @@ LOAD_SECONDS = 34.0
 LOAD_PER_SECOND = 4.0
 #: When each step starts, in seconds after the load began.
 MIGRATE_AT, DRAIN_A_AT, DRAIN_B_AT = 4.0, 12.0, 22.0
+#: The default: requests in flight get this long when a node drains.
+GRACEFUL_TIMEOUT_S = 10
 ACCESS_FORMAT = "$msec $status $upstream_addr $upstream_status $request_method $uri"
 
 
-def run_python(args: list[str], *, cwd: Path, env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, timeout=120, check=False
-    )
+async def run_python(args: list[str], *, cwd: Path, env: dict[str, str]) -> str:
+    """``python args`` (this venv's) in ``cwd``; its output, once it exited 0."""
+    with trio.fail_after(120):
+        done = await trio.run_process(
+            [sys.executable, *args],
+            cwd=cwd,
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
     output = (done.stdout + done.stderr).decode(errors="replace")
     assert done.returncode == 0, output
     return output
 
 
-def check_imports_from(tree: Path, env: dict[str, str]) -> None:
+async def check_imports_from(tree: Path, env: dict[str, str]) -> None:
     """What a node started in ``tree`` with ``env`` imports: its own package and SQL."""
     code = "import dwtrio, dwtrio.store.queries as q; print(dwtrio.__file__); print(q.schema_dir())"
-    package, schema = run_python(["-c", code], cwd=tree, env=env).split()
+    package, schema = (await run_python(["-c", code], cwd=tree, env=env)).split()
     assert Path(package) == tree / "dwtrio" / "__init__.py", package
     assert Path(schema) == tree / "schema", schema
 
@@ -191,6 +201,30 @@ async def open_runs(dsn: str, prefix: str) -> int:
     return await connect_once(dsn, count)
 
 
+async def stuck_runs(dsn: str, prefix: str) -> list[str]:
+    """The open runs with their last events and their tasks, for a failure message."""
+
+    async def read(conn: Conn) -> list[str]:
+        rows = await conn.fetch(
+            "SELECT r.workflow_id, r.status,"
+            "       (SELECT array_agg(e.event_type ORDER BY e.sequence) FROM history_events e"
+            "         WHERE e.run_id = r.id) AS events,"
+            "       (SELECT array_agg(t.kind || ':' || t.state || ':' || coalesce(t.lease_owner, '-')"
+            "                         || ':' || t.attempt || ':' || t.available_at::text)"
+            "          FROM workflow_tasks t WHERE t.run_id = r.id) AS tasks"
+            "  FROM workflow_runs r WHERE r.workflow_id LIKE $1"
+            "   AND r.status IN ('pending', 'running', 'waiting') ORDER BY r.workflow_id",
+            prefix + "-%",
+        )
+        return [
+            f"{r['workflow_id']} {r['status']} events={r['events']} tasks={r['tasks']}"
+            for r in rows
+        ]
+
+    result: list[str] = await connect_once(dsn, read)
+    return result
+
+
 async def history_books(dsn: str, prefix: str) -> dict[str, Any]:
     """Runs per workflow id, and per run its sequence range and its events by type."""
 
@@ -244,6 +278,13 @@ def history_problems(workflow_id: str, kind: str, entry: Any) -> list[str]:
     return problems
 
 
+def nginx_errors(cluster: ProcessCluster) -> list[str]:
+    """nginx's own log without the refused connections (a stopped node)."""
+    assert cluster.nginx is not None
+    text = cluster.nginx.log.read_text(errors="replace")
+    return [line[:300] for line in text.splitlines() if "refused" not in line][-20:]
+
+
 def node_problems(node: NodeProcess) -> list[str]:
     text = node.log.read_text(errors="replace")
     return [
@@ -264,6 +305,30 @@ async def first_answer(cluster: ProcessCluster, node: NodeProcess, path: str) ->
                     await trio.sleep(0.1)
 
 
+def run_this_tree(node: NodeProcess) -> None:
+    """From its next start, ``node`` runs this tree's dwtrio."""
+    node.command, node.cwd = serve_command(), REPO_ROOT
+    node.env.pop("PYTHONPATH", None)
+
+
+def extra_node(cluster: ProcessCluster, like: NodeProcess, server_id: str) -> NodeProcess:
+    """A node of this tree with ``like``'s settings, on a port of its own (not started)."""
+    port = free_port()
+    node = NodeProcess(
+        server_id,
+        port,
+        {
+            **like.env,
+            "DW_BIND": f"127.0.0.1:{port}",
+            "DW_SERVER_ID": server_id,
+            "DW_DATA_DIR": str(cluster.workdir / f"{server_id}-data"),
+        },
+        cluster.workdir / f"{server_id}.log",
+    )
+    run_this_tree(node)
+    return node
+
+
 def shipped_after(release: Release) -> list[str]:
     return [label(m.version, m.name) for m in list_migrations() if m.version > release.migration]
 
@@ -276,45 +341,36 @@ async def test_rolling_upgrade_from_the_previous_release_loses_nothing(
     dsn = databases.dsn(await databases.create(empty=True))
     old_env = node_env(DW_DATABASE_URL=dsn, PYTHONPATH=str(old_tree))
     new_env = node_env(DW_DATABASE_URL=dsn)
-    check_imports_from(old_tree, old_env)
-    check_imports_from(REPO_ROOT, new_env)
+    await check_imports_from(old_tree, old_env)
+    await check_imports_from(REPO_ROOT, new_env)
     newer = shipped_after(release)
     assert newer, f"this tree ships no migration after {release.migration:04d}"
 
     # N-1 creates the schema it knows.
-    out = run_python(["-m", "dwtrio", "bootstrap"], cwd=old_tree, env=old_env)
+    out = await run_python(["-m", "dwtrio", "bootstrap"], cwd=old_tree, env=old_env)
     assert f"{release.migration:04d}_" in out and newer[0] not in out, out
 
-    serve = [sys.executable, "-m", "dwtrio", "serve"]
-    settings = {"DW_AUTO_BOOTSTRAP": "false", "PYTHONPATH": str(old_tree)}
+    settings = {
+        "DW_AUTO_BOOTSTRAP": "false",
+        "DW_GRACEFUL_TIMEOUT_SECONDS": str(GRACEFUL_TIMEOUT_S),
+        "PYTHONPATH": str(old_tree),
+    }
     cluster_dir = tmp_path / "cluster"
     drivers: list[trio.Process] = []
     async with process_cluster(
-        cluster_dir, dsn=dsn, redis_url=redis_url, settings=settings, command=serve, cwd=old_tree
+        cluster_dir, dsn=dsn, redis_url=redis_url, settings=settings, cwd=old_tree
     ) as cluster:
         a, b = cluster.nodes
-        port = free_port()
-        c = NodeProcess(
-            "node-c",
-            port,
-            {
-                **{k: v for k, v in a.env.items() if k != "PYTHONPATH"},
-                "DW_BIND": f"127.0.0.1:{port}",
-                "DW_SERVER_ID": "node-c",
-                "DW_DATA_DIR": str(cluster_dir / "node-c-data"),
-            },
-            cluster_dir / "node-c.log",
-            command=serve,
-            cwd=REPO_ROOT,
-        )
+        c = extra_node(cluster, a, "node-c")
         await route_to(cluster, [a, b])
         queue = f"upgrade-{uuid.uuid4().hex[:8]}"
         try:
             worker_out, load_out = cluster_dir / "worker.out", cluster_dir / "load.out"
             starts = cluster_dir / "starts.jsonl"
             lb, token = cluster.lb_url, cluster.token
-            drivers.append(await open_driver(["worker", lb, token, queue, "150"], worker_out))
+            drivers.append(await open_driver(["worker", lb, token, queue, "150", "10"], worker_out))
             await trio.sleep(2)  # the worker registers and parks its polls
+            assert drivers[0].returncode is None, worker_out.read_text()[-3000:]
             t = Timeline()
             drivers.append(
                 await open_driver(
@@ -340,7 +396,7 @@ async def test_rolling_upgrade_from_the_previous_release_loses_nothing(
 
             await t.until(MIGRATE_AT)
             t.mark("migrate")
-            out = run_python(["-m", "dwtrio", "bootstrap"], cwd=REPO_ROOT, env=new_env)
+            out = await run_python(["-m", "dwtrio", "bootstrap"], cwd=REPO_ROOT, env=new_env)
             assert all(name in out for name in newer), out
             migrated_at = t.mark("migrated")
             await c.wait_ready()
@@ -351,8 +407,7 @@ async def test_rolling_upgrade_from_the_previous_release_loses_nothing(
             sigterm_a = t.mark("drain a")
             assert await a.stop() == 0
             drained_a = t.mark("a gone")
-            a.command, a.cwd = serve, REPO_ROOT
-            a.env.pop("PYTHONPATH")
+            run_this_tree(a)
             await a.start()
             t.mark("a ready as N")
 
@@ -368,9 +423,15 @@ async def test_rolling_upgrade_from_the_previous_release_loses_nothing(
             t.mark("load done")
             lines = [json.loads(x) for x in starts.read_text().splitlines()]
             prefix = last_json(load_out)["prefix"]
-            with trio.fail_after(60):
+            with trio.move_on_after(60):
                 while await open_runs(dsn, prefix):
                     await trio.sleep(0.5)
+            stuck = await stuck_runs(dsn, prefix)
+            assert stuck == [], (
+                f"runs still open 60 s after the load ({t.line()}):\n"
+                + "\n".join(stuck)
+                + f"\nworker:\n{worker_out.read_text()[-3000:]}"
+            )
             t.mark("all closed")
             drivers[0].send_signal(signal.SIGTERM)
             with trio.fail_after(30):
@@ -428,7 +489,12 @@ async def test_rolling_upgrade_from_the_previous_release_loses_nothing(
     assert signal_failures == []
     assert wrong == [] and duplicates == [] and history == []
     assert len(books["runs"]) == len(acknowledged) == int(LOAD_SECONDS * LOAD_PER_SECOND)
-    assert five_xx == [], five_xx[:10]
+    nodes = {f"127.0.0.1:{n.port}": n.server_id for n in (a, b, c)}
+    assert five_xx == [], [
+        f"{e.status} {e.method} {e.uri} from {[nodes.get(u, u) for u in e.upstreams]}"
+        f" at +{e.at - t.began:.3f}s"
+        for e in five_xx[:10]
+    ] + [t.line(), *nginx_errors(cluster)]
     assert worker["survived"], worker
     for counts in (after_a, after_b):
         assert counts["polls"] > 0 and counts["completions"] > 0, (after_a, after_b)
@@ -446,18 +512,19 @@ else:
 """
 
 
-def test_wake_messages_travel_between_the_releases(tmp_path: Path) -> None:
+async def test_wake_messages_travel_between_the_releases(tmp_path: Path) -> None:
     """Nodes of both releases share one Redis channel during the roll: each must read the
     other's wake messages (a lost wake only costs a recheck interval, so the load test
     alone would not notice a changed format)."""
     old_tree = extract(previous_release(), tmp_path)
     trees = {"old": (old_tree, node_env(PYTHONPATH=str(old_tree))), "new": (REPO_ROOT, node_env())}
     sent = {
-        name: run_python(["-c", WAKE_MESSAGES, "encode"], cwd=cwd, env=env).splitlines()
+        name: (await run_python(["-c", WAKE_MESSAGES, "encode"], cwd=cwd, env=env)).splitlines()
         for name, (cwd, env) in trees.items()
     }
     assert sent["old"] == sent["new"]  # one channel, one message
     for name, (cwd, env) in trees.items():
         other = sent["new" if name == "old" else "old"][1]
-        decoded = run_python(["-c", WAKE_MESSAGES, "decode", other], cwd=cwd, env=env).strip()
+        decoded = await run_python(["-c", WAKE_MESSAGES, "decode", other], cwd=cwd, env=env)
+        decoded = decoded.strip()
         assert decoded == "('origin', ('default', 'queue-1', 'workflow'))", (name, decoded)
