@@ -51,6 +51,14 @@ class RetryableStoreError(StoreUnavailableError):
     """A transaction hit a serialization failure or deadlock; retry it."""
 
 
+class StoreTimeoutError(StoreUnavailableError):
+    """The database did not answer in time: a statement ran past
+    DW_DB_STATEMENT_TIMEOUT_SECONDS (a slow database, or a lock held elsewhere), or
+    every pooled connection stayed busy for DW_DB_POOL_WAIT_SECONDS. Nothing was
+    applied, unless ``maybe_applied`` says an earlier statement had committed. The
+    ``cause`` field says which."""
+
+
 class AdmissionLockBusyError(DwtrioError):
     """A claim waited a second for its admission scope's lock (other nodes' claims of
     the same capped queue held it): it claims nothing this time. Matching turns it

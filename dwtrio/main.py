@@ -208,6 +208,8 @@ async def serve(
                     min_size=settings.db_pool_min_size,
                     max_size=settings.db_pool_max_size,
                     outage_wait_s=settings.db_outage_wait_s,
+                    statement_timeout_s=settings.db_statement_timeout_s,
+                    pool_wait_s=settings.db_pool_wait_s,
                 ) as store:
                     if not bootstrapped:  # (a bootstrap has logged what it found)
                         await log_schema_state(store)

@@ -221,6 +221,19 @@ class Settings:
         "How long a request waits for an unreachable database to come back before it "
         "answers 503 backend_unavailable (0: answer at once).",
     )
+    db_statement_timeout_s: float = _setting(
+        "DW_DB_STATEMENT_TIMEOUT_SECONDS",
+        30.0,
+        "Longest one database statement of the pool may run, waiting for locks included "
+        "(PostgreSQL's statement_timeout on every pooled connection); past it the statement "
+        "is cancelled and the request answers 503 backend_unavailable.",
+    )
+    db_pool_wait_s: float = _setting(
+        "DW_DB_POOL_WAIT_SECONDS",
+        10.0,
+        "How long an operation waits for a pooled connection while all DW_DB_POOL_MAX_SIZE "
+        "are busy before the request answers 503 backend_unavailable.",
+    )
     auto_bootstrap: bool = _setting(
         "DW_AUTO_BOOTSTRAP",
         True,
@@ -668,6 +681,10 @@ class Settings:
             problems.append("DW_DB_POOL_MAX_SIZE must be >= max(1, DW_DB_POOL_MIN_SIZE)")
         if not (0 <= self.db_outage_wait_s <= 60):
             problems.append("DW_DB_OUTAGE_WAIT_SECONDS must be between 0 and 60")
+        if not (0.1 <= self.db_statement_timeout_s <= 3600):
+            problems.append("DW_DB_STATEMENT_TIMEOUT_SECONDS must be between 0.1 and 3600")
+        if not (0.1 <= self.db_pool_wait_s <= 600):
+            problems.append("DW_DB_POOL_WAIT_SECONDS must be between 0.1 and 600")
         if self.history_page_size_default > self.history_page_size_max:
             problems.append("DW_HISTORY_PAGE_SIZE_DEFAULT must be <= DW_HISTORY_PAGE_SIZE_MAX")
         if self.wake_bus not in WAKE_BUSES:

@@ -10,6 +10,7 @@ from dwtrio.errors import (
     DwtrioError,
     NamespaceNotFoundError,
     RetryableStoreError,
+    StoreTimeoutError,
     StoreUnavailableError,
 )
 
@@ -36,6 +37,20 @@ def translate(exc: BaseException) -> DwtrioError | None:
     if isinstance(exc, asyncpg.UndefinedTableError):
         return StoreUnavailableError(
             f"the database schema is missing ({exc}); run `dwtrio bootstrap`"
+        )
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        # statement_timeout (DW_DB_STATEMENT_TIMEOUT_SECONDS) or an operator's
+        # pg_cancel_backend: the statement was rolled back, the connection is fine.
+        timed_out = "statement timeout" in str(exc)
+        return StoreTimeoutError(
+            f"The database cancelled a statement ({exc}): "
+            + (
+                "it ran longer than DW_DB_STATEMENT_TIMEOUT_SECONDS (a slow database, or "
+                "a lock held elsewhere); retry."
+                if timed_out
+                else "retry."
+            ),
+            cause="statement_timeout" if timed_out else "statement_cancelled",
         )
     if isinstance(exc, asyncpg.SerializationError | asyncpg.DeadlockDetectedError):
         return RetryableStoreError(str(exc))

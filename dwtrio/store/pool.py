@@ -41,7 +41,7 @@ import trio
 import trio_asyncio
 
 from dwtrio import metrics
-from dwtrio.errors import StoreUnavailableError
+from dwtrio.errors import StoreTimeoutError, StoreUnavailableError
 from dwtrio.store.errors import translate
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,10 @@ Op = Callable[Concatenate[Conn, P], Awaitable[T]]
 
 #: Seconds one connection attempt may take.
 CONNECT_TIMEOUT_S = 5.0
+
+#: Defaults of DW_DB_STATEMENT_TIMEOUT_SECONDS and DW_DB_POOL_WAIT_SECONDS.
+STATEMENT_TIMEOUT_S = 30.0
+POOL_WAIT_S = 10.0
 
 #: Attempts of a transaction that Postgres aborts for a deadlock or serialization failure.
 TRANSACTION_ATTEMPTS = 3
@@ -112,12 +116,15 @@ class Checkout:
     one takes and returns its connection without a loop turn. A connection
     whose operation failed or was cancelled is released to asyncpg's pool,
     which resets or replaces it. When all ``max_size`` are busy, callers queue
-    (FIFO) for the next one returned.
+    (FIFO) for the next one returned, each for at most ``wait_s``: then it raises
+    :class:`StoreTimeoutError` (a slow database or a held lock keeps every
+    connection busy; the caller answers 503 instead of queueing without end).
     """
 
-    def __init__(self, pool: asyncpg.Pool, max_size: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, max_size: int, wait_s: float = POOL_WAIT_S) -> None:
         self._pool = pool
         self._max = max_size
+        self._wait_s = wait_s
         self._idle: deque[PooledConn] = deque()
         #: Each gets a connection, or None: a *slot* (take a connection from
         #: asyncpg's pool, which has one free for it).
@@ -140,12 +147,16 @@ class Checkout:
         if self._out < self._max:
             self._out += 1
             return await self._take_from_pool()
-        waiter: asyncio.Future[PooledConn | None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[PooledConn | None] = loop.create_future()
         self._waiters.append(waiter)
+        # An empty context: a timer cancelled early still sits in trio-asyncio's heap
+        # until its deadline, and must not keep the request's context alive that long.
+        timer = loop.call_later(self._wait_s, self._give_up, waiter, context=contextvars.Context())
         try:
             handed = await waiter
         except BaseException:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 # Handed over just as we were cancelled: pass it on.
                 given = waiter.result()
                 if given is not None:
@@ -154,7 +165,20 @@ class Checkout:
                     self._free_slot()
             waiter.cancel()
             raise
+        finally:
+            timer.cancel()
         return handed if handed is not None else await self._take_from_pool()
+
+    def _give_up(self, waiter: asyncio.Future[PooledConn | None]) -> None:
+        if not waiter.done():
+            waiter.set_exception(
+                StoreTimeoutError(
+                    f"All {self._max} database connections of this process stayed busy for "
+                    f"{self._wait_s:g} s (DW_DB_POOL_WAIT_SECONDS): the database is slow or "
+                    "overloaded; retry.",
+                    cause="pool_wait_timeout",
+                )
+            )
 
     async def _take_from_pool(self) -> PooledConn:
         """A connection from asyncpg's pool, for a slot already counted in ``_out``."""
@@ -171,7 +195,9 @@ class Checkout:
             open=self._out,
             idle=len(self._idle),
             in_use=self._out - len(self._idle),
-            waiting=len(self._waiters),
+            # (callers that gave up or were cancelled leave their future behind until
+            # a returned connection passes over it)
+            waiting=sum(1 for waiter in self._waiters if not waiter.done()),
         )
 
     def put_back(self, conn: PooledConn) -> None:
@@ -306,13 +332,14 @@ class Store:
         max_size: int,
         *,
         outage_wait_s: float = 10.0,
+        pool_wait_s: float = POOL_WAIT_S,
         dsn: str | None = None,
     ) -> None:
         self._pool = pool
         #: The database's DSN, for a connection of its own outside the pool (the
         #: Postgres wake bus's LISTEN connection, ``store/notify.py``).
         self.dsn = dsn
-        self._conns = Checkout(pool, max_size)
+        self._conns = Checkout(pool, max_size, pool_wait_s)
         self.outage_wait_s = outage_wait_s
         #: Told (on the Trio side, after the commit) the runs an operation appended
         #: history events to; the runtime publishes their history wakes.
@@ -415,6 +442,7 @@ class Store:
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
             conn: PooledConn | None = None
             sent = -1
+            ran = 0  # statements of this attempt that reached the server, once it failed
             committing = False
             appended: set[str] = set()
             _new_events.set(appended)  # this asyncio task's context: the op's only
@@ -436,6 +464,7 @@ class Store:
                         committing = True
                         await tx.commit()
                 except BaseException as exc:
+                    ran = _statements_sent(conn) - sent
                     await asyncio.shield(
                         self._conns.discard(conn, broken=_connection_lost(exc, conn))
                     )
@@ -455,6 +484,10 @@ class Store:
                 mapped = translate(exc)
                 if mapped is None:
                     raise
+                if isinstance(mapped, StoreTimeoutError) and mode is Mode.AUTOCOMMIT and ran != 1:
+                    # A statement before the cancelled one may have committed (or the
+                    # count is unknown): the caller must not assume nothing happened.
+                    mapped.maybe_applied = True
                 if isinstance(mapped, StoreUnavailableError) and _connection_lost(exc, conn):
                     no_effect = (
                         conn is None  # it failed getting a connection
@@ -525,7 +558,9 @@ def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) ->
     )
 
 
-async def _create_pool(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
+async def _create_pool(
+    dsn: str, min_size: int, max_size: int, statement_timeout_s: float
+) -> asyncpg.Pool:
     asyncio.get_running_loop().set_exception_handler(_log_loop_error)
     return await asyncpg.create_pool(
         dsn,
@@ -539,13 +574,24 @@ async def _create_pool(dsn: str, min_size: int, max_size: int) -> asyncpg.Pool:
         # A database that does not answer at all must not hold a caller for
         # asyncpg's default minute per connection attempt.
         timeout=CONNECT_TIMEOUT_S,
-        server_settings={"application_name": "dwtrio", "timezone": "UTC"},
+        server_settings={
+            "application_name": "dwtrio",
+            "timezone": "UTC",
+            # No statement, nor its wait for a lock, holds a connection without end.
+            "statement_timeout": str(max(1, round(statement_timeout_s * 1000))),
+        },
     )
 
 
 @asynccontextmanager
 async def open_store(
-    dsn: str, *, min_size: int = 2, max_size: int = 16, outage_wait_s: float = 10.0
+    dsn: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 16,
+    outage_wait_s: float = 10.0,
+    statement_timeout_s: float = STATEMENT_TIMEOUT_S,
+    pool_wait_s: float = POOL_WAIT_S,
 ) -> AsyncIterator[Store]:
     """Open a pool for ``dsn`` (inside a trio-asyncio loop) and close it on exit.
 
@@ -553,12 +599,14 @@ async def open_store(
         StoreUnavailableError: the database cannot be reached.
     """
     try:
-        pool = await trio_asyncio.aio_as_trio(_create_pool)(dsn, min_size, max_size)
+        pool = await trio_asyncio.aio_as_trio(_create_pool)(
+            dsn, min_size, max_size, statement_timeout_s
+        )
     except Exception as exc:
         if (mapped := translate(exc)) is not None:
             raise mapped from exc
         raise
-    store = Store(pool, max_size, outage_wait_s=outage_wait_s, dsn=dsn)
+    store = Store(pool, max_size, outage_wait_s=outage_wait_s, pool_wait_s=pool_wait_s, dsn=dsn)
     try:
         yield store
     finally:

@@ -164,6 +164,8 @@ def test_configuration_reference_lists_every_setting() -> None:
         {"DW_V2_UPDATE_WAIT_COMPLETION_TIMEOUT_SECONDS": "0"},
         {"DW_WORKER_POLL_TIMEOUT": "0"},
         {"DW_WORKER_STALE_AFTER_SECONDS": "1"},
+        {"DW_DB_STATEMENT_TIMEOUT_SECONDS": "0"},
+        {"DW_DB_POOL_WAIT_SECONDS": "nan"},
     ],
 )
 def test_values_that_would_stall_a_loop_or_every_call_are_refused(env: dict[str, str]) -> None:
