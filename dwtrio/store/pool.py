@@ -442,7 +442,7 @@ class Store:
         for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
             conn: PooledConn | None = None
             sent = -1
-            ran = 0  # statements of this attempt that reached the server, once it failed
+            ran: int | None = None  # statements of the failed attempt sent (None: unknown)
             committing = False
             appended: set[str] = set()
             _new_events.set(appended)  # this asyncio task's context: the op's only
@@ -464,7 +464,8 @@ class Store:
                         committing = True
                         await tx.commit()
                 except BaseException as exc:
-                    ran = _statements_sent(conn) - sent
+                    # Counted before the connection goes back (asyncpg then detaches it).
+                    ran = _statements_since(conn, sent)
                     await asyncio.shield(
                         self._conns.discard(conn, broken=_connection_lost(exc, conn))
                     )
@@ -493,7 +494,7 @@ class Store:
                         conn is None  # it failed getting a connection
                         or mode in (Mode.READ, Mode.PROBE)
                         or (mode is Mode.TRANSACTION and not committing)
-                        or _statements_sent(conn) == sent  # nothing reached the server
+                        or ran == 0  # nothing reached the server
                     )
                     if no_effect:
                         raise Interrupted(mapped) from exc
@@ -509,6 +510,13 @@ class Store:
         if scope.cancelled_caught:
             log.warning("pool did not close within %.1fs; terminating connections", timeout_s)
             self._pool.terminate()
+
+
+def _statements_since(conn: PooledConn, sent: int) -> int | None:
+    """How many statements ``conn`` sent since it had sent ``sent``; None when either
+    count is unknown."""
+    now = _statements_sent(conn)
+    return None if now < 0 or sent < 0 else now - sent
 
 
 def _statements_sent(conn: PooledConn) -> int:

@@ -292,3 +292,25 @@ async def test_backends_terminated_under_load_cost_no_failed_operation(db_dsn: s
         assert unknown["tx"] + unknown["auto"] <= 2 * 30 * 2
 
     await with_store(db_dsn, body)
+
+
+async def test_an_autocommit_whose_connection_failed_before_sending_runs_again(
+    db_dsn: str,
+) -> None:
+    """A connection found dead before the operation's first statement went out (the
+    server closed it while it sat idle): nothing can have committed, so the operation
+    runs again on a fresh connection instead of failing as maybe applied."""
+    calls: list[int] = []
+
+    async def dies_first(conn: Conn) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise asyncpg.ConnectionDoesNotExistError("connection was closed")
+        return await backend_pid(conn)
+
+    async def body(store: Store) -> None:
+        with trio.fail_after(10):
+            assert await store.autocommit(dies_first) > 0
+        assert len(calls) == 2
+
+    await with_store(db_dsn, body)
