@@ -22,6 +22,7 @@ from bench import (
     retention,
     schedules,
     sdk_greeter,
+    soak,
     task_queues,
     throughput,
     visibility,
@@ -260,6 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="measuring rounds over the one load; the median is reported",
     )
     om.set_defaults(run=operator_metrics.run)
+    sk = sub.add_parser(
+        "soak",
+        help="mixed SDK load on two nodes for --duration, sampled every 10 s "
+        "(RSS, fds, pool, table sizes); needs --dsn",
+    )
+    sk.add_argument("--duration", type=float, default=1800.0, help="seconds of load")
+    sk.add_argument("--rate", type=float, default=8.0, help="workflows started per second")
+    sk.add_argument(
+        "--retention-after",
+        type=float,
+        default=120.0,
+        help="seconds after a run closes until the soak shifts it past retention",
+    )
+    sk.add_argument("--out", default=None, help="directory for the CSV, JSON and PNG")
+    sk.set_defaults(run=soak.run)
     r = sub.add_parser(
         "retention", help="prune rate of expired runs and wake latency while pruning"
     )
