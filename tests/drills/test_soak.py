@@ -30,7 +30,7 @@ RATE = 3
 #: The run's own bound: 60 s of load, the drain (at most 90 s) and the setup around it.
 TIMEOUT_S = DURATION_S + 200
 
-pytestmark = [pytest.mark.slow, pytest.mark.sdk]
+pytestmark = [pytest.mark.drill, pytest.mark.slow, pytest.mark.sdk]
 
 
 def test_soak_for_a_minute(pg_admin_dsn: str, redis_url: str, tmp_path: Path) -> None:
