@@ -180,12 +180,17 @@ def pytest_configure(config: pytest.Config) -> None:
 #: Node id prefixes whose tests pytest-xdist sends to one worker as one unit: the cluster
 #: tests (most share the session's Redis and would lock each other out one by one), the
 #: database-outage runs (each loads the machine fully; see their lock), the container
-#: tests (they share the images one module fixture builds).
+#: tests (they share the images one module fixture builds), the reliability drills.
 ONE_WORKER = (
     "tests/cluster/",
     "tests/sdk/test_sdk_db_outage.py",
     "tests/deploy/test_containers.py",
+    "tests/drills/",
 )
+#: Prefixes of ONE_WORKER that join another's unit: the drills run on the cluster tests'
+#: worker, one after the other, never beside them (each loads both cores of a small
+#: machine with real nodes, nginx and SDK processes, and their timings would suffer).
+SAME_UNIT = {"tests/drills/": "tests/cluster/"}
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -200,7 +205,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     class Scheduling(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
-            return next((p for p in ONE_WORKER if nodeid.startswith(p)), nodeid)
+            prefix = next((p for p in ONE_WORKER if nodeid.startswith(p)), nodeid)
+            return SAME_UNIT.get(prefix, prefix)
 
     return Scheduling(config, log)
 
