@@ -79,9 +79,7 @@ def blueprint(rt: Runtime) -> Blueprint:
 
     @bp.get("/api/live")
     async def live() -> Response:
-        return json_response(
-            {"status": "alive", "timestamp": wire.iso_offset(wire.now_utc())}, 200
-        )
+        return json_response({"status": "alive", "timestamp": wire.iso_offset(wire.now_utc())}, 200)
 
     @bp.get("/api/health")
     async def health() -> Response:

@@ -15,10 +15,9 @@ missed), both nodes took part, and the runs' histories show each effect once.
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import attrs
 import httpx
