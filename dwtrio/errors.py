@@ -17,6 +17,9 @@ class DwtrioError(Exception):
 
     reason: ClassVar[str] = "server_error"
     http_status: ClassVar[int] = 500
+    #: Whether the answer ends the connection (a body the gates refused unread, or
+    #: framing the server will not trust for the next request).
+    closes_connection: ClassVar[bool] = False
 
     def __init__(self, message: str | None = None, **fields: Any) -> None:
         self.message = message or (self.__doc__ or self.reason).strip().splitlines()[0]
@@ -78,6 +81,7 @@ class PayloadTooLargeError(DwtrioError):
 
     reason = "payload_too_large"
     http_status = 413
+    closes_connection = True
 
 
 class HeadersTooLargeError(DwtrioError):
@@ -85,6 +89,15 @@ class HeadersTooLargeError(DwtrioError):
 
     reason = "headers_too_large"
     http_status = 431
+    closes_connection = True
+
+
+class AmbiguousFramingError(DwtrioError):
+    """A request may not carry both Content-Length and Transfer-Encoding."""
+
+    reason = "ambiguous_framing"
+    http_status = 400
+    closes_connection = True
 
 
 class UnsupportedMediaTypeError(DwtrioError):
@@ -169,6 +182,7 @@ class RequestTimeoutError(DwtrioError):
 
     reason = "request_timeout"
     http_status = 408
+    closes_connection = True
 
 
 class MethodNotAllowedError(DwtrioError):

@@ -74,12 +74,15 @@ def create_quart_app(rt: Runtime) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def on_error(exc: Exception) -> Response:
-        return envelope.error_response(
+        response = envelope.error_response(
             exc,
             pipeline.current_policy().plane,
             worker_version=rt.settings.worker_protocol_version,
             worker_capabilities=rt.worker_capabilities,
         )
+        if getattr(envelope.unwrap(exc), "closes_connection", False):
+            response.headers["Connection"] = "close"
+        return response
 
     for module in (
         health,

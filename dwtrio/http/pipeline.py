@@ -29,6 +29,7 @@ from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 
 from dwtrio import wire
 from dwtrio.errors import (
+    AmbiguousFramingError,
     ForbiddenError,
     HeadersTooLargeError,
     MalformedJsonError,
@@ -74,11 +75,21 @@ def check_head(scope: Mapping[str, Any]) -> None:
 
     Hypercorn (h11) refuses a larger head only while it is incomplete, so one that
     arrives in a single read of up to 64 KiB got through; this makes the limit hold
-    however the head was sent.
+    however the head was sent. A head with both ``Content-Length`` and
+    ``Transfer-Encoding`` is refused too: h11 reads such a body as chunked and keeps the
+    connection, where RFC 9112 (6.1) has the server close it after answering, since a
+    proxy in front may have framed the body the other way (request smuggling).
     """
     size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    framing = 0
     for name, value in scope["headers"]:
         size += len(name) + len(value) + 4  # ": " and CRLF
+        if name in (b"content-length", b"transfer-encoding"):
+            framing |= 1 if name == b"content-length" else 2
+    if framing == 3:
+        raise AmbiguousFramingError(
+            "A request may not carry both Content-Length and Transfer-Encoding."
+        )
     if size > wire.MAX_HEAD_BYTES:
         raise HeadersTooLargeError(
             f"The request line and headers exceed {wire.MAX_HEAD_BYTES} bytes.",

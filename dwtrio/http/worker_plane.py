@@ -26,11 +26,8 @@ import trio
 from dwtrio import wire
 from dwtrio.errors import (
     DwtrioError,
-    HeadersTooLargeError,
     MethodNotAllowedError,
-    PayloadTooLargeError,
     QueryTaskNotFoundError,
-    RequestTimeoutError,
     RouteNotFoundError,
     StoreUnavailableError,
     TaskNotFoundError,
@@ -44,14 +41,6 @@ from dwtrio.matching.waiters import ClientGone
 from dwtrio.runtime import Runtime
 
 PREFIX = "/api/worker/"
-#: Refusals answered before the whole body was read: the connection ends with them.
-UNREAD_BODY_STATUSES = frozenset(
-    {
-        HeadersTooLargeError.http_status,
-        PayloadTooLargeError.http_status,
-        RequestTimeoutError.http_status,
-    }
-)
 
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -204,6 +193,7 @@ class WorkerPlane:
         headers = Headers.from_scope(scope["headers"])
         accept_encoding = headers.get("accept-encoding", "")
         raw = b""
+        close = False
         try:
             pipeline.check_head(scope)
             raw, declared = await read_body(
@@ -220,16 +210,16 @@ class WorkerPlane:
         except Exception as exc:  # every error becomes the documented envelope
             self.note_route(method, request_path(scope))
             err = to_dwtrio_error(exc)
-            body, status = error_body(err), err.http_status
+            body, status, close = error_body(err), err.http_status, err.closes_connection
             body["error"] = err.message
             if isinstance(err, StoreUnavailableError):
                 body.update(retry_contract(request_path(scope), raw))
         body["protocol_version"] = rt.settings.worker_protocol_version
         body["server_capabilities"] = rt.worker_capabilities
-        if status not in UNREAD_BODY_STATUSES:
+        if not close:
             await respond(send, rt, method, accept_encoding, status, body)
             return
-        # The head or body gate refused the rest of the body: end the connection. Hypercorn
+        # A gate refused the request, perhaps with its body unread: end the connection. Hypercorn
         # may still be queueing body chunks, and the end of the response waits for
         # room in that queue: throw them away while answering.
         async with trio.open_nursery() as nursery:

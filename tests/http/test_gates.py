@@ -238,6 +238,38 @@ async def test_a_head_over_the_limit_is_431_however_it_arrives(
         assert_error(r, 401, "unauthorized")
 
 
+@pytest.mark.parametrize("path", ["/api/namespaces", "/api/worker/register"])
+async def test_content_length_with_transfer_encoding_is_400_and_closes(
+    server: RunningServer, path: str
+) -> None:
+    """Both framings at once: h11 reads the body as chunked and kept the connection (the
+    abuse drill got the route's own answer and a reusable connection). RFC 9112 6.1 has
+    the server close it after answering, since a proxy in front may have read the body
+    by its Content-Length: the head gate refuses such a request and the connection ends."""
+    url = httpx.URL(server.url)
+    assert url.port is not None
+    stream = await trio.open_tcp_stream(url.host, url.port)
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: dwtrio.test\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {ADMIN_TOKEN}\r\n{CP_HEADER}: 2\r\n{WP_HEADER}: 1.20\r\n"
+        "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    )
+    data = b""
+    try:
+        with trio.fail_after(5):
+            await stream.send_all(request.encode())
+            while chunk := await stream.receive_some(65536):
+                data += chunk
+    finally:
+        await stream.aclose()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), data
+    assert b"connection: close" in head.lower(), head
+    import orjson
+
+    assert orjson.loads(body)["reason"] == "ambiguous_framing", body
+
+
 @pytest.mark.parametrize(
     "headers",
     [
