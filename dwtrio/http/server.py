@@ -268,6 +268,33 @@ async def _accept_loop(
                 handler_nursery.start_soon(_run_connection, stream, handler, gate)
 
 
+def close_when_draining(app: Any, draining: trio.Event) -> Any:
+    """ASGI wrapper: once the server drains, every response says ``Connection: close``.
+
+    Hypercorn closes each connection after its response once it is shutting down, but
+    without saying so; a load balancer that keeps connections alive (nginx) then sends
+    the next request on it (a worker polls again the moment its poll is answered), finds
+    it closed and, as a POST may not be sent twice, answers that client 502. Told to
+    close, it opens a new connection instead, which a draining node refuses, and the
+    request goes to another node.
+    """
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def send_closing(message: Any) -> None:
+            if message["type"] == "http.response.start" and draining.is_set():
+                headers = [*message.get("headers", ()), (b"connection", b"close")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await app(scope, receive, send_closing)
+
+    return asgi
+
+
 async def serve_http(
     app: AppWrapper,
     config: Config,
