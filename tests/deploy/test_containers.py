@@ -75,6 +75,7 @@ chmod 755 "$1/usr/sbin/policy-rc.d"
 rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/cache/apt/archives/*.deb
 """
 WAIT_S = 120.0  # longest wait for one container to become healthy or finish
+SLOW_STOP_S = 5.0  # a stop slower than this prints the container's last log lines
 #: The most the dwtrio image may add to its python base: the virtualenv and tini, no
 #: pip, no wheels, no build files (measured: 101 MB).
 IMAGE_GROWTH_LIMIT_BYTES = 150 * 1000**2
@@ -402,7 +403,10 @@ class Stack:
             # stops the database before the nodes).
             for name in reversed(start_order(self.services)):
                 if name in containers:
+                    started = time.monotonic()
                     self.podman.run("stop", "--time", "20", containers[name], timeout=60)
+                    if (took := time.monotonic() - started) > SLOW_STOP_S:
+                        print(f"{name} took {took:.1f} s to stop:\n{self.logs(containers[name])}")
             self.compose("down", *(["--volumes"] if volumes else []), "--timeout", "20")
         finally:
             label = f"label=io.podman.compose.project={self.project}"
