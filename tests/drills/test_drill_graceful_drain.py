@@ -91,6 +91,7 @@ async def drain_node_a(cluster: ProcessCluster, w: Workload, drain: Drain) -> No
                 await trio.sleep(0.05)
         drain.parked_before = parked
         assert a.proc is not None
+        w.mark("fault")  # the disruption is measured from here
         w.mark("sigterm")
         a.proc.send_signal(signal.SIGTERM)
         with trio.fail_after(20):
@@ -141,7 +142,9 @@ async def test_drill_graceful_drain(db_dsn: str, tmp_path: Path) -> None:
     node_5xx = [r for r in requests if r.status is not None and r.status >= 500]
     client_5xx = [s for s in served if s.status >= 500]
     restarted = [r for r in requests if r.node == "node-a" and r.began > run.marks["fault_end"]]
-    figures = drill_figures(run, books) | {
+    figures = {
+        "fault": "node A SIGTERMed (drained) with polls parked on it, then started again",
+        **drill_figures(run, books),
         "polls_parked_on_node_a": drain.parked_before,
         "polls_answered_after_sigterm": len(parked),
         "poll_answer_max_s": rounded(max((r.ended - sigterm for r in parked), default=None)),
@@ -157,7 +160,10 @@ async def test_drill_graceful_drain(db_dsn: str, tmp_path: Path) -> None:
     }
     publish("drill_graceful_drain", figures)
 
+    assert len(run.lines) == run.count
+    assert books.acknowledged >= 0.9 * run.count, f"most starts failed: {run.unacked[:5]}"
     books.assert_clean()
+    assert [x for x in run.lines if x.get("signal_failed")] == []
     assert len(drain.probe_answers) == PROBES
     for _, status, body in drain.probe_answers:
         assert status == 200 and body["task"] is None, body
