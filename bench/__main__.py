@@ -274,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=120.0,
         help="seconds after a run closes until the soak shifts it past retention",
     )
+    sk.add_argument(
+        "--vacuum-every",
+        type=float,
+        default=None,
+        help="seconds between the soak's own VACUUMs of its database (0: none; default: "
+        "60 when the server's autovacuum is off, else none)",
+    )
     sk.add_argument("--out", default=None, help="directory for the CSV, JSON and PNG")
     sk.set_defaults(run=soak.run)
     r = sub.add_parser(

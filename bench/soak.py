@@ -18,6 +18,12 @@ the servers' own retention loops (``DW_RETENTION_INTERVAL_SECONDS=10``) delete i
 all its rows: the real loop and the real deletes, on runs that look one day old. The
 shift is one more UPDATE per run on ``workflow_runs``, the soak's own write.
 
+Vacuum. Deleted rows leave dead tuples that only VACUUM makes reusable; PostgreSQL's
+autovacuum does that on its own. On a server with ``autovacuum = off`` (some CI
+configurations) the soak runs ``VACUUM (ANALYZE)`` on its database every
+``AUTO_VACUUM_EVERY_S`` in autovacuum's place and says so; ``--vacuum-every`` sets
+another period, 0 none (then the tables of such a server grow whatever retention does).
+
 The books. Before its ``closed_at`` moves, each run is checked against its own input:
 completed, with the result its arguments call for, one run per workflow id (and a
 workflow id never seen before), a history without gaps or repeated sequences, no
@@ -79,6 +85,9 @@ from bench.soak_driver import expected_output
 from dwtrio import payloads
 
 SAMPLE_EVERY_S = 10.0
+#: How often the soak vacuums its database when the server's autovacuum is off (the
+#: default autovacuum_naptime).
+AUTO_VACUUM_EVERY_S = 60.0
 DRAIN_TIMEOUT_S = 90.0
 NODES = ("node-a", "node-b")
 QUEUE = "soak"
@@ -315,12 +324,13 @@ def progress_line(row: dict[str, Any], duration: float) -> str:
         for n in NODES
     )
     pruned = sum(row[f"{n}.pruned"] for n in NODES)
+    vacuumed = "" if row.get("vacuum_s") is None else f" vacuum {row['vacuum_s']}s"
     return (
         f"[soak {row['t_s']:>5.0f}/{duration:.0f}s {row['phase']}] "
         f"start {row['started_per_s']}/s close {row['closed_per_s']}/s "
         f"p99 greeter {ms('greeter_p99_ms')} start {ms('start_p99_ms')} | {nodes} | "
         f"tables {row['tables_mb']:.1f}MB dead {row['dead_rows']} open {row['open_runs']} "
-        f"pruned {pruned} | load {row['load1']:.1f}"
+        f"pruned {pruned}{vacuumed} | load {row['load1']:.1f}"
     )
 
 
@@ -465,6 +475,14 @@ async def _soak(args: Any, dsn: str, urls: list[str], logs: Path) -> dict[str, A
         async with httpx.AsyncClient(timeout=10) as http:
             status = (await http.get(f"{urls[0]}/api/system/retention", headers=CP)).json()
             assert status["retention_days"] == 1, status
+            autovacuum = await conn.fetchval("SHOW autovacuum")
+            if args.vacuum_every is None:
+                args.vacuum_every = AUTO_VACUUM_EVERY_S if autovacuum == "off" else 0.0
+            if args.vacuum_every:
+                print(
+                    f"soak: autovacuum is {autovacuum} on this PostgreSQL: the soak runs VACUUM "
+                    f"(ANALYZE) on its database every {args.vacuum_every:.0f} s"
+                )
             with _children(logs) as start:
                 began = time.monotonic()
                 max_s = str(args.duration + DRAIN_TIMEOUT_S + 120)
@@ -491,6 +509,8 @@ async def _soak(args: Any, dsn: str, urls: list[str], logs: Path) -> dict[str, A
             "load": _json_out(logs / "load.out"),
             "workers": {n: _json_out(logs / f"worker-{n}.out") for n in NODES},
             "drained_after_s": round(drained_at - args.duration, 1) if drained_at else None,
+            "autovacuum": autovacuum,
+            "vacuum_every_s": args.vacuum_every,
             "rows": rows,
         }
     finally:
@@ -509,10 +529,12 @@ async def _sample_until_drained(
     """A sample (then an audit) at 0 s and every SAMPLE_EVERY_S after, through the load
     and the drain, until no run is open (checked every second once the load is over, with
     a last sample then) or DRAIN_TIMEOUT_S past the load; the rows and when the drain
-    ended (None if it did not)."""
+    ended (None if it did not). Every ``args.vacuum_every`` seconds (0: never) a tick
+    also vacuums the database, standing in for autovacuum where the server has it off."""
     rows: list[dict[str, Any]] = []
     t0 = time.monotonic()
     since = await conn.fetchval("SELECT now()")
+    vacuumed_at = 0.0
     for tick in range(int((args.duration + DRAIN_TIMEOUT_S) / SAMPLE_EVERY_S) + 2):
         await _wait_for_tick(t0 + tick * SAMPLE_EVERY_S, load, conn)
         t = time.monotonic() - t0
@@ -520,6 +542,11 @@ async def _sample_until_drained(
         row = await sample(t, phase, nodes, http, conn, since, starts.new_lines(), SAMPLE_EVERY_S)
         since = row.pop("db_now")
         row["shifted"] = await audit(conn, books, args.retention_after)
+        row["vacuum_s"] = None
+        if args.vacuum_every and t - vacuumed_at >= args.vacuum_every:
+            began = time.monotonic()
+            await conn.execute("VACUUM (ANALYZE)")
+            row["vacuum_s"], vacuumed_at = round(time.monotonic() - began, 2), t
         rows.append(row)
         print(progress_line(row, args.duration), flush=True)
         if phase == "drain" and row["open_runs"] == 0:
@@ -610,6 +637,10 @@ def plot(path: Path, rows: Sequence[dict[str, Any]], title: str) -> Path | None:
 def run(args: Any) -> dict[str, Any]:
     if not args.dsn:
         raise SystemExit("soak needs --dsn (or DWTRIO_BENCH_DSN): two nodes share one database")
+    # Ctrl-C and SIGTERM end a soak the same way: every process it started is stopped and
+    # its database dropped (a job started in the background has SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     out = Path(args.out) if args.out else RESULTS
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -710,6 +741,8 @@ def _report(result: dict[str, Any]) -> None:
         f"{b['history_gaps']}, redelivered attempts {b['redelivered_attempts']}, open at end "
         f"{b['open_at_end']}, start errors {b['start_errors']}"
     )
+    if result["vacuum_every_s"]:
+        print(f"autovacuum {result['autovacuum']}: vacuumed every {result['vacuum_every_s']} s")
     print(f"throughput and latency: {result['throughput']}")
     if result["unpruned_projection"]:
         print(f"without retention: {result['unpruned_projection']}")

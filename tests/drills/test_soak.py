@@ -91,6 +91,11 @@ def test_soak_for_a_minute(pg_admin_dsn: str, redis_url: str, tmp_path: Path) ->
     assert result["drained_after_s"] is not None, result
 
     assert result["pruned_by_retention"] > 0, "retention deleted nothing during the soak"
+    vacuums = [r["vacuum_s"] for r in rows if r["vacuum_s"] is not None]
+    if result["autovacuum"] == "off":  # the soak vacuums in its place, once a minute
+        assert result["vacuum_every_s"] == 60 and len(vacuums) == 1, rows
+    else:
+        assert result["vacuum_every_s"] == 0 and vacuums == [], rows
     for w in result["workers"].values():
         assert w["survived"] and w["run_error"] is None, w
     for r in rows:
