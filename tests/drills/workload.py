@@ -82,11 +82,15 @@ def greet(name: str) -> str:
     return f"hello, {name}"
 
 
+class FailsByDesign(RuntimeError):
+    pass
+
+
 @activity.defn(name="flaky-greet")
 def flaky_greet(name: str) -> str:
     RUNS.record("flaky-greet")
     if activity.context().info.attempt_number == 1:
-        raise RuntimeError("the first attempt fails by design")
+        raise FailsByDesign("the first attempt fails by design")
     return f"hello again, {name}"
 
 
@@ -128,14 +132,20 @@ class Parent:
 
 
 class Counting(logging.Handler):
-    """What the SDK logs at WARNING or above: a count, and the first few messages."""
+    """What the SDK logs at WARNING or above: a count, and the first few messages; the
+    failures of flaky-greet's first attempts (by design) are counted apart."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.count = 0
+        self.by_design = 0
         self.first: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, FailsByDesign):
+            self.by_design += 1
+            return
         self.count += 1
         if len(self.first) < 8:
             self.first.append(record.getMessage()[:300])
@@ -167,6 +177,7 @@ async def run_worker(
         "survived": survived,
         "run_error": repr(results[0]) if isinstance(results[0], BaseException) else None,
         "warnings": logged.count,
+        "failures_by_design": logged.by_design,
         "first_warnings": logged.first,
     }
 
