@@ -15,12 +15,12 @@ in its own scratch database (nothing in dwtrio knows about them):
 Twice during the fault the drill sends a signal to each stuck run and a poll on their
 queue, through nginx: each must end at the statement timeout with ``503
 backend_unavailable`` and ``cause: statement_timeout``, never hang. Meanwhile a poll
-parked on node A on another queue must get a workflow started there within a second:
-the long-poll loop keeps serving other queues. After the fault the stuck runs take a
-signal, their workflow task is still at its first attempt (the timed-out claims left
-nothing behind), their history holds only the signal sent after the fault, and they
-complete. At the end both nodes' pools are idle (nothing waits, nothing is held): the
-pool never deadlocked.
+parked on node A on another queue must get a workflow started there within two
+seconds of the start being sent (the start itself is slowed): the long-poll loop keeps
+serving other queues. After the fault the stuck runs take a signal, their workflow
+task is still at its first attempt (the timed-out claims left nothing behind), their
+history holds only the signal sent after the fault, and they complete. At the end both
+nodes' pools are idle (nothing waits, nothing is held): the pool never deadlocked.
 
 The books must be clean; the only 5xx any node or client saw are 503s (the stuck
 requests, and any request of the load that waited out the pool); no poll is held past
@@ -95,7 +95,7 @@ class Slowness:
     stuck_ids: list[str] = attrs.field(factory=list)
     stuck: list[Answer] = attrs.field(factory=list)
     probe: Answer | None = None
-    probe_start_answered: float | None = None
+    probe_start_sent: float | None = None
     after: dict[str, Any] = attrs.field(factory=dict)
 
 
@@ -202,8 +202,8 @@ async def slow_database(cluster: ProcessCluster, dsn: str, w: Workload, s: Slown
                 nursery.start_soon(stuck_round, k)
                 if k == 0:  # the stuck requests now hold connections on both nodes
                     await trio.sleep(0.5)
+                    s.probe_start_sent = time.time()
                     await start(cc_a, f"{w.queue}-probe-0", probe_queue)
-                    s.probe_start_answered = time.time()
             await trio.sleep(max(0.0, began + FAULT_S - time.time()))
         await connect_once(dsn, lambda c: c.execute(FAST_AGAIN))
         w.mark("fault_end")
@@ -257,9 +257,9 @@ async def test_drill_slow_database(db_dsn: str, tmp_path: Path) -> None:
 
     books = check(run.lines, run.books, run.activity_runs)
     timeouts = [a for a in s.stuck if a.status == 503]
-    probe_wait = (
-        s.probe.sent + s.probe.took - s.probe_start_answered
-        if s.probe is not None and s.probe_start_answered is not None
+    probe_wait = (  # from the start that wakes it being sent
+        s.probe.sent + s.probe.took - s.probe_start_sent
+        if s.probe is not None and s.probe_start_sent is not None
         else None
     )
     node_5xx = [r for r in requests if r.status is not None and r.status >= 500]
@@ -304,7 +304,7 @@ async def test_drill_slow_database(db_dsn: str, tmp_path: Path) -> None:
     # The other queue was served meanwhile.
     assert s.probe is not None and s.probe.status == 200, s.probe
     assert s.probe.body["task"] is not None, s.probe
-    assert probe_wait is not None and probe_wait < 1.0, probe_wait
+    assert probe_wait is not None and probe_wait < 2.0, probe_wait  # the start is slow too
     # The stuck runs took nothing from the requests that timed out.
     assert s.after["first_attempts"] == [1] * STUCK, s.after
     assert s.after["signals_recorded"] == [1] * STUCK, s.after

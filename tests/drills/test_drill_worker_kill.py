@@ -3,10 +3,11 @@
 Two ``dwtrio serve`` nodes behind nginx carry the drills' workload (``harness.py``) with
 short leases (5 s) and a repair pass every second. At the fault a third SDK worker
 process joins, the *victim* (``victim.py``): it serves the steady queue like the others
-and a queue of its own with two workflows made to be caught in the middle. Once it is
-inside the ``slow-greet`` activity of one and the workflow code of the other (it holds
-both leases, and whatever steady work it had), it is SIGKILLed. A *rescuer* process
-takes its place.
+and a queue of its own with two workflows made to be caught in the middle, beside a
+fourth, the *rescuer*, which serves the steady queue too. Once the victim is inside the
+``slow-greet`` activity of one and the workflow code of the other (it holds both
+leases, and whatever steady work it had), it is SIGKILLed, and the rescuer starts
+serving the victim's own queue as well.
 
 After the leases expire, the rescuer finishes both: the activity's attempt 1 ended as a
 lost lease (``ActivityRetryScheduled``, "activity lease expired"), attempt 2 ran on the
@@ -23,6 +24,7 @@ completed (lease expiry, repair, the rescuer's poll).
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +145,7 @@ async def kill_a_worker(cluster: ProcessCluster, dsn: str, w: Workload, k: Kill)
     k.activity_wf, k.task_wf = f"kill-{w.queue}-activity", f"kill-{w.queue}-task"
     k.slow_runs = w.workdir / "slow.runs.jsonl"
     victim = await start_sdk(w, "victim", slow_queue, k.slow_runs)
+    k.rescuer = await start_sdk(w, "rescuer", slow_queue, k.slow_runs)  # steady queue only
     await w.wait_for_workers(len(w.workers))
     await trio.sleep(JOIN_S)
     headers = {"Authorization": f"Bearer {cluster.token}", **CP}
@@ -159,7 +162,7 @@ async def kill_a_worker(cluster: ProcessCluster, dsn: str, w: Workload, k: Kill)
         victim.kill()
         with trio.fail_after(10):
             k.victim_exit = await victim.proc.wait()
-        k.rescuer = await start_sdk(w, "rescuer", slow_queue, k.slow_runs)
+        k.rescuer.proc.send_signal(signal.SIGUSR1)  # it takes the slow queue too
         await wait_completed(c, [k.activity_wf, k.task_wf], RESCUE_WITHIN_S)
         w.mark("fault_end")
 

@@ -13,7 +13,8 @@ the books), one on ``slow_queue`` with two workflows made to be caught in the mi
 * ``drill-slow-task``, whose workflow code a *victim* runs for :data:`VICTIM_TASK_S`
   seconds (the SDK replays in a thread, so the worker goes on serving meanwhile).
 
-A *rescuer* runs both at once. Every ``slow-greet`` run is a line of
+A *rescuer* runs both at once, and serves the slow queue only once it gets SIGUSR1
+(the drill sends it at the kill). Every ``slow-greet`` run is a line of
 ``slow_runs.jsonl`` (attempt id and number, worker, time), written when it starts.
 Prints the same report as ``workload.py worker`` when stopped (SIGTERM or
 ``max_seconds``); a victim is normally SIGKILLed long before.
@@ -116,14 +117,31 @@ async def run(
                 poll_timeout=poll_timeout,
             ),
         ]
-        runners = [asyncio.create_task(w.run()) for w in workers]
+        # A rescuer serves the slow queue only from SIGUSR1 on, so that it cannot take
+        # the work before the victim does.
+        go = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, go.set)
+        if victim():
+            go.set()
+
+        async def slow_worker() -> None:
+            await go.wait()
+            await workers[1].run()
+
+        runners = [asyncio.create_task(workers[0].run()), asyncio.create_task(slow_worker())]
         stopped = asyncio.create_task(asyncio.wait_for(stop.wait(), max_seconds))
         await asyncio.wait([*runners, stopped], return_when=asyncio.FIRST_COMPLETED)
         survived = not any(r.done() for r in runners)
         for w in workers:
             await w.stop()
+        if not go.is_set():
+            runners[1].cancel()
         results = await asyncio.gather(*runners, stopped, return_exceptions=True)
-    errors = [repr(r) for r in results[:-1] if isinstance(r, BaseException)]
+    errors = [
+        repr(r)
+        for r in results[:-1]
+        if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
+    ]
     return {
         "worker_id": workers[0].worker_id,
         "worker_ids": [w.worker_id for w in workers],
