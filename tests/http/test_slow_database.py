@@ -63,7 +63,7 @@ async def test_requests_on_a_locked_run_answer_503_while_other_queues_are_served
     start_server: StartServer, db_dsn: str
 ) -> None:
     async with Clients.open(
-        start_server, TOKEN, db_statement_timeout_s=1.5, db_pool_max_size=4
+        start_server, TOKEN, db_statement_timeout_s=3, db_pool_max_size=4
     ) as c:
         await c.start_workflow("slow-1", "t", "slow-q", [])
         answers: dict[str, tuple[float, int, dict[str, Any]]] = {}
@@ -79,7 +79,7 @@ async def test_requests_on_a_locked_run_answer_503_while_other_queues_are_served
 
         with trio.fail_after(20):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(hold_run_lock, db_dsn, "slow-1", 5)
+                nursery.start_soon(hold_run_lock, db_dsn, "slow-1", 6)
                 # A poll parked on another queue before the slowness starts.
                 nursery.start_soon(timed, "parked", lambda: poll(c.wc, "fast-q", "p-fast", 10))
                 await trio.sleep(0.5)
@@ -88,10 +88,10 @@ async def test_requests_on_a_locked_run_answer_503_while_other_queues_are_served
                 await trio.sleep(0.3)
                 woken_at = time.monotonic()
                 await c.start_workflow("fast-1", "t", "fast-q", [])
-                with trio.fail_after(1):  # served while the other two still wait
+                with trio.fail_after(2):  # served while the other two still wait
                     while "parked" not in answers:
                         await trio.sleep(0.02)
-                assert time.monotonic() - woken_at < 1.0
+                assert time.monotonic() - woken_at < 2.0
                 assert "signal" not in answers and "slow poll" not in answers
                 status, body = answers["parked"][1:]
                 assert status == 200 and body["task"]["workflow_id"] == "fast-1", body
@@ -100,7 +100,7 @@ async def test_requests_on_a_locked_run_answer_503_while_other_queues_are_served
                     await trio.sleep(0.05)
                 for name in ("signal", "slow poll"):
                     took, status, body = answers[name]
-                    assert 1.3 < took < 3.0, (name, took)
+                    assert 2.9 < took < 5.5, (name, took)
                     assert status == 503, (name, body)
                     assert body["reason"] == "backend_unavailable"
                     assert body["cause"] == "statement_timeout"
@@ -155,7 +155,7 @@ async def test_requests_queued_behind_a_full_pool_answer_503_and_the_pool_recove
                     "/api/workflows",
                     json={"workflow_id": "other", "workflow_type": "t", "task_queue": "q"},
                 )
-                assert 0.4 < time.monotonic() - began < 1.5
+                assert 0.4 < time.monotonic() - began < 3.0
                 assert r.status_code == 503, r.text
                 body = r.json()
                 assert body["reason"] == "backend_unavailable"

@@ -65,13 +65,13 @@ async def test_a_statement_waiting_on_a_lock_is_cancelled_at_the_statement_timeo
 
     async def body(store: Store) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(hold_row_lock, db_dsn, 3)
+            nursery.start_soon(hold_row_lock, db_dsn, 5)
             await trio.sleep(0.3)
             began = trio.current_time()
-            with trio.fail_after(2.5), pytest.raises(StoreTimeoutError) as caught:
+            with trio.fail_after(4.5), pytest.raises(StoreTimeoutError) as caught:
                 await store.transaction(bump)
             waited = trio.current_time() - began
-            assert 0.4 <= waited < 1.5, waited
+            assert 0.4 <= waited < 3, waited  # not the lock's 5 s
             err = caught.value
             assert err.reason == "backend_unavailable" and err.http_status == 503
             assert err.fields["cause"] == "statement_timeout"
@@ -130,7 +130,7 @@ async def test_callers_queued_for_a_busy_pool_give_up_after_the_pool_wait(db_dsn
             await trio.sleep(0.2)
             assert await in_use(store) == (MAX, 0)
             began = trio.current_time()
-            with trio.fail_after(1.5), pytest.raises(StoreTimeoutError) as caught:
+            with trio.fail_after(3), pytest.raises(StoreTimeoutError) as caught:
                 await store.read(lambda c: c.fetchval("SELECT 1"))
             assert trio.current_time() - began >= 0.45
             assert caught.value.fields["cause"] == "pool_wait_timeout"
