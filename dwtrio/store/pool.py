@@ -76,6 +76,13 @@ POOL_WAIT_S = 10.0
 #: Attempts of a transaction that Postgres aborts for a deadlock or serialization failure.
 TRANSACTION_ATTEMPTS = 3
 
+#: Seconds the cleanup after a failed or cancelled operation (its rollback, asyncpg's
+#: reset of the connection) may take; past it the connection is closed at once. A
+#: healthy server answers in milliseconds; one that stopped answering (a network
+#: partition, a frozen host) would otherwise hold a cancelled operation, and with it
+#: the server's shutdown, forever.
+CLEANUP_TIMEOUT_S = 2.0
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     """jsonb columns travel as Python objects, encoded with orjson."""
@@ -223,7 +230,11 @@ class Checkout:
         try:
             if broken and _usable(conn):
                 conn.terminate()
-            await self._pool.release(conn)
+            await self._pool.release(conn, timeout=CLEANUP_TIMEOUT_S)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # The reset failed or timed out: asyncpg has terminated the connection and
+            # opens a new one when needed. The operation's own error is what counts.
+            log.debug("connection reset failed (%s); terminated", type(exc).__name__)
         finally:
             self._free_slot()
 
@@ -458,8 +469,8 @@ class Store:
                         try:
                             result = await op(conn, *args, **kwargs)
                         except BaseException as exc:
-                            if not _connection_lost(exc, conn):
-                                await tx.rollback()  # (a lost connection took it with it)
+                            if not _connection_lost(exc, conn):  # (a lost one took it along)
+                                await _rollback_or_terminate(tx, conn)
                             raise
                         committing = True
                         await tx.commit()
@@ -502,7 +513,7 @@ class Store:
                 raise mapped from exc
         raise AssertionError("unreachable")
 
-    async def close(self, *, timeout_s: float = 5.0) -> None:
+    async def close(self, *, timeout_s: float = CLEANUP_TIMEOUT_S) -> None:
         """Close the pool gracefully, or terminate it after ``timeout_s``; runs even when cancelled."""
         with trio.move_on_after(timeout_s, shield=True) as scope:  # cleanup must not be skipped
             await trio_asyncio.aio_as_trio(self._conns.close)()
@@ -510,6 +521,17 @@ class Store:
         if scope.cancelled_caught:
             log.warning("pool did not close within %.1fs; terminating connections", timeout_s)
             self._pool.terminate()
+
+
+async def _rollback_or_terminate(tx: Any, conn: PooledConn) -> None:
+    """Roll ``tx`` back within :data:`CLEANUP_TIMEOUT_S`, else close ``conn`` at once
+    (the server rolls back a transaction whose connection is gone)."""
+    try:
+        await asyncio.wait_for(tx.rollback(), CLEANUP_TIMEOUT_S)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.debug("rollback failed (%s); terminating the connection", type(exc).__name__)
+        if _usable(conn):
+            conn.terminate()
 
 
 def _statements_since(conn: PooledConn, sent: int) -> int | None:
