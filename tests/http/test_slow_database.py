@@ -62,9 +62,7 @@ async def pool(c: Clients) -> dict[str, Any]:
 async def test_requests_on_a_locked_run_answer_503_while_other_queues_are_served(
     start_server: StartServer, db_dsn: str
 ) -> None:
-    async with Clients.open(
-        start_server, TOKEN, db_statement_timeout_s=3, db_pool_max_size=4
-    ) as c:
+    async with Clients.open(start_server, TOKEN, db_statement_timeout_s=3, db_pool_max_size=4) as c:
         await c.start_workflow("slow-1", "t", "slow-q", [])
         answers: dict[str, tuple[float, int, dict[str, Any]]] = {}
 
