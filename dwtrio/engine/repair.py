@@ -11,9 +11,13 @@ heartbeats, so a lease its deregistration missed (a crash half-way, a racing
 poll) is recovered here once the worker is stale.
 
 A workflow task simply becomes ready again; its next lease carries the next
-``workflow_task_attempt``. An activity lease ends its attempt like a timeout
-(``engine.timeouts.time_out_attempt``), so the lost attempt counts against the
-retry policy's ``max_attempts`` and the next one gets a new attempt id and number.
+``workflow_task_attempt``. An activity lease ends its attempt
+(``engine.timeouts.time_out_attempt``) and the next one gets a new attempt id and
+number. A lease that ended at the activity's ``start_to_close`` deadline is that
+timeout and follows the retry policy. Otherwise no business deadline passed (the
+worker died, stopped heartbeating, or deregistered holding it): the activity is
+delivered again at once whatever its ``max_attempts`` (at least once; a lost
+attempt still counts when a later failure asks whether another attempt is allowed).
 
 Each activity lease is handled in its own transaction: the task is locked first,
 then its run and its execution, the order of the worker-plane paths.
@@ -184,11 +188,21 @@ async def _end_leased_attempt(conn: Conn, task: LockedActivityTask, message: str
         )
         return outcome
     assert execution is not None  # its task is locked
-    if message is None:
+    if message is None and execution.start_to_close_deadline_at is not None:
         # With start_to_close_timeout the lease ends at that deadline: it is that timeout.
-        bounded = execution.start_to_close_deadline_at is not None
-        message = None if bounded else "activity lease expired"
-    await time_out_attempt(conn, task, run, execution, "start_to_close", outcome, message=message)
+        await time_out_attempt(conn, task, run, execution, "start_to_close", outcome)
+        return outcome
+    # The worker is gone and no business deadline passed: deliver it again.
+    await time_out_attempt(
+        conn,
+        task,
+        run,
+        execution,
+        "start_to_close",
+        outcome,
+        message=message or "activity lease expired",
+        redeliver=True,
+    )
     return outcome
 
 

@@ -194,16 +194,21 @@ async def time_out_attempt(
     outcome: Outcome,
     *,
     message: str | None = None,
+    redeliver: bool = False,
 ) -> bool:
     """The current attempt ran out of time: retry it if the policy allows, else time out.
-    True when another attempt was scheduled."""
+    True when another attempt was scheduled.
+
+    ``redeliver``: the attempt was lost with its worker, not timed out by a business
+    deadline; the next attempt is scheduled at once whatever the retry policy says
+    (at-least-once delivery after a lost lease)."""
     attempt_id = task.activity_attempt_id
     assert attempt_id is not None  # the task is leased
     attempt_number = int(execution.attempt_count)
     message = message or f"activity {kind} timeout"
     failure = _failure(kind, message)
     await activities.close_activity_attempt(conn, attempt_id, status="timed_out", failure=failure)
-    backoff_s = retry_decision(execution, attempt_number, failure)
+    backoff_s = 0.0 if redeliver else retry_decision(execution, attempt_number, failure)
     common = {
         **step_fields(execution),
         "activity_attempt_id": attempt_id,

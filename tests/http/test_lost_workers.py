@@ -80,24 +80,30 @@ async def test_a_silent_workers_activity_is_retried_after_the_stale_window(
         assert retry["activity_attempt_id"] == lost["activity_attempt_id"]
 
 
-async def test_a_silent_workers_last_attempt_times_the_activity_out(
+async def test_a_silent_workers_only_attempt_is_delivered_again(
     start_server: StartServer,
 ) -> None:
+    """No retry policy (one attempt), and still nothing is lost with the worker: a lost
+    attempt is delivered again, not timed out (worker-plane.md §9.5)."""
     async with Harness.open(start_server, TOKEN, **FAST) as h:
         await register(h, "w1")
         t1 = await h.begin("wf-silent-final", "w1")
         await h.complete_wf(t1, [activity_cmd()])  # no retry policy: one attempt
         lost = await h.act_task("w1")
         claimed_at = trio.current_time()
-        t2 = await h.wf_task("w2", timeout=8)  # the workflow is told
+        again = await h.act_task("w2", timeout=8)
         assert trio.current_time() - claimed_at < 5
+        assert again["task_id"] == lost["task_id"] and again["attempt_number"] == 2
         await h.act_call(lost, "complete", 409, "stale_attempt", result="late")
-        final = activity_events(t2)[-1]
-        assert final["event_type"] == "ActivityTimedOut"
-        assert final["payload"]["message"] == LOST
-        assert final["payload"]["timeout_kind"] == "start_to_close"
-        assert final["payload"]["attempt_number"] == 1
-        assert await h.poll_act("w2") is None
+        await h.act_call(again, "complete", result="done")
+        events = activity_events(await h.wf_task("w2", timeout=5))
+        assert [e["event_type"] for e in events][-3:] == [
+            "ActivityRetryScheduled",
+            "ActivityStarted",
+            "ActivityCompleted",
+        ]
+        retry = events[-3]["payload"]
+        assert retry["message"] == LOST and retry["attempt_number"] == 1
 
 
 async def test_a_silent_workers_workflow_task_is_offered_again(start_server: StartServer) -> None:
@@ -130,22 +136,27 @@ async def test_deregistering_recovers_activity_leases_at_once(start_server: Star
             "recovered_workflow_task_count": 0,
             "recovered_activity_task_count": 2,
         }
+        # Both are delivered again at once, the one without a retry policy too: the
+        # worker left, no business deadline passed (worker-plane.md §9.5).
         start = trio.current_time()
-        again = await h.act_task("w2", timeout=5)
-        t2 = await h.wf_task("w2", timeout=5)  # the attempt that was the last one told it
+        again = [await h.act_task("w2", timeout=5), await h.act_task("w2", timeout=5)]
         assert trio.current_time() - start < 1.5
-        assert again["task_id"] == retried["task_id"] and again["attempt_number"] == 2
+        assert {t["task_id"] for t in again} == {retried["task_id"], ended["task_id"]}
+        assert all(t["attempt_number"] == 2 for t in again)
         for task in (retried, ended):
             await h.act_call(task, "complete", 409, "stale_attempt", result="late")
+        for task in again:
+            await h.act_call(task, "complete", result="done")
+        t2 = await h.wf_task("w2", timeout=5)
         events = activity_events(t2)
-        [retry] = [e["payload"] for e in events if e["event_type"] == "ActivityRetryScheduled"]
-        assert retry["activity_attempt_id"] == retried["activity_attempt_id"]
-        assert retry["message"] == "activity worker w1 deregistered"
-        assert retry["timeout_kind"] == "start_to_close"
-        [timed_out] = [e["payload"] for e in events if e["event_type"] == "ActivityTimedOut"]
-        assert timed_out["activity_attempt_id"] == ended["activity_attempt_id"]
-        assert timed_out["message"] == "activity worker w1 deregistered"
-        await h.act_call(again, "complete", result="done")
+        retries = [e["payload"] for e in events if e["event_type"] == "ActivityRetryScheduled"]
+        assert {r["activity_attempt_id"] for r in retries} == {
+            retried["activity_attempt_id"],
+            ended["activity_attempt_id"],
+        }
+        assert {r["message"] for r in retries} == {"activity worker w1 deregistered"}
+        assert {r["timeout_kind"] for r in retries} == {"start_to_close"}
+        assert "ActivityTimedOut" not in [e["event_type"] for e in events]
         # Nothing is left to give back.
         body = wbody(await h.wc.delete("/api/worker/registrations/w1"), 200)
         assert body["recovered_activity_task_count"] == 0

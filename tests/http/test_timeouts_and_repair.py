@@ -156,29 +156,55 @@ async def test_a_timed_out_group_member_waits_for_its_group(h: Harness) -> None:
     assert types.count("ActivityTimedOut") == 1 and types.count("ActivityCompleted") == 1
 
 
-async def test_an_expired_activity_lease_is_an_attempt_against_max_attempts(
+async def test_an_expired_activity_lease_is_delivered_again_whatever_max_attempts(
     start_server: StartServer,
 ) -> None:
+    """A lease that expires without a business deadline means the worker is gone: the
+    activity is delivered again (at least once), even past ``max_attempts``; the lost
+    worker's late answer is fenced out. worker-plane.md §9.5."""
     async with fast(start_server, activity_task_timeout_s=1) as h:
         t1 = await h.begin("wf-lease")
-        policy = {"max_attempts": 2, "backoff_seconds": [0]}
+        policy = {"max_attempts": 1, "backoff_seconds": [0]}
         await h.complete_wf(t1, [activity_cmd(retry_policy=policy)])
         lost = await h.act_task("w1")  # this worker "dies"
         again = await h.act_task("w2", timeout=4)
         assert again["attempt_number"] == 2 and again["task_id"] == lost["task_id"]
         await h.act_call(lost, "complete", 409, "stale_attempt", result="late")
-        t2 = await h.wf_task(timeout=4)  # the second lease expires too: the activity is over
-        assert await h.poll_act() is None
+        third = await h.act_task("w3", timeout=4)  # w2 dies too
+        assert third["attempt_number"] == 3
+        await h.act_call(third, "complete", result="done")
+        t2 = await h.wf_task(timeout=4)
         events = activity_events(t2)
         assert [e["event_type"] for e in events] == [
             "ActivityScheduled",
             "ActivityStarted",
             "ActivityRetryScheduled",
             "ActivityStarted",
-            "ActivityTimedOut",
+            "ActivityRetryScheduled",
+            "ActivityStarted",
+            "ActivityCompleted",
         ]
         assert events[2]["payload"]["message"] == "activity lease expired"
-        assert events[-1]["payload"]["attempt_number"] == 2
+
+
+async def test_a_failure_after_a_lost_lease_follows_the_retry_policy(
+    start_server: StartServer,
+) -> None:
+    """Lost attempts count when a later failure asks for another attempt: with
+    ``max_attempts`` 2, a lost lease and then a failure end the activity."""
+    async with fast(start_server, activity_task_timeout_s=1) as h:
+        t1 = await h.begin("wf-lease-fail")
+        policy = {"max_attempts": 2, "backoff_seconds": [0]}
+        await h.complete_wf(t1, [activity_cmd(retry_policy=policy)])
+        await h.act_task("w1")  # lost
+        again = await h.act_task("w2", timeout=4)
+        assert again["attempt_number"] == 2
+        failure = {"message": "boom", "exception_class": "RuntimeError"}
+        await h.act_call(again, "fail", failure=failure)
+        t2 = await h.wf_task(timeout=4)
+        assert await h.poll_act() is None
+        types = [e["event_type"] for e in activity_events(t2)]
+        assert types[-1] == "ActivityFailed" and types.count("ActivityRetryScheduled") == 1
 
 
 async def test_repair_retires_an_activity_lease_left_on_a_closed_run(

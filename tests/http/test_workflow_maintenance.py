@@ -132,10 +132,12 @@ async def test_repair_releases_an_expired_activity_lease(c: Client, db_dsn: str)
     body = await c.command("/api/workflows/rp-act/repair")
     assert body["outcome"] == "repair_dispatched"
     assert body["repair"]["activity_leases_released"] == 1
-    # One attempt and no retry policy: the activity timed out and the workflow was woken.
+    # No business deadline passed: the activity is delivered again, even with one attempt.
     types = await event_types(c, "rp-act", run_id)
-    assert "ActivityTimedOut" in types and types[-1] == "RepairRequested"
-    assert (await c.wf_task())["run_id"] == run_id
+    assert "ActivityRetryScheduled" in types and types[-1] == "RepairRequested"
+    assert "ActivityTimedOut" not in types
+    again = await c.poll("activity")
+    assert again is not None and again["attempt_number"] == 2
 
 
 async def test_repair_of_a_closed_run_is_not_needed(c: Client) -> None:
