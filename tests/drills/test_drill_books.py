@@ -93,6 +93,19 @@ def test_activity_runs_are_held_against_the_retry_policy_and_the_lost_leases() -
     redelivered = execution(("a1", 1, "timed_out"), ("a2", 2, "completed"))
     books = activity_books({"w-1": redelivered}, ran("a1", "a2"))
     assert (books.runs, books.redeliveries, books.lost_leases, books.problems) == (2, 1, 1, {})
+    # A lost lease is delivered again even past max_attempts (at least once).
+    lost = [(f"a{i}", i, "timed_out") for i in (1, 2, 3)]
+    books = activity_books({"w-1": execution(*lost, ("a4", 4, "completed"))}, ran("a1", "a4"))
+    assert (books.redeliveries, books.lost_leases, books.problems) == (1, 3, {})
+    # Past max_attempts without lost leases is over the policy.
+    failed = [(f"a{i}", i, "failed") for i in (1, 2, 3)]
+    books = activity_books(
+        {"w-1": execution(*failed, ("a4", 4, "completed"))}, ran("a1", "a2", "a3", "a4")
+    )
+    assert books.problems["e1"][:2] == [
+        "4 attempts, 0 lost leases, max 3",
+        "ran 4 times, 0 lost leases, max 3",
+    ]
     # The same attempt run twice, or an extra run without a lost lease, is a defect.
     books = activity_books({"w-1": execution(("a1", 1, "completed"))}, ran("a1", "a1"))
     assert "attempts run twice: ['a1']" in books.problems["e1"]
