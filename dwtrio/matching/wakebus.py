@@ -208,10 +208,13 @@ class RedisWakeBus(SharedWakeBus):
         finally:
             # Also runs when the task is cancelled mid-read (shutdown), with the
             # connection in any state: bounded, so the cancellation always completes.
+            # Not PubSub.aclose(): since redis 8 it waits for its teardown (which takes
+            # the PubSub's lock) in a future no cancellation or timeout can interrupt,
+            # and a shutdown hung there for good. Closing the pool's connections
+            # (the subscription's among them) needs no lock.
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 7
-                    await client.aclose()
+                    await client.connection_pool.disconnect(inuse_connections=True)
 
     # --- trio side -----------------------------------------------------------------
     async def _publisher(self) -> None:
