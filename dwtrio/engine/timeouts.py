@@ -208,7 +208,7 @@ async def time_out_attempt(
     message = message or f"activity {kind} timeout"
     failure = _failure(kind, message)
     await activities.close_activity_attempt(conn, attempt_id, status="timed_out", failure=failure)
-    backoff_s = 0.0 if redeliver else retry_decision(execution, attempt_number, failure)
+    backoff_s = 0 if redeliver else retry_decision(execution, attempt_number, failure)
     common = {
         **step_fields(execution),
         "activity_attempt_id": attempt_id,
