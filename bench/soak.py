@@ -301,6 +301,7 @@ async def sample(
     assert window is not None  # an aggregate: always one row
     row["db_now"] = window["db_now"]
     row["open_runs"] = window["open"]
+    row["closed"] = window["closed"]
     row["closed_per_s"] = round(window["closed"] / window_s, 2)
     row["started_per_s"] = round(len(fresh_starts) / window_s, 2)
     row["greeter_p99_ms"] = _p99(window["greeter_ms"] or [])
@@ -416,7 +417,7 @@ def unpruned_projection(rows: Sequence[dict[str, Any]], runs_closed: int) -> dic
     before = [r for r in rows if sum(r[f"{n}.pruned"] for n in NODES) == 0]
     if len(before) < 2:
         return {}
-    closed = sum(r["closed_per_s"] for r in before[1:]) * SAMPLE_EVERY_S
+    closed = sum(r["closed"] for r in before[1:])
     grown = before[-1]["tables_mb"] - before[0]["tables_mb"]
     if closed <= 0:
         return {}
@@ -539,7 +540,8 @@ async def _sample_until_drained(
         await _wait_for_tick(t0 + tick * SAMPLE_EVERY_S, load, conn)
         t = time.monotonic() - t0
         phase = "load" if load.poll() is None else "drain"
-        row = await sample(t, phase, nodes, http, conn, since, starts.new_lines(), SAMPLE_EVERY_S)
+        window_s = t - rows[-1]["t_s"] if rows else SAMPLE_EVERY_S  # the last one is shorter
+        row = await sample(t, phase, nodes, http, conn, since, starts.new_lines(), window_s)
         since = row.pop("db_now")
         row["shifted"] = await audit(conn, books, args.retention_after)
         row["vacuum_s"] = None
@@ -598,6 +600,7 @@ def plot(path: Path, rows: Sequence[dict[str, Any]], title: str) -> Path | None:
     except ImportError:
         return None
     minutes = [r["t_s"] / 60 for r in rows]
+    marker = "." if len(rows) <= 60 else None  # a point per sample, on short runs
     panels: list[tuple[str, dict[str, str]]] = [
         ("RSS (MB)", {n: f"{n}.rss_mb" for n in NODES}),
         ("open file descriptors", {n: f"{n}.fds" for n in NODES}),
@@ -620,7 +623,7 @@ def plot(path: Path, rows: Sequence[dict[str, Any]], title: str) -> Path | None:
     fig, axes = plt.subplots(4, 2, figsize=(12, 13), sharex=True)
     for ax, (label, series) in zip(axes.flat, panels, strict=True):
         for name, key in series.items():
-            ax.plot(minutes, [r.get(key) for r in rows], label=name, marker=".", markersize=3)
+            ax.plot(minutes, [r.get(key) for r in rows], label=name, marker=marker, markersize=3)
         ax.set_ylabel(label)
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
@@ -629,7 +632,7 @@ def plot(path: Path, rows: Sequence[dict[str, Any]], title: str) -> Path | None:
         ax.set_xlabel("minutes since the load started")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=72)
     plt.close(fig)
     return path
 

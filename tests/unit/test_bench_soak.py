@@ -59,24 +59,24 @@ def test_a_pool_at_its_cap_is_capped() -> None:
     assert verdict(filling, 30 * 60, cap=9)["why"] == "growing"
 
 
-def row(t: float, tables_mb: float, closed_per_s: float, pruned: int) -> dict[str, Any]:
+def row(t: float, tables_mb: float, closed: int, pruned: int) -> dict[str, Any]:
     return {
         "t_s": t,
         "tables_mb": tables_mb,
-        "closed_per_s": closed_per_s,
+        "closed": closed,
         **{f"{n}.pruned": pruned for n in NODES},
     }
 
 
 def test_projection_uses_the_samples_before_the_first_prune() -> None:
-    rows = [row(0, 1.0, 0, 0), row(10, 2.0, 10, 0), row(20, 3.0, 10, 0), row(30, 3.1, 10, 5)]
+    rows = [row(0, 1.0, 0, 0), row(10, 2.0, 100, 0), row(20, 3.0, 100, 0), row(30, 3.1, 100, 5)]
     # 2 MB over 200 runs closed before any prune: 10.24 kB a run; 1,000 runs closed.
     assert unpruned_projection(rows, 1000) == {
         "kb_per_closed_run": 10.24,
         "measured_over_runs": 200,
         "tables_mb_without_retention": 11.0,
     }
-    assert unpruned_projection([*rows[:1], row(10, 2.0, 10, 1)], 1000) == {}
+    assert unpruned_projection([*rows[:1], row(10, 2.0, 100, 1)], 1000) == {}
 
 
 def run_row(**overrides: Any) -> dict[str, Any]:
