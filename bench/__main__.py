@@ -267,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(RSS, fds, pool, table sizes); needs --dsn",
     )
     sk.add_argument("--duration", type=float, default=1800.0, help="seconds of load")
-    sk.add_argument("--rate", type=float, default=8.0, help="workflows started per second")
+    sk.add_argument(
+        "--rate", type=float, default=3.0, help="workflows started per second (children aside)"
+    )
     sk.add_argument(
         "--retention-after",
         type=float,

@@ -129,7 +129,7 @@ def test_expected_outputs() -> None:
 
 def test_soak_options() -> None:
     args = build_parser().parse_args(["soak"])
-    assert (args.duration, args.rate, args.retention_after, args.out) == (1800, 8, 120, None)
+    assert (args.duration, args.rate, args.retention_after, args.out) == (1800, 3, 120, None)
     assert args.vacuum_every is None  # decided from the server's autovacuum
     argv = ["soak", "--duration", "60", "--rate", "3", "--retention-after", "20", "--out", "/tmp/x"]
     args = build_parser().parse_args(argv)
