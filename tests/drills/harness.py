@@ -40,6 +40,16 @@ from conftest import CP
 
 WORKLOAD = Path(__file__).with_name("workload.py")
 
+#: Lease length of the drills' nodes, in seconds.
+LEASE_S = 5
+#: Short leases and a fast repair: a task whose lease or answer a fault took is handed
+#: out again within seconds, not after the default minute.
+SHORT_LEASES = {
+    "DW_WORKFLOW_TASK_TIMEOUT": str(LEASE_S),
+    "DW_ACTIVITY_TASK_TIMEOUT": str(LEASE_S),
+    "DW_TASK_REPAIR_INTERVAL_SECONDS": "1",
+}
+
 
 @attrs.frozen
 class DrillLoad:

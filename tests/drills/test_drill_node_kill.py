@@ -25,6 +25,7 @@ from books import check
 from cluster.processes import NodeProcess, process_cluster
 from figures import drill_figures, publish
 from harness import (
+    SHORT_LEASES,
     DrillLoad,
     Workload,
     late_polls,
@@ -37,13 +38,7 @@ from services import drill_database, redis_server
 
 pytestmark = [pytest.mark.drill, pytest.mark.sdk, pytest.mark.slow]
 
-#: Short leases and a fast repair: a task whose answer died with node A is handed out
-#: again within seconds, not after the default minute.
-SETTINGS = {
-    "DW_WORKFLOW_TASK_TIMEOUT": "5",
-    "DW_ACTIVITY_TASK_TIMEOUT": "5",
-    "DW_TASK_REPAIR_INTERVAL_SECONDS": "1",
-}
+SETTINGS = SHORT_LEASES
 LOAD = DrillLoad(seconds=20, rate=6, fault_at_s=7)
 DOWN_S = 4.0
 

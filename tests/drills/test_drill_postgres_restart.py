@@ -33,6 +33,7 @@ from books import check
 from cluster.processes import process_cluster
 from figures import completion_times, disruption_seconds, drill_figures, publish
 from harness import (
+    SHORT_LEASES,
     DrillLoad,
     ReadyTimeline,
     Workload,
@@ -46,11 +47,7 @@ from services import drill_database, redis_server
 
 pytestmark = [pytest.mark.drill, pytest.mark.sdk, pytest.mark.slow]
 
-SETTINGS = {
-    "DW_WORKFLOW_TASK_TIMEOUT": "5",
-    "DW_ACTIVITY_TASK_TIMEOUT": "5",
-    "DW_TASK_REPAIR_INTERVAL_SECONDS": "1",
-}
+SETTINGS = SHORT_LEASES
 LOAD = DrillLoad(seconds=30, rate=6, fault_at_s=7)
 APART_S = 6.0  # between the end of one fault and the next
 DOWN_S = 3.0  # fault 3: how long the database is stopped

@@ -32,6 +32,7 @@ from books import check
 from cluster.processes import NodeProcess, ProcessCluster, process_cluster
 from figures import drill_figures, p99, publish, rounded
 from harness import (
+    SHORT_LEASES,
     DrillLoad,
     ReadyTimeline,
     Workload,
@@ -47,11 +48,7 @@ from conftest import CP, WP
 
 pytestmark = [pytest.mark.drill, pytest.mark.sdk, pytest.mark.slow]
 
-SETTINGS = {
-    "DW_WORKFLOW_TASK_TIMEOUT": "5",
-    "DW_ACTIVITY_TASK_TIMEOUT": "5",
-    "DW_TASK_REPAIR_INTERVAL_SECONDS": "1",
-}
+SETTINGS = SHORT_LEASES
 RECHECK_S = 1.0  # DW_WORKER_POLL_INTERVAL_MS's default, which the nodes keep
 LOAD = DrillLoad(seconds=26, rate=6, fault_at_s=7)
 DOWN_S = 8.0

@@ -37,7 +37,16 @@ import trio
 from books import check
 from cluster.processes import ProcessCluster, process_cluster
 from figures import drill_figures, publish, rounded
-from harness import DrillLoad, SdkProcess, Workload, late_polls, logged_requests, run_drill
+from harness import (
+    LEASE_S,
+    SHORT_LEASES,
+    DrillLoad,
+    SdkProcess,
+    Workload,
+    late_polls,
+    logged_requests,
+    run_drill,
+)
 from services import redis_server
 
 from dwtrio import payloads
@@ -48,12 +57,7 @@ from conftest import CP
 pytestmark = [pytest.mark.drill, pytest.mark.sdk, pytest.mark.slow]
 
 VICTIM = Path(__file__).with_name("victim.py")
-LEASE_S = 5
-SETTINGS = {
-    "DW_WORKFLOW_TASK_TIMEOUT": str(LEASE_S),
-    "DW_ACTIVITY_TASK_TIMEOUT": str(LEASE_S),
-    "DW_TASK_REPAIR_INTERVAL_SECONDS": "1",
-}
+SETTINGS = SHORT_LEASES
 LOAD = DrillLoad(seconds=20.0, rate=6.0, fault_at_s=1.0)
 #: The victim takes part in the steady load this long before it is caught.
 JOIN_S = 2.0
