@@ -485,7 +485,8 @@ async def scenario_overlap_skip(client: Client, queue: str) -> dict[str, Any]:
         after = await fires_at_least(client, "skipper", 2, timeout=5)
         await client.pause_schedule("skipper")
         out["after"] = plain(after)
-        out["second"] = await run_info(client, after.latest_workflow_instance_id or "")
+        # the new run is "running" until a worker took its first task; wait for its gate
+        out["second"] = await running_gate(client, after.latest_workflow_instance_id or "")
         out["events"] = await events(client, "skipper")
     return out
 
