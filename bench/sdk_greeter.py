@@ -9,7 +9,9 @@ timestamps), each the median over ``--runs`` runs.
 When the optional ``temporal`` extra is installed, the same workload (one
 greeter with one activity, the same worker limits, starters and counts) runs on
 Temporal's dev server in the same invocation (bench/temporal_greeter.py), and
-the dwtrio / Temporal ratios are printed.
+the dwtrio / Temporal ratios are printed. Both sides report CPU per workflow
+over the timed part by process kind: the server (dwtrio's processes, or the
+dev server's process tree), the SDK worker and the client.
 """
 
 from __future__ import annotations
@@ -219,7 +221,15 @@ def _row(system: str, starters: int, outs: list[dict[str, Any]]) -> dict[str, An
             }
         )
     keys = ["wf_per_s", "start_to_code_p50", "start_to_code_p99", "p50", "p99"]
-    return {"system": system, "starters": starters, **median_of_runs(runs, keys), "runs": runs}
+    shares = [r["cpu_ms_per_workflow"] for r in runs if r["cpu_ms_per_workflow"]]
+    cpu = median_of_runs(shares, list(shares[0])) if shares else {}
+    return {
+        "system": system,
+        "starters": starters,
+        **median_of_runs(runs, keys),
+        "cpu_ms_per_workflow": cpu,
+        "runs": runs,
+    }
 
 
 def process_cpu(kinds: dict[str, list[Any]]) -> Callable[[], dict[str, float]]:
@@ -257,8 +267,6 @@ def _dwtrio(args: Any) -> list[dict[str, Any]]:
                 ]
                 rows.append(_row("dwtrio", concurrency, outs))
                 _say(rows[-1], args.runs)
-                shares = outs[len(outs) // 2]["cpu_ms_per_workflow"]
-                print("    CPU per workflow:", ", ".join(f"{k} {v} ms" for k, v in shares.items()))
         finally:
             worker.terminate()
             worker.wait(15)
@@ -267,13 +275,14 @@ def _dwtrio(args: Any) -> list[dict[str, Any]]:
 
 def _temporal(args: Any) -> list[dict[str, Any]]:
     rows = []
-    with temporal_greeter.dev_server() as address:
+    with temporal_greeter.dev_server() as (address, server_pid):
         queue = f"greet-{uuid.uuid4().hex[:8]}"
         worker = temporal_greeter.start_worker(address, queue)
+        pids = (server_pid, worker.pid)
         try:
             for concurrency in args.concurrency:
                 outs = [
-                    temporal_greeter.run_client(address, queue, args.count, concurrency)
+                    temporal_greeter.run_client(address, queue, args.count, concurrency, pids)
                     for _ in range(args.runs)
                 ]
                 rows.append(_row("temporal", concurrency, outs))
@@ -289,10 +298,24 @@ def _say(row: dict[str, Any], runs: int) -> None:
         f"  {row['system']}, {row['starters']} starters: {row['wf_per_s']} wf/s, "
         f"p50 {row['p50']} ms, p99 {row['p99']} ms (median of {runs})"
     )
+    shares = row["cpu_ms_per_workflow"]
+    print("    CPU per workflow:", ", ".join(f"{k} {v} ms" for k, v in shares.items()))
+
+
+def cpu_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CPU ms per workflow by process kind, one row per system and starter count."""
+    return [
+        {"system": r["system"], "starters": r["starters"], **r["cpu_ms_per_workflow"]}
+        for r in rows
+        if r.get("cpu_ms_per_workflow")
+    ]
 
 
 def dwtrio_over_temporal(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """dwtrio / Temporal per starter count (latency > 1 or wf/s < 1: dwtrio is slower)."""
+    """dwtrio / Temporal per starter count (latency or CPU > 1, or wf/s < 1: dwtrio is slower).
+
+    ``server_cpu`` (server CPU per workflow) is there when both rows measured it.
+    """
     by = {(r["system"], r["starters"]): r for r in rows}
     out = []
     for (system, starters), ours in by.items():
@@ -302,6 +325,10 @@ def dwtrio_over_temporal(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ratio = {"starters": starters}
         for k in ["wf_per_s", "start_to_code_p50", "p50", "p99"]:
             ratio[k] = round(ours[k] / theirs[k], 2) if theirs[k] else float("nan")
+        ours_cpu = (ours.get("cpu_ms_per_workflow") or {}).get("server")
+        theirs_cpu = (theirs.get("cpu_ms_per_workflow") or {}).get("server")
+        if ours_cpu is not None and theirs_cpu:
+            ratio["server_cpu"] = round(ours_cpu / theirs_cpu, 2)
         out.append(ratio)
     return out
 
@@ -328,10 +355,15 @@ def run(args: Any) -> dict[str, Any]:
         print(f"Temporal comparison skipped: {skipped}")
     columns = ["system", "starters", "wf_per_s", "start_to_code_p50", "start_to_code_p99"]
     print(table(rows, [*columns, "p50", "p99"]))
+    cpu = cpu_rows(rows)
+    if cpu:
+        print("CPU ms per workflow (user+system over the timed part, median of the runs):")
+        print(table(cpu, ["system", "starters", "server", "sdk worker", "client"]))
     ratios = dwtrio_over_temporal(rows)
     if ratios:
-        print("dwtrio / Temporal (latency > 1 or wf/s < 1 means dwtrio is slower):")
-        print(table(ratios, ["starters", "wf_per_s", "start_to_code_p50", "p50", "p99"]))
+        print("dwtrio / Temporal (latency or CPU > 1, or wf/s < 1, means dwtrio is slower):")
+        columns = ["starters", "wf_per_s", "start_to_code_p50", "p50", "p99", "server_cpu"]
+        print(table(ratios, columns))
     cdf = {
         f"{r['system']}, {r['starters']} starters": [
             v for run_ in r["runs"] for v in run_["latencies_ms"]

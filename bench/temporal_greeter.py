@@ -7,12 +7,16 @@ database, its version check off (loopback only). The greeter worker and the
 client run in their own processes, as for the durable-workflow SDK:
 
     python -m bench.temporal_greeter worker ADDRESS QUEUE
-    python -m bench.temporal_greeter client ADDRESS QUEUE COUNT CONCURRENCY
+    python -m bench.temporal_greeter client ADDRESS QUEUE COUNT CONCURRENCY [SERVER WORKER]
 
 The client prints one JSON line with the same figures as the dwtrio driver,
 latencies read from the history's event times: start -> workflow code is
 WorkflowExecutionStarted to ActivityTaskScheduled, end to end is
-WorkflowExecutionStarted to WorkflowExecutionCompleted.
+WorkflowExecutionStarted to WorkflowExecutionCompleted. Given the process
+ids SERVER and WORKER of the dev server and the worker, it also reports CPU
+per workflow over its timed part, like the dwtrio driver: the dev server's
+process tree (``temporal server start-dev`` and any children), the worker
+and itself.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
@@ -69,8 +73,9 @@ def versions() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def dev_server() -> Iterator[str]:
-    """``temporal server start-dev`` on 127.0.0.1 (headless, in memory); yield its address."""
+def dev_server() -> Iterator[tuple[str, int]]:
+    """``temporal server start-dev`` on 127.0.0.1 (headless, in memory); yield its address
+    and process id."""
     cli = temporal_cli()
     assert cli is not None
     port = free_port()
@@ -83,7 +88,7 @@ def dev_server() -> Iterator[str]:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     try:
         _wait_ready(address, proc)
-        yield address
+        yield address, proc.pid
     finally:
         proc.terminate()
         try:
@@ -124,9 +129,13 @@ def start_worker(address: str, queue: str) -> subprocess.Popen[bytes]:
     )
 
 
-def run_client(address: str, queue: str, count: int, concurrency: int) -> dict[str, Any]:
+def run_client(
+    address: str, queue: str, count: int, concurrency: int, pids: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """Run the client process; ``pids`` (dev server, worker) adds CPU per workflow."""
+    cpu_args = [str(pid) for pid in pids] if pids else []
     out = subprocess.run(
-        [*CLIENT, address, queue, str(count), str(concurrency)],
+        [*CLIENT, address, queue, str(count), str(concurrency), *cpu_args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         timeout=600,
@@ -159,7 +168,31 @@ async def _worker(address: str, queue: str) -> None:
         await worker.run()
 
 
-async def _client(address: str, queue: str, count: int, concurrency: int) -> dict[str, Any]:
+def tree_cpu(server_pid: int, worker_pid: int) -> Callable[[], dict[str, float]]:
+    """A callable returning user+system CPU seconds so far of the dev server's process
+    tree, the worker and this process, under the kind names of the dwtrio driver."""
+    import psutil
+
+    server = psutil.Process(server_pid)
+    kinds = {
+        "server": [server, *server.children(recursive=True)],
+        "sdk worker": [psutil.Process(worker_pid)],
+        "client": [psutil.Process()],
+    }
+
+    def used() -> dict[str, float]:
+        return {kind: sum(sum(p.cpu_times()[:2]) for p in procs) for kind, procs in kinds.items()}
+
+    return used
+
+
+async def _client(
+    address: str,
+    queue: str,
+    count: int,
+    concurrency: int,
+    cpu: Callable[[], dict[str, float]] | None = None,
+) -> dict[str, Any]:
     from temporalio.api.enums.v1 import EventType
     from temporalio.client import Client
 
@@ -183,9 +216,11 @@ async def _client(address: str, queue: str, count: int, concurrency: int) -> dic
         handles.append(await one())
         bar.update(1)
 
+    cpu_before = cpu() if cpu else {}
     started = time.perf_counter()
     await asyncio.gather(*(counted() for _ in range(count)))
     elapsed = time.perf_counter() - started
+    cpu_after = cpu() if cpu else {}
     bar.close()
     first_task, end_to_end = [], []
     for handle in handles:
@@ -201,6 +236,10 @@ async def _client(address: str, queue: str, count: int, concurrency: int) -> dic
         "latencies_ms": end_to_end,
         "elapsed_s": elapsed,
         "workflows_per_s": count / elapsed,
+        "cpu_ms_per_workflow": {
+            kind: round((cpu_after[kind] - used) / count * 1000, 2)
+            for kind, used in cpu_before.items()
+        },
     }
 
 
@@ -210,7 +249,9 @@ if __name__ == "__main__":
         asyncio.run(_worker(address, queue))
     else:
         count, concurrency = int(sys.argv[4]), int(sys.argv[5])
-        print(json.dumps(asyncio.run(_client(address, queue, count, concurrency))), flush=True)
+        cpu = tree_cpu(int(sys.argv[6]), int(sys.argv[7])) if len(sys.argv) > 7 else None
+        figures = asyncio.run(_client(address, queue, count, concurrency, cpu))
+        print(json.dumps(figures), flush=True)
         # temporalio's core threads can abort the interpreter's finalization
         # (PyGILState_Release); the figures are out, so skip it.
         os._exit(0)
