@@ -12,6 +12,7 @@ import os
 
 from bench import (
     backlog_scaling,
+    bars,
     cross_node_wakes,
     history_export,
     history_follow,
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs", type=_positive, default=3, help="runs per point; the median is reported"
     )
     _floor_option(p)
-    p.set_defaults(run=poll_latency.run)
+    p.set_defaults(run=bars.reporting("poll-latency", poll_latency.run))
     g = sub.add_parser("sdk-greeter", help="official SDK greeter end to end")
     g.add_argument("--count", type=int, default=100, help="workflows per run and starter count")
     g.add_argument("--concurrency", type=_positive, nargs="+", default=[1, 16, 64])
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the Temporal dev-server comparison even when the extra is installed",
     )
-    g.set_defaults(run=sdk_greeter.run)
+    g.set_defaults(run=bars.reporting("sdk-greeter", sdk_greeter.run))
     o = sub.add_parser(
         "open-polls", help="memory per idle long-poll; latency of other requests meanwhile"
     )
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs", type=_positive, default=3, help="probe windows; the median is reported"
     )
     _floor_option(o)
-    o.set_defaults(run=open_polls.run)
+    o.set_defaults(run=bars.reporting("open-polls", open_polls.run))
     t = sub.add_parser(
         "dispatch-throughput",
         help="activity poll+complete cycles/s against a backlog and against live production",
@@ -118,16 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds before each window: load generators start, register and fill the pipeline",
     )
     t.add_argument("--load-processes", type=int, default=2)
+    t.add_argument(
+        "--floor",
+        action="store_true",
+        help="backlog mode: also measure bench.floor (the same HTTP stack answering the poll "
+        "from an endless in-memory backlog), one process, at each concurrency",
+    )
     # Accepted after the subcommand too (where it used to live); same destination.
     t.add_argument("--redis-url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    t.set_defaults(run=throughput.run)
+    t.set_defaults(run=bars.reporting("dispatch-throughput", throughput.run))
     b = sub.add_parser("backlog-scaling", help="claim latency against 1k / 100k / 1M ready tasks")
     b.add_argument("--sizes", type=int, nargs="+", default=[1_000, 100_000, 1_000_000])
     b.add_argument("--samples", type=int, default=300, help="claims per run")
     b.add_argument(
         "--runs", type=_positive, default=3, help="runs per size; the median is reported"
     )
-    b.set_defaults(run=backlog_scaling.run)
+    b.set_defaults(run=bars.reporting("backlog-scaling", backlog_scaling.run))
     c = sub.add_parser(
         "request-cost", help="latency and server CPU of one request, by kind, one at a time"
     )
@@ -303,6 +310,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-seconds", type=_positive, default=600, help="longest the pruning may take"
     )
     r.set_defaults(run=retention.run)
+    ba = sub.add_parser(
+        "bars",
+        help="the issue-19 bars: runs their benchmarks in this invocation, each beside its "
+        "reference, and prints PASS/MISS per bar (about 10-15 minutes at the defaults)",
+    )
+    ba.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(bars.GROUPS),
+        default=list(bars.GROUPS),
+        help="bar groups to measure, in this order (default: all)",
+    )
+    ba.add_argument(
+        "--runs", type=_positive, default=3, help="runs per point; the median is reported"
+    )
+    ba.add_argument(
+        "--pollers", type=_positive, nargs="+", default=[100, 1000], help="wake: parked pollers"
+    )
+    ba.add_argument(
+        "--samples", type=_positive, default=200, help="wake: wakes; backlog: claims, per run"
+    )
+    ba.add_argument("--count", type=_positive, default=50, help="greeter: workflows per run")
+    ba.add_argument(
+        "--loops", type=_positive, nargs="+", default=[64], help="dispatch: worker loops"
+    )
+    ba.add_argument("--seconds", type=float, default=5.0, help="dispatch: window per run")
+    ba.add_argument("--warmup", type=float, default=2.0, help="dispatch: seconds before each")
+    ba.add_argument("--polls", type=_positive, default=10_000, help="idle-polls: open polls")
+    ba.add_argument(
+        "--backlog-sizes",
+        type=_positive,
+        nargs="+",
+        default=[1_000, 1_000_000],
+        help="backlog: ready tasks (the bar compares the largest with the smallest)",
+    )
+    ba.set_defaults(run=bars.run)
     return parser
 
 

@@ -6,10 +6,11 @@ memory: no database, no durability, no gates, no history. A workflow-task
 poll parks the way dwtrio's does (one task waiting on the ASGI ``receive``
 for a disconnect, cancelled by a wake or the deadline); a start hands its
 task to the oldest parked poll of the queue or keeps it for the next poll;
+an activity-task poll gets a new task at once, as from an endless backlog;
 a completion answers at once; anything else is 404.
 
-Run beside dwtrio (``--floor`` of ``poll-latency``, ``open-polls`` and
-``request-cost``), it shows what any application on this HTTP stack pays on
+Run beside dwtrio (``--floor`` of ``poll-latency``, ``open-polls``,
+``request-cost`` and ``dispatch-throughput``), it shows what any application on this HTTP stack pays on
 this machine before doing any work: the difference is dwtrio's own cost.
 It is a benchmark fixture, not a server: nothing here is durable, and it is
 always one process (compare it with a one-process dwtrio).
@@ -97,6 +98,26 @@ async def _poll(body: dict[str, Any], receive: Any) -> dict[str, Any]:
     return {"task": slot[2]} if slot[2] is not None else {"task": None, "poll_status": "empty"}
 
 
+def _activity(body: dict[str, Any]) -> dict[str, Any]:
+    """An activity task shaped like dwtrio's claim answer, from an endless backlog."""
+    n = next(_ids)
+    task = {
+        "task_id": f"floor-activity-{n}",
+        "workflow_id": f"floor-wf-{n}",
+        "run_id": f"floor-run-{n}",
+        "activity_execution_id": f"floor-execution-{n}",
+        "activity_attempt_id": f"floor-attempt-{n}",
+        "attempt_number": 1,
+        "activity_type": "bench",
+        "payload_codec": "avro",
+        "arguments": {"codec": "avro", "blob": "wwHioz3/VYAiNwwA"},
+        "task_queue": body.get("task_queue", "default"),
+        "lease_owner": body.get("worker_id"),
+        "lease_expires_at": "2026-01-01T00:05:00.000000Z",
+    }
+    return {"task": task}
+
+
 def _start(body: dict[str, Any]) -> dict[str, Any]:
     name = body.get("task_queue", "default")
     task = _task(body.get("workflow_id") or f"floor-wf-{next(_ids)}", name)
@@ -125,6 +146,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         return
     if method == "POST" and path == "/api/worker/workflow-tasks/poll":
         await _answer(send, 200, await _poll(body, receive))
+    elif method == "POST" and path == "/api/worker/activity-tasks/poll":
+        await _answer(send, 200, _activity(body))
     elif method == "POST" and path == "/api/workflows":
         await _answer(send, 201, _start(body))
     elif method == "POST" and path.startswith("/api/worker/") and path.endswith("/complete"):

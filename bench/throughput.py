@@ -14,7 +14,14 @@ activity task and complete it for a fixed window, in two modes:
 Reported per mode, server process count and concurrency: cycles/s and server
 CPU per cycle (user+system of the server processes over the window; in live
 mode that includes the starts and workflow tasks behind each activity), each the
-median of ``--runs`` windows.
+median of ``--runs`` windows. Beside it, whether the rest fits on the host: the
+CPU of the load generators and of the local Postgres processes serving the
+bench (the backends of its database, and the shared checkpointer, writers and
+autovacuum) over the same window, in cores used and in ms per cycle.
+
+``--floor`` runs the backlog mode against ``bench.floor`` too (the same HTTP
+stack answering the poll from an endless in-memory backlog and the completion
+at once): the CPU any server on this stack pays for the same two requests.
 """
 
 from __future__ import annotations
@@ -22,9 +29,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing as mp
+import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
+
+import psutil
 
 from bench.backlog import load_activity_backlog
 from bench.harness import (
@@ -33,6 +44,7 @@ from bench.harness import (
     RawClient,
     bench_database,
     dwtrio_server,
+    floor_server,
     median_of_runs,
     plot_lines,
     progress,
@@ -183,8 +195,36 @@ def _producer_process(*args: Any) -> None:
     asyncio.run(_produce(*args))
 
 
-def _cpu(procs: list[Any]) -> float:
-    return sum(sum(p.cpu_times()[:2]) for p in procs)
+#: A client backend's title names its peer: ``postgres: 15/main: user db 127.0.0.1(5432) idle``.
+_BACKEND = re.compile(r"\(\d+\)|\[local\]")
+
+
+def postgres_processes(database: str) -> list[Any]:
+    """Local Postgres processes working for ``database``: its backends, and the processes
+    every database shares (postmaster, checkpointer, writers, autovacuum); other
+    databases' backends are left out."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info.get("name") != "postgres":
+            continue
+        title = " ".join(proc.info.get("cmdline") or [])
+        if not _BACKEND.search(title) or f" {database} " in title:
+            found.append(proc)
+    return found
+
+
+def _cpu(procs: list[Any]) -> dict[Any, float]:
+    """User+system CPU seconds so far of each process still running."""
+    used = {}
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            used[proc] = sum(proc.cpu_times()[:2])
+    return used
+
+
+def _cpu_since(before: dict[Any, float]) -> float:
+    """CPU seconds used since ``before`` by its processes (one that ended counts nothing)."""
+    return sum(_cpu(list(before)).get(proc, used) - used for proc, used in before.items())
 
 
 def measure(
@@ -197,8 +237,10 @@ def measure(
     procs: int,
     live: bool,
     label: str,
+    database: str | None = None,
 ) -> dict[str, Any]:
-    """One measurement window: cycles/s and server CPU per cycle."""
+    """One measurement window: cycles/s and server CPU per cycle, and the CPU of the
+    load generators and of the Postgres processes of ``database`` (if any) beside it."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     begin = time.monotonic() + warmup
@@ -221,14 +263,18 @@ def measure(
     server = server_processes(url)
     for w in workers:
         w.start()
+    load = [psutil.Process(w.pid) for w in workers]
     time.sleep(max(0.0, begin - time.monotonic()))
-    cpu0, t0 = _cpu(server), time.monotonic()
+    postgres = postgres_processes(database) if database else []
+    before = {"server": _cpu(server), "loadgen": _cpu(load), "postgres": _cpu(postgres)}
+    t0 = time.monotonic()
     bar = progress(int(seconds), label, "s")
     while time.monotonic() < until:
         time.sleep(min(1.0, max(0.0, until - time.monotonic())))
         bar.update(1)
     bar.close()
-    cpu, elapsed = _cpu(server) - cpu0, time.monotonic() - t0
+    used = {kind: _cpu_since(procs) for kind, procs in before.items()}
+    cpu, elapsed = used["server"], time.monotonic() - t0
     cycles = empty = started = completed = 0
     for _ in workers:
         kind, a, b = out.get(timeout=60)
@@ -242,11 +288,72 @@ def measure(
         "cycles": cycles,
         "cycles_per_s": round(cycles / elapsed, 1),
         "server_cpu_ms_per_cycle": round(cpu / max(cycles, 1) * 1000, 2),
+        "loadgen_cpu_ms_per_cycle": round(used["loadgen"] / max(cycles, 1) * 1000, 2),
+        "postgres_cpu_ms_per_cycle": round(used["postgres"] / max(cycles, 1) * 1000, 2),
+        "server_cores": round(cpu / elapsed, 2),
+        "loadgen_cores": round(used["loadgen"] / elapsed, 2),
+        "postgres_cores": round(used["postgres"] / elapsed, 2),
         "empty_polls": empty,
     }
     if live:
         row["starts_per_s"] = round(started / elapsed, 1)
         row["workflows_completed_per_s"] = round(completed / elapsed, 1)
+    return row
+
+
+#: Figures of each window whose median over the runs a row reports.
+KEYS = [
+    "cycles_per_s",
+    "server_cpu_ms_per_cycle",
+    "loadgen_cpu_ms_per_cycle",
+    "postgres_cpu_ms_per_cycle",
+    "server_cores",
+    "loadgen_cores",
+    "postgres_cores",
+]
+
+
+def _point(
+    args: Any,
+    url: str,
+    queue: str,
+    *,
+    server: str,
+    mode: str,
+    server_workers: int,
+    concurrency: int,
+    database: str | None,
+) -> dict[str, Any]:
+    """``--runs`` windows at one concurrency; their medians and the windows themselves."""
+    runs = [
+        measure(
+            url,
+            queue,
+            concurrency,
+            seconds=args.seconds,
+            warmup=args.warmup,
+            procs=args.load_processes,
+            live=mode == "live",
+            label=f"{server} {mode} {server_workers}p c={concurrency} run {i + 1}/{args.runs}",
+            database=database,
+        )
+        for i in range(args.runs)
+    ]
+    keys = KEYS + (["starts_per_s", "workflows_completed_per_s"] if mode == "live" else [])
+    row = {
+        "server": server,
+        "mode": mode,
+        "server_processes": server_workers,
+        "concurrency": concurrency,
+        **median_of_runs(runs, keys),
+        "runs": runs,
+    }
+    if mode == "backlog" and any(r["empty_polls"] for r in runs):
+        print("  warning: the backlog ran dry during a window")
+    print(
+        f"  {server}, {mode}, {server_workers} server processes, {concurrency} loops: "
+        f"{row['cycles_per_s']} cycles/s (median of {args.runs})"
+    )
     return row
 
 
@@ -258,6 +365,7 @@ def run(args: Any) -> dict[str, Any]:
         with bench_database(args.dsn) as dsn:
             if dsn is None:
                 raise SystemExit("dispatch-throughput needs --dsn (it bulk-loads the backlog)")
+            database = urlsplit(dsn).path.lstrip("/")
             with dwtrio_server(dsn=dsn, workers=server_workers, redis_url=args.redis_url) as url:
                 for mode in args.modes:
                     queue = f"tp-{mode}-{uuid.uuid4().hex[:6]}"
@@ -267,52 +375,43 @@ def run(args: Any) -> dict[str, Any]:
                         # After the server bootstrapped the schema.
                         load_activity_backlog(dsn, queue, needed + 1_000)
                     for c in args.concurrency:
-                        runs = [
-                            measure(
+                        rows.append(
+                            _point(
+                                args,
                                 url,
                                 queue,
-                                c,
-                                seconds=args.seconds,
-                                warmup=args.warmup,
-                                procs=args.load_processes,
-                                live=mode == "live",
-                                label=f"{mode} {server_workers}p c={c} run {i + 1}/{args.runs}",
+                                server="dwtrio",
+                                mode=mode,
+                                server_workers=server_workers,
+                                concurrency=c,
+                                database=database,
                             )
-                            for i in range(args.runs)
-                        ]
-                        keys = ["cycles_per_s", "server_cpu_ms_per_cycle"]
-                        if mode == "live":
-                            keys += ["starts_per_s", "workflows_completed_per_s"]
-                        row = {
-                            "mode": mode,
-                            "server_processes": server_workers,
-                            "concurrency": c,
-                            **median_of_runs(runs, keys),
-                            "runs": runs,
-                        }
-                        rows.append(row)
-                        if mode == "backlog" and any(r["empty_polls"] for r in runs):
-                            print("  warning: the backlog ran dry during a window")
-                        print(
-                            f"  {mode}, {server_workers} server processes, {c} loops: "
-                            f"{row['cycles_per_s']} cycles/s (median of {args.runs})"
                         )
-    print(
-        table(
-            rows,
-            [
-                "mode",
-                "server_processes",
-                "concurrency",
-                "cycles_per_s",
-                "server_cpu_ms_per_cycle",
-                "starts_per_s",
-            ],
-        )
-    )
+    if args.floor and "backlog" in args.modes:
+        with floor_server() as url:
+            for c in args.concurrency:
+                rows.append(
+                    _point(
+                        args,
+                        url,
+                        "tp-floor",
+                        server="floor",
+                        mode="backlog",
+                        server_workers=1,
+                        concurrency=c,
+                        database=None,
+                    )
+                )
+    columns = ["server", "mode", "server_processes", "concurrency", "cycles_per_s"]
+    columns += ["server_cpu_ms_per_cycle", "starts_per_s"]
+    print(table(rows, columns))
+    print("CPU beside the server over the windows (cores used; ms per cycle):")
+    columns = ["server", "mode", "server_processes", "concurrency", "server_cores"]
+    columns += ["loadgen_cores", "postgres_cores", "loadgen_cpu_ms_per_cycle"]
+    print(table(rows, [*columns, "postgres_cpu_ms_per_cycle"]))
     series: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
-        label = f"{r['mode']}, {r['server_processes']} server process(es)"
+        label = f"{r['server']}, {r['mode']}, {r['server_processes']} server process(es)"
         series.setdefault(label, []).append((r["concurrency"], r["cycles_per_s"]))
     plot = plot_lines(
         "dispatch-throughput", series, "concurrent worker loops", "activity cycles/s (median)"
