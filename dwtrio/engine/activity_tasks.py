@@ -11,7 +11,7 @@ the outermost group in its path has settled.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -41,7 +41,7 @@ from dwtrio.store import activities, runs, tasks
 from dwtrio.store.activities import ActivityExecution, ClaimedActivity, LockedActivityCall
 from dwtrio.store.history import NewEvent, append_events
 from dwtrio.store.pool import Conn
-from dwtrio.store.runs import LockedRun
+from dwtrio.store.runs import OPEN_STATUSES, LockedRun
 
 TERMINAL_STATUSES = ("completed", "failed", "timed_out", "cancelled")
 
@@ -147,12 +147,16 @@ async def claim(
     between the two leaves a lease that expires and is repaired). On a capped
     queue it runs in a transaction, admitted first (``Throttled`` when a cap is
     reached); a worker whose build-id cohort drains gets ``BLOCKED``
-    (``engine/admission.py``).
+    (``engine/admission.py``). A poll's first claim (``replay_poll``) with a
+    ``poll_request_id`` gets the task that id already holds, if any: on an uncapped
+    queue the claim statement itself looks (no round trip of its own).
     """
-    if replay_poll and params.poll_request_id:
+    replay = replay_poll and bool(params.poll_request_id)
+    if replay and params.caps is not None:
         again = await activities.find_polled_activity_task(conn, **params.held_by_poll())
         if again is not None:
             return _task_body(again, params.task_queue)
+        replay = False
     if params.caps is not None:
         throttled = await admission.admit(conn, params.caps)
         if throttled is not None:
@@ -168,7 +172,9 @@ async def claim(
             default_lease_s=params.default_lease_s,
             attempt_id=new_id(),
             event_id=new_id(),
+            replay=replay,
         )
+        replay = False
         if claimed is None:
             return await admission.refused(conn, params)
         if not claimed.run_open:
@@ -180,7 +186,7 @@ async def claim(
                 task_id=claimed.task_id,
             )
             continue
-        if params.caps is not None:
+        if params.caps is not None and not claimed.replayed:
             await admission.record(conn, params.caps)
         return _task_body(claimed, params.task_queue)
 
@@ -230,15 +236,42 @@ def _report(task_id: str, req: ActivityAttemptLease, outcome: str, **fields: Any
 
 
 # --- fencing -------------------------------------------------------------------------
+class FencedCall(Protocol):
+    """What the fence reads of an activity task locked for a worker's call."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def activity_attempt_id(self) -> str | None: ...
+    @property
+    def attempt_id(self) -> str | None: ...
+    @property
+    def attempt_task_id(self) -> str | None: ...
+    @property
+    def attempt_status(self) -> str | None: ...
+    @property
+    def attempt_lease_owner(self) -> str | None: ...
+    @property
+    def run_status(self) -> str: ...
+
+
 async def fence(
     conn: Conn, namespace: str, task_id: str, lease: ActivityAttemptLease
 ) -> LockedActivityCall:
     """Lock the task, its run and its execution (one statement) and check the caller's
     attempt is the task's current one, on an open run."""
-    fields = {"task_id": task_id, "activity_attempt_id": lease.activity_attempt_id}
     call = await activities.lock_activity_call(
         conn, task_id=task_id, attempt_id=lease.activity_attempt_id, namespace=namespace
     )
+    check_fence(call, task_id, lease)
+    assert call is not None
+    return call
+
+
+def check_fence(call: FencedCall | None, task_id: str, lease: ActivityAttemptLease) -> None:
+    """Raise the error a call on this locked task (None: not found) gets, if any.
+    ``dwtrio_complete_activity_call`` (migration 0010) writes only when this passes."""
+    fields = {"task_id": task_id, "activity_attempt_id": lease.activity_attempt_id}
     if call is None:
         raise TaskNotFoundError("Activity task not found.", **fields)
     if call.attempt_id is None:
@@ -258,17 +291,16 @@ async def fence(
         or call.activity_attempt_id != lease.activity_attempt_id
     ):
         raise StaleAttemptError("The activity attempt is no longer current.", **fields)
-    if not call.run.is_open:
+    if call.run_status not in OPEN_STATUSES:
         raise RunClosedError(
             "The workflow run is closed.",
-            run_status=call.run.status,
+            run_status=call.run_status,
             cancel_requested=True,
             can_continue=False,
             **fields,
         )
     if call.state != "leased":
         raise StaleAttemptError("The activity attempt is no longer current.", **fields)
-    return call
 
 
 async def wake_after_settling(
@@ -288,6 +320,35 @@ async def wake_after_settling(
 
 
 # --- complete, fail, heartbeat --------------------------------------------------------
+async def complete_at_once(
+    conn: Conn, namespace: str, task_id: str, req: CompleteActivityTask
+) -> Outcome | None:
+    """:func:`complete` as one statement (``Store.autocommit``, one round trip instead
+    of five): fence, ActivityCompleted and wake, all or nothing
+    (``activities.complete_activity_call``). None for a step with parallel metadata,
+    whose wake depends on its group: nothing was written, run :func:`complete`."""
+    done = await activities.complete_activity_call(
+        conn,
+        task_id=task_id,
+        attempt_id=req.activity_attempt_id,
+        namespace=namespace,
+        lease_owner=req.lease_owner,
+        result=payloads.value_blob(req.result),
+        event_id=new_id(),
+        wake_task_id=new_id(),
+    )
+    check_fence(done, task_id, req)
+    assert done is not None
+    if done.grouped:
+        return None
+    assert done.completed  # the statement's fence is check_fence's
+    outcome = Outcome()
+    if done.woken_task_id is not None:
+        outcome.wake(done.run_namespace, done.run_task_queue, "workflow")
+    outcome.body = _report(task_id, req, "completed", next_task_id=done.woken_task_id)
+    return outcome
+
+
 async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteActivityTask) -> Outcome:
     fenced = await fence(conn, namespace, task_id, req)
     result = payloads.value_blob(req.result)

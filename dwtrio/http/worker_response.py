@@ -28,7 +28,12 @@ async def worker_outcome(
 ) -> Reply:
     """Run a worker's report (complete, fail, ...) as one transaction; only once it has
     committed, wake the queues it touched and nudge the timer loop if it armed a timer."""
-    outcome = await rt.store.transaction(op, *args, **kwargs)
+    return committed(rt, await rt.store.transaction(op, *args, **kwargs))
+
+
+def committed(rt: Runtime, outcome: Outcome) -> Reply:
+    """The answer to a worker's report whose ``outcome`` has committed: wake the queues
+    it touched, nudge the timer loop if it armed a timer."""
     rt.publish_wakes(outcome.wakes)
     if outcome.timer_armed:
         rt.timer_nudge.set()

@@ -38,6 +38,8 @@ class ClaimedActivity:
     heartbeat_deadline_at: datetime | None
     #: False: the run closed meanwhile; nothing was recorded and the claim must be retired.
     run_open: bool
+    #: The lease this poll already held (a retried poll), returned again: nothing new.
+    replayed: bool
 
 
 @attrs.frozen
@@ -98,6 +100,34 @@ class LockedActivityCall:
         )
         return cls(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], run, execution)
 
+    @property
+    def run_status(self) -> str:
+        return self.run.status
+
+
+@attrs.frozen
+class ActivityCompletion:
+    """What ``complete_activity_call`` found (the fence's columns, as in
+    :class:`LockedActivityCall`) and did: ``completed`` (with ``woken_task_id``, the
+    workflow task its wake created), or nothing, the fence having refused the call or
+    the step being in a parallel group (``grouped``)."""
+
+    id: str
+    state: str
+    activity_attempt_id: str | None
+    attempt_id: str | None
+    attempt_task_id: str | None
+    attempt_number: int | None
+    attempt_status: str | None
+    attempt_lease_owner: str | None
+    run_id: str
+    run_namespace: str
+    run_task_queue: str
+    run_status: str
+    grouped: bool
+    completed: bool
+    woken_task_id: str | None
+
 
 @attrs.frozen
 class LockedActivityTask:
@@ -131,6 +161,7 @@ _CANCEL_RUN_ACTIVITIES = query("cancel_run_activities")
 _EXPIRE_ACTIVITY_ATTEMPT = query("expire_activity_attempt")
 _LOCK_ACTIVITY_CALL = query("lock_activity_call", LockedActivityCall)
 _COMPLETE_ACTIVITY = query("complete_activity")
+_COMPLETE_ACTIVITY_CALL = query("complete_activity_call", ActivityCompletion)
 
 
 async def schedule_activity(
@@ -181,11 +212,14 @@ async def claim_activity_task(
     default_lease_s: int,
     attempt_id: str,
     event_id: str,
+    replay: bool = False,
 ) -> ClaimedActivity | None:
     """Lease the oldest ready activity task of the queue, open attempt ``attempt_id`` and
-    record ActivityStarted (``event_id``), in one statement."""
+    record ActivityStarted (``event_id``), in one statement. With ``replay``, the task
+    this ``poll_request_id`` already holds, if any, comes back instead (``replayed``)."""
     claimed = await _CLAIM_ACTIVITY_TASK.one(
         conn,
+        replay=replay,
         namespace=namespace,
         task_queue=task_queue,
         worker_id=worker_id,
@@ -195,7 +229,7 @@ async def claim_activity_task(
         attempt_id=attempt_id,
         event_id=event_id,
     )
-    if claimed is not None and claimed.run_open:
+    if claimed is not None and claimed.run_open and not claimed.replayed:
         note_new_events(claimed.run_id)
     return claimed
 
@@ -314,3 +348,34 @@ async def complete_activity(
         event_id=event_id,
         payload=payload,
     )
+
+
+async def complete_activity_call(
+    conn: Conn,
+    *,
+    task_id: str,
+    attempt_id: str,
+    namespace: str,
+    lease_owner: str,
+    result: str,
+    event_id: str,
+    wake_task_id: str,
+) -> ActivityCompletion | None:
+    """Fence, complete and wake in one statement (``dwtrio_complete_activity_call``,
+    migration 0010): the attempt, execution and task close, ActivityCompleted
+    (``event_id``) is recorded and the run woken (``wake_task_id`` if that creates its
+    workflow task), unless the fence refuses or the step is grouped. None: no activity
+    task ``task_id`` in ``namespace``."""
+    done = await _COMPLETE_ACTIVITY_CALL.one(
+        conn,
+        task_id=task_id,
+        attempt_id=attempt_id,
+        namespace=namespace,
+        lease_owner=lease_owner,
+        result=result,
+        event_id=event_id,
+        wake_task_id=wake_task_id,
+    )
+    if done is not None and done.completed:
+        note_new_events(done.run_id)
+    return done

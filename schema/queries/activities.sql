@@ -25,11 +25,28 @@ SELECT :task_id, :namespace, :task_queue, 'activity', :run_id, :workflow_id, :wo
 -- the event's sequence update, after the task, as when the claim was a transaction that
 -- locked the run next (a close locking the run first can deadlock with it: Postgres aborts
 -- one whole statement, which is retried). A run no longer open gets no event: run_open is
--- false and the caller retires what was claimed.
-WITH next AS (
+-- false and the caller retires what was claimed. With :replay (a poll's first claim), a
+-- lease this poll_request_id already holds (find_polled_activity_task) is returned again
+-- instead (replayed), and nothing is claimed: the worker retried a poll whose answer it lost.
+WITH held AS (
+    SELECT t.id AS task_id, t.run_id, t.activity_attempt_id, t.lease_owner, t.lease_expires_at,
+           a.attempt_number, e.id AS execution_id, e.workflow_id, e.activity_type, e.arguments,
+           e.retry_policy, e.schedule_to_close_deadline_at, e.start_to_close_deadline_at,
+           e.heartbeat_deadline_at, true AS run_open, true AS replayed
+      FROM workflow_tasks t
+      JOIN workflow_runs r ON r.id = t.run_id
+      JOIN activity_attempts a ON a.id = t.activity_attempt_id
+      JOIN activity_executions e ON e.id = t.activity_execution_id
+     WHERE :replay::boolean AND t.lease_owner = :worker_id
+       AND t.poll_request_id = :poll_request_id
+       AND t.state = 'leased' AND t.kind = 'activity'
+       AND t.namespace = :namespace AND t.task_queue = :task_queue
+       AND t.lease_expires_at > now() AND r.status IN ('pending', 'running', 'waiting')
+), next AS (
     SELECT id FROM workflow_tasks
      WHERE namespace = :namespace AND task_queue = :task_queue AND kind = 'activity'
        AND state = 'ready' AND available_at <= now()
+       AND NOT EXISTS (SELECT 1 FROM held)
        AND (cardinality(:activity_types::text[]) = 0
             OR activity_type = ANY(:activity_types::text[]))
        AND NOT EXISTS (  -- the worker's build-id cohort is not draining (an InitPlan: once)
@@ -97,9 +114,11 @@ SELECT task.id AS task_id, task.run_id, :attempt_id::text AS activity_attempt_id
        execution.id AS execution_id, execution.workflow_id, execution.activity_type,
        execution.arguments, execution.retry_policy, execution.schedule_to_close_deadline_at,
        execution.start_to_close_deadline_at, execution.heartbeat_deadline_at,
-       run.id IS NOT NULL AS run_open
+       run.id IS NOT NULL AS run_open, false AS replayed
   FROM task JOIN execution ON execution.id = task.activity_execution_id
-  LEFT JOIN run ON true;
+  LEFT JOIN run ON true
+UNION ALL
+SELECT * FROM held;
 
 -- name: find_polled_activity_task
 -- The activity task a poll with this poll_request_id already leased (poll retries), while
@@ -108,7 +127,7 @@ SELECT task.id AS task_id, task.run_id, :attempt_id::text AS activity_attempt_id
 SELECT t.id AS task_id, t.run_id, t.activity_attempt_id, t.lease_owner, t.lease_expires_at,
        a.attempt_number, e.id AS execution_id, e.workflow_id, e.activity_type, e.arguments,
        e.retry_policy, e.schedule_to_close_deadline_at, e.start_to_close_deadline_at,
-       e.heartbeat_deadline_at, true AS run_open
+       e.heartbeat_deadline_at, true AS run_open, true AS replayed
   FROM workflow_tasks t
   JOIN workflow_runs r ON r.id = t.run_id
   JOIN activity_attempts a ON a.id = t.activity_attempt_id
@@ -253,3 +272,12 @@ WITH attempt AS (
 UPDATE workflow_tasks
    SET state = 'completed', completed_at = now(), lease_expires_at = NULL, updated_at = now()
  WHERE id = :task_id;
+
+-- name: complete_activity_call
+-- A completion in one round trip, fence, ActivityCompleted and wake: see migration 0010
+-- (dwtrio_complete_activity_call). No row: no activity task of this id in the namespace.
+SELECT id, state, activity_attempt_id, attempt_id, attempt_task_id, attempt_number,
+       attempt_status, attempt_lease_owner, run_id, run_namespace, run_task_queue, run_status,
+       grouped, completed, woken_task_id
+  FROM dwtrio_complete_activity_call(:task_id, :attempt_id, :namespace, :lease_owner, :result,
+                                     :event_id, :wake_task_id);
