@@ -30,7 +30,7 @@ import shutil
 import signal
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,6 @@ from dwtrio.background import supervisor
 from dwtrio.embedded import EmbeddedPostgres
 from dwtrio.errors import DwtrioError
 from dwtrio.http.app import create_app
-from dwtrio.http.metrics import instrument
 from dwtrio.http.server import close_when_draining, default_max_connections, serve_http
 from dwtrio.runtime import Runtime
 from dwtrio.settings import Settings
@@ -147,16 +146,29 @@ def shield_sends(app: Any) -> Any:
     response, which Quart-Trio runs in the request nursery it then cancels; a
     cancelled send leaves idle keep-alive connections open forever, so every
     shutdown would wait the whole graceful timeout while any client is connected.
+
+    The wrapper is a plain function returning the app's own coroutine, and the
+    shielded ``send`` a small object: a parked long-poll keeps no frame or
+    closure of it (see "Idle long-polls" in docs/performance.md).
     """
 
-    async def asgi(scope: Any, receive: Any, send: Any) -> None:
-        async def shielded_send(message: Any) -> None:
-            with trio.CancelScope(shield=True):  # see the docstring: sends must complete
-                await send(message)
-
-        await app(scope, receive, shielded_send)
+    def asgi(scope: Any, receive: Any, send: Any) -> Awaitable[None]:
+        return app(scope, receive, ShieldedSend(send))  # type: ignore[no-any-return]
 
     return asgi
+
+
+class ShieldedSend:
+    """An ASGI ``send`` whose calls run shielded from cancellation (:func:`shield_sends`)."""
+
+    __slots__ = ("send",)
+
+    def __init__(self, send: Any) -> None:
+        self.send = send
+
+    async def __call__(self, message: Any) -> None:
+        with trio.CancelScope(shield=True):  # see shield_sends: sends must complete
+            await self.send(message)
 
 
 async def serve(
@@ -214,7 +226,7 @@ async def serve(
                     if not bootstrapped:  # (a bootstrap has logged what it found)
                         await log_schema_state(store)
                     rt = Runtime.build(settings, store)
-                    app = shield_sends(close_when_draining(instrument(create_app(rt)), rt.draining))
+                    app = shield_sends(close_when_draining(create_app(rt), rt.draining))
 
                     async def drain() -> None:
                         await stop.wait()

@@ -49,8 +49,10 @@ def create_app(rt: Runtime) -> request_log.RequestLog:
         for module in (workers, workflow_tasks, activity_tasks, query_tasks)
         for route in module.routes(rt)
     ]
-    # Outermost: the request id and the request's log line cover both planes.
-    return request_log.RequestLog(WorkerPlane(rt, routes, fallback=create_quart_app(rt)))
+    # Outermost: the request id, the request's log line and metrics cover both planes.
+    return request_log.RequestLog(
+        WorkerPlane(rt, routes, fallback=create_quart_app(rt)), observe=metrics.observe
+    )
 
 
 def create_quart_app(rt: Runtime) -> QuartTrio:

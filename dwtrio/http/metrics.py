@@ -6,8 +6,9 @@ scraper asks for it in ``Accept``). Its gates are the route table's
 no version header. ``DW_METRICS_BIND`` serves the same text on a listener of
 its own without authentication (``dwtrio.main``).
 
-:func:`instrument` wraps the whole ASGI application: it counts each request
-by route template, method and status, and times it. The template comes from
+:func:`observe` counts each request by route template, method and status, and
+times it; ``request_log.RequestLog``, which wraps the whole ASGI application,
+calls it as each request ends (one wrapper fewer for a parked long-poll to hold). The template comes from
 whichever side answered: the worker plane puts its route pattern in the ASGI
 scope (``WORKER_ROUTE_KEY``), the Quart app its rule (``QUART_ROUTE_KEY``, set
 by this blueprint's after-request hook, which runs for error answers too).
@@ -15,8 +16,6 @@ by this blueprint's after-request hook, which runs for error answers too).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client.exposition import choose_encoder
@@ -24,8 +23,6 @@ from quart import Blueprint, Response, request
 
 from dwtrio import metrics
 from dwtrio.runtime import Runtime
-
-ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 #: Scope keys naming the route that answered (the worker plane's pattern below
 #: ``/api/worker/``; the Quart rule).
@@ -61,27 +58,6 @@ def route_of(scope: Any) -> str | None:
     return scope.get(QUART_ROUTE_KEY)  # type: ignore[no-any-return]
 
 
-def instrument(app: ASGIApp) -> ASGIApp:
-    """ASGI wrapper: ``dwtrio_http_requests_total`` and ``..._duration_seconds``."""
-
-    async def asgi(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status: int | None = None
-
-        async def send_noting_status(message: Any) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await app(scope, receive, send_noting_status)
-        finally:
-            metrics.observe_request(
-                route_of(scope), scope["method"], status, time.perf_counter() - started
-            )
-
-    return asgi
+def observe(scope: Any, status: int | None, seconds: float) -> None:
+    """Count and time one answered HTTP request (``status`` None: no response was sent)."""
+    metrics.observe_request(route_of(scope), scope["method"], status, seconds)

@@ -12,6 +12,7 @@ app alike). For each HTTP request it
   ``observability.RequestIdFilter``, and error bodies carry it
   (``envelope.error_body``);
 * adds ``X-Request-Id`` to the response's headers, whatever answered it;
+* counts and times it in the request metrics (``http/metrics.observe``);
 * logs one line (logger ``dwtrio.request``, at INFO) once the request is done:
   method, route template, status, duration in milliseconds, and the namespace,
   worker id, workflow id and run id when the request named them. A long poll
@@ -104,11 +105,17 @@ def current_request_id() -> str | None:
     return ctx.request_id if ctx is not None else None
 
 
-class RequestLog:
-    """The ASGI middleware (see the module docstring)."""
+#: ``observe(scope, status, seconds)``: told of each HTTP request as it ends (metrics).
+Observer = Callable[[Any, int | None, float], None]
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class RequestLog:
+    """The ASGI middleware (see the module docstring); ``observe``, if given, is
+    told of each HTTP request as it ends (the request metrics)."""
+
+    def __init__(self, app: ASGIApp, observe: Observer | None = None) -> None:
         self.app = app
+        self.observe = observe
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -121,20 +128,15 @@ class RequestLog:
                 break
         request_id = sane_request_id(sent) or new_request_id()
         ctx = RequestContext(request_id, scope["method"])
-        echoed = (HEADER, request_id.encode())
-
-        async def send_with_id(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                ctx.status = message["status"]
-                message["headers"] = [*message.get("headers", ()), echoed]
-            await send(message)
-
         token = current_request.set(ctx)
         started = time.perf_counter()
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, IdEchoingSend(send, ctx))
         finally:
             current_request.reset(token)
+            seconds = time.perf_counter() - started
+            if self.observe is not None:
+                self.observe(scope, ctx.status, seconds)
             if log.isEnabledFor(logging.INFO):
                 log.info(
                     "request",
@@ -143,7 +145,7 @@ class RequestLog:
                         "method": ctx.method,
                         "route": ctx.route,
                         "status": ctx.status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "duration_ms": round(seconds * 1000, 2),
                         "namespace": ctx.namespace,
                         "worker_id": ctx.worker_id,
                         "workflow_id": ctx.workflow_id,
@@ -151,3 +153,22 @@ class RequestLog:
                         "action": None if ctx.status is not None else "client_gone",
                     },
                 )
+
+
+class IdEchoingSend:
+    """An ASGI ``send`` that adds ``X-Request-Id`` to the response and notes its status
+    in the request's context. A slotted object rather than a closure: every parked
+    long-poll holds one."""
+
+    __slots__ = ("ctx", "send")
+
+    def __init__(self, send: Any, ctx: RequestContext) -> None:
+        self.send, self.ctx = send, ctx
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            ctx = self.ctx
+            ctx.status = message["status"]
+            echoed = (HEADER, ctx.request_id.encode())
+            message["headers"] = [*message.get("headers", ()), echoed]
+        await self.send(message)

@@ -277,22 +277,33 @@ def close_when_draining(app: Any, draining: trio.Event) -> Any:
     it closed and, as a POST may not be sent twice, answers that client 502. Told to
     close, it opens a new connection instead, which a draining node refuses, and the
     request goes to another node.
+
+    Like ``main.shield_sends``, it returns the app's own coroutine and wraps ``send``
+    in a small object, so a parked long-poll keeps no frame of it.
     """
 
-    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+    def asgi(scope: Any, receive: Any, send: Any) -> Awaitable[None]:
         if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-
-        async def send_closing(message: Any) -> None:
-            if message["type"] == "http.response.start" and draining.is_set():
-                headers = [*message.get("headers", ()), (b"connection", b"close")]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await app(scope, receive, send_closing)
+            return app(scope, receive, send)  # type: ignore[no-any-return]
+        return app(scope, receive, ClosingSend(send, draining))  # type: ignore[no-any-return]
 
     return asgi
+
+
+class ClosingSend:
+    """An ASGI ``send`` adding ``Connection: close`` to a response started while the
+    server drains (:func:`close_when_draining`)."""
+
+    __slots__ = ("draining", "send")
+
+    def __init__(self, send: Any, draining: trio.Event) -> None:
+        self.send, self.draining = send, draining
+
+    async def __call__(self, message: Any) -> None:
+        if message["type"] == "http.response.start" and self.draining.is_set():
+            headers = [*message.get("headers", ()), (b"connection", b"close")]
+            message = {**message, "headers": headers}
+        await self.send(message)
 
 
 async def serve_http(

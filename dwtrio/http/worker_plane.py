@@ -163,11 +163,11 @@ class WorkerPlane:
     routes: list[Route]
     fallback: ASGIApp
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
+        # The chosen side's own coroutine: no frame of this one for a parked poll to hold.
         if scope["type"] != "http" or not is_worker_path(request_path(scope)):
-            await self.fallback(scope, receive, send)
-            return
-        await self.serve(scope, receive, send)
+            return self.fallback(scope, receive, send)
+        return self.serve(scope, receive, send)
 
     def find(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         parts = path[len(PREFIX) :].split("/")

@@ -149,38 +149,16 @@ async def poll(
     ``StoreUnavailableError`` (and should that fail too, the worker's retry with
     the same ``poll_request_id`` is given that task).
     """
-    store = host.store
-    # A capped queue's claim holds its admission lock until the lease commits.
-    run = store.transaction if kind.transaction or params.caps is not None else store.autocommit
-    first = True
     timeout_s = poll_timeout_s(host.settings, timeout_seconds)
-    deadline = trio.current_time() + timeout_s
-
-    async def claim() -> Task | Throttled | Blocked | None:
-        nonlocal first
-        replay, first = first, False
-        try:
-            with store.wait_until(deadline):
-                return await run(kind.claim, params, replay_poll=replay)
-        except AdmissionLockBusyError:
-            # Other nodes' claims of the queue held its admission lock for a second.
-            return Throttled(ADMISSION_BUSY_RECHECK_S)
-        except StoreUnavailableError as exc:
-            if exc.maybe_applied and kind.release_polled is not None:
-                await _release_polled(host, kind.release_polled, params)
-            raise
-
-    async def release(task: Task) -> None:
-        await _release(host, kind.release, task)
-
+    claims = _Claims(host, kind, params, trio.current_time() + timeout_s)
     open_polls = metrics.polls_open(kind.kind)
     open_polls.inc()
     try:
         task = await poll_for_task(
             host.waiters,
             (params.namespace, params.task_queue, kind.kind),
-            claim,
-            release,
+            claims.claim,
+            claims.release,
             timeout_s=timeout_s,
             recheck_s=host.settings.worker_poll_interval_ms / 1000,
             draining=host.draining,
@@ -192,6 +170,38 @@ async def poll(
         open_polls.dec()
     metrics.poll_answer(kind.kind, "empty" if task is None else "task").inc()
     return task
+
+
+class _Claims(Generic[P]):
+    """The claim and the release of one poll (:func:`poll`), as bound methods of one
+    slotted object: a parked poll holds this, not two closures and their cells."""
+
+    __slots__ = ("deadline", "first", "host", "kind", "params", "run")
+
+    def __init__(self, host: Host, kind: TaskKind[P], params: P, deadline: float) -> None:
+        self.host, self.kind, self.params, self.deadline = host, kind, params, deadline
+        # A capped queue's claim holds its admission lock until the lease commits.
+        store = host.store
+        transaction = kind.transaction or params.caps is not None
+        self.run = store.transaction if transaction else store.autocommit
+        self.first = True
+
+    async def claim(self) -> Task | Throttled | Blocked | None:
+        replay, self.first = self.first, False
+        host, kind = self.host, self.kind
+        try:
+            with host.store.wait_until(self.deadline):
+                return await self.run(kind.claim, self.params, replay_poll=replay)
+        except AdmissionLockBusyError:
+            # Other nodes' claims of the queue held its admission lock for a second.
+            return Throttled(ADMISSION_BUSY_RECHECK_S)
+        except StoreUnavailableError as exc:
+            if exc.maybe_applied and kind.release_polled is not None:
+                await _release_polled(host, kind.release_polled, self.params)
+            raise
+
+    async def release(self, task: Task) -> None:
+        await _release(self.host, self.kind.release, task)
 
 
 async def _release(host: Host, op: Op[[Task], QueueKey | None], task: Task) -> None:

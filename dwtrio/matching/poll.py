@@ -20,7 +20,6 @@ from dwtrio.matching.waiters import (
     RESERVED,
     ClientGone,
     QueueKey,
-    Waiter,
     WaiterSet,
 )
 from dwtrio.protocol.admission import Blocked, Throttled
@@ -152,6 +151,7 @@ async def _poll_in_line(
     retry_s: float | None = None
     #: When a wake (or a handoff) last ended this poll's parking: None before any.
     woken_at: float | None = None
+    gone = None if client is None else client.wait_gone
     # One place in line for the whole poll: the event is renewed before every claim
     # (so a wake during the claim is never lost) but the poller keeps its position.
     with waiters.register(key, offer) as waiter:
@@ -201,7 +201,31 @@ async def _poll_in_line(
                 if draining.is_set() or trio.current_time() >= deadline:
                     # A wake that arrived during the claim is left unconsumed: passed on.
                     return None
-                await _park(waiters, key, waiter, deadline, recheck_s, client, retry_s)
+                # Park (inline, not a helper: every frame is held by every parked poll)
+                # for a wake or a handoff; until the deadline, or the next recheck if the
+                # waiter is the queue's head (``retry_s`` after a throttled claim, else
+                # ``recheck_s``); ``ClientGone`` if the client leaves. Only the head
+                # rechecks on a timer; the others wait for a wake (the head's departure
+                # nudges the next one, so someone always rechecks). After a throttled
+                # claim the head looks again sooner (a lease may end on another node,
+                # or the minute turn, which wakes nobody here).
+                park_until = deadline
+                if waiters.is_head(key, waiter):
+                    park_until = min(deadline, trio.current_time() + (retry_s or recheck_s))
+                event = waiter.event
+                if waiter.state is LOOKING:
+                    waiter.state = PARKED
+                try:
+                    await event.wait(gone, until=park_until)
+                finally:
+                    if waiter.state is PARKED:
+                        waiter.state = LOOKING
+                if waiter.state is RESERVED and not event.is_set():
+                    # A task is being written for this poll: its creator decides (it
+                    # delivers, or unreserves and wakes us), even a little past the
+                    # deadline. Should it take longer (a slow store), the poll goes on;
+                    # a delivery to it is then refused and the creator releases the task.
+                    await event.wait(gone, until=deadline + RESERVATION_GRACE_S)
                 woken_at = trio.current_time() if waiter.event.is_set() else None
                 if waiter.state is HANDED:
                     continue
@@ -228,39 +252,3 @@ async def _poll_in_line(
                 with trio.CancelScope(shield=True):
                     await release(handed)
             raise
-
-
-async def _park(
-    waiters: WaiterSet,
-    key: QueueKey,
-    waiter: Waiter,
-    deadline: float,
-    recheck_s: float,
-    client: Client | None,
-    retry_s: float | None = None,
-) -> None:
-    """Wait for a wake or a handoff; until the deadline, or the next recheck if the
-    waiter is the queue's head (``retry_s`` after a throttled claim, else
-    ``recheck_s``). Raises ``ClientGone`` if the client leaves."""
-    event = waiter.event
-    # Only the queue's head rechecks on a timer; the others wait for a wake
-    # (the head's departure nudges the next one, so someone always rechecks).
-    park_until = deadline
-    if waiters.is_head(key, waiter):
-        # After a throttled claim the head looks again sooner (a lease may end on
-        # another node, or the minute turn, which wakes nobody here).
-        park_until = min(deadline, trio.current_time() + (retry_s or recheck_s))
-    gone = None if client is None else client.wait_gone
-    if waiter.state is LOOKING:
-        waiter.state = PARKED
-    try:
-        await event.wait(gone, until=park_until)
-    finally:
-        if waiter.state is PARKED:
-            waiter.state = LOOKING
-    if waiter.state is RESERVED and not event.is_set():
-        # A task is being written for this poll: its creator decides (it delivers,
-        # or unreserves and wakes us), even a little past the deadline. Should it
-        # take longer (a slow store), the poll goes on; a delivery to it is then
-        # refused and the creator releases the task.
-        await event.wait(gone, until=deadline + RESERVATION_GRACE_S)
