@@ -11,6 +11,7 @@ import trio
 
 from dwtrio import __version__, metrics
 from dwtrio.manifest import SERVER_FEATURES, Features, worker_capabilities
+from dwtrio.matching.batches import ClaimBatches
 from dwtrio.matching.waiters import QueueKey, WaiterSet, history_key
 from dwtrio.matching.wakebus import WakeBus, make_wake_bus
 from dwtrio.protocol.admission import AdmissionPolicy
@@ -237,6 +238,8 @@ class Runtime:
     #: The task-queue admission caps (DW_*_MAX_* and DW_TASK_QUEUE_ADMISSION_OVERRIDES).
     admission: AdmissionPolicy = attrs.field(init=False)
     waiters: WaiterSet = attrs.field(factory=WaiterSet)
+    #: Claims of one queue made together (``matching/batches.py``).
+    claim_batches: ClaimBatches = attrs.field(factory=ClaimBatches)
     wakes: WakeBus = attrs.field(init=False)
     version: str = __version__
     #: ``server_capabilities``, computed once: it goes on every worker response.

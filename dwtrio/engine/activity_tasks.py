@@ -27,7 +27,7 @@ from dwtrio.errors import (
     TaskMismatchError,
     TaskNotFoundError,
 )
-from dwtrio.protocol.admission import Blocked, Throttled
+from dwtrio.protocol.admission import BLOCKED, Blocked, Throttled
 from dwtrio.protocol.commands import ScheduleActivity
 from dwtrio.protocol.ids import new_id
 from dwtrio.protocol.responses import ActivityReport
@@ -189,6 +189,45 @@ async def claim(
         if params.caps is not None and not claimed.replayed:
             await admission.record(conn, params.caps)
         return _task_body(claimed, params.task_queue)
+
+
+async def claim_batch(
+    conn: Conn, polls: list[ClaimParams]
+) -> list[dict[str, Any] | Blocked | None]:
+    """:func:`claim` for several first-time-or-later polls of one uncapped queue with the
+    same type filter, in one statement (``matching/batches.py``): each poll's task body,
+    ``BLOCKED`` (its cohort drains) or None, in order. A task leased on a run that has
+    closed meanwhile is retired and that poll claims again on its own."""
+    first = polls[0]
+    rows = await activities.claim_activity_tasks(
+        conn,
+        namespace=first.namespace,
+        task_queue=first.task_queue,
+        worker_ids=[p.worker_id for p in polls],
+        poll_request_ids=[p.poll_request_id for p in polls],
+        activity_types=first.activity_types,
+        default_lease_s=first.default_lease_s,
+        attempt_ids=[new_id() for _ in polls],
+        event_ids=[new_id() for _ in polls],
+    )
+    results: list[dict[str, Any] | Blocked | None] = []
+    for params, row in zip(polls, rows, strict=True):
+        claimed = row.claimed
+        if claimed is None:
+            results.append(BLOCKED if row.draining else None)
+        elif claimed.run_open:
+            results.append(_task_body(claimed, params.task_queue))
+        else:
+            await activities.cancel_claimed_activity(
+                conn,
+                attempt_id=claimed.activity_attempt_id,
+                execution_id=claimed.execution_id,
+                task_id=claimed.task_id,
+            )
+            again = await claim(conn, params, replay_poll=False)
+            assert not isinstance(again, Throttled)  # uncapped
+            results.append(again)
+    return results
 
 
 async def release(conn: Conn, task: dict[str, Any]) -> tuple[str, str, str] | None:

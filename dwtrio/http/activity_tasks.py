@@ -23,6 +23,7 @@ ACTIVITY_TASKS = TaskKind[engine.ClaimParams](
     release_polled=engine.release_polled,
     types=lambda params: params.activity_types,
     transaction=False,  # engine.claim writes with one statement; see its docstring
+    claim_batch=engine.claim_batch,
 )
 
 

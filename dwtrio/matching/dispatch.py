@@ -26,6 +26,7 @@ import trio
 
 from dwtrio import metrics
 from dwtrio.errors import AdmissionLockBusyError, StoreUnavailableError
+from dwtrio.matching.batches import ClaimBatches
 from dwtrio.matching.poll import Client, poll_for_task
 from dwtrio.matching.waiters import QueueKey, WaiterSet
 from dwtrio.protocol.admission import AdmissionPolicy, Blocked, QueueCaps, Throttled
@@ -58,6 +59,8 @@ class Host(Protocol):
     def draining(self) -> trio.Event: ...
     @property
     def admission(self) -> AdmissionPolicy: ...
+    @property
+    def claim_batches(self) -> ClaimBatches: ...
     def publish_wakes(self, keys: Iterable[QueueKey]) -> None: ...
 
 
@@ -70,6 +73,8 @@ class PollParams(Protocol):
     def task_queue(self) -> str: ...
     @property
     def caps(self) -> QueueCaps | None: ...
+    @property
+    def poll_request_id(self) -> str | None: ...
 
 
 P = TypeVar("P", bound=PollParams)
@@ -118,6 +123,11 @@ class TaskKind(Generic[P]):
     release_polled: Op[[P], QueueKey | None] | None = None
     #: A parked poll offers itself to a request creating a task of this kind.
     sync_match: bool = False
+    #: ``claim_batch(conn, polls)``: :attr:`claim` for several polls of one queue and
+    #: type filter in one statement, each poll's result in order (``batches.py``);
+    #: used for an uncapped queue's claims other than a poll's first with a
+    #: ``poll_request_id`` (a replay). Runs without a transaction.
+    claim_batch: Op[[list[P]], list[Task | Blocked | None]] | None = None
 
 
 def poll_timeout_s(settings: Settings, requested: int | None) -> float:
@@ -188,10 +198,18 @@ class _Claims(Generic[P]):
 
     async def claim(self) -> Task | Throttled | Blocked | None:
         replay, self.first = self.first, False
-        host, kind = self.host, self.kind
+        host, kind, params = self.host, self.kind, self.params
+        batch = kind.claim_batch
         try:
             with host.store.wait_until(self.deadline):
-                return await self.run(kind.claim, self.params, replay_poll=replay)
+                if (
+                    batch is not None
+                    and params.caps is None
+                    and not (replay and params.poll_request_id)
+                ):
+                    line = (params.namespace, params.task_queue, kind.kind, kind.types(params))
+                    return await host.claim_batches.claim(line, params, self._claim_batch)
+                return await self.run(kind.claim, params, replay_poll=replay)
         except AdmissionLockBusyError:
             # Other nodes' claims of the queue held its admission lock for a second.
             return Throttled(ADMISSION_BUSY_RECHECK_S)
@@ -199,6 +217,10 @@ class _Claims(Generic[P]):
             if exc.maybe_applied and kind.release_polled is not None:
                 await _release_polled(host, kind.release_polled, self.params)
             raise
+
+    async def _claim_batch(self, polls: list[P]) -> list[Task | Blocked | None]:
+        assert self.kind.claim_batch is not None
+        return await self.host.store.autocommit(self.kind.claim_batch, polls)
 
     async def release(self, task: Task) -> None:
         await _release(self.host, self.kind.release, task)

@@ -43,6 +43,21 @@ class ClaimedActivity:
 
 
 @attrs.frozen
+class BatchClaim:
+    """One poll's part of ``claim_activity_tasks``: its task, if it got one, and whether
+    its worker's build-id cohort drains."""
+
+    draining: bool
+    claimed: ClaimedActivity | None
+
+    COLUMNS = ("draining", *(f.name for f in attrs.fields(ClaimedActivity)))
+
+    @classmethod
+    def from_record(cls, r: Any) -> BatchClaim:
+        return cls(r[0], None if r[1] is None else ClaimedActivity(*r[1:]))
+
+
+@attrs.frozen
 class ActivityExecution:
     """An activity execution, locked, with what attempts and events need."""
 
@@ -149,6 +164,7 @@ class Heartbeat:
 
 _SCHEDULE_ACTIVITY = query("schedule_activity")
 _CLAIM_ACTIVITY_TASK = query("claim_activity_task", ClaimedActivity)
+_CLAIM_ACTIVITY_TASKS = query("claim_activity_tasks", BatchClaim)
 _FIND_POLLED_ACTIVITY_TASK = query("find_polled_activity_task", ClaimedActivity)
 _LOCK_ACTIVITY_EXECUTION = query("lock_activity_execution", ActivityExecution)
 _SET_TASK_ATTEMPT = query("set_task_attempt")
@@ -232,6 +248,37 @@ async def claim_activity_task(
     if claimed is not None and claimed.run_open and not claimed.replayed:
         note_new_events(claimed.run_id)
     return claimed
+
+
+async def claim_activity_tasks(
+    conn: Conn,
+    *,
+    namespace: str,
+    task_queue: str,
+    worker_ids: Sequence[str],
+    poll_request_ids: Sequence[str | None],
+    activity_types: Sequence[str],
+    default_lease_s: int,
+    attempt_ids: Sequence[str],
+    event_ids: Sequence[str],
+) -> list[BatchClaim]:
+    """:func:`claim_activity_task` for several polls in one statement (the ``i``-th of
+    each sequence is one poll's): up to one task each, in the polls' order."""
+    claims = await _CLAIM_ACTIVITY_TASKS.all(
+        conn,
+        namespace=namespace,
+        task_queue=task_queue,
+        worker_ids=list(worker_ids),
+        poll_request_ids=list(poll_request_ids),
+        activity_types=list(activity_types),
+        default_lease_s=default_lease_s,
+        attempt_ids=list(attempt_ids),
+        event_ids=list(event_ids),
+    )
+    for c in claims:
+        if c.claimed is not None and c.claimed.run_open:
+            note_new_events(c.claimed.run_id)
+    return claims
 
 
 async def find_polled_activity_task(

@@ -120,6 +120,109 @@ SELECT task.id AS task_id, task.run_id, :attempt_id::text AS activity_attempt_id
 UNION ALL
 SELECT * FROM held;
 
+-- name: claim_activity_tasks
+-- claim_activity_task for several polls of one queue and type filter at once (group
+-- commit, matching/batches.py): the arrays give each poll's worker, poll_request_id,
+-- attempt id and event id, in the polls' order. Up to one ready task per poll whose
+-- worker's build-id cohort is not draining is leased, oldest task to the first poll, each
+-- with its attempt and ActivityStarted. One row per poll, in order: its task's columns
+-- (NULL when it got none) and whether its cohort drains. Two tasks of one run record
+-- their events with consecutive sequences; the runs are locked by that update, after
+-- the tasks, in no set order between them (a deadlock with another statement aborts
+-- one of the two, which is retried).
+WITH polls AS (
+    SELECT p.n, p.worker_id, p.poll_request_id, p.attempt_id, p.event_id,
+           EXISTS (
+               SELECT 1 FROM worker_registrations w
+                 JOIN build_id_rollouts b ON b.namespace = w.namespace
+                                         AND b.task_queue = :task_queue
+                                         AND b.build_id = w.build_id
+                WHERE w.namespace = :namespace AND w.worker_id = p.worker_id
+                  AND b.drain_intent = 'draining') AS draining
+      FROM unnest(:worker_ids::text[], :poll_request_ids::text[], :attempt_ids::text[],
+                  :event_ids::text[])
+           WITH ORDINALITY AS p (worker_id, poll_request_id, attempt_id, event_id, n)
+), takers AS (
+    SELECT polls.*, row_number() OVER (ORDER BY n) AS k FROM polls WHERE NOT draining
+), next AS (
+    SELECT ready.id, row_number() OVER (ORDER BY ready.available_at, ready.id) AS k
+      FROM (SELECT id, available_at FROM workflow_tasks
+             WHERE namespace = :namespace AND task_queue = :task_queue AND kind = 'activity'
+               AND state = 'ready' AND available_at <= now()
+               AND (cardinality(:activity_types::text[]) = 0
+                    OR activity_type = ANY(:activity_types::text[]))
+             ORDER BY available_at, id
+             LIMIT (SELECT count(*) FROM takers)
+               FOR UPDATE SKIP LOCKED) ready
+), task AS (
+    UPDATE workflow_tasks t
+       SET state = 'leased', lease_owner = takers.worker_id,
+           poll_request_id = takers.poll_request_id, leased_at = now(),
+           lease_expires_at = now() + make_interval(
+               secs => COALESCE((e.options ->> 'start_to_close_timeout')::int, :default_lease_s)),
+           activity_attempt_id = takers.attempt_id, attempt = e.attempt_count + 1,
+           updated_at = now()
+      FROM next JOIN takers ON takers.k = next.k, activity_executions e
+     WHERE t.id = next.id AND e.id = t.activity_execution_id
+    RETURNING t.id, t.run_id, t.activity_execution_id, t.lease_owner, t.lease_expires_at,
+              t.attempt, takers.attempt_id, takers.event_id, takers.n
+), execution AS (
+    UPDATE activity_executions e
+       SET attempt_count = task.attempt, current_attempt_id = task.attempt_id,
+           status = 'running', started_at = COALESCE(e.started_at, now()), updated_at = now(),
+           schedule_to_start_deadline_at = NULL,
+           start_to_close_deadline_at = now() + make_interval(
+               secs => (e.options ->> 'start_to_close_timeout')::int),
+           heartbeat_deadline_at = now() + make_interval(
+               secs => (e.options ->> 'heartbeat_timeout')::int)
+      FROM task
+     WHERE e.id = task.activity_execution_id
+    RETURNING e.id, e.workflow_id, e.sequence, e.activity_type, e.arguments, e.retry_policy,
+              e.parallel, e.schedule_to_close_deadline_at, e.start_to_close_deadline_at,
+              e.heartbeat_deadline_at
+), attempt AS (
+    INSERT INTO activity_attempts (id, activity_execution_id, run_id, task_id, attempt_number,
+                                   lease_owner)
+    SELECT task.attempt_id, task.activity_execution_id, task.run_id, task.id, task.attempt,
+           task.lease_owner
+      FROM task
+), per_run AS (
+    SELECT run_id, count(*) AS started FROM task GROUP BY run_id
+), run AS (
+    UPDATE workflow_runs r
+       SET last_history_sequence = r.last_history_sequence + per_run.started,
+           last_progress_at = now(), updated_at = now()
+      FROM per_run
+     WHERE r.id = per_run.run_id AND r.status IN ('pending', 'running', 'waiting')
+    RETURNING r.id, r.last_history_sequence - per_run.started AS sequence_before
+), started AS (
+    -- claim_activity_task's ActivityStarted payload.
+    INSERT INTO history_events (id, run_id, sequence, event_type, payload)
+    SELECT task.event_id, run.id,
+           run.sequence_before + row_number() OVER (PARTITION BY task.run_id ORDER BY task.n),
+           'ActivityStarted',
+           jsonb_build_object('sequence', execution.sequence,
+                              'activity_type', execution.activity_type,
+                              'activity_class', execution.activity_type,
+                              'activity_execution_id', execution.id)
+           || COALESCE(execution.parallel, '{}'::jsonb)
+           || jsonb_build_object('activity_attempt_id', task.attempt_id,
+                                 'attempt_number', task.attempt)
+      FROM task JOIN run ON run.id = task.run_id
+      JOIN execution ON execution.id = task.activity_execution_id
+)
+SELECT polls.draining, task.id AS task_id, task.run_id, task.attempt_id AS activity_attempt_id,
+       task.lease_owner, task.lease_expires_at, task.attempt AS attempt_number,
+       execution.id AS execution_id, execution.workflow_id, execution.activity_type,
+       execution.arguments, execution.retry_policy, execution.schedule_to_close_deadline_at,
+       execution.start_to_close_deadline_at, execution.heartbeat_deadline_at,
+       run.id IS NOT NULL AS run_open, false AS replayed
+  FROM polls
+  LEFT JOIN task ON task.n = polls.n
+  LEFT JOIN execution ON execution.id = task.activity_execution_id
+  LEFT JOIN run ON run.id = task.run_id
+ ORDER BY polls.n;
+
 -- name: find_polled_activity_task
 -- The activity task a poll with this poll_request_id already leased (poll retries), while
 -- its run is open (a lease on a closed run is being retired, not worth running), with its

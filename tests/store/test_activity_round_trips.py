@@ -20,6 +20,7 @@ from dwtrio.engine import activity_tasks
 from dwtrio.engine.activity_tasks import ClaimParams, complete, complete_at_once
 from dwtrio.engine.workflows import StartCommand, start_fresh
 from dwtrio.errors import LeaseOwnerMismatchError, StaleAttemptError, TaskNotFoundError
+from dwtrio.protocol.admission import BLOCKED
 from dwtrio.protocol.ids import new_id
 from dwtrio.protocol.worker import CompleteActivityTask
 from dwtrio.store import activities, runs
@@ -315,3 +316,62 @@ async def test_a_first_claim_replays_a_held_lease_in_the_claim_statement(
     assert again == first  # the lease the lost answer carried, nothing new
     assert other is not None and other["task_id"] != first["task_id"]
     assert attempts == 2
+
+
+async def test_a_batch_claim_leases_one_task_per_poll_in_one_statement(
+    aio_loop: None, db_dsn: str
+) -> None:
+    """Four polls, one of a draining cohort, and three ready tasks of one run: one
+    statement leases a task to each of the other three, oldest first, with consecutive
+    ActivityStarted sequences on the run; the draining worker's poll is BLOCKED."""
+
+    async def scenario(conn: Conn) -> tuple[int, list[Any], list[Any], list[Any]]:
+        run_id = await new_run(conn, "batched", steps=3)
+        await conn.execute(
+            "INSERT INTO worker_registrations (namespace, worker_id, task_queue, build_id)"
+            " VALUES ('default', 'w-old', 'acts', 'b0')"
+        )
+        await conn.execute(
+            "INSERT INTO build_id_rollouts (namespace, task_queue, build_id, drain_intent)"
+            " VALUES ('default', 'acts', 'b0', 'draining')"
+        )
+        polls = [params("w1"), params("w-old"), params("w2", "p-2"), params("w3")]
+        before = sent(conn)
+        got = await activity_tasks.claim_batch(conn, polls)
+        statements = sent(conn) - before
+        events = await conn.fetch(
+            "SELECT sequence, event_type, payload->>'sequence' AS step FROM history_events"
+            " WHERE run_id = $1 ORDER BY sequence",
+            run_id,
+        )
+        leases = await conn.fetch(
+            "SELECT t.lease_owner, t.poll_request_id, a.lease_owner AS attempt_owner"
+            " FROM workflow_tasks t JOIN activity_attempts a ON a.id = t.activity_attempt_id"
+            " WHERE t.run_id = $1 ORDER BY t.lease_owner",
+            run_id,
+        )
+        return statements, got, [tuple(e) for e in events], [tuple(r) for r in leases]
+
+    statements, got, events, leases = await connect_once(db_dsn, scenario)
+    assert statements == 1
+    w1, old, w2, w3 = got
+    assert old is BLOCKED
+    assert [t["lease_owner"] for t in (w1, w2, w3)] == ["w1", "w2", "w3"]
+    assert len({t["task_id"] for t in (w1, w2, w3)} | {None}) == 4
+    # Oldest task first: steps 1, 2, 3 went to the polls in order.
+    step_of = {e[2]: e for e in events if e[1] == "ActivityStarted"}
+    assert len(step_of) == 3
+    assert [e[0] for e in events] == list(range(1, len(events) + 1))  # gap-free, unique
+    assert leases == [("w1", None, "w1"), ("w2", "p-2", "w2"), ("w3", None, "w3")]
+
+
+async def test_a_batch_claim_with_fewer_tasks_than_polls_leaves_the_rest_empty(
+    aio_loop: None, db_dsn: str
+) -> None:
+    async def scenario(conn: Conn) -> list[Any]:
+        await new_run(conn, "short", steps=1)
+        return await activity_tasks.claim_batch(conn, [params("w1"), params("w2")])
+
+    first, second = await connect_once(db_dsn, scenario)
+    assert first is not None and first["lease_owner"] == "w1"
+    assert second is None
