@@ -92,6 +92,33 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument(
         "--runs", type=_positive, default=3, help="probe windows; the median is reported"
     )
+    o.add_argument(
+        "--clients",
+        choices=["httpx", "raw"],
+        default="httpx",
+        help="load generators' HTTP clients: httpx, or bare keep-alive sockets (raw: "
+        "several loopback source addresses, for more than ~28,000 polls)",
+    )
+    o.add_argument(
+        "--load-processes",
+        type=_positive,
+        default=None,
+        help="load-generator processes (default: one per 2,500 polls with httpx, per "
+        "16,000 with raw; each stays under the hard open-file limit)",
+    )
+    o.add_argument(
+        "--sources",
+        type=_positive,
+        default=None,
+        help="raw: loopback source addresses 127.0.0.2.., one generator's ports each "
+        "(at most ~28,000; default: one per load generator)",
+    )
+    o.add_argument(
+        "--drain",
+        action="store_true",
+        help="raw: then SIGTERM the node with every poll parked; time until each is "
+        "answered and the server processes exit",
+    )
     _floor_option(o)
     o.set_defaults(run=bars.reporting("open-polls", open_polls.run))
     t = sub.add_parser(

@@ -11,7 +11,7 @@ from importlib import metadata
 
 import pytest
 
-from bench import temporal_greeter
+from bench import open_polls, temporal_greeter
 from bench.__main__ import build_parser
 from bench.harness import median_of_runs
 from bench.sdk_greeter import dwtrio_over_temporal, temporal_skipped
@@ -74,3 +74,26 @@ def test_cross_node_wakes_options() -> None:
     assert (args.rounds, args.samples) == (5, 50)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["cross-node-wakes", "--rounds", "0"])
+
+
+def test_open_polls_options_and_load_plan() -> None:
+    defaults = build_parser().parse_args(["open-polls"])
+    assert (defaults.polls, defaults.clients, defaults.drain) == (10_000, "httpx", False)
+    assert (defaults.load_processes, defaults.sources) == (None, None)
+    argv = "--server-workers 8 open-polls --polls 100000 --clients raw --drain --sources 7"
+    args = build_parser().parse_args(argv.split())
+    assert (args.server_workers, args.polls, args.clients, args.drain) == (8, 100_000, "raw", True)
+    assert args.sources == 7
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["open-polls", "--clients", "curl"])
+    # 100,000 polls: 7 generators, each under the hard open-file limit of 20,000 and
+    # from an address of its own (under the ~28,000 ephemeral ports of one).
+    plan = open_polls._load_plan(100_000, build_parser().parse_args(["open-polls"]))
+    assert len(plan) == 7
+    assert all(n < 20_000 for _, n, _ in plan)
+    assert len({source for _, _, source in plan}) == 7
+    assert [first for first, _, _ in plan] == [i * plan[0][1] for i in range(7)]
+    shared = open_polls._load_plan(
+        10_000, build_parser().parse_args(["open-polls", "--load-processes", "4", "--sources", "2"])
+    )
+    assert [source for _, _, source in shared] == ["127.0.0.2", "127.0.0.3"] * 2
