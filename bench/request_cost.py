@@ -11,7 +11,11 @@ request (user + system time of the server process over the batch). Kinds:
 * ``health``: ``GET /api/health`` (the Quart side, one ``SELECT 1``);
 * ``start``: ``POST /api/workflows`` (the Quart side, the one-statement start);
 * ``claim``: a poll that finds one of the workflow tasks the starts created;
-* ``complete``: completing that task with ``complete_workflow`` (closes the run).
+* ``complete``: completing that task with ``complete_workflow`` (closes the run);
+* ``activity-claim``: an activity poll that finds one of the activity tasks set up
+  before the run (starts whose workflow task scheduled one activity, unmeasured);
+* ``activity-complete``: completing that activity (its ``ActivityCompleted`` and the
+  wake that creates the run's next workflow task).
 
 Each run repeats every kind ``--requests`` times; the reported figures are the
 median over ``--runs`` runs. ``--floor`` sends the same requests to
@@ -42,7 +46,12 @@ from bench.harness import (
 )
 
 COMPLETE = {"type": "complete_workflow", "result": {"codec": "avro", "blob": "wwHioz3/VYAiNwA="}}
-KINDS = ["worker-404", "poll-empty", "health", "start", "claim", "complete"]
+SCHEDULE = {"type": "schedule_activity", "activity_type": "bench", "arguments": COMPLETE["result"]}
+ACTIVITY_RESULT = {"codec": "avro", "blob": "wwHioz3/VYAiNwA="}
+KINDS = [
+    *("worker-404", "poll-empty", "health", "start", "claim", "complete"),
+    *("activity-claim", "activity-complete"),
+]
 
 
 def _cpu_s(procs: list[Any]) -> float:
@@ -53,10 +62,12 @@ def one_run(url: str, procs: list[Any], count: int, bar: Any) -> dict[str, dict[
     conn = RawConnection(url)
     queue = f"cost-{uuid.uuid4().hex[:8]}"
     tasks: list[dict[str, Any]] = []
+    activities: list[dict[str, Any]] = []
+    act_queue = f"{queue}-act"
 
-    def poll(q: str) -> dict[str, Any] | None:
+    def poll(q: str, kind: str = "workflow") -> dict[str, Any] | None:
         body = {"worker_id": "bench", "task_queue": q, "timeout_seconds": 0}
-        status, answer = conn.request("POST", "/api/worker/workflow-tasks/poll", WP, body)
+        status, answer = conn.request("POST", f"/api/worker/{kind}-tasks/poll", WP, body)
         assert status == 200, answer
         return answer["task"]  # type: ignore[no-any-return]
 
@@ -81,6 +92,44 @@ def one_run(url: str, procs: list[Any], count: int, bar: Any) -> dict[str, dict[
         status, answer = conn.request("POST", path, WP, body)
         assert status == 200, answer
 
+    def schedule_activities() -> None:
+        """Unmeasured: ``count`` runs whose workflow task scheduled one activity."""
+        wf_queue = f"{queue}-wf"
+        for _ in range(count):
+            body = {
+                "workflow_id": uuid.uuid4().hex,
+                "workflow_type": "bench",
+                "task_queue": wf_queue,
+            }
+            status, answer = conn.request("POST", "/api/workflows", CP, body)
+            assert status == 201, answer
+            task = poll(wf_queue)
+            assert task is not None
+            body = {
+                "lease_owner": task["lease_owner"],
+                "workflow_task_attempt": task["workflow_task_attempt"],
+                "commands": [{**SCHEDULE, "queue": act_queue}],
+            }
+            path = f"/api/worker/workflow-tasks/{task['task_id']}/complete"
+            status, answer = conn.request("POST", path, WP, body)
+            assert status == 200, answer
+
+    def activity_claim() -> None:
+        task = poll(act_queue, "activity")
+        assert task is not None, "no activity task to claim"
+        activities.append(task)
+
+    def activity_complete() -> None:
+        task = activities.pop()
+        body = {
+            "activity_attempt_id": task["activity_attempt_id"],
+            "lease_owner": task["lease_owner"],
+            "result": ACTIVITY_RESULT,
+        }
+        path = f"/api/worker/activity-tasks/{task['task_id']}/complete"
+        status, answer = conn.request("POST", path, WP, body)
+        assert status == 200, answer
+
     cases: dict[str, Callable[[], Any]] = {
         "worker-404": lambda: conn.request("POST", "/api/worker/no-such-route", WP, {}),
         "poll-empty": lambda: poll(f"{queue}-empty"),
@@ -88,10 +137,14 @@ def one_run(url: str, procs: list[Any], count: int, bar: Any) -> dict[str, dict[
         "start": start,
         "claim": claim,
         "complete": complete,
+        "activity-claim": activity_claim,
+        "activity-complete": activity_complete,
     }
     out: dict[str, dict[str, float]] = {}
     try:
         for kind in KINDS:
+            if kind == "activity-claim":
+                schedule_activities()
             latencies = []
             cpu0 = _cpu_s(procs)
             for _ in range(count):
