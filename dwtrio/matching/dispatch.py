@@ -26,9 +26,9 @@ import trio
 
 from dwtrio import metrics
 from dwtrio.errors import AdmissionLockBusyError, StoreUnavailableError
-from dwtrio.matching.batches import ClaimBatches
+from dwtrio.matching.batches import MAX_BATCH, ClaimBatches
 from dwtrio.matching.poll import Client, poll_for_task
-from dwtrio.matching.waiters import QueueKey, WaiterSet
+from dwtrio.matching.waiters import MAX_CLAIMS_IN_FLIGHT, QueueKey, WaiterSet
 from dwtrio.protocol.admission import AdmissionPolicy, Blocked, QueueCaps, Throttled
 from dwtrio.settings import Settings
 from dwtrio.store.pool import Conn, Op, Store
@@ -175,11 +175,20 @@ async def poll(
             typed=bool(kind.types(params)),
             client=client,
             offer=params if kind.sync_match else None,
+            claims_at_once=_claims_at_once(kind, params),
         )
     finally:
         open_polls.dec()
     metrics.poll_answer(kind.kind, "empty" if task is None else "task").inc()
     return task
+
+
+def _claims_at_once(kind: TaskKind[P], params: P) -> int:
+    """How many claims of the poll's queue may run before it parks without claiming:
+    more when its first claim joins a batch (one statement for all of them)."""
+    if kind.claim_batch is not None and params.caps is None and not params.poll_request_id:
+        return MAX_BATCH
+    return MAX_CLAIMS_IN_FLIGHT
 
 
 class _Claims(Generic[P]):

@@ -16,6 +16,7 @@ from dwtrio import metrics
 from dwtrio.matching.waiters import (
     HANDED,
     LOOKING,
+    MAX_CLAIMS_IN_FLIGHT,
     PARKED,
     RESERVED,
     ClientGone,
@@ -56,6 +57,7 @@ async def poll_for_task(
     typed: bool = False,
     client: Client | None = None,
     offer: object = None,
+    claims_at_once: int = MAX_CLAIMS_IN_FLIGHT,
 ) -> T | None:
     """Return a claimed task, or None when ``timeout_s`` passes (or the server drains).
 
@@ -86,7 +88,9 @@ async def poll_for_task(
         # Back from waiting outside the line: claim at once, so a worker still blocked
         # does not park in the line again.
         skip_claim = (
-            not blocked and deadline > trio.current_time() and waiters.should_defer(key, recheck_s)
+            not blocked
+            and deadline > trio.current_time()
+            and waiters.should_defer(key, recheck_s, claims_at_once)
         )
         #: After a throttled claim: look again this soon even without a wake.
         retry_s: float | None = None

@@ -304,13 +304,16 @@ class WaiterSet:
         since = queue.empty_since
         return since is not None and trio.current_time() - since < within_s
 
-    def should_defer(self, key: QueueKey, within_s: float) -> bool:
-        """A new poll parks without claiming: the queue is known empty, or enough
-        claims of it are already running (their outcome decides for it)."""
+    def should_defer(
+        self, key: QueueKey, within_s: float, claims_at_once: int = MAX_CLAIMS_IN_FLIGHT
+    ) -> bool:
+        """A new poll parks without claiming: the queue is known empty, or
+        ``claims_at_once`` claims of it are already running (their outcome decides for
+        it). Claims that share one statement (``batches.py``) allow more at once."""
         if self.known_empty(key, within_s):
             return True
         queue = self._queues.get(key)
-        if queue is not None and queue.claims >= MAX_CLAIMS_IN_FLIGHT:
+        if queue is not None and queue.claims >= claims_at_once:
             queue.deferred += 1
             return True
         return False
