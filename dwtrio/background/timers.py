@@ -19,7 +19,9 @@ import trio
 
 from dwtrio.background.periodic import RUN_AGAIN_NOW, run_periodically
 from dwtrio.engine.timers import fire_due
+from dwtrio.matching.dispatch import transaction_with_handoffs
 from dwtrio.runtime import Runtime
+from dwtrio.task_kinds import SYNC_MATCHED
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,10 @@ async def run_timer_loop(
     beat = rt.loop_beats.beat("timer", interval_s)
 
     async def tick() -> float | None:
-        outcome, settled, next_due_s = await rt.store.transaction(fire_due, TIMER_BATCH)
+        # A woken run's workflow task goes to a poll parked here, if one takes it.
+        outcome, settled, next_due_s = await transaction_with_handoffs(
+            rt, SYNC_MATCHED, fire_due, TIMER_BATCH
+        )
         rt.publish_wakes(outcome.wakes)
         beat.handled(settled)
         if settled >= TIMER_BATCH:

@@ -27,6 +27,7 @@ from dwtrio.errors import (
     TaskMismatchError,
     TaskNotFoundError,
 )
+from dwtrio.matching.handoffs import offer_task
 from dwtrio.protocol.admission import BLOCKED, Blocked, Throttled
 from dwtrio.protocol.commands import ScheduleActivity
 from dwtrio.protocol.ids import new_id
@@ -37,7 +38,7 @@ from dwtrio.protocol.worker import (
     FailActivityTask,
     HeartbeatActivityTask,
 )
-from dwtrio.store import activities, runs, tasks
+from dwtrio.store import activities, handoffs, runs, tasks
 from dwtrio.store.activities import ActivityExecution, ClaimedActivity, LockedActivityCall
 from dwtrio.store.history import NewEvent, append_events
 from dwtrio.store.pool import Conn
@@ -66,7 +67,8 @@ async def schedule(
     seq: int,
     outcome: Outcome,
 ) -> tuple[NewEvent, str]:
-    """Create the execution and its ready task; returns (ActivityScheduled, task id)."""
+    """Create the execution and its ready task (handed to a parked poll if one takes it,
+    ``matching/handoffs.py``); returns (ActivityScheduled, task id)."""
     execution_id = new_id()
     queue = command.queue or run.task_queue
     task_id = new_id()
@@ -85,7 +87,7 @@ async def schedule(
         schedule_to_start_s=command.timeouts.get("schedule_to_start_timeout"),
         schedule_to_close_s=command.timeouts.get("schedule_to_close_timeout"),
     )
-    outcome.wake(run.namespace, queue, "activity")
+    offer_task(outcome, run.namespace, queue, "activity", command.activity_type, task_id)
     payload: dict[str, Any] = {
         "sequence": seq,
         "activity_type": command.activity_type,
@@ -189,6 +191,36 @@ async def claim(
         if params.caps is not None and not claimed.replayed:
             await admission.record(conn, params.caps)
         return _task_body(claimed, params.task_queue)
+
+
+async def lease_created(conn: Conn, params: ClaimParams, task_id: str) -> dict[str, Any] | None:
+    """Sync match (``matching/handoffs.py``): lease the ready task ``task_id``, scheduled by
+    this transaction, to the parked poll of ``params``, as :func:`claim` would (new
+    attempt, ``ActivityStarted``); its wire body, or None when that poll's claim could
+    not take it (the worker's cohort drains)."""
+    claimed = await handoffs.lease_created_activity_task(
+        conn,
+        task_id,
+        namespace=params.namespace,
+        task_queue=params.task_queue,
+        worker_id=params.worker_id,
+        poll_request_id=params.poll_request_id,
+        default_lease_s=params.default_lease_s,
+        attempt_id=new_id(),
+        event_id=new_id(),
+    )
+    if claimed is None:
+        return None
+    if not claimed.run_open:
+        # The operation closed the run after scheduling: this work can never be used.
+        await activities.cancel_claimed_activity(
+            conn,
+            attempt_id=claimed.activity_attempt_id,
+            execution_id=claimed.execution_id,
+            task_id=claimed.task_id,
+        )
+        return None
+    return _task_body(claimed, params.task_queue)
 
 
 async def claim_batch(
@@ -383,7 +415,10 @@ async def complete_at_once(
     assert done.completed  # the statement's fence is check_fence's
     outcome = Outcome()
     if done.woken_task_id is not None:
-        outcome.wake(done.run_namespace, done.run_task_queue, "workflow")
+        # The statement does not read the run's type: the lease checks the poll's types.
+        offer_task(
+            outcome, done.run_namespace, done.run_task_queue, "workflow", None, done.woken_task_id
+        )
     outcome.body = _report(task_id, req, "completed", next_task_id=done.woken_task_id)
     return outcome
 

@@ -23,7 +23,7 @@ import attrs
 
 from dwtrio import payloads, wire
 from dwtrio.engine.outcome import Outcome, Verdict
-from dwtrio.engine.wakes import create_workflow_task
+from dwtrio.engine.wakes import create_workflow_task, offer_workflow_task
 from dwtrio.errors import (
     HistoricalRunCommandRejectedError,
     InstanceNotFoundError,
@@ -276,7 +276,7 @@ async def _create_update_task(
     conn: Conn, run: LockedRun, outcome: Outcome, task_id: str, update_id: str
 ) -> None:
     await updates.insert_update_task(conn, task_id, run, update_id=update_id)
-    outcome.wake(run.namespace, run.task_queue, "workflow")
+    offer_workflow_task(run, task_id, outcome)
 
 
 async def create_next_workflow_task(

@@ -39,7 +39,7 @@ from dwtrio.protocol.commands import CompleteUpdate, FailUpdate, parse_commands
 from dwtrio.protocol.ids import new_id
 from dwtrio.protocol.responses import WorkflowTaskCompleted, WorkflowTaskFailed, render
 from dwtrio.protocol.worker import CompleteWorkflowTask, FailWorkflowTask, WorkflowTaskLease
-from dwtrio.store import runs, tasks
+from dwtrio.store import handoffs, runs, tasks
 from dwtrio.store.history import EventRow, append_events, list_events
 from dwtrio.store.pool import Conn
 from dwtrio.store.runs import LockedRun
@@ -169,6 +169,28 @@ async def claim(
             return await admission.refused(conn, params)
         if params.caps is not None:
             await admission.record(conn, params.caps)
+    events, token = await _history_page(conn, claimed.run_id, params.namespace, 0, params.page_size)
+    return task_body(claimed, events, token, params.task_queue)
+
+
+async def lease_created(conn: Conn, params: ClaimParams, task_id: str) -> dict[str, Any] | None:
+    """Sync match (``matching/handoffs.py``): lease the ready task ``task_id``, written by
+    this transaction, to the parked poll of ``params`` and build its wire body, as
+    :func:`claim` would; None when that poll's claim could not take it (another
+    type, the run pinned to another build, or the worker's cohort drains). Runs at the end of the
+    creating operation, so the history page holds every event it appended."""
+    claimed = await handoffs.lease_created_workflow_task(
+        conn,
+        task_id,
+        namespace=params.namespace,
+        task_queue=params.task_queue,
+        worker_id=params.worker_id,
+        poll_request_id=params.poll_request_id,
+        workflow_types=params.workflow_types,
+        lease_s=params.lease_s,
+    )
+    if claimed is None:
+        return None
     events, token = await _history_page(conn, claimed.run_id, params.namespace, 0, params.page_size)
     return task_body(claimed, events, token, params.task_queue)
 

@@ -6,7 +6,7 @@ from dwtrio import wire
 from dwtrio.engine import activity_tasks as engine
 from dwtrio.http.worker_plane import Reply, Route, WorkerCall
 from dwtrio.http.worker_response import Registered, committed, poll_handler, task_report
-from dwtrio.matching.dispatch import TaskKind
+from dwtrio.matching.dispatch import autocommit_with_handoffs, transaction_with_handoffs
 from dwtrio.protocol.worker import (
     CompleteActivityTask,
     FailActivityTask,
@@ -14,17 +14,7 @@ from dwtrio.protocol.worker import (
     PollTasks,
 )
 from dwtrio.runtime import Runtime
-
-#: Activity tasks, as matching dispatches them.
-ACTIVITY_TASKS = TaskKind[engine.ClaimParams](
-    kind="activity",
-    claim=engine.claim,
-    release=engine.release,
-    release_polled=engine.release_polled,
-    types=lambda params: params.activity_types,
-    transaction=False,  # engine.claim writes with one statement; see its docstring
-    claim_batch=engine.claim_batch,
-)
+from dwtrio.task_kinds import ACTIVITY_TASKS, SYNC_MATCHED
 
 
 def routes(rt: Runtime) -> list[Route]:
@@ -52,9 +42,10 @@ def routes(rt: Runtime) -> list[Route]:
         # One statement in autocommit mode; a step of a parallel group takes the transaction.
         req = wire.structure(call.json, CompleteActivityTask)
         args = (call.namespace, task_id, req)
-        outcome = await rt.store.autocommit(engine.complete_at_once, *args)
+        # The workflow task it creates goes to a poll parked here, if one takes it.
+        outcome = await autocommit_with_handoffs(rt, SYNC_MATCHED, engine.complete_at_once, *args)
         if outcome is None:
-            outcome = await rt.store.transaction(engine.complete, *args)
+            outcome = await transaction_with_handoffs(rt, SYNC_MATCHED, engine.complete, *args)
         return committed(rt, outcome)
 
     return [

@@ -21,9 +21,11 @@ from dwtrio.http.envelope import json_response, outcome_response
 from dwtrio.http.pipeline import json_body
 from dwtrio.http.workflows import could_exist
 from dwtrio.matching.answers import wait_for_answer
+from dwtrio.matching.dispatch import transaction_with_handoffs
 from dwtrio.protocol.updates import UpdateWorkflow, rejected_field_errors
 from dwtrio.protocol.workflow_commands import operation_name_errors
 from dwtrio.runtime import Runtime
+from dwtrio.task_kinds import SYNC_MATCHED
 
 
 def blueprint(rt: Runtime) -> Blueprint:
@@ -41,7 +43,9 @@ def blueprint(rt: Runtime) -> Blueprint:
         if not could_exist(wf, run_id or "x"):
             raise InstanceNotFoundError(f"Workflow {wf!r} was not found.", workflow_id=wf)
         namespace = g.namespace
-        submitted = await rt.store.transaction(
+        submitted = await transaction_with_handoffs(
+            rt,
+            SYNC_MATCHED,
             engine.submit,
             engine.UpdateRequest(
                 namespace=namespace,

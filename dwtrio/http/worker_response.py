@@ -15,6 +15,7 @@ from dwtrio.protocol.responses import render
 from dwtrio.protocol.worker import PollTasks
 from dwtrio.runtime import Runtime
 from dwtrio.store.pool import Op
+from dwtrio.task_kinds import SYNC_MATCHED
 
 P = ParamSpec("P")
 K = TypeVar("K", bound=PollParams)
@@ -26,9 +27,11 @@ Registered = tuple[tuple[str, ...], tuple[str, ...]]
 async def worker_outcome(
     rt: Runtime, op: Op[P, Outcome], *args: P.args, **kwargs: P.kwargs
 ) -> Reply:
-    """Run a worker's report (complete, fail, ...) as one transaction; only once it has
-    committed, wake the queues it touched and nudge the timer loop if it armed a timer."""
-    return committed(rt, await rt.store.transaction(op, *args, **kwargs))
+    """Run a worker's report (complete, fail, ...) as one transaction, handing the tasks it
+    creates to polls parked here (sync match); only once it has committed, wake the
+    queues it touched and nudge the timer loop if it armed a timer."""
+    outcome = await dispatch.transaction_with_handoffs(rt, SYNC_MATCHED, op, *args, **kwargs)
+    return committed(rt, outcome)
 
 
 def committed(rt: Runtime, outcome: Outcome) -> Reply:

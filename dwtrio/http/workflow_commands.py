@@ -16,8 +16,10 @@ from dwtrio.errors import InstanceNotFoundError, ValidationFailedError
 from dwtrio.http.envelope import outcome_response
 from dwtrio.http.pipeline import json_body
 from dwtrio.http.workflows import could_exist
+from dwtrio.matching.dispatch import transaction_with_handoffs
 from dwtrio.protocol.workflow_commands import CloseWorkflow, SignalWorkflow, operation_name_errors
 from dwtrio.runtime import Runtime
+from dwtrio.task_kinds import SYNC_MATCHED
 
 
 def _target(wf: str, run_id: str | None, request_id: str | None) -> Target:
@@ -48,7 +50,10 @@ def blueprint(rt: Runtime) -> Blueprint:
     @bp.post("/api/workflows/<wf>/signal/<path:name>")
     @bp.post("/api/workflows/<wf>/runs/<run_id>/signal/<path:name>")
     async def signal(wf: str, name: str, run_id: str | None = None) -> Response:
-        outcome = await rt.store.transaction(engine.signal_workflow, parse_signal(wf, run_id, name))
+        # The workflow task a signal creates goes to a poll parked here, if one takes it.
+        outcome = await transaction_with_handoffs(
+            rt, SYNC_MATCHED, engine.signal_workflow, parse_signal(wf, run_id, name)
+        )
         rt.publish_wakes(outcome.wakes)
         return outcome_response(outcome)
 

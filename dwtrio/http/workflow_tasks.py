@@ -7,7 +7,6 @@ from dwtrio.engine import workflow_tasks as engine
 from dwtrio.engine.commands.context import CommandLimits
 from dwtrio.http.worker_plane import Reply, Route, WorkerCall
 from dwtrio.http.worker_response import Registered, poll_handler, task_report
-from dwtrio.matching.dispatch import TaskKind
 from dwtrio.protocol.worker import (
     CompleteWorkflowTask,
     FailWorkflowTask,
@@ -16,17 +15,7 @@ from dwtrio.protocol.worker import (
     WorkflowTaskLease,
 )
 from dwtrio.runtime import Runtime
-
-#: Workflow tasks, as matching dispatches them.
-WORKFLOW_TASKS = TaskKind[engine.ClaimParams](
-    kind="workflow",
-    claim=engine.claim,
-    release=engine.release,
-    release_polled=engine.release_polled,
-    types=lambda params: params.workflow_types,
-    transaction=False,  # engine.claim writes with one statement; see its docstring
-    sync_match=True,  # a new workflow may be handed over as it starts
-)
+from dwtrio.task_kinds import WORKFLOW_TASKS
 
 
 def routes(rt: Runtime) -> list[Route]:

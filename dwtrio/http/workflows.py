@@ -41,7 +41,6 @@ from dwtrio.errors import (
 )
 from dwtrio.http.envelope import json_response, outcome_response
 from dwtrio.http.pipeline import json_body
-from dwtrio.http.workflow_tasks import WORKFLOW_TASKS
 from dwtrio.matching.dispatch import create_with_handoff
 from dwtrio.protocol import workflows as protocol
 from dwtrio.protocol.ids import new_id
@@ -52,6 +51,7 @@ from dwtrio.store import workflows as store
 from dwtrio.store.history import EventRow
 from dwtrio.store.runs import OPEN_STATUSES
 from dwtrio.store.workflows import ListedRun, RunSummary, RunView
+from dwtrio.task_kinds import WORKFLOW_TASKS
 
 T = TypeVar("T")
 _INTEGER = re.compile(r"-?[0-9]+")

@@ -18,20 +18,22 @@ protocols below.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar
 
 import attrs
 import trio
 
 from dwtrio import metrics
 from dwtrio.errors import AdmissionLockBusyError, StoreUnavailableError
+from dwtrio.matching import handoffs
 from dwtrio.matching.batches import MAX_BATCH, ClaimBatches
 from dwtrio.matching.poll import Client, poll_for_task
-from dwtrio.matching.waiters import MAX_CLAIMS_IN_FLIGHT, QueueKey, WaiterSet
+from dwtrio.matching.waiters import MAX_CLAIMS_IN_FLIGHT, RESERVED, QueueKey, Waiter, WaiterSet
 from dwtrio.protocol.admission import AdmissionPolicy, Blocked, QueueCaps, Throttled
 from dwtrio.settings import Settings
-from dwtrio.store.pool import Conn, Op, Store
+from dwtrio.store.pool import Conn, Op, Store, call_on_trio
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,8 @@ class PollParams(Protocol):
 
 P = TypeVar("P", bound=PollParams)
 P_contra = TypeVar("P_contra", bound=PollParams, contravariant=True)
+A = ParamSpec("A")
+T = TypeVar("T")
 
 
 class ClaimOp(Protocol[P_contra]):
@@ -123,6 +127,10 @@ class TaskKind(Generic[P]):
     release_polled: Op[[P], QueueKey | None] | None = None
     #: A parked poll offers itself to a request creating a task of this kind.
     sync_match: bool = False
+    #: ``lease_created(conn, params, task_id)``: lease the ready task ``task_id``, just
+    #: written by the caller's transaction, to the poll of ``params`` and build its body;
+    #: None when that poll's claim could not take it (:func:`transaction_with_handoffs`).
+    lease_created: Callable[[Conn, P, str], Awaitable[Task | None]] | None = None
     #: ``claim_batch(conn, polls)``: :attr:`claim` for several polls of one queue and
     #: type filter in one statement, each poll's result in order (``batches.py``);
     #: used for an uncapped queue's claims other than a poll's first with a
@@ -252,6 +260,211 @@ async def _release_polled(host: Host, op: Op[[P], QueueKey | None], params: P) -
         host.publish_wakes({queue})
 
 
+class SyncMatch:
+    """The parked polls one creating store operation reserved (sync match, ``waiters.py``),
+    right whatever run of the operation commits.
+
+    A poll is reserved (:meth:`reserve`) before the task is written, by the
+    caller before the store call or by the operation itself
+    (``handoffs.offer_task``). The store may run an operation again (a deadlock,
+    a serialization failure, a connection lost before any effect): a
+    reservation outlives the run that took it, and the next run reuses it
+    before reserving another poll. Only what the committed run leased
+    (:meth:`lease`, :meth:`leased`) is delivered; :meth:`settle` gives every
+    other reserved poll back to its queue (it looks again), and a lease whose
+    poll left before the delivery is released and its queue woken. Kinds
+    without ``sync_match``, and capped queues (which dispatch only through
+    admitted claims), get no reservation.
+    """
+
+    def __init__(self, host: Host, kinds: Iterable[TaskKind[Any]]) -> None:
+        self._host = host
+        self._kinds = {kind.kind: kind for kind in kinds if kind.sync_match}
+        #: Where the parked polls live (the operation itself runs on the store's side).
+        self._trio_thread = threading.get_ident()
+        self._trio_token = trio.lowlevel.current_trio_token()
+        #: Every poll reserved so far, by any run, with its queue.
+        self._reserved: dict[Waiter, QueueKey] = {}
+        #: The reservations the current run has used.
+        self._taken: set[Waiter] = set()
+        #: What the current run leased to its reserved polls: the task bodies.
+        self._leased: dict[Waiter, Task] = {}
+        #: The current run's tasks to hand over after its commit (:meth:`defer`).
+        self._deferred: list[handoffs.Offered] = []
+
+    def begin(self) -> None:
+        """A run of the operation starts: an earlier run's leases were rolled back."""
+        self._taken.clear()
+        self._leased.clear()
+        self._deferred = []
+
+    def defer(self, offered: list[handoffs.Offered]) -> None:
+        """The run's ready tasks, for :meth:`hand_over_deferred` after its commit."""
+        self._deferred = offered
+
+    def maybe_parked(self, key: QueueKey) -> bool:
+        """Whether a poll of ``key`` may be parked here: a hint read without locking,
+        from any thread (a poll parking a moment later is woken as before)."""
+        return key[2] in self._kinds and self._host.waiters.waiting(key) > 0
+
+    async def reserve(self, wanted: list[tuple[QueueKey, str | None]]) -> list[Waiter | None]:
+        """:meth:`reserve_one` for each (queue, task type), on the Trio thread."""
+
+        def reserve_all() -> list[Waiter | None]:
+            return [self.reserve_one(key, task_type) for key, task_type in wanted]
+
+        if threading.get_ident() == self._trio_thread:
+            return reserve_all()
+        return await call_on_trio(self._trio_token, reserve_all)
+
+    def reserve_one(self, key: QueueKey, task_type: str | None) -> Waiter | None:
+        """A parked poll of ``key`` whose types accept ``task_type`` (None: unknown,
+        any poll; the lease checks), not yet used by this run, reserved for it; None
+        when there is none. On the Trio thread."""
+        kind = self._kinds.get(key[2])
+        if kind is None or self._host.admission.caps(*key) is not None:
+            return None
+
+        def accepts(offer: Any) -> bool:
+            types = kind.types(offer)
+            return not types or task_type is None or task_type in types
+
+        for waiter, reserved_key in self._reserved.items():
+            if (
+                reserved_key == key
+                and waiter not in self._taken
+                and waiter.state is RESERVED
+                and accepts(waiter.offer)
+            ):
+                break
+        else:
+            found = self._host.waiters.reserve(key, accepts)
+            if found is None:
+                return None
+            waiter = found
+            self._reserved[waiter] = key
+        self._taken.add(waiter)
+        return waiter
+
+    async def lease(self, conn: Conn, reservation: Any, task_id: str) -> bool:
+        """Lease the ready task ``task_id`` to the reserved poll, in the caller's run."""
+        waiter: Waiter = reservation
+        kind = self._kinds[self._reserved[waiter][2]]
+        assert kind.lease_created is not None
+        body = await kind.lease_created(conn, waiter.offer, task_id)
+        if body is None:
+            return False
+        self.leased(waiter, body)
+        return True
+
+    def leased(self, waiter: Waiter, body: Task) -> None:
+        """The current run leased ``body`` to the reserved ``waiter``."""
+        self._leased[waiter] = body
+
+    def settle(self, *, committed: bool) -> list[tuple[TaskKind[Any], Task]]:
+        """After the store call: deliver what the committed run leased (nothing when
+        it did not commit) and unreserve every other poll. Returns the leases whose
+        poll has left, for :meth:`release`."""
+        leased = self._leased if committed else {}
+        orphans: list[tuple[TaskKind[Any], Task]] = []
+        waiters = self._host.waiters
+        for waiter, key in self._reserved.items():
+            body = leased.get(waiter)
+            kind = self._kinds[key[2]]
+            if body is None:
+                waiters.unreserve(waiter)
+            elif waiters.deliver(waiter, body):
+                metrics.sync_match(kind.kind).inc()
+            else:
+                orphans.append((kind, body))
+        self._reserved.clear()
+        return orphans
+
+    async def hand_over_deferred(self) -> None:
+        """After an operation without a transaction committed (:meth:`defer`): each of
+        its ready tasks leased, by a statement of its own, to a poll reserved now, or
+        its queue woken (in the operation's outcome) when none takes it."""
+        deferred, self._deferred = self._deferred, []
+        if not deferred:
+            return
+        self.begin()
+        try:
+            for item in deferred:
+                waiter = self.reserve_one(item.key, item.task_type)
+                if waiter is None or not await self._lease_alone(waiter, item.task_id):
+                    item.wakes.wake(*item.key)
+        finally:
+            orphans = self.settle(committed=True)
+        await self.release(orphans)
+
+    async def _lease_alone(self, waiter: Waiter, task_id: str) -> bool:
+        leased = False
+        try:
+            with trio.CancelScope(shield=True):  # a committed lease is delivered or released
+                leased = await self._host.store.autocommit(self.lease, waiter, task_id)
+        except StoreUnavailableError:
+            # Perhaps leased all the same: that lease expires and is repaired.
+            log.warning("could not hand over a task", exc_info=True)
+        return leased
+
+    async def release(self, orphans: list[tuple[TaskKind[Any], Task]]) -> None:
+        """Put back leases whose poll left before the delivery, and wake their queues."""
+        for kind, body in orphans:
+            try:
+                with trio.CancelScope(shield=True):
+                    await _release(self._host, kind.release, body)
+            except Exception:
+                # The creation itself succeeded; the lease expires and is repaired.
+                log.warning("could not release a task its poll left", exc_info=True)
+
+
+async def transaction_with_handoffs(
+    host: Host,
+    kinds: Iterable[TaskKind[Any]],
+    op: Callable[Concatenate[Conn, A], Awaitable[T]],
+    *args: A.args,
+    **kwargs: A.kwargs,
+) -> T:
+    """Run ``op`` as one transaction (``store.transaction``), handing the ready tasks of
+    ``kinds`` it writes (``handoffs.offer_task``) to polls parked in this process.
+
+    The call is shielded like a claim: a lease it commits must be delivered or
+    released, not left to expire because the caller was cancelled. What it could
+    not hand over is in its outcome's wakes, as without sync match.
+    """
+    sync = SyncMatch(host, kinds)
+    committed = False
+    try:
+        with trio.CancelScope(shield=True):
+            result = await host.store.transaction(handoffs.bind(sync, op), *args, **kwargs)
+        committed = True
+    finally:
+        orphans = sync.settle(committed=committed)
+    await sync.release(orphans)
+    return result
+
+
+async def autocommit_with_handoffs(
+    host: Host,
+    kinds: Iterable[TaskKind[Any]],
+    op: Callable[Concatenate[Conn, A], Awaitable[T]],
+    *args: A.args,
+    **kwargs: A.kwargs,
+) -> T:
+    """Run ``op`` without a transaction (``store.autocommit``: its one
+    writing statement commits alone), then hand the ready tasks it wrote
+    (``handoffs.offer_task``) to polls parked here, each leased by a statement of
+    its own (:meth:`SyncMatch.hand_over_deferred`). Nothing is reserved until the
+    operation has committed, so a retry or a failure of it has nothing to undo,
+    and a failed lease never fails the operation: that task's queue is woken.
+    """
+    sync = SyncMatch(host, kinds)
+    bound = handoffs.bind(sync, op, in_transaction=False)
+    result = await host.store.autocommit(bound, *args, **kwargs)
+    await sync.hand_over_deferred()
+    return result
+
+
 async def create_with_handoff(
     host: Host,
     kind: TaskKind[P],
@@ -269,17 +482,12 @@ async def create_with_handoff(
     poll's offer it writes the task leased to that poll and returns its body as
     ``handoff``; with None it creates a ready task and asks for a wake as
     usual. A poll that ended before the delivery gets nothing: the lease is
-    released and the queue woken. (A lease whose outcome is lost all the same, the
-    connection failing after the commit, expires and is repaired like any other.)
+    released and the queue woken (:class:`SyncMatch`). (A lease whose outcome is
+    lost all the same, the connection failing after the commit, expires and is
+    repaired like any other.)
     """
-
-    def accepts(offer: P) -> bool:
-        types = kind.types(offer)
-        return not types or task_type in types
-
-    # A capped queue dispatches only through admitted claims.
-    capped = host.admission.caps(namespace, task_queue, kind.kind) is not None
-    waiter = None if capped else host.waiters.reserve((namespace, task_queue, kind.kind), accepts)
+    sync = SyncMatch(host, (kind,))
+    waiter = sync.reserve_one((namespace, task_queue, kind.kind), task_type)
     if waiter is None:
         return await create(None)
     created = None
@@ -288,17 +496,9 @@ async def create_with_handoff(
         # released, not left to expire because the creating request was cancelled.
         with trio.CancelScope(shield=True):
             created = await create(waiter.offer)
+        if created is not None and created.handoff is not None:
+            sync.leased(waiter, created.handoff)
     finally:
-        if created is None or created.handoff is None:
-            host.waiters.unreserve(waiter)
-    handoff = None if created is None else created.handoff
-    if handoff is not None and host.waiters.deliver(waiter, handoff):
-        metrics.sync_match(kind.kind).inc()
-    elif handoff is not None:
-        try:
-            with trio.CancelScope(shield=True):
-                await _release(host, kind.release, handoff)
-        except Exception:
-            # The creation itself succeeded; the lease expires and is repaired.
-            log.warning("could not release a task its poll left", exc_info=True)
+        orphans = sync.settle(committed=created is not None)
+    await sync.release(orphans)
     return created
