@@ -34,6 +34,7 @@ from dwtrio.matching import dispatch
 from dwtrio.matching.dispatch import TaskKind, transaction_with_handoffs
 from dwtrio.protocol.worker import CompleteWorkflowTask
 from dwtrio.runtime import Runtime
+from dwtrio.store import build_ids
 from dwtrio.store.pool import Conn, call_on_trio, open_store
 from dwtrio.task_kinds import ACTIVITY_TASKS, WORKFLOW_TASKS
 
@@ -105,6 +106,12 @@ async def park_and_act(
             await trio.sleep(0.2)  # all parked (their queues were empty)
             await act()
     return got
+
+
+@pytest.fixture
+async def rt(aio_loop: None, db_dsn: str) -> AsyncIterator[Runtime]:
+    async with open_store(db_dsn, min_size=1, max_size=4) as store:
+        yield Runtime.build(make_settings(worker_poll_interval_ms=60_000), store)
 
 
 @pytest.fixture
@@ -286,13 +293,30 @@ async def test_a_capped_queue_gets_no_sync_match(start_server: StartServer) -> N
         assert sync_matches("activity") == handed
 
 
+async def test_a_poll_whose_cohort_drained_meanwhile_is_not_handed_the_task(
+    s: Sme, rt: Runtime
+) -> None:
+    r = await s.wc.post(
+        "/api/worker/register",
+        json={"worker_id": "old-w", "task_queue": Q, "build_id": "b-old"},
+    )
+    assert r.status_code == 201, r.text
+    task = await s.first_task("wf-drained")
+    handed = sync_matches("activity")
+
+    async def drain_then_complete() -> None:
+        # The poll parked while its cohort was active; the lease statement sees the drain.
+        await rt.store.transaction(build_ids.drain, "default", Q, "b-old")
+        await s.complete(task, [schedule()])
+
+    got = await park_and_act(s, [("activity", "old-w", Q)], drain_then_complete, timeout=2)
+    assert got["old-w"] is None
+    assert sync_matches("activity") == handed
+    activity = await s.poll("activity", "new-w", 0)
+    assert activity is not None and activity["attempt_number"] == 1
+
+
 # --- races, on the runtime with a real store ------------------------------------------------
-@pytest.fixture
-async def rt(aio_loop: None, db_dsn: str) -> AsyncIterator[Runtime]:
-    async with open_store(db_dsn, min_size=1, max_size=4) as store:
-        yield Runtime.build(make_settings(worker_poll_interval_ms=60_000), store)
-
-
 @attrs.define
 class LeavingClient:
     """A poll's client that leaves when ``left`` is set."""
