@@ -3,7 +3,7 @@
 Process shape (one server process)::
 
     trio.run
-      trio-asyncio loop          (ancestor of every request task: asyncpg lives there)
+      asyncio loop thread        (store/bridge.py: asyncpg and Redis run there)
         store (asyncpg pool)
           supervisor nursery
             background loops     (nursery.start, in a fixed order)
@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
@@ -47,10 +46,11 @@ from dwtrio.background import supervisor
 from dwtrio.embedded import EmbeddedPostgres
 from dwtrio.errors import DwtrioError
 from dwtrio.http.app import create_app
+from dwtrio.http.metrics import instrument
 from dwtrio.http.server import close_when_draining, default_max_connections, serve_http
 from dwtrio.runtime import Runtime
 from dwtrio.settings import Settings
-from dwtrio.store import migrate
+from dwtrio.store import bridge, migrate
 from dwtrio.store.migrate import BootstrapReport
 from dwtrio.store.pool import Store, connect_once, open_store
 
@@ -107,7 +107,7 @@ async def bootstrap(settings: Settings, dsn: str) -> BootstrapReport:
 
 
 async def run_bootstrap(settings: Settings, dsn: str) -> BootstrapReport:
-    async with trio_asyncio.open_loop():
+    async with bridge.open_loop():
         return await bootstrap(settings, dsn)
 
 
@@ -207,7 +207,7 @@ async def serve(
                     startup.cancel()
 
             root.start_soon(cancel_startup_on_stop)
-            async with trio_asyncio.open_loop():
+            async with bridge.open_loop():
                 bootstrapped = (
                     settings.auto_bootstrap if bootstrap_first is None else bootstrap_first
                 )
@@ -226,7 +226,7 @@ async def serve(
                     if not bootstrapped:  # (a bootstrap has logged what it found)
                         await log_schema_state(store)
                     rt = Runtime.build(settings, store)
-                    app = shield_sends(close_when_draining(create_app(rt), rt.draining))
+                    app = shield_sends(close_when_draining(instrument(create_app(rt)), rt.draining))
 
                     async def drain() -> None:
                         await stop.wait()

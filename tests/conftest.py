@@ -34,10 +34,10 @@ import attrs
 import httpx
 import pytest
 import trio
-import trio_asyncio
 
 from dwtrio.main import run_bootstrap, serve
 from dwtrio.settings import Settings
+from dwtrio.store import bridge
 from dwtrio.store.pool import Conn, connect_once
 
 ADMIN_TOKEN = "test-admin-token"
@@ -71,7 +71,7 @@ async def _admin(dsn: str, statement: str) -> None:
 
 
 async def _admin_in_loop(dsn: str, statement: str) -> None:
-    async with trio_asyncio.open_loop():
+    async with bridge.open_loop():
         await _admin(dsn, statement)
 
 
@@ -229,8 +229,8 @@ def template_db(pg_admin_dsn: str) -> Iterator[str]:
 
 @pytest.fixture
 async def aio_loop() -> AsyncIterator[None]:
-    """A trio-asyncio loop for the test: the store bridge needs one in an ancestor."""
-    async with trio_asyncio.open_loop():
+    """The store bridge's asyncio loop for the test (it must be open in an ancestor)."""
+    async with bridge.open_loop():
         yield
 
 
@@ -418,7 +418,7 @@ class DatabasePool:
 @pytest.fixture(scope="session")
 def database_pool(pg_admin_dsn: str, template_db: str) -> Iterator[DatabasePool]:
     async def read_state() -> TemplateState | None:
-        async with trio_asyncio.open_loop():
+        async with bridge.open_loop():
             return await connect_once(with_database(pg_admin_dsn, template_db), _template_state)
 
     pool = DatabasePool(pg_admin_dsn, trio.run(read_state))

@@ -18,9 +18,10 @@ connection is down, the bus marks itself degraded, backs off and retries; wakes
 from other nodes then arrive through the periodic recheck.
 
 This module, ``store/pool.py`` and ``store/notify.py`` are the only ones that
-touch asyncio: the Redis client runs on the asyncio side of the trio-asyncio
-bridge, and the subscriber hands each message to Trio with a plain synchronous
-call (the LISTEN connection's notifications arrive the same way).
+touch asyncio: the Redis client runs on the asyncio loop of ``store/bridge.py``
+(a thread of its own), and the subscriber hands each message to the Trio
+thread with ``bridge.to_trio`` (the LISTEN connection's notifications arrive
+the same way).
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ import attrs
 import orjson
 import redis.asyncio as aioredis
 import trio
-import trio_asyncio
 
 from dwtrio import metrics
 from dwtrio.errors import StoreUnavailableError
 from dwtrio.matching.waiters import QueueKey, WaiterSet
+from dwtrio.store import bridge
 from dwtrio.store.notify import MAX_PAYLOAD_BYTES, Listener
 
 log = logging.getLogger(__name__)
@@ -188,12 +189,16 @@ class RedisWakeBus(SharedWakeBus):
                 pipe.publish(CHANNEL, message)
             await pipe.execute()
 
-    async def _subscribe_forever(self) -> None:
+    async def _subscribe_forever(
+        self, subscribed: Callable[[], None], deliver: Callable[[QueueKey], None]
+    ) -> None:
+        """Subscribe and pass each other process's wake to ``deliver`` (both callbacks
+        are ``bridge.to_trio`` wrappers: they run on the Trio thread)."""
         client = aioredis.from_url(self.url, socket_connect_timeout=2)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(CHANNEL)
-            self._subscribed()
+            subscribed()
             while True:
                 message = await pubsub.get_message(timeout=5.0)
                 if message is None:
@@ -202,9 +207,7 @@ class RedisWakeBus(SharedWakeBus):
                 decoded = decode_message(message["data"])
                 if decoded is None or decoded[0] == self.origin:
                     continue
-                self.received += 1
-                metrics.WAKE_BUS_RECEIVED.inc()
-                self.waiters.wake(decoded[1])  # synchronous hand-off to Trio
+                deliver(decoded[1])
         finally:
             # Also runs when the task is cancelled mid-read (shutdown), with the
             # connection in any state: bounded, so the cancellation always completes.
@@ -217,15 +220,20 @@ class RedisWakeBus(SharedWakeBus):
                     await client.connection_pool.disconnect(inuse_connections=True)
 
     # --- trio side -----------------------------------------------------------------
+    def _received(self, key: QueueKey) -> None:
+        self.received += 1
+        metrics.WAKE_BUS_RECEIVED.inc()
+        self.waiters.wake(key)
+
     async def _publisher(self) -> None:
-        client = await trio_asyncio.aio_as_trio(self._client)()
+        client = await bridge.run(self._client)
         try:
             backoff = BACKOFF_MIN_S
             while True:
                 batch = await self._next_batch()  # coalesced into one pipeline
                 messages = [encode_message(self.origin, k) for k in batch]
                 try:
-                    await trio_asyncio.aio_as_trio(self._publish_batch)(client, messages)
+                    await bridge.run(self._publish_batch, client, messages)
                     self.published += len(messages)
                     metrics.WAKE_BUS_PUBLISHED.inc(len(messages))
                     backoff = BACKOFF_MIN_S
@@ -237,15 +245,17 @@ class RedisWakeBus(SharedWakeBus):
             # Close the pool on the way out, shielded from the shutdown's cancellation
             # but bounded: a shielded wait without a deadline could hang the shutdown.
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
-                await trio_asyncio.aio_as_trio(client.aclose)()
+                await bridge.run(client.aclose)
 
     async def _client(self) -> Any:
         return aioredis.from_url(self.url, socket_connect_timeout=2, socket_timeout=2)
 
     async def _subscriber(self) -> None:
+        subscribed = bridge.to_trio(self._subscribed)
+        deliver = bridge.to_trio(self._received)
         while True:
             try:
-                await trio_asyncio.aio_as_trio(self._subscribe_forever)()
+                await bridge.run(self._subscribe_forever, subscribed, deliver)
             except (OSError, aioredis.RedisError) as exc:
                 self._failed("subscribe", exc)
             await trio.sleep(self._subscribe_backoff_s)
@@ -317,7 +327,7 @@ class PostgresWakeBus(SharedWakeBus):
     peer: ClassVar[str] = "the database"
 
     def _notified(self, payload: str) -> None:
-        """A notification from another process (asyncio side, synchronous)."""
+        """A notification from another process (on the Trio thread, see ``Listener.open``)."""
         keys = decode_payload(payload)
         self.received += len(keys)
         metrics.WAKE_BUS_RECEIVED.inc(len(keys))

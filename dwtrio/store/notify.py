@@ -7,10 +7,9 @@ module opens one more connection per process, outside the pool and its
 the notifications it gets back from its own session are recognised by the
 sender's process id and dropped here.
 
-Like ``store/pool.py`` this runs asyncpg on the asyncio side of the
-trio-asyncio bridge: each method below crosses it once, and notifications
-reach the caller's synchronous ``on_message`` straight from asyncpg's
-callback. Any failure of the connection is a :class:`StoreUnavailableError`.
+Like ``store/pool.py`` this runs asyncpg on the loop of ``store/bridge.py``:
+each method below crosses it once, and notifications reach the caller's
+synchronous ``on_message`` on the Trio thread, in the order they came. Any failure of the connection is a :class:`StoreUnavailableError`.
 """
 
 from __future__ import annotations
@@ -21,9 +20,9 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
-import trio_asyncio
 
 from dwtrio.errors import StoreUnavailableError
+from dwtrio.store import bridge
 from dwtrio.store.health import ping
 from dwtrio.store.pool import CONNECT_TIMEOUT_S
 from dwtrio.store.queries import query
@@ -65,7 +64,10 @@ class Listener:
     ) -> Listener:
         """Connect and LISTEN (Trio side). ``on_message(payload)`` gets every notification
         another session sends on ``channel``; ``on_lost()`` is called once the connection
-        has ended, however it ended (also after :meth:`close`)."""
+        has ended, however it ended (also after :meth:`close`). Both are called on the
+        Trio thread, in order."""
+        on_message = bridge.to_trio(on_message)
+        on_lost = bridge.to_trio(on_lost)
 
         async def connect() -> Listener:
             conn = await asyncpg.connect(
@@ -126,6 +128,6 @@ class Listener:
 async def _bridged(fn: Callable[[], Awaitable[T]]) -> T:
     """``fn()`` on the asyncio side, its connection failures as StoreUnavailableError."""
     try:
-        return await trio_asyncio.aio_as_trio(fn)()  # type: ignore[no-any-return]
+        return await bridge.run(fn)
     except _FAILURES as exc:
         raise StoreUnavailableError(f"wake bus connection: {exc}") from exc

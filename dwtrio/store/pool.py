@@ -1,8 +1,8 @@
-"""The asyncpg pool behind the trio-asyncio bridge.
+"""The asyncpg pool, on the asyncio loop of ``store/bridge.py``.
 
 This is the only module (with ``store/errors.py``, and ``store/notify.py`` for
-the wake bus's own connection) that touches asyncio or asyncpg. Crossing the
-bridge costs ~0.1 ms of CPU, so every store operation crosses it exactly once:
+the wake bus's own connection) that touches asyncpg. Each crossing of the
+bridge wakes a thread, so every store operation crosses it exactly once:
 store functions are written as coroutines that run on the asyncio side with a
 connection (``async def op(conn, ...)``), and :meth:`Store.transaction` /
 :meth:`Store.autocommit` / :meth:`Store.read` acquire a connection, run the
@@ -14,11 +14,11 @@ waits out a short outage instead of failing (:class:`Store`).
 
 Connections stay checked out of asyncpg's pool between operations
 (:class:`Checkout`): taking a connection from asyncpg's pool and giving it
-back costs an ``asyncio.shield`` task and several loop turns, which through
-the bridge came to ~0.35 ms per operation, more than a ``SELECT 1``.
+back costs an ``asyncio.shield`` task and several loop turns (~0.35 ms per
+operation under the earlier trio-asyncio bridge, more than a ``SELECT 1``).
 
-Requires a running trio-asyncio loop in an ancestor task (``main.py`` opens it
-around everything, tests open it in their server fixture).
+Requires the bridge's loop (``bridge.open_loop``; ``main.py`` opens it around
+everything, tests open it in their server fixture).
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ import asyncpg
 import attrs
 import orjson
 import trio
-import trio_asyncio
 
 from dwtrio import metrics
 from dwtrio.errors import StoreTimeoutError, StoreUnavailableError
+from dwtrio.store import bridge
 from dwtrio.store.errors import translate
 
 log = logging.getLogger(__name__)
@@ -157,8 +157,7 @@ class Checkout:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[PooledConn | None] = loop.create_future()
         self._waiters.append(waiter)
-        # An empty context: a timer cancelled early still sits in trio-asyncio's heap
-        # until its deadline, and must not keep the request's context alive that long.
+        # An empty context: a cancelled timer must not keep the request's context alive.
         timer = loop.call_later(self._wait_s, self._give_up, waiter, context=contextvars.Context())
         try:
             handed = await waiter
@@ -323,28 +322,6 @@ def note_new_events(run_id: str) -> None:
         runs.add(run_id)
 
 
-async def call_on_trio(token: trio.lowlevel.TrioToken, fn: Callable[[], T]) -> T:
-    """From inside a store operation on another thread than Trio's: run the plain
-    function ``fn`` on the Trio thread of ``token`` and return its result (one hop
-    each way; sync match reserves parked polls so, ``matching/handoffs.py``)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T) -> None:
-        if not done.done():  # (the operation may have been cancelled meanwhile)
-            done.set_result(result)
-
-    def call() -> None:
-        result = fn()
-        try:
-            loop.call_soon_threadsafe(settle, result)
-        except RuntimeError:
-            pass  # the loop has closed: nobody waits any more
-
-    token.run_sync_soon(call)
-    return await done
-
-
 class Store:
     """Runs store operations on pooled connections, one bridge crossing each.
 
@@ -435,8 +412,8 @@ class Store:
         try:
             while True:
                 try:
-                    result, appended = await trio_asyncio.aio_as_trio(self._attempt)(
-                        mode, op, *args, **kwargs
+                    result, appended = await bridge.run(
+                        lambda: self._attempt(mode, op, *args, **kwargs)
                     )
                 except Interrupted as exc:
                     now = trio.current_time()
@@ -457,7 +434,7 @@ class Store:
                 else:
                     if appended and self.after_commit is not None:
                         self.after_commit(appended)
-                    return result  # type: ignore[no-any-return]
+                    return result
         finally:
             if probing is not None:
                 # Got through, gave up or was cancelled: the others try again
@@ -538,11 +515,11 @@ class Store:
     async def close(self, *, timeout_s: float = CLEANUP_TIMEOUT_S) -> None:
         """Close the pool gracefully, or terminate it after ``timeout_s``; runs even when cancelled."""
         with trio.move_on_after(timeout_s, shield=True) as scope:  # cleanup must not be skipped
-            await trio_asyncio.aio_as_trio(self._conns.close)()
-            await trio_asyncio.aio_as_trio(self._pool.close)()
+            await bridge.run(self._conns.close)
+            await bridge.run(self._pool.close)
         if scope.cancelled_caught:
             log.warning("pool did not close within %.1fs; terminating connections", timeout_s)
-            self._pool.terminate()
+            bridge.call_soon(self._pool.terminate)
 
 
 async def _rollback_or_terminate(tx: Any, conn: PooledConn) -> None:
@@ -598,10 +575,9 @@ def _connection_lost(exc: BaseException, conn: PooledConn | None) -> bool:
 def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """Log what asyncio reports as unhandled instead of raising it.
 
-    trio-asyncio's own handler raises such reports in the loop's nursery, which
-    ends the whole loop and so the server. asyncpg leaves one behind when a
-    connection is cut while it is being opened (a future of its TLS probe
-    that nobody awaits any more): a Postgres restart must not stop dwtrio.
+    asyncpg leaves one behind when a connection is cut while it is being opened
+    (a future of its TLS probe that nobody awaits any more): a Postgres restart
+    must not fill the log with asyncio's default report, nor stop dwtrio.
     """
     log.warning(
         "asyncio: %s",
@@ -618,8 +594,8 @@ async def _create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        # Without this every release arms a 300 s asyncio timer that trio-asyncio
-        # keeps alive until its deadline: RSS grows by hundreds of MB under load.
+        # Without this every release arms a 300 s asyncio timer (under trio-asyncio
+        # each stayed alive until its deadline: RSS grew by hundreds of MB).
         max_inactive_connection_lifetime=0,
         reset=_no_reset,
         init=_init_connection,
@@ -645,15 +621,13 @@ async def open_store(
     statement_timeout_s: float = STATEMENT_TIMEOUT_S,
     pool_wait_s: float = POOL_WAIT_S,
 ) -> AsyncIterator[Store]:
-    """Open a pool for ``dsn`` (inside a trio-asyncio loop) and close it on exit.
+    """Open a pool for ``dsn`` (inside ``bridge.open_loop``) and close it on exit.
 
     Raises:
         StoreUnavailableError: the database cannot be reached.
     """
     try:
-        pool = await trio_asyncio.aio_as_trio(_create_pool)(
-            dsn, min_size, max_size, statement_timeout_s
-        )
+        pool = await bridge.run(_create_pool, dsn, min_size, max_size, statement_timeout_s)
     except Exception as exc:
         if (mapped := translate(exc)) is not None:
             raise mapped from exc
@@ -677,7 +651,7 @@ async def connect_once(dsn: str, op: Op[P, T], *args: P.args, **kwargs: P.kwargs
             await conn.close()
 
     try:
-        return await trio_asyncio.aio_as_trio(run)()  # type: ignore[no-any-return]
+        return await bridge.run(run)
     except Exception as exc:
         if (mapped := translate(exc)) is not None:
             raise mapped from exc

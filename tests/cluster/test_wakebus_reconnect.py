@@ -21,10 +21,10 @@ from typing import Any
 
 import redis
 import trio
-import trio_asyncio
 
 from dwtrio.matching.waiters import WaiterSet
 from dwtrio.matching.wakebus import RedisWakeBus
+from dwtrio.store import bridge
 
 BACKOFF_MAX_S = 4.0
 
@@ -103,7 +103,7 @@ async def scenario(workdir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         bus = RedisWakeBus(WaiterSet(), own_redis.url, backoff_max_s=BACKOFF_MAX_S)
-        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+        async with bridge.open_loop(), trio.open_nursery() as nursery:
             await nursery.start(bus.run)
             await wait_for(lambda: bus.connected, 10)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 import trio
-import trio_asyncio
 
+from dwtrio.store import bridge
 from dwtrio.store.pool import connect_once
 
 from conftest import StartServer
@@ -33,7 +33,7 @@ async def hold_run_lock(db_dsn: str, workflow_id: str, seconds: float) -> None:
         f"SELECT pg_sleep({seconds}) FROM "
         "(SELECT 1 FROM workflow_runs WHERE workflow_id = $1 FOR UPDATE) locked"
     )
-    async with trio_asyncio.open_loop():
+    async with bridge.open_loop():
         await connect_once(db_dsn, lambda c: c.execute(statement, workflow_id))
 
 

@@ -9,6 +9,8 @@ health checks and their thresholds.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -359,38 +361,39 @@ async def test_health_warns_about_a_stalled_loop_and_recovers(
     async with s.admin, s.operator, s.worker:
         assert (await s.health())["status"] == "ok"
 
-        async def hold_lock(release: trio.Event) -> None:
+        async def hold_lock(release: threading.Event) -> None:
             async def op(conn: Conn) -> None:
                 async with conn.transaction():  # type: ignore[attr-defined]
                     await conn.execute("LOCK TABLE timers IN ACCESS EXCLUSIVE MODE")
-                    await trio_asyncio_wait(release)
+                    await wait_on_loop_thread(release)
 
             await connect_once(s.dsn, op)
 
-        release = trio.Event()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(hold_lock, release)
-            with trio.fail_after(15):
-                while True:
-                    await trio.sleep(0.2)
-                    body = await s.health()
-                    if "background_loop.timer" in body["warning_checks"]:
-                        break
-            timer = check(body, "background_loop.timer")
-            assert timer["status"] == "warning" and timer["pass_running_seconds"] >= 0.5
-            assert "a pass has run" in timer["message"]
-            assert body["status"] == "warning" and body["http_status"] == 200
-            release.set()
+        release = threading.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(hold_lock, release)
+                with trio.fail_after(15):
+                    while True:
+                        await trio.sleep(0.2)
+                        body = await s.health()
+                        if "background_loop.timer" in body["warning_checks"]:
+                            break
+                timer = check(body, "background_loop.timer")
+                assert timer["status"] == "warning" and timer["pass_running_seconds"] >= 0.5
+                assert "a pass has run" in timer["message"]
+                assert body["status"] == "warning" and body["http_status"] == 200
+                release.set()
+        finally:
+            release.set()  # a failed assertion must not leave the lock's thread waiting
         with trio.fail_after(15):
             while "background_loop.timer" in (await s.health())["warning_checks"]:
                 await trio.sleep(0.2)
 
 
-async def trio_asyncio_wait(event: trio.Event) -> None:
-    """On the asyncio side: wait for a Trio event."""
-    import trio_asyncio
-
-    await trio_asyncio.trio_as_aio(event.wait)()
+async def wait_on_loop_thread(event: threading.Event) -> None:
+    """On the store's asyncio loop: wait (in an executor thread) for ``event``."""
+    await asyncio.get_running_loop().run_in_executor(None, event.wait)
 
 
 @attrs.define

@@ -12,7 +12,6 @@ from typing import Any
 import asyncpg
 import orjson
 import trio
-import trio_asyncio
 from test_worker_plane import ARGS, TOKEN, Harness, Q
 
 from dwtrio.engine import timers
@@ -20,6 +19,7 @@ from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.wakes import request_wake
 from dwtrio.engine.workflows import StartCommand, start_workflow
 from dwtrio.protocol.responses import render
+from dwtrio.store import bridge
 from dwtrio.store.pool import Conn, connect_once
 from dwtrio.store.runs import lock_run
 
@@ -317,7 +317,7 @@ async def test_two_loops_never_fire_a_timer_twice(aio_loop: None, db_dsn: str) -
             await b.close()
 
     with trio.fail_after(20):
-        first, during, after, fired = await trio_asyncio.aio_as_trio(race)()
+        first, during, after, fired = await bridge.run(race)
     assert (first, during, after, fired) == (1, 0, 0, 1)
 
 

@@ -19,6 +19,8 @@ import orjson
 import pytest
 import trio
 
+from dwtrio.store import bridge
+
 from conftest import CP, WP, RunningServer, StartServer
 from test_gates import JSON_CT, WP_HEADER, RawHttp, assert_worker_error
 
@@ -256,10 +258,11 @@ async def test_a_task_claimed_for_a_poller_that_left_is_released(
 
     real_claim = wt_http.WORKFLOW_TASKS.claim
     claim_started = trio.Event()
+    started = bridge.to_trio(claim_started.set)  # the claim runs on the loop's thread
 
     async def slow_claim(conn: Any, params: Any, *, replay_poll: bool) -> Any:
         if params.worker_id == "leaver":
-            claim_started.set()  # trio-asyncio runs the asyncio side inside the trio run
+            started()
             await asyncio.sleep(0.5)  # the store operation runs on the asyncio side
         return await real_claim(conn, params, replay_poll=replay_poll)
 

@@ -14,9 +14,9 @@ from typing import Any
 import asyncpg
 import pytest
 import trio
-import trio_asyncio
 
 from dwtrio.errors import StoreUnavailableError
+from dwtrio.store import bridge
 from dwtrio.store.pool import Conn, Store, connect_once, open_store
 
 MAX = 3
@@ -41,7 +41,7 @@ async def open_transaction_and_fail(conn: Conn) -> None:
 
 
 async def with_store(db_dsn: str, body: object) -> None:
-    async with trio_asyncio.open_loop(), open_store(db_dsn, min_size=1, max_size=MAX) as store:
+    async with bridge.open_loop(), open_store(db_dsn, min_size=1, max_size=MAX) as store:
         await body(store)  # type: ignore[operator]
 
 
@@ -188,7 +188,7 @@ async def test_a_transaction_killed_before_commit_runs_again(db_dsn: str) -> Non
 
 
 async def _admin_exec(dsn: str, statement: str) -> None:
-    async with trio_asyncio.open_loop():
+    async with bridge.open_loop():
         await connect_once(dsn, lambda c: c.execute(statement))
 
 

@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
-import trio_asyncio
 
 from dwtrio.errors import StoreTimeoutError
+from dwtrio.store import bridge
 from dwtrio.store.pool import Conn, Store, connect_once, open_store
 
 MAX = 2
@@ -26,7 +26,7 @@ Body = Callable[[Store], Awaitable[None]]
 
 async def with_store(db_dsn: str, body: Body, *, timeout_s: float, wait_s: float = 10.0) -> None:
     async with (
-        trio_asyncio.open_loop(),
+        bridge.open_loop(),
         open_store(
             db_dsn, min_size=1, max_size=MAX, statement_timeout_s=timeout_s, pool_wait_s=wait_s
         ) as store,
@@ -35,7 +35,7 @@ async def with_store(db_dsn: str, body: Body, *, timeout_s: float, wait_s: float
 
 
 async def create_table(db_dsn: str) -> None:
-    async with trio_asyncio.open_loop():
+    async with bridge.open_loop():
         await connect_once(
             db_dsn, lambda c: c.execute("CREATE TABLE slow (id int PRIMARY KEY, n int)")
         )
@@ -45,7 +45,7 @@ async def create_table(db_dsn: str) -> None:
 async def hold_row_lock(db_dsn: str, seconds: float) -> None:
     """Another session locks row 1 of ``slow`` for ``seconds`` (outside dwtrio's pool)."""
     statement = f"SELECT pg_sleep({seconds}) FROM (SELECT 1 FROM slow WHERE id = 1 FOR UPDATE) x"
-    async with trio_asyncio.open_loop():
+    async with bridge.open_loop():
         await connect_once(db_dsn, lambda c: c.execute(statement))
 
 
