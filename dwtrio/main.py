@@ -46,7 +46,6 @@ from dwtrio.background import supervisor
 from dwtrio.embedded import EmbeddedPostgres
 from dwtrio.errors import DwtrioError
 from dwtrio.http.app import create_app
-from dwtrio.http.metrics import instrument
 from dwtrio.http.server import close_when_draining, default_max_connections, serve_http
 from dwtrio.runtime import Runtime
 from dwtrio.settings import Settings
@@ -226,7 +225,7 @@ async def serve(
                     if not bootstrapped:  # (a bootstrap has logged what it found)
                         await log_schema_state(store)
                     rt = Runtime.build(settings, store)
-                    app = shield_sends(close_when_draining(instrument(create_app(rt)), rt.draining))
+                    app = shield_sends(close_when_draining(create_app(rt), rt.draining))
 
                     async def drain() -> None:
                         await stop.wait()

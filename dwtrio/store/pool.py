@@ -322,6 +322,28 @@ def note_new_events(run_id: str) -> None:
         runs.add(run_id)
 
 
+async def call_on_trio(token: trio.lowlevel.TrioToken, fn: Callable[[], T]) -> T:
+    """From inside a store operation on another thread than Trio's: run the plain
+    function ``fn`` on the Trio thread of ``token`` and return its result (one hop
+    each way; sync match reserves parked polls so, ``matching/handoffs.py``)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T) -> None:
+        if not done.done():  # (the operation may have been cancelled meanwhile)
+            done.set_result(result)
+
+    def call() -> None:
+        result = fn()
+        try:
+            loop.call_soon_threadsafe(settle, result)
+        except RuntimeError:
+            pass  # the loop has closed: nobody waits any more
+
+    token.run_sync_soon(call)
+    return await done
+
+
 class Store:
     """Runs store operations on pooled connections, one bridge crossing each.
 
