@@ -14,6 +14,7 @@ import trio
 
 from dwtrio import metrics
 from dwtrio.matching.waiters import (
+    GONE,
     HANDED,
     LOOKING,
     MAX_CLAIMS_IN_FLIGHT,
@@ -170,6 +171,8 @@ async def poll_for_task(
                         # deadline. Should it take longer (a slow store), the poll goes on;
                         # a delivery to it is then refused and the creator releases the task.
                         await event.wait(gone, until=deadline + RESERVATION_GRACE_S)
+                        if waiter.state is RESERVED:
+                            waiter.state = GONE  # given up: refuses the late delivery
                     woken_at = trio.current_time() if waiter.event.is_set() else None
                     if waiter.state is HANDED:
                         continue

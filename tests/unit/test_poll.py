@@ -848,3 +848,21 @@ async def test_a_failed_claim_leaves_nothing_behind(
             draining=trio.Event(),
         )
     assert stats_of(waiters) == (0, 0)
+
+
+async def test_a_delivery_after_the_reservation_was_given_up_is_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with reserved_poll(timeout_s=5) as (queue, waiters, got, waiter):
+        # The creator takes longer than the deadline and the grace: the poll goes on and
+        # claims another task (slowly), and only then does the creator deliver.
+        queue.ready.append("claimed")
+        queue.claim_delay_s = 1.0
+        assert waiters.wake(KEY) == 0  # (skips the reserved poll; the queue is not empty)
+        await trio.sleep(5 + RESERVATION_GRACE_S + 0.5)
+        assert len(queue.claims) == 2  # its first look, and the claim running now
+        # Refused: the poll is about to answer with what it claimed, and the handed
+        # task would be leased to it with nobody to run it (its creator releases it).
+        assert not waiters.deliver(waiter, "late")
+    assert got == ["claimed"]
+    assert queue.released == []
