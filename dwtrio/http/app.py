@@ -1,6 +1,7 @@
 """create_app(rt): the ASGI application.
 
-The worker plane (``/api/worker/...``) is served below Quart by
+The worker plane (``/api/worker/...``) and the busiest control-plane routes
+(``workflows.BELOW_QUART``) are served below Quart by
 ``worker_plane.WorkerPlane`` (see its docstring for why); everything else is
 the Quart-Trio app built by :func:`create_quart_app`, with its pipeline hooks
 and error handler.
@@ -51,7 +52,8 @@ def create_app(rt: Runtime) -> request_log.RequestLog:
     ]
     # Outermost: the request id, the request's log line and metrics cover both planes.
     return request_log.RequestLog(
-        WorkerPlane(rt, routes, fallback=create_quart_app(rt)), observe=metrics.observe
+        WorkerPlane(rt, routes, fallback=create_quart_app(rt), control=workflows.BELOW_QUART),
+        observe=metrics.observe,
     )
 
 

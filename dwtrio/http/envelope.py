@@ -52,6 +52,14 @@ HTTP_STATUS: dict[Verdict, int] = {
 def json_response(payload: Any, status: int = 200) -> Response:
     """A Quart-side JSON answer, serialized once (with the control_plane envelope
     when the current request is a workflow operation)."""
+    payload = complete(payload, status, control_envelope.current_target())
+    return Response(wire.dumps(payload), status=status, content_type=JSON)
+
+
+def complete(payload: Any, status: int, target: control_envelope.Target | None) -> Any:
+    """What every control-plane JSON answer gets before it is serialized, on either
+    side of Quart: the request id on a failure, the ``control_plane`` envelope of a
+    workflow operation (``target``)."""
     if isinstance(payload, dict):
         request_log.note_body(payload)
         # Failures a handler answers itself (query and update refusals, readiness).
@@ -61,9 +69,9 @@ def json_response(payload: Any, status: int = 200) -> Response:
             and (request_id := request_log.current_request_id()) is not None
         ):
             payload = {**payload, "request_id": request_id}
-        if (target := control_envelope.current_target()) is not None:
+        if target is not None:
             payload = control_envelope.add_envelope(dict(payload), target)
-    return Response(wire.dumps(payload), status=status, content_type=JSON)
+    return payload
 
 
 def outcome_response(outcome: Outcome) -> Response:

@@ -8,10 +8,21 @@ per request instead of three. A parked poll watches for its client going away
 in that same task (``Wakeup.wait``). See docs/perf/history.md (third pass) for
 what it saves.
 
-Everything else (control plane, discovery, probes, unknown paths) goes to the
-Quart app. Both sides run the same gates (``pipeline.admit``), in the same
-order, and map errors with the same functions (``envelope``),
-so a client cannot tell which side answered.
+The busiest control-plane routes (start, describe, a history page: the
+resource modules' ``BELOW_QUART`` lists) are served here too, as
+:class:`ControlRoute`: the route's handler is one function that its Quart view
+(:func:`quart_view`, kept for HEAD and for the paths this plane passes on) calls
+as well. Only an exact match (method and path) is taken; anything else, 405s
+included, is the Quart app's.
+
+Everything else (the rest of the control plane, discovery, probes, unknown
+paths) goes to the Quart app. Both sides run the same gates
+(``pipeline.admit``), in the same order, and map errors with the same
+functions (``envelope``), so a client cannot tell which side answered: the
+parity test (tests/http/test_below_quart_parity.py) holds answers recorded
+from Quart. The price is two serving paths to keep alike: a change to the
+Quart hooks (``app.py``, ``pipeline.run_gates``, ``pipeline.finish_response``,
+the metrics blueprint's route note) must be made in :meth:`WorkerPlane.serve_control` too.
 """
 
 from __future__ import annotations
@@ -22,8 +33,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import trio
+from quart import g, request
 
 from dwtrio import wire
+from dwtrio.engine.outcome import Outcome
 from dwtrio.errors import (
     DwtrioError,
     MethodNotAllowedError,
@@ -33,11 +46,12 @@ from dwtrio.errors import (
     TaskNotFoundError,
     WorkerNotFoundError,
 )
-from dwtrio.http import pipeline, request_log
+from dwtrio.http import control_envelope, envelope, pipeline, request_log
 from dwtrio.http.envelope import JSON, error_body, to_dwtrio_error
-from dwtrio.http.metrics import WORKER_ROUTE_KEY
-from dwtrio.manifest import WORKER_PROTOCOL_HEADER
+from dwtrio.http.metrics import QUART_ROUTE_KEY, WORKER_ROUTE_KEY
+from dwtrio.manifest import CONTROL_PLANE_HEADER, CONTROL_PLANE_VERSION, WORKER_PROTOCOL_HEADER
 from dwtrio.matching.waiters import ClientGone
+from dwtrio.protocol.responses import render
 from dwtrio.runtime import Runtime
 
 PREFIX = "/api/worker/"
@@ -93,6 +107,76 @@ class Route:
             elif segment != part:
                 return None
         return params
+
+
+@attrs.frozen
+class ControlCall:
+    """What a control-route handler gets, on either side of Quart."""
+
+    namespace: str
+    #: The decoded body, ``{}`` when none was sent (``pipeline.json_body``).
+    json: Any
+    #: The query string's parameters, the first value of each.
+    args: Mapping[str, str]
+
+
+@attrs.frozen
+class Answer:
+    """A control-route handler's answer: the payload before ``envelope.complete``."""
+
+    payload: Any
+    status: int = 200
+
+
+def outcome_answer(outcome: Outcome) -> Answer:
+    """An engine outcome's body, at its verdict's status (``envelope.outcome_response``)."""
+    return Answer(render(outcome.body), envelope.HTTP_STATUS[outcome.verdict])
+
+
+ControlHandler = Callable[..., Awaitable[Answer]]
+
+
+@attrs.frozen
+class ControlRoute:
+    """A control-plane route served below Quart: ``method`` + its Quart ``rule``
+    (``/api/workflows/<wf>``); the handler takes the runtime, a :class:`ControlCall`
+    and the path parameters."""
+
+    method: str
+    rule: str
+    handler: ControlHandler
+    #: A long poll: the request watches for its client going away (a second task).
+    long_polls: bool = False
+    segments: tuple[str, ...] = attrs.field(init=False)
+
+    @segments.default
+    def _split(self) -> tuple[str, ...]:
+        return tuple(self.rule.split("/"))
+
+    def match(self, method: str, path: str) -> dict[str, str] | None:
+        """The path parameters when this is the route, else None (trailing slashes,
+        other methods: left to Quart)."""
+        if method != self.method:
+            return None
+        parts = path.split("/")
+        if len(self.segments) != len(parts):
+            return None
+        params: dict[str, str] = {}
+        for segment, part in zip(self.segments, parts, strict=True):
+            if segment.startswith("<"):
+                if not part:
+                    return None
+                params[segment[1:-1]] = part
+            elif segment != part:
+                return None
+        return params
+
+
+async def quart_view(rt: Runtime, handler: ControlHandler, **params: str) -> Any:
+    """The Quart view of a control route: the same handler, after ``pipeline.run_gates``."""
+    call = ControlCall(g.namespace, pipeline.json_body(), request.args)
+    answer = await handler(rt, call, **params)
+    return envelope.json_response(answer.payload, answer.status)
 
 
 @attrs.define
@@ -162,12 +246,20 @@ class WorkerPlane:
     rt: Runtime
     routes: list[Route]
     fallback: ASGIApp
+    control: list[ControlRoute] = attrs.field(factory=list)
 
     def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
         # The chosen side's own coroutine: no frame of this one for a parked poll to hold.
-        if scope["type"] != "http" or not is_worker_path(request_path(scope)):
+        if scope["type"] != "http":
             return self.fallback(scope, receive, send)
-        return self.serve(scope, receive, send)
+        path = request_path(scope)
+        if is_worker_path(path):
+            return self.serve(scope, receive, send)
+        for route in self.control:
+            params = route.match(scope["method"], path)
+            if params is not None:
+                return self.serve_control(route, params, scope, receive, send)
+        return self.fallback(scope, receive, send)
 
     def find(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         parts = path[len(PREFIX) :].split("/")
@@ -259,6 +351,64 @@ class WorkerPlane:
         except DwtrioError:
             return
         request_log.note_route(PREFIX + route.pattern)
+
+    async def serve_control(
+        self, route: ControlRoute, params: dict[str, str], scope: Any, receive: Any, send: Any
+    ) -> None:
+        """A control route, as the Quart app would answer it: ``pipeline.run_gates``,
+        the handler, ``envelope.complete``, ``pipeline.finish_response``, the
+        error handler of ``app.py`` and the route note of the metrics blueprint."""
+        rt = self.rt
+        method: str = scope["method"]
+        headers = Headers.from_scope(scope["headers"])
+        scope[QUART_ROUTE_KEY] = route.rule
+        request_log.note_route(request_log.route_template(route.rule))
+        request_log.note(workflow_id=params.get("wf"), run_id=params.get("run_id"))
+        close = False
+        try:
+            pipeline.check_head(scope)
+            raw, declared = await read_body(
+                receive, headers, rt.settings.max_payload_bytes, rt.settings.body_timeout_s
+            )
+            args = query_args(scope.get("query_string") or b"")
+            admitted = await pipeline.admit(
+                rt,
+                method,
+                request_path(scope),
+                headers,
+                raw,
+                declared=declared,
+                namespace_param=args.get("namespace"),
+            )
+            assert admitted.namespace is not None  # control routes are authenticated
+            request_log.note(namespace=admitted.namespace)
+            call = ControlCall(admitted.namespace, admitted.json if admitted.has_body else {}, args)
+            if route.long_polls and "wait_new_event" in args:
+                answer = await until_gone(receive, route.handler(rt, call, **params))
+            else:
+                answer = await route.handler(rt, call, **params)
+            payload, status = answer.payload, answer.status
+        except ClientGone:
+            return
+        except Exception as exc:  # every error becomes the documented envelope
+            err = to_dwtrio_error(exc)
+            payload, status, close = error_body(err), err.http_status, err.closes_connection
+        raw_path = scope.get("raw_path")
+        target = control_envelope.operation_for(
+            method,
+            control_envelope.split_path(
+                raw_path.decode("latin-1") if isinstance(raw_path, bytes) else request_path(scope)
+            ),
+        )
+        data = wire.dumps(envelope.complete(payload, status, target))
+        accept_encoding = headers.get("accept-encoding", "")
+        if not close:
+            await respond_control(send, rt, accept_encoding, status, data)
+            return
+        async with trio.open_nursery() as nursery:  # as in serve: drop the unread body
+            nursery.start_soon(discard_body, receive, rt.settings.body_timeout_s)
+            await respond_control(send, rt, accept_encoding, status, data, close=True)
+            nursery.cancel_scope.cancel()
 
 
 def no_such(resource: str, params: Mapping[str, str]) -> DwtrioError:
@@ -365,6 +515,32 @@ async def discard_body(receive: Any, timeout_s: float) -> None:
             pass
 
 
+def query_args(query: bytes) -> dict[str, str]:
+    """The query string's parameters, the first value of each (as ``request.args.get``)."""
+    if not query:
+        return {}
+    parsed = parse_qs(query.decode("utf-8", "replace"), keep_blank_values=True)
+    return {name: values[0] for name, values in parsed.items()}
+
+
+async def until_gone(receive: Any, work: Awaitable[Answer]) -> Answer:
+    """``work``'s answer, or ClientGone (and ``work`` cancelled) if the client leaves first."""
+    answer: list[Answer] = []
+    client = WorkerClient(receive)
+
+    async def run() -> None:
+        answer.append(await work)
+        nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        await client.wait_gone()
+        nursery.cancel_scope.cancel()
+    if not answer:
+        raise ClientGone
+    return answer[0]
+
+
 def namespace_param(query: bytes) -> str | None:
     values = parse_qs(query.decode("utf-8", "replace"), keep_blank_values=True).get("namespace")
     return values[0] if values else None
@@ -394,3 +570,20 @@ async def respond(
         out.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": out})
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else data})
+
+
+async def respond_control(
+    send: Any, rt: Runtime, accept_encoding: str, status: int, data: bytes, *, close: bool = False
+) -> None:
+    """A control-plane JSON answer, headers in the order the Quart app sends them."""
+    encoding = None
+    if rt.settings.compression_enabled:
+        data, encoding = pipeline.compress_json(data, accept_encoding)
+    out = [(b"content-type", JSON.encode()), (b"content-length", str(len(data)).encode())]
+    if close:
+        out.append((b"connection", b"close"))
+    out.append((CONTROL_PLANE_HEADER.lower().encode(), CONTROL_PLANE_VERSION.encode()))
+    if encoding is not None:
+        out += [(b"content-encoding", encoding.encode()), (b"vary", b"Accept-Encoding")]
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": data})

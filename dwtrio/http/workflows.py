@@ -22,6 +22,7 @@ import base64
 import binascii
 import functools
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -39,8 +40,8 @@ from dwtrio.errors import (
     ValidationFailedError,
     merge_field_errors,
 )
-from dwtrio.http.envelope import json_response, outcome_response
-from dwtrio.http.pipeline import json_body
+from dwtrio.http.envelope import json_response
+from dwtrio.http.worker_plane import Answer, ControlCall, ControlRoute, outcome_answer, quart_view
 from dwtrio.matching.dispatch import create_with_handoff
 from dwtrio.protocol import workflows as protocol
 from dwtrio.protocol.ids import new_id
@@ -106,11 +107,14 @@ def parse_start(body: Any, namespace: str, settings: Settings) -> engine.StartCo
     )
 
 
-def parse_query(cls: type[T]) -> T:
-    """Query-string parameters into ``cls``; integer-looking values become ints, "" is absent."""
+def parse_query(cls: type[T], query: Mapping[str, str] | None = None) -> T:
+    """Query-string parameters (the first value of each; by default the current Quart
+    request's) into ``cls``; integer-looking values become ints, "" is absent."""
+    if query is None:
+        query = request.args
     args: dict[str, Any] = {}
-    for key in request.args:
-        value = request.args.get(key, "")
+    for key in query:
+        value = query.get(key, "")
         if value != "":
             args[key] = int(value) if _INTEGER.fullmatch(value) and key == "page_size" else value
     return wire.structure(args, cls)
@@ -154,7 +158,7 @@ _LIST_TIMES = ("started_after", "started_before", "closed_after", "closed_before
 
 
 def parse_list(namespace: str) -> visibility.ListRequest:
-    """The list's query parameters (control-plane.md §5.2, docs/visibility.md).
+    """The current Quart request's list parameters (control-plane.md §5.2, docs/visibility.md).
 
     Raises:
         ValidationFailedError: a parameter out of its rules (times not ISO-8601).
@@ -297,33 +301,105 @@ def event_body(event: EventRow) -> dict[str, Any]:
 # --- routes ----------------------------------------------------------------------------
 
 
+async def start_workflow(rt: Runtime, call: ControlCall) -> Answer:
+    """``POST /api/workflows``."""
+    cmd = parse_start(call.json, call.namespace, rt.settings)
+    if cmd.search_attributes:  # registered types: one read, only when there are values
+        await rt.store.read(
+            search_attributes.check_values,
+            cmd.namespace,
+            cmd.search_attributes,
+            "search_attributes",
+        )
+    # The usual start is one statement; a taken id needs the transactional path.
+    # A poller parked here for the queue gets the first task as the start writes it.
+    outcome = await create_with_handoff(
+        rt,
+        WORKFLOW_TASKS,
+        functools.partial(rt.store.autocommit, engine.start_fresh, cmd),
+        namespace=cmd.namespace,
+        task_queue=cmd.task_queue,
+        task_type=cmd.workflow_type,
+    )
+    if outcome is None:
+        outcome = await rt.store.transaction(engine.start_workflow, cmd)
+    rt.publish_wakes(outcome.wakes)
+    return outcome_answer(outcome)
+
+
+async def describe_workflow(rt: Runtime, call: ControlCall, wf: str) -> Answer:
+    """``GET /api/workflows/{wf}``: the current run."""
+    run = await rt.store.read(store.get_run_view, call.namespace, wf) if could_exist(wf) else None
+    if run is None:
+        raise InstanceNotFoundError(f"Workflow {wf!r} was not found.", workflow_id=wf)
+    return Answer(describe_body(run))
+
+
+async def history(rt: Runtime, call: ControlCall, wf: str, run_id: str) -> Answer:
+    """``GET /api/workflows/{wf}/runs/{run_id}/history``: a page, perhaps long-polled."""
+    q = parse_query(HistoryPageQuery, call.args)
+    after = decode_token(q.next_page_token)
+    if after is None:
+        raise ValidationFailedError({"next_page_token": ["The next page token is invalid."]})
+    if not could_exist(wf, run_id):
+        raise RunNotFoundError(
+            f"Run {run_id!r} of workflow {wf!r} was not found.", workflow_id=wf, run_id=run_id
+        )
+    deadline = trio.current_time() + rt.settings.worker_poll_timeout_s
+    # Without the wake bus (Redis down) a watcher still looks now and then.
+    recheck_s = 2 * rt.settings.worker_poll_interval_ms / 1000
+    while True:
+        # Watch before reading: events committed after the read still wake us.
+        with rt.waiters.watch_history(run_id) as new_events:
+            found = await rt.store.read(
+                store.history_page, call.namespace, wf, run_id, after, q.page_size + 1
+            )
+            if found is None:
+                raise RunNotFoundError(
+                    f"Run {run_id!r} of workflow {wf!r} was not found.",
+                    workflow_id=wf,
+                    run_id=run_id,
+                )
+            if (
+                found.events
+                or not q.waits
+                or not found.run_open
+                or rt.draining.is_set()
+                or trio.current_time() >= deadline
+            ):
+                break
+            await new_events.wait(until=min(deadline, trio.current_time() + recheck_s))
+    events = found.events
+    page = events[: q.page_size]
+    more = len(events) > q.page_size
+    return Answer(
+        {
+            "workflow_id": wf,
+            "run_id": run_id,
+            "events": [event_body(e) for e in page],
+            "next_page_token": encode_token(page[-1].sequence) if more else None,
+        }
+    )
+
+
+#: Served below Quart (``worker_plane.WorkerPlane``): the busiest control-plane routes.
+#: Their Quart routes remain for what the plane passes on (HEAD, a trailing slash).
+BELOW_QUART = [
+    ControlRoute("POST", "/api/workflows", start_workflow),
+    ControlRoute("GET", "/api/workflows/<wf>", describe_workflow),
+    ControlRoute("GET", "/api/workflows/<wf>/runs/<run_id>/history", history, long_polls=True),
+]
+
+
 def blueprint(rt: Runtime) -> Blueprint:
     bp = Blueprint("workflows", __name__)
-
-    @bp.post("/api/workflows")
-    async def start_workflow() -> Response:
-        cmd = parse_start(json_body(), g.namespace, rt.settings)
-        if cmd.search_attributes:  # registered types: one read, only when there are values
-            await rt.store.read(
-                search_attributes.check_values,
-                cmd.namespace,
-                cmd.search_attributes,
-                "search_attributes",
-            )
-        # The usual start is one statement; a taken id needs the transactional path.
-        # A poller parked here for the queue gets the first task as the start writes it.
-        outcome = await create_with_handoff(
-            rt,
-            WORKFLOW_TASKS,
-            functools.partial(rt.store.autocommit, engine.start_fresh, cmd),
-            namespace=cmd.namespace,
-            task_queue=cmd.task_queue,
-            task_type=cmd.workflow_type,
+    for route in BELOW_QUART:
+        bp.add_url_rule(
+            route.rule,
+            route.handler.__name__,
+            functools.partial(quart_view, rt, route.handler),
+            methods=[route.method],
         )
-        if outcome is None:
-            outcome = await rt.store.transaction(engine.start_workflow, cmd)
-        rt.publish_wakes(outcome.wakes)
-        return outcome_response(outcome)
 
     @bp.get("/api/workflows")
     async def list_workflows() -> Response:
@@ -338,13 +414,6 @@ def blueprint(rt: Runtime) -> Blueprint:
                 "next_page_token": token,
             }
         )
-
-    @bp.get("/api/workflows/<wf>")
-    async def describe_workflow(wf: str) -> Response:
-        run = await rt.store.read(store.get_run_view, g.namespace, wf) if could_exist(wf) else None
-        if run is None:
-            raise InstanceNotFoundError(f"Workflow {wf!r} was not found.", workflow_id=wf)
-        return json_response(describe_body(run))
 
     @bp.get("/api/workflows/<wf>/runs/<run_id>")
     async def describe_run(wf: str, run_id: str) -> Response:
@@ -367,52 +436,6 @@ def blueprint(rt: Runtime) -> Blueprint:
                 "workflow_id": wf,
                 "run_count": found[-1].run_count,
                 "runs": [run_summary_body(r) for r in found],
-            }
-        )
-
-    @bp.get("/api/workflows/<wf>/runs/<run_id>/history")
-    async def history(wf: str, run_id: str) -> Response:
-        q = parse_query(HistoryPageQuery)
-        after = decode_token(q.next_page_token)
-        if after is None:
-            raise ValidationFailedError({"next_page_token": ["The next page token is invalid."]})
-        if not could_exist(wf, run_id):
-            raise RunNotFoundError(
-                f"Run {run_id!r} of workflow {wf!r} was not found.", workflow_id=wf, run_id=run_id
-            )
-        deadline = trio.current_time() + rt.settings.worker_poll_timeout_s
-        # Without the wake bus (Redis down) a watcher still looks now and then.
-        recheck_s = 2 * rt.settings.worker_poll_interval_ms / 1000
-        while True:
-            # Watch before reading: events committed after the read still wake us.
-            with rt.waiters.watch_history(run_id) as new_events:
-                found = await rt.store.read(
-                    store.history_page, g.namespace, wf, run_id, after, q.page_size + 1
-                )
-                if found is None:
-                    raise RunNotFoundError(
-                        f"Run {run_id!r} of workflow {wf!r} was not found.",
-                        workflow_id=wf,
-                        run_id=run_id,
-                    )
-                if (
-                    found.events
-                    or not q.waits
-                    or not found.run_open
-                    or rt.draining.is_set()
-                    or trio.current_time() >= deadline
-                ):
-                    break
-                await new_events.wait(until=min(deadline, trio.current_time() + recheck_s))
-        events = found.events
-        page = events[: q.page_size]
-        more = len(events) > q.page_size
-        return json_response(
-            {
-                "workflow_id": wf,
-                "run_id": run_id,
-                "events": [event_body(e) for e in page],
-                "next_page_token": encode_token(page[-1].sequence) if more else None,
             }
         )
 
