@@ -49,7 +49,7 @@ COMPLETE = {"type": "complete_workflow", "result": {"codec": "avro", "blob": "ww
 SCHEDULE = {"type": "schedule_activity", "activity_type": "bench", "arguments": COMPLETE["result"]}
 ACTIVITY_RESULT = {"codec": "avro", "blob": "wwHioz3/VYAiNwA="}
 KINDS = [
-    *("worker-404", "poll-empty", "health", "start", "claim", "complete"),
+    *("worker-404", "poll-empty", "health", "start", "describe", "history", "claim", "complete"),
     *("activity-claim", "activity-complete"),
 ]
 
@@ -62,6 +62,7 @@ def one_run(url: str, procs: list[Any], count: int, bar: Any) -> dict[str, dict[
     conn = RawConnection(url)
     queue = f"cost-{uuid.uuid4().hex[:8]}"
     tasks: list[dict[str, Any]] = []
+    started: list[tuple[str, str]] = []  # (workflow id, run id) of each start
     activities: list[dict[str, Any]] = []
     act_queue = f"{queue}-act"
 
@@ -75,6 +76,18 @@ def one_run(url: str, procs: list[Any], count: int, bar: Any) -> dict[str, dict[
         body = {"workflow_id": uuid.uuid4().hex, "workflow_type": "bench", "task_queue": queue}
         status, answer = conn.request("POST", "/api/workflows", CP, body)
         assert status == 201, answer
+        started.append((answer["workflow_id"], answer["run_id"]))
+
+    def describe() -> None:
+        workflow_id, _ = started[len(started) // 2]
+        status, answer = conn.request("GET", f"/api/workflows/{workflow_id}", CP)
+        assert status == 200, answer
+
+    def history() -> None:
+        workflow_id, run_id = started[len(started) // 2]
+        path = f"/api/workflows/{workflow_id}/runs/{run_id}/history"
+        status, answer = conn.request("GET", path, CP)
+        assert status == 200, answer
 
     def claim() -> None:
         task = poll(queue)
@@ -135,6 +148,8 @@ def one_run(url: str, procs: list[Any], count: int, bar: Any) -> dict[str, dict[
         "poll-empty": lambda: poll(f"{queue}-empty"),
         "health": lambda: conn.request("GET", "/api/health", {}),
         "start": start,
+        "describe": describe,
+        "history": history,
         "claim": claim,
         "complete": complete,
         "activity-claim": activity_claim,
