@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(at most ~28,000; default: one per load generator)",
     )
     o.add_argument(
+        "--polls-per-worker",
+        type=_positive,
+        default=1,
+        help="raw: polls sharing one worker id (an SDK worker runs several; each worker's "
+        "registration is refreshed every 30 s, on its next poll)",
+    )
+    o.add_argument(
         "--drain",
         action="store_true",
         help="raw: then SIGTERM the node with every poll parked; time until each is "

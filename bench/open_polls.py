@@ -27,6 +27,7 @@ has its answer and until the server processes have exited.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -60,6 +61,10 @@ POLL_S = 60  # the longest poll the server holds (it caps a requested timeout at
 RAW_PER_PROCESS = 16_000
 #: Connections one loopback source address can open (ip_local_port_range 32768-60999).
 PORTS_PER_SOURCE = 28_000
+#: Tries to open each raw connection.
+CONNECT_ATTEMPTS = 5
+#: Opening polls is over when the server's count has not grown for this long.
+STALL_S = 30
 
 
 async def _hold(url: str, queue: str, count: int, hold_s: float, ready: Any) -> None:
@@ -104,35 +109,53 @@ def raise_fd_limit() -> int:
 
 
 async def _hold_raw(
-    url: str, queue: str, first: int, count: int, source: str, hold_s: float, ready: Any, drain: Any
+    url: str,
+    queue: str,
+    first: int,
+    count: int,
+    source: str,
+    per_worker: int,
+    hold_s: float,
+    ready: Any,
+    drain: Any,
 ) -> None:
     """``count`` raw keep-alive connections from ``source``, each keeping one poll
     open until ``hold_s`` passes or ``drain`` is set; then, once each held poll has
-    been answered (or its connection failed), reports (answered, failed, last answer
-    at) on ``ready``."""
+    been answered (or its connection failed), reports on ``ready``: answered, failed,
+    refused (non-200 answers while held; each is followed by a second's pause, as the
+    SDK pauses after a 503) and the time of the last answer. Workers' ids are shared
+    by ``per_worker`` consecutive polls."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     stop = asyncio.Event()
     end = time.monotonic() + hold_s
-    answered = failed = 0
+    answered = failed = refused = 0
     last = 0.0
     sem = asyncio.Semaphore(256)  # connections being opened at once
 
     async def one(i: int) -> None:
-        nonlocal answered, failed, last
-        body = {"worker_id": f"idle-{i}", "task_queue": queue, "timeout_seconds": POLL_S}
+        nonlocal answered, failed, refused, last
+        body = {
+            "worker_id": f"idle-{i // per_worker}",
+            "task_queue": queue,
+            "timeout_seconds": POLL_S,
+        }
         request = _request_bytes("POST", "/api/worker/workflow-tasks/poll", _wp_head(), body)
-        try:
-            async with sem:
-                reader, writer = await asyncio.open_connection(
-                    host, int(port), local_addr=(source, 0)
-                )
-        except OSError:
-            failed += 1
-            return
+        for attempt in range(CONNECT_ATTEMPTS):  # a SYN dropped from a full backlog
+            try:
+                async with sem:
+                    reader, writer = await asyncio.open_connection(
+                        host, int(port), local_addr=(source, 0)
+                    )
+                break
+            except OSError:
+                if attempt == CONNECT_ATTEMPTS - 1:
+                    failed += 1
+                    return
+                await asyncio.sleep(1 + attempt)
         try:
             while True:
                 writer.write(request)
-                _status, length, close = _parse_head(await reader.readuntil(b"\r\n\r\n"))
+                status, length, close = _parse_head(await reader.readuntil(b"\r\n\r\n"))
                 await reader.readexactly(length)
                 if stop.is_set():
                     answered += 1
@@ -140,6 +163,9 @@ async def _hold_raw(
                     return
                 if close or time.monotonic() >= end:
                     return
+                if status != 200:
+                    refused += 1
+                    await asyncio.sleep(1)  # as the SDK does after a 503's retry_after_seconds
         except (OSError, asyncio.IncompleteReadError, ValueError):
             failed += 1
         finally:
@@ -153,18 +179,17 @@ async def _hold_raw(
     await waited
     stop.set()
     await asyncio.gather(*tasks)
-    ready.put(json.dumps({"answered": answered, "failed": failed, "last_answer_at": last}))
+    report = {"answered": answered, "failed": failed, "refused": refused, "last_answer_at": last}
+    ready.put(json.dumps(report))
 
 
 def _wp_head() -> str:
     return "".join(f"{k}: {v}\r\n" for k, v in WP.items())
 
 
-def _hold_raw_process(
-    url: str, queue: str, first: int, count: int, source: str, hold_s: float, ready: Any, drain: Any
-) -> None:
+def _hold_raw_process(*args: Any) -> None:
     raise_fd_limit()
-    asyncio.run(_hold_raw(url, queue, first, count, source, hold_s, ready, drain))
+    asyncio.run(_hold_raw(*args))
 
 
 def _rss(url: str) -> int:
@@ -189,13 +214,16 @@ def _fds(url: str) -> int:
 
 def _wait_connections(url: str, count: int, *, timeout_s: float, fds_before: int) -> None:
     """Until the server processes hold ``count`` more descriptors than before (one
-    socket per poll: cheaper to count than their connections, at 100,000)."""
+    socket per poll: cheaper to count than their connections, at 100,000), or the
+    count has not grown for :data:`STALL_S` (polls whose connection failed)."""
     end = time.monotonic() + timeout_s
     bar, seen = progress(count, "opening polls", "poll"), 0
-    while time.monotonic() < end:
+    grew_at = time.monotonic()
+    while time.monotonic() < end and time.monotonic() - grew_at < STALL_S:
         now = min(count, max(0, _fds(url) - fds_before))
         bar.update(max(0, now - seen))
-        seen = max(seen, now)
+        if now > seen:
+            seen, grew_at = now, time.monotonic()
         if now >= count:
             break
         time.sleep(1)
@@ -208,11 +236,15 @@ def _probe(url: str, seconds: float) -> dict[str, list[float]]:
     with httpx.Client(base_url=url, timeout=10) as c:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
+            # A request that fails (a 10 s timeout) counts with the time it took.
             t = time.perf_counter()
-            c.get("/api/health")
+            with contextlib.suppress(httpx.HTTPError):
+                c.get("/api/health")
             out["health"].append((time.perf_counter() - t) * 1000)
             t = time.perf_counter()
-            c.post("/api/workflows", headers=CP, json={"workflow_type": "p", "task_queue": queue})
+            with contextlib.suppress(httpx.HTTPError):
+                body = {"workflow_type": "p", "task_queue": queue}
+                c.post("/api/workflows", headers=CP, json=body)
             out["start"].append((time.perf_counter() - t) * 1000)
     return out
 
@@ -251,7 +283,7 @@ def _hold_and_measure(url: str, args: Any) -> tuple[dict[str, Any], dict[str, An
         workers = [
             ctx.Process(
                 target=_hold_raw_process,
-                args=(url, queue, first, n, source, hold_s, ready, drain),
+                args=(url, queue, first, n, source, args.polls_per_worker, hold_s, ready, drain),
             )
             for first, n, source in plan
         ]
@@ -283,7 +315,8 @@ def _hold_and_measure(url: str, args: Any) -> tuple[dict[str, Any], dict[str, An
     for w in workers:
         w.terminate()
         w.join(10)
-    per_poll_kib = (rss_after - rss_before) / max(1, held_count) / 1024
+    # Per poll the server holds (a poll whose connection failed costs it nothing).
+    per_poll_kib = (rss_after - rss_before) / max(1, min(held_count, conns)) / 1024
     row = {
         "polls": held_count,
         "server_connections": conns,
@@ -334,6 +367,7 @@ def _drain(url: str, workers: list[Any], ready: Any, drain: Any) -> dict[str, An
         "processes": len(procs),
         "drain_answered": sum(r["answered"] for r in reports),
         "drain_failed": sum(r["failed"] for r in reports),
+        "refused_answers": sum(r["refused"] for r in reports),
         "drain_answers_s": round(last - sent_at, 2) if last else None,
         "drain_exit_s": round(gone_at - sent_at, 2) if gone_at else None,
     }

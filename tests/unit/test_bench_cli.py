@@ -79,7 +79,7 @@ def test_cross_node_wakes_options() -> None:
 def test_open_polls_options_and_load_plan() -> None:
     defaults = build_parser().parse_args(["open-polls"])
     assert (defaults.polls, defaults.clients, defaults.drain) == (10_000, "httpx", False)
-    assert (defaults.load_processes, defaults.sources) == (None, None)
+    assert (defaults.load_processes, defaults.sources, defaults.polls_per_worker) == (None, None, 1)
     argv = "--server-workers 8 open-polls --polls 100000 --clients raw --drain --sources 7"
     args = build_parser().parse_args(argv.split())
     assert (args.server_workers, args.polls, args.clients, args.drain) == (8, 100_000, "raw", True)
