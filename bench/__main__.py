@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from bench import (
     backlog_scaling,
@@ -19,6 +20,7 @@ from bench import (
     open_polls,
     operator_metrics,
     poll_latency,
+    profile,
     request_cost,
     retention,
     schedules,
@@ -29,6 +31,7 @@ from bench import (
     visibility,
     visibility_archived,
 )
+from bench.harness import PROFILE_ENV
 
 
 def _positive(text: str) -> int:
@@ -380,6 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="backlog: ready tasks (the bar compares the largest with the smallest)",
     )
     ba.set_defaults(run=bars.run)
+    pf = sub.add_parser(
+        "profile",
+        help="where a server's CPU went: summarise the py-spy samples a benchmark run with "
+        f"{PROFILE_ENV}=<dir> left there",
+    )
+    pf.add_argument("files", nargs="+", type=Path, help="collapsed-stack files (<dir>/*.txt)")
+    pf.set_defaults(run=lambda args: print(profile.report(profile.summarise(args.files))))
     return parser
 
 

@@ -11,6 +11,8 @@ import contextlib
 import json
 import os
 import platform
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -323,13 +325,62 @@ def _running(cmd: list[str], env: dict[str, str], port: int) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{' '.join(cmd[1:])} did not become ready")
             time.sleep(0.1)
-        yield url
+        with _profiled(proc, cmd):
+            yield url
     finally:
         proc.terminate()
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+#: ``DWTRIO_BENCH_PROFILE=<dir>``: every server process a benchmark starts is sampled by
+#: py-spy while it serves (collapsed stacks, ``<dir>/<name>-<pid>.txt``); summarise one
+#: with ``python -m bench profile <file>``.
+PROFILE_ENV = "DWTRIO_BENCH_PROFILE"
+
+
+@contextlib.contextmanager
+def _profiled(proc: subprocess.Popen[bytes], cmd: list[str]) -> Iterator[None]:
+    """Sample ``proc`` with py-spy for the block when PROFILE_ENV names a directory."""
+    out_dir = os.environ.get(PROFILE_ENV)
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if not out_dir or spy is None:
+        if out_dir:
+            print("py-spy is not installed (pip install py-spy): no profile", file=sys.stderr)
+        yield
+        return
+    name = "floor" if "bench.floor" in cmd else "dwtrio"
+    out = Path(out_dir) / f"{name}-{proc.pid}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sampler = subprocess.Popen(
+        [
+            spy,
+            "record",
+            "--pid",
+            str(proc.pid),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--subprocesses",
+            "--nonblocking",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        try:
+            sampler.wait(30)
+        except subprocess.TimeoutExpired:
+            sampler.kill()
+        print(f"profile: {out}", file=sys.stderr)
 
 
 def server_processes(url: str) -> list[Any]:
