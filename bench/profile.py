@@ -24,8 +24,10 @@ LAYERS: list[tuple[str, re.Pattern[str]]] = [
     for layer, pattern in [
         ("postgres driver (asyncpg)", r"asyncpg/"),
         ("redis client", r"redis/"),
-        ("asyncio loop (uvloop / asyncio)", r"uvloop|asyncio/"),
-        ("store bridge", r"dwtrio/store/bridge\.py|trio_asyncio/"),
+        # The loop's own C code (uvloop: I/O, timers, callbacks) shows as its Python caller.
+        ("asyncio loop (uvloop, in C)", r"AsyncioThread\._serve|uvloop|asyncio/"),
+        ("thread hand-offs (store bridge)", r"_wakeup_socketpair\.py|dwtrio/store/bridge\.py"),
+        ("store bridge (trio-asyncio)", r"trio_asyncio/"),
         ("store pool", r"dwtrio/store/pool\.py"),
         ("store SQL and rows", r"dwtrio/store/"),
         ("metrics (prometheus_client)", r"prometheus_client/"),
@@ -37,7 +39,10 @@ LAYERS: list[tuple[str, re.Pattern[str]]] = [
         ("dwtrio matching", r"dwtrio/matching/"),
         ("dwtrio engine", r"dwtrio/engine/"),
         ("dwtrio other", r"dwtrio/"),
-        ("Trio scheduler and I/O", r"trio/"),
+        # Socket sends and receives: on loopback the kernel's TCP work runs in them.
+        ("HTTP socket syscalls (Trio)", r"trio/_socket\.py|trio/_highlevel_socket\.py"),
+        ("epoll (Trio)", r"trio/_core/_io_epoll\.py"),
+        ("Trio scheduler", r"trio/"),
     ]
 ]
 

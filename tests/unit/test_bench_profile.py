@@ -33,8 +33,8 @@ def test_samples_go_to_the_innermost_known_layer_and_their_thread(tmp_path: Path
         "postgres driver (asyncpg)": 7,
         "HTTP stack (hypercorn, h11)": 5,
         "dwtrio other": 3,
-        "Trio scheduler and I/O": 2,
-        "store bridge": 1,
+        "epoll (Trio)": 2,
+        "asyncio loop (uvloop, in C)": 1,
     }
     assert summary["threads"] == {"Trio thread": 10, "asyncio thread (store)": 8}
     text = profile.report(summary)
