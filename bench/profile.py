@@ -47,6 +47,11 @@ LAYERS: list[tuple[str, re.Pattern[str]]] = [
 ]
 
 
+#: Frames only the store's asyncio thread runs (py-spy shows a coroutine's frames without
+#: the loop that drives it, so the thread is told by what the stack holds).
+_ASYNCIO_SIDE = re.compile(r"AsyncioThread\._serve|Store\._attempt|asyncpg/|uvloop|redis/")
+
+
 def parse(path: Path) -> tuple[Counter[str], Counter[str], int]:
     """Samples per layer and per thread of one py-spy ``--format raw`` file."""
     layers: Counter[str] = Counter()
@@ -58,12 +63,7 @@ def parse(path: Path) -> tuple[Counter[str], Counter[str], int]:
             continue
         count = int(count_text)
         frames = stack.split(";")
-        thread = frames[0] if frames and frames[0].startswith(("thread", "process")) else "?"
-        if "dwtrio-asyncio" in stack or "AsyncioThread._serve" in stack:
-            thread = "asyncio thread (store)"
-        elif "trio/_core/_run.py" in stack:
-            thread = "Trio thread"
-        threads[thread] += count
+        threads["asyncio thread (store)" if _ASYNCIO_SIDE.search(stack) else "Trio thread"] += count
         total += count
         for frame in reversed(frames):
             layer = next((name for name, pattern in LAYERS if pattern.search(frame)), None)
