@@ -19,8 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import h11
+import httpx
+import pytest
+from test_request_log import request_lines
+from test_request_log import request_logs as request_logs  # the fixture
 
-from conftest import ADMIN_TOKEN, CP, StartServer
+from dwtrio.http.workflows import BELOW_QUART, encode_token
+
+from conftest import ADMIN_TOKEN, CP, RunningServer, StartServer
 from test_gates import RawHttp
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "below_quart.json"
@@ -67,7 +73,9 @@ def normalize(text: str, swaps: dict[str, str]) -> str:
 
 
 async def test_start_describe_history_answer_as_quart_did(start_server: StartServer) -> None:
-    srv = await start_server(worker_token="tok-worker", operator_token="tok-operator")
+    srv = await start_server(
+        worker_token="tok-worker", operator_token="tok-operator", max_payload_bytes=3000
+    )
     http = await OrderedHttp.open(srv)
     answers: list[dict[str, Any]] = []
     swaps: dict[str, str] = {}
@@ -127,6 +135,8 @@ async def test_start_describe_history_answer_as_quart_did(start_server: StartSer
         start_body("wf-2"),
     )
     await ask("no credentials", "GET", "/api/workflows/wf-1", CP)
+    # Refused with its body unread: Connection: close.
+    await ask("too large", "POST", "/api/workflows", JSON_HEADERS, start_body("wf-3", ["x" * 3000]))
     await ask(
         "unknown namespace",
         "POST",
@@ -169,3 +179,54 @@ async def test_start_describe_history_answer_as_quart_did(start_server: StartSer
     assert [a["name"] for a in answers] == [e["name"] for e in expected]
     for answer, want in zip(answers, expected, strict=True):
         assert answer == want, answer["name"]
+
+
+def test_only_exact_matches_are_served_below_quart() -> None:
+    """Anything but the exact method and path (HEAD, a trailing slash, other methods,
+    the routes beside them) is left to the Quart app."""
+
+    def served(method: str, path: str) -> str | None:
+        for route in BELOW_QUART:
+            if route.match(method, path) is not None:
+                return route.handler.__name__
+        return None
+
+    assert served("POST", "/api/workflows") == "start_workflow"
+    assert served("GET", "/api/workflows/wf-1") == "describe_workflow"
+    assert served("GET", "/api/workflows/wf-1/runs/r-1/history") == "history"
+    for method, path in [
+        ("GET", "/api/workflows"),
+        ("PUT", "/api/workflows"),
+        ("POST", "/api/workflows/"),
+        ("HEAD", "/api/workflows/wf-1"),
+        ("GET", "/api/workflows/wf-1/"),
+        ("DELETE", "/api/workflows/wf-1"),
+        ("GET", "/api/workflows/wf-1/runs"),
+        ("GET", "/api/workflows/wf-1/runs/r-1"),
+        ("GET", "/api/workflows/wf-1/runs//history"),
+        ("GET", "/api/workflows/wf-1/runs/r-1/history/export"),
+        ("POST", "/api/workflows/wf-1/runs/r-1/history"),
+    ]:
+        assert served(method, path) is None, (method, path)
+
+
+async def test_a_history_poll_whose_client_left_logs_client_gone(
+    server: RunningServer, request_logs: pytest.LogCaptureFixture
+) -> None:
+    """The long-polled history page watches for its client below Quart as Quart did:
+    the client leaves, the poll ends there (no answer, ``action=client_gone``)."""
+    async with server.client(**CP) as c:
+        r = await c.post("/api/workflows", json={"workflow_id": "gone", "workflow_type": "t"})
+        assert r.status_code == 201, r.text
+        history = f"/api/workflows/gone/runs/{r.json()['run_id']}/history"
+        last = (await c.get(history)).json()["events"][-1]["sequence"]
+        with pytest.raises(httpx.ReadTimeout):
+            await c.get(
+                history,
+                params={"wait_new_event": "1", "next_page_token": encode_token(last)},
+                headers={"X-Request-Id": "rid-history-gone"},
+                timeout=0.5,
+            )
+    (line,) = await request_lines(request_logs, "rid-history-gone")
+    assert line.status is None and line.action == "client_gone"
+    assert line.route == "/api/workflows/{wf}/runs/{run_id}/history"
