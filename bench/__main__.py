@@ -14,6 +14,7 @@ from pathlib import Path
 from bench import (
     backlog_scaling,
     bars,
+    bridges,
     cross_node_wakes,
     history_export,
     history_follow,
@@ -383,6 +384,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="backlog: ready tasks (the bar compares the largest with the smallest)",
     )
     ba.set_defaults(run=bars.run)
+    br = sub.add_parser(
+        "bridges",
+        help="ways of running asyncpg under Trio (trio-asyncio, a thread, uvloop in a thread): "
+        "CPU and latency per transaction; needs --dsn",
+    )
+    br.add_argument("--bridges", nargs="+", choices=bridges.BRIDGES, default=list(bridges.BRIDGES))
+    br.add_argument("--count", type=_positive, default=3000, help="transactions per measurement")
+    br.add_argument("--concurrency", type=_positive, default=16, help="operations at once")
+    br.add_argument("--runs", type=_positive, default=2, help="rounds over the bridges")
+    br.set_defaults(run=bridges.run)
     pf = sub.add_parser(
         "profile",
         help="where a server's CPU went: summarise the py-spy samples a benchmark run with "
