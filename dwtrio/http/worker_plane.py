@@ -22,7 +22,8 @@ functions (``envelope``), so a client cannot tell which side answered: the
 parity test (tests/http/test_below_quart_parity.py) holds answers recorded
 from Quart. The price is two serving paths to keep alike: a change to the
 Quart hooks (``app.py``, ``pipeline.run_gates``, ``pipeline.finish_response``,
-the metrics blueprint's route note) must be made in :meth:`WorkerPlane.serve_control` too.
+the metrics blueprint's route note) must be made in
+:meth:`WorkerPlane.serve_control` too.
 """
 
 from __future__ import annotations
