@@ -30,6 +30,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 from collections.abc import Awaitable, Iterator
 from functools import partial
 from pathlib import Path
@@ -128,13 +129,43 @@ async def log_schema_state(store: Store) -> None:
     migrate.log_newer(state.newer)
 
 
+#: How long the rest of a shutdown (background loops, the wake bus, the pool, the store's
+#: loop thread) may take past DW_GRACEFUL_TIMEOUT_SECONDS before the process exits anyway.
+SHUTDOWN_GRACE_S = 20.0
+
+
+def arm_shutdown_watchdog(limit_s: float) -> threading.Timer:
+    """End the process (exit status 1) if it is still running ``limit_s`` from now.
+
+    A shutdown that hangs (a driver call that never comes back from cancellation, a
+    peer that stopped answering) must not keep a node alive that its orchestrator
+    already counts as gone. A thread, not a Trio task: it fires even if Trio is stuck.
+    """
+
+    def give_up() -> None:
+        log.error("shutdown did not finish within %g s of the signal; exiting now", limit_s)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(1)
+
+    timer = threading.Timer(limit_s, give_up)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 async def _watch_signals(
-    stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    stop: trio.Event,
+    shutdown_limit_s: float,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         task_status.started()
         async for signum in signals:
             log.info("received %s: draining", signal.Signals(signum).name)
+            if not stop.is_set():
+                arm_shutdown_watchdog(shutdown_limit_s)
             stop.set()
 
 
@@ -197,7 +228,7 @@ async def serve(
     serving = False
     async with trio.open_nursery() as root:
         if handle_signals:
-            await root.start(_watch_signals, stop)
+            await root.start(_watch_signals, stop, settings.graceful_timeout_s + SHUTDOWN_GRACE_S)
         with trio.CancelScope() as startup:
 
             async def cancel_startup_on_stop() -> None:
