@@ -154,6 +154,21 @@ def arm_shutdown_watchdog(limit_s: float) -> threading.Timer:
     return timer
 
 
+class ShutdownPhases:
+    """Logs how long after the stop each phase of a shutdown ended (one INFO line each),
+    so that a slow shutdown says where its time went."""
+
+    def __init__(self) -> None:
+        self._began: float | None = None
+
+    def start(self) -> None:
+        self._began = trio.current_time()
+
+    def done(self, phase: str) -> None:
+        if self._began is not None:
+            log.info("shutdown: %s %.2f s after the stop", phase, trio.current_time() - self._began)
+
+
 async def _watch_signals(
     stop: trio.Event,
     shutdown_limit_s: float,
@@ -226,6 +241,7 @@ async def serve(
     """
     stop = trio.Event() if stop is None else stop
     serving = False
+    phases = ShutdownPhases()
     async with trio.open_nursery() as root:
         if handle_signals:
             await root.start(_watch_signals, stop, settings.graceful_timeout_s + SHUTDOWN_GRACE_S)
@@ -260,6 +276,7 @@ async def serve(
 
                     async def drain() -> None:
                         await stop.wait()
+                        phases.start()
                         rt.drain()
 
                     async with trio.open_nursery() as nursery:  # the supervisor nursery
@@ -279,6 +296,7 @@ async def serve(
                                     task_status=task_status,
                                 )
                             finally:
+                                phases.done("HTTP drained")
                                 nursery.cancel_scope.cancel()
 
                         await supervisor.start_all(nursery, rt)
@@ -288,6 +306,9 @@ async def serve(
                             gc.freeze()
                         log.info("dwtrio serving on %s", ", ".join(binds))
                         task_status.started(binds)
+                    phases.done("background loops stopped")
+                phases.done("pool closed")
+            phases.done("store loop stopped")
         root.cancel_scope.cancel()  # the signal watcher and the startup guard
 
 
