@@ -428,15 +428,18 @@ async def transaction_with_handoffs(
     """Run ``op`` as one transaction (``store.transaction``), handing the ready tasks of
     ``kinds`` it writes (``handoffs.offer_task``) to polls parked in this process.
 
-    The call is shielded like a claim: a lease it commits must be delivered or
-    released, not left to expire because the caller was cancelled. What it could
-    not hand over is in its outcome's wakes, as without sync match.
+    Not shielded: cancelling the caller cancels the transaction, which then rolls
+    back and leases nothing (its reservations are undone). A transaction that
+    committed before it saw the cancellation still returns here (``store/bridge.py``
+    hands back a result the asyncio side produced), so its leases are delivered or
+    released. (A shield here held a server's shutdown for the whole outage wait
+    when its database stopped answering.) What it could not hand over is in its
+    outcome's wakes, as without sync match.
     """
     sync = SyncMatch(host, kinds)
     committed = False
     try:
-        with trio.CancelScope(shield=True):
-            result = await host.store.transaction(handoffs.bind(sync, op), *args, **kwargs)
+        result = await host.store.transaction(handoffs.bind(sync, op), *args, **kwargs)
         committed = True
     finally:
         orphans = sync.settle(committed=committed)

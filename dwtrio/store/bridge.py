@@ -24,9 +24,11 @@ The rules that follow from running on another thread:
   :func:`to_trio`, which runs it on the Trio thread.
 * Cancelling the Trio task cancels the asyncio task, and the Trio task waits
   until the asyncio side has finished (its ``finally`` blocks, a rollback, a
-  connection handed back) before it raises ``trio.Cancelled``. A result the
-  asyncio side produced anyway (it finished before it saw the cancellation) is
-  returned; the cancellation is then delivered at the caller's next checkpoint.
+  connection handed back) before it raises ``trio.Cancelled``, for at most
+  :data:`CANCEL_WAIT_S`: then it raises and the asyncio task finishes on its
+  own (one warning line). A result the asyncio side produced anyway (it
+  finished before it saw the cancellation) is returned; the cancellation is
+  then delivered at the caller's next checkpoint.
 * The calling task's contextvars travel with the call (as a copy).
 """
 
@@ -49,7 +51,13 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 #: Longest the loop's thread may take to finish what is left on it at shutdown.
-SHUTDOWN_TIMEOUT_S = 5.0
+SHUTDOWN_TIMEOUT_S = 2.0
+
+#: How long a cancelled call waits for its asyncio task to end (its cleanup: a rollback
+#: and a connection handed back, each bounded by the store's 2 s) before the Trio side
+#: goes on without it. A driver call that ignores cancellation (asyncpg waiting on a
+#: database that stopped answering) must not hold a shutdown.
+CANCEL_WAIT_S = 4.0
 
 
 class LoopClosedError(RuntimeError):
@@ -110,30 +118,54 @@ class AsyncioThread:
         trio_task = trio.lowlevel.current_task()
         holder: list[asyncio.Future[T]] = []
         cancel: list[Callable[[], Any]] = []
+        settled: list[bool] = []
+
+        def settle(result: outcome.Outcome[T]) -> None:  # Trio thread, at most once
+            if not settled:
+                settled.append(True)
+                trio.lowlevel.reschedule(trio_task, result)
 
         def finish(fut: asyncio.Future[T]) -> None:  # Trio thread
-            result: outcome.Outcome[T]
             if fut.cancelled():
-                result = (
+                settle(
                     outcome.capture(cancel[0])
                     if cancel
                     else outcome.Error(LoopClosedError("the asyncio loop was stopped"))
                 )
             elif (exc := fut.exception()) is not None:
-                result = outcome.Error(exc)
+                settle(outcome.Error(exc))
             else:
-                result = outcome.Value(fut.result())
-            trio.lowlevel.reschedule(trio_task, result)
+                settle(outcome.Value(fut.result()))
+
+        def abandon() -> None:  # Trio thread, CANCEL_WAIT_S after the cancellation
+            if not settled:
+                log.warning(
+                    "a call on the asyncio loop (%s) did not end within %g s of its "
+                    "cancellation; it is left to finish on its own",
+                    getattr(fn, "__qualname__", fn),
+                    CANCEL_WAIT_S,
+                )
+                settle(outcome.capture(cancel[0]))
+
+        def to_trio_soon(callback: Callable[..., None], *args: Any) -> None:
+            try:
+                token.run_sync_soon(callback, *args)
+            except trio.RunFinishedError:
+                pass  # Trio has ended: nobody waits any more
 
         def begin() -> None:  # asyncio thread, in a copy of the caller's context
             fut = asyncio.ensure_future(fn(*args, **kwargs))
             holder.append(fut)
-            fut.add_done_callback(lambda f: token.run_sync_soon(finish, f))
+            fut.add_done_callback(lambda f: to_trio_soon(finish, f))
+
+        def cancel_task() -> None:  # asyncio thread
+            holder[0].cancel()
+            self.loop.call_later(CANCEL_WAIT_S, to_trio_soon, abandon)
 
         def abort(raise_cancel: Callable[[], Any]) -> trio.lowlevel.Abort:
             cancel.append(raise_cancel)
-            self.loop.call_soon_threadsafe(lambda: holder[0].cancel())
-            return trio.lowlevel.Abort.FAILED  # finish() reschedules once it ended
+            self.loop.call_soon_threadsafe(cancel_task)
+            return trio.lowlevel.Abort.FAILED  # finish() or abandon() reschedules
 
         try:
             self.loop.call_soon_threadsafe(begin, context=contextvars.copy_context())
