@@ -7,7 +7,8 @@ poll parks the way dwtrio's does (one task waiting on the ASGI ``receive``
 for a disconnect, cancelled by a wake or the deadline); a start hands its
 task to the oldest parked poll of the queue or keeps it for the next poll;
 an activity-task poll gets a new task at once, as from an endless backlog;
-a completion answers at once; anything else is 404.
+a completion answers at once, a describe with the id it was asked for and a
+history read with no events; anything else is 404.
 
 Run beside dwtrio (``--floor`` of ``poll-latency``, ``open-polls``,
 ``request-cost`` and ``dispatch-throughput``), it shows what any application on this HTTP stack pays on
@@ -154,6 +155,10 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         await _answer(send, 200, {"outcome": "completed"})
     elif method == "GET" and path in ("/api/health", "/api/ready"):
         await _answer(send, 200, {"status": "ok"})
+    elif method == "GET" and path.startswith("/api/workflows/") and path.endswith("/history"):
+        await _answer(send, 200, {"events": [], "next_page_token": None})
+    elif method == "GET" and path.startswith("/api/workflows/") and path.count("/") == 3:
+        await _answer(send, 200, {"workflow_id": path.rsplit("/", 1)[1], "status": "running"})
     else:
         await _answer(send, 404, {"reason": "route_not_found"})
 
