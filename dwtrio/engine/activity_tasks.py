@@ -27,7 +27,6 @@ from dwtrio.errors import (
     TaskMismatchError,
     TaskNotFoundError,
 )
-from dwtrio.matching.handoffs import offer_task
 from dwtrio.protocol.admission import BLOCKED, Blocked, Throttled
 from dwtrio.protocol.commands import ScheduleActivity
 from dwtrio.protocol.ids import new_id
@@ -41,6 +40,7 @@ from dwtrio.protocol.worker import (
 from dwtrio.store import activities, handoffs, runs, tasks
 from dwtrio.store.activities import ActivityExecution, ClaimedActivity, LockedActivityCall
 from dwtrio.store.history import NewEvent, append_events
+from dwtrio.store.offers import offer_task
 from dwtrio.store.pool import Conn
 from dwtrio.store.runs import OPEN_STATUSES, LockedRun
 
@@ -68,7 +68,7 @@ async def schedule(
     outcome: Outcome,
 ) -> tuple[NewEvent, str]:
     """Create the execution and its ready task (handed to a parked poll if one takes it,
-    ``matching/handoffs.py``); returns (ActivityScheduled, task id)."""
+    ``store/offers.py``); returns (ActivityScheduled, task id)."""
     execution_id = new_id()
     queue = command.queue or run.task_queue
     task_id = new_id()
@@ -194,7 +194,7 @@ async def claim(
 
 
 async def lease_created(conn: Conn, params: ClaimParams, task_id: str) -> dict[str, Any] | None:
-    """Sync match (``matching/handoffs.py``): lease the ready task ``task_id``, scheduled by
+    """Sync match (``store/offers.py``): lease the ready task ``task_id``, scheduled by
     this transaction, to the parked poll of ``params``, as :func:`claim` would (new
     attempt, ``ActivityStarted``); its wire body, or None when that poll's claim could
     not take it (the worker's cohort drains)."""

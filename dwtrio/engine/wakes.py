@@ -5,15 +5,15 @@ with a ready task does nothing (that task will see the new history); with a
 leased task it sets ``wake_pending``, honoured when that task completes;
 otherwise it creates a ready task and asks the caller to wake the queue's
 pollers after commit, unless a poll parked in this process is handed the task
-(sync match, ``matching/handoffs.py``).
+(sync match, ``store/offers.py``).
 """
 
 from __future__ import annotations
 
 from dwtrio.engine.outcome import Outcome
-from dwtrio.matching.handoffs import offer_task
 from dwtrio.protocol.ids import new_id
 from dwtrio.store import tasks
+from dwtrio.store.offers import offer_task
 from dwtrio.store.pool import Conn
 from dwtrio.store.runs import LockedRun
 

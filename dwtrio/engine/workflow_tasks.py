@@ -174,7 +174,7 @@ async def claim(
 
 
 async def lease_created(conn: Conn, params: ClaimParams, task_id: str) -> dict[str, Any] | None:
-    """Sync match (``matching/handoffs.py``): lease the ready task ``task_id``, written by
+    """Sync match (``store/offers.py``): lease the ready task ``task_id``, written by
     this transaction, to the parked poll of ``params`` and build its wire body, as
     :func:`claim` would; None when that poll's claim could not take it (another
     type, the run pinned to another build, or the worker's cohort drains). Runs at the end of the

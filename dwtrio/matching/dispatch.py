@@ -27,12 +27,12 @@ import trio
 
 from dwtrio import metrics
 from dwtrio.errors import AdmissionLockBusyError, StoreUnavailableError
-from dwtrio.matching import handoffs
 from dwtrio.matching.batches import MAX_BATCH, ClaimBatches
 from dwtrio.matching.poll import Client, poll_for_task
 from dwtrio.matching.waiters import MAX_CLAIMS_IN_FLIGHT, RESERVED, QueueKey, Waiter, WaiterSet
 from dwtrio.protocol.admission import AdmissionPolicy, Blocked, QueueCaps, Throttled
 from dwtrio.settings import Settings
+from dwtrio.store import offers
 from dwtrio.store.pool import Conn, Op, Store, call_on_trio
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ class SyncMatch:
 
     A poll is reserved (:meth:`reserve`) before the task is written, by the
     caller before the store call or by the operation itself
-    (``handoffs.offer_task``). The store may run an operation again (a deadlock,
+    (``offers.offer_task``). The store may run an operation again (a deadlock,
     a serialization failure, a connection lost before any effect): a
     reservation outlives the run that took it, and the next run reuses it
     before reserving another poll. Only what the committed run leased
@@ -290,7 +290,7 @@ class SyncMatch:
         #: What the current run leased to its reserved polls: the task bodies.
         self._leased: dict[Waiter, Task] = {}
         #: The current run's tasks to hand over after its commit (:meth:`defer`).
-        self._deferred: list[handoffs.Offered] = []
+        self._deferred: list[offers.Offered] = []
 
     def begin(self) -> None:
         """A run of the operation starts: an earlier run's leases were rolled back."""
@@ -298,7 +298,7 @@ class SyncMatch:
         self._leased.clear()
         self._deferred = []
 
-    def defer(self, offered: list[handoffs.Offered]) -> None:
+    def defer(self, offered: list[offers.Offered]) -> None:
         """The run's ready tasks, for :meth:`hand_over_deferred` after its commit."""
         self._deferred = offered
 
@@ -426,7 +426,7 @@ async def transaction_with_handoffs(
     **kwargs: A.kwargs,
 ) -> T:
     """Run ``op`` as one transaction (``store.transaction``), handing the ready tasks of
-    ``kinds`` it writes (``handoffs.offer_task``) to polls parked in this process.
+    ``kinds`` it writes (``offers.offer_task``) to polls parked in this process.
 
     Not shielded: cancelling the caller cancels the transaction, which then rolls
     back and leases nothing (its reservations are undone). A transaction that
@@ -439,7 +439,7 @@ async def transaction_with_handoffs(
     sync = SyncMatch(host, kinds)
     committed = False
     try:
-        result = await host.store.transaction(handoffs.bind(sync, op), *args, **kwargs)
+        result = await host.store.transaction(offers.bind(sync, op), *args, **kwargs)
         committed = True
     finally:
         orphans = sync.settle(committed=committed)
@@ -456,13 +456,13 @@ async def autocommit_with_handoffs(
 ) -> T:
     """Run ``op`` without a transaction (``store.autocommit``: its one
     writing statement commits alone), then hand the ready tasks it wrote
-    (``handoffs.offer_task``) to polls parked here, each leased by a statement of
+    (``offers.offer_task``) to polls parked here, each leased by a statement of
     its own (:meth:`SyncMatch.hand_over_deferred`). Nothing is reserved until the
     operation has committed, so a retry or a failure of it has nothing to undo,
     and a failed lease never fails the operation: that task's queue is woken.
     """
     sync = SyncMatch(host, kinds)
-    bound = handoffs.bind(sync, op, in_transaction=False)
+    bound = offers.bind(sync, op, in_transaction=False)
     result = await host.store.autocommit(bound, *args, **kwargs)
     await sync.hand_over_deferred()
     return result

@@ -3,7 +3,7 @@ transaction, leased in that transaction to the worker of a parked poll.
 
 Each statement leases one task by id under the conditions of its kind's claim
 statement and returns what that claim returns, so the engine builds the same
-wire body (see ``matching/handoffs.py``).
+wire body (see ``store/offers.py``).
 """
 
 from __future__ import annotations

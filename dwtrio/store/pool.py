@@ -325,7 +325,7 @@ def note_new_events(run_id: str) -> None:
 async def call_on_trio(token: trio.lowlevel.TrioToken, fn: Callable[[], T]) -> T:
     """From inside a store operation on another thread than Trio's: run the plain
     function ``fn`` on the Trio thread of ``token`` and return its result (one hop
-    each way; sync match reserves parked polls so, ``matching/handoffs.py``)."""
+    each way; sync match reserves parked polls so, ``store/offers.py``)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
 

@@ -1,7 +1,7 @@
 """Sync match beyond starts: every task a request or the timer loop creates may go
 straight to a poll parked in the same process (issue 19).
 
-Contract: dwtrio/matching/handoffs.py and ``transaction_with_handoffs`` in
+Contract: dwtrio/store/offers.py and ``transaction_with_handoffs`` in
 dwtrio/matching/dispatch.py. A handed task is the task a claim would have
 leased (same body, same lease, ``ActivityStarted`` recorded), and no claim
 statement runs for it: the tests count claims that found a task

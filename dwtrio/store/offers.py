@@ -1,5 +1,9 @@
 """Sync match inside a store operation: what the engine sees of it.
 
+It sits in the store layer so that the engine, which offers the tasks it writes,
+and matching, which reserves the parked polls, can both use it without either
+importing the other.
+
 A start hands its first workflow task to a parked poll through its own
 statement (``dispatch.create_with_handoff``). Every other task is created
 deep inside a use case: activities scheduled by a workflow-task completion,
@@ -32,11 +36,13 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import attrs
 
-from dwtrio.matching.waiters import QueueKey
 from dwtrio.store.pool import Conn
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+#: (namespace, task queue, kind): a line of parked polls (``matching.waiters.QueueKey``).
+QueueKey = tuple[str, str, str]
 
 
 class Wakes(Protocol):
