@@ -4,7 +4,7 @@ Every ``sh`` block of the page runs in order (each after the first, the block
 that sets ``DW``, ``AUTH``, ``CP`` and ``JSON``) against one real server, and
 every ``python`` block runs the same way with the official SDK in its own
 interpreter (the SDK is asyncio-based; the test server runs under
-trio-asyncio). What each block prints must match the ``text`` block right after
+Trio). What each block prints must match the ``text`` block right after
 it, line by line; ``...`` in a documented line stands for any text (times,
 lags). The page's settings table is checked against ``dwtrio.settings``.
 """

@@ -1,7 +1,7 @@
 """The embedded PostgreSQL lifecycle: start, idempotence, stop, crash and stale recovery.
 
-Connections are made with asyncpg in a subprocess: the test process may have
-trio-asyncio installed, which changes asyncio process-wide.
+Connections are made with asyncpg in a subprocess: the test process runs
+Trio.
 """
 
 from __future__ import annotations

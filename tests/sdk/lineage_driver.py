@@ -3,7 +3,7 @@
     python lineage_driver.py <scenario> <base_url> <token>
 
 Prints one JSON line. Runs in its own process (the SDK is asyncio; the test
-process has trio-asyncio loaded). Every scenario is bounded by timeouts.
+process runs Trio). Every scenario is bounded by timeouts.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ official SDK; prints a JSON result.
     python lost_worker_driver.py <scenario> <base_url> <token> [queue]
 
 Runs in its own process (the SDK is asyncio-based; the test process runs
-trio-asyncio). The ``killed-worker`` scenario starts a second copy of this
+Trio). The ``killed-worker`` scenario starts a second copy of this
 script as a worker process (scenario ``doomed-worker``) and SIGKILLs it while
 its activity runs: no deregistration, no failure report, no more heartbeats.
 Every scenario is bounded by timeouts.

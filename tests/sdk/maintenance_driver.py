@@ -5,7 +5,7 @@
 Scenarios: ``repair-start`` (start a workflow nobody works on and repair it),
 ``repair-run:<workflow_id>:<queue>`` (repair it again, after the test deleted its
 task, then run it to the end with a worker) and ``archive``. Runs in its own
-process (the SDK is asyncio; the test process has trio-asyncio loaded). Every
+process (the SDK is asyncio; the test process runs Trio). Every
 wait is bounded.
 """
 

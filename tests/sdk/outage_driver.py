@@ -11,7 +11,7 @@ result counts what was acknowledged, completed with the right result, failed,
 and when each start was acknowledged and each workflow completed (wall clock),
 so the test can line them up with the fault it injected.
 
-Runs in its own process (the SDK is asyncio; the test process runs trio-asyncio).
+Runs in its own process (the SDK is asyncio; the test process runs Trio).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
     python queries_updates_driver.py <scenario> <base_url> <token>
 
-Runs in its own process (the SDK is asyncio-based; the test process has
-trio-asyncio loaded). The workflow under test parks on a ``hold`` activity
+Runs in its own process (the SDK is asyncio-based; the test process runs
+Trio). The workflow under test parks on a ``hold`` activity
 that this process releases only after the queries and updates are done, so
 nothing depends on timing. Every wait is bounded.
 """

@@ -2,8 +2,8 @@
 
     python schedules_driver.py <scenario> <base_url> <token>
 
-Runs in its own process (the SDK is asyncio; the test process has trio-asyncio
-loaded). A scenario drives the schedule client calls and, where it needs one, a
+Runs in its own process (the SDK is asyncio; the test process runs
+Trio). A scenario drives the schedule client calls and, where it needs one, a
 real worker running the started workflows; it returns what it observed and the
 test asserts on it. Every wait is bounded by a deadline.
 """

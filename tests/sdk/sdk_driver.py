@@ -1,7 +1,7 @@
 """Run one scenario of the official ``durable_workflow`` SDK against a live server.
 
-The SDK is asyncio-based and the pytest process runs trio-asyncio, which changes
-asyncio process-wide, so tests run this script in a subprocess::
+The SDK is asyncio-based and the pytest process runs Trio (and the server under
+test), so tests run this script in a subprocess::
 
     python sdk_driver.py '<json spec>'
 

@@ -26,7 +26,7 @@ async def start_sdk_server(start_server: StartServer, **settings: Any) -> Runnin
 
 async def run_driver(server: RunningServer, driver: str, scenario: str) -> Any:
     """Run one scenario of ``tests/sdk/<driver>`` in a subprocess (the SDK is asyncio, this
-    process runs trio-asyncio); the driver prints its result as the last stdout line."""
+    process runs Trio); the driver prints its result as the last stdout line."""
     with trio.fail_after(DRIVER_TIMEOUT_S):
         proc = await trio.run_process(
             [sys.executable, str(Path(__file__).with_name(driver)), scenario, server.url, TOKEN],

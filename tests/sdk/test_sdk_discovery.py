@@ -1,7 +1,7 @@
 """The official ``durable_workflow`` SDK discovers and manages a live dwtrio.
 
 The SDK runs in a subprocess (``sdk_driver.py``, plain ``asyncio.run``): this
-process has trio-asyncio installed, which changes asyncio process-wide. The
+process runs Trio and the server under test. The
 subprocess is started with ``trio.run_process`` so the in-process server keeps
 answering while the SDK talks to it.
 """

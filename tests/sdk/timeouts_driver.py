@@ -3,7 +3,7 @@
     python timeouts_driver.py <scenario> <base_url> <token> [queue]
 
 Runs in its own process (the SDK is asyncio-based; the test process runs
-trio-asyncio). The ``killed-worker`` scenario starts a second copy of this
+Trio). The ``killed-worker`` scenario starts a second copy of this
 script as a worker process (scenario ``hanging-worker``) and SIGKILLs it while
 its activity runs. Every scenario is bounded by timeouts.
 """

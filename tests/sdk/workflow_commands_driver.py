@@ -2,8 +2,8 @@
 
     python workflow_commands_driver.py <scenario> <base_url> <token>
 
-Runs in its own process (the SDK is asyncio; the test process has
-trio-asyncio loaded). Every wait is bounded.
+Runs in its own process (the SDK is asyncio; the test process runs
+Trio). Every wait is bounded.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
     python workflows_driver.py <scenario> <base_url> <token>
 
-Runs in its own process: the SDK is asyncio-based, while the test process has
-trio-asyncio loaded (which changes asyncio process-wide). Every scenario is
+Runs in its own process: the SDK is asyncio-based, while the test process runs
+Trio (which changes asyncio process-wide). Every scenario is
 bounded by timeouts.
 """
 
