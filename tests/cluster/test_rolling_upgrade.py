@@ -17,7 +17,8 @@ runs with this venv's python from its own tree, so its own ``dwtrio`` package an
 
 Then the books: every acknowledged start completed exactly once with its result, every
 history is gap-free with each step recorded once, no client saw a 5xx (nginx's own access
-log, which records what clients got), and both N-1 nodes answered polls and completions
+log, which records what clients got) but for the keep-alive close race of step 5 (at most
+two 502s from A within a second of its signal), and both N-1 nodes answered polls and completions
 after the migration (the same log, by upstream address). One line of figures is printed.
 """
 
@@ -60,6 +61,9 @@ LOAD_SECONDS = 34.0
 LOAD_PER_SECOND = 4.0
 #: When each step starts, in seconds after the load began.
 MIGRATE_AT, DRAIN_A_AT, DRAIN_B_AT = 4.0, 12.0, 22.0
+#: How long after A's signal a 502 from A counts as the keep-alive close race (step 5).
+CLOSE_RACE_S = 1.0
+
 #: The default: requests in flight get this long when a node drains.
 GRACEFUL_TIMEOUT_S = 10
 ACCESS_FORMAT = "$msec $status $upstream_addr $upstream_status $request_method $uri"
@@ -472,7 +476,21 @@ async def test_rolling_upgrade_from_the_previous_release_loses_nothing(
         )
     ]
     log = read_access_log(access_log(cluster))
-    five_xx = [e for e in log if e.status >= 500]
+    # Step 5 signals A while nginx still routes to it: a request nginx sends on an idle
+    # keep-alive connection in the instant A closes it gets no answer, and nginx reports a
+    # 502 without passing a POST on (it cannot know whether it was read). No server can
+    # close a keep-alive connection without that race; orchestrators stop routing first
+    # (docs/rolling-upgrades.md). Such a 502 is counted and tolerated only from A, within
+    # a second of its signal, and at most twice; the books below must still be exact.
+    a_upstream = f"127.0.0.1:{a.port}"
+    close_races = [
+        e
+        for e in log
+        if e.status == 502
+        and e.upstreams == (a_upstream,)
+        and 0 <= e.at - sigterm_a <= CLOSE_RACE_S
+    ]
+    five_xx = [e for e in log if e.status >= 500 and e not in close_races]
     after_a = served_by(log, a, migrated_at, sigterm_a)
     after_b = served_by(log, b, migrated_at, sigterm_b)
     signal_failures = [x for x in acknowledged if x.get("signal_error") or x.get("signal_failed")]
@@ -480,7 +498,8 @@ async def test_rolling_upgrade_from_the_previous_release_loses_nothing(
         f"\nrolling upgrade {release.commit[:10]} -> this tree: {len(lines)} starts,"
         f" {len(acknowledged)} acknowledged, {len(acknowledged) - len(wrong)} completed right,"
         f" lost/wrong {len(wrong)}, duplicate runs {len(duplicates)}, history problems"
-        f" {len(history)}, client 5xx {len(five_xx)} of {len(log)} requests;"
+        f" {len(history)}, client 5xx {len(five_xx)} of {len(log)} requests"
+        f" (+{len(close_races)} keep-alive close races at A's signal);"
         f" drains a {drained_a - sigterm_a:.2f}s b {drained_b - sigterm_b:.2f}s;"
         f" N-1 after migration: a {dict(after_a)}, b {dict(after_b)};"
         f" SDK worker warnings {worker['warnings']}; {t.line()}"
@@ -490,6 +509,7 @@ async def test_rolling_upgrade_from_the_previous_release_loses_nothing(
     assert wrong == [] and duplicates == [] and history == []
     assert len(books["runs"]) == len(acknowledged) == int(LOAD_SECONDS * LOAD_PER_SECOND)
     nodes = {f"127.0.0.1:{n.port}": n.server_id for n in (a, b, c)}
+    assert len(close_races) <= 2, close_races
     assert five_xx == [], [
         f"{e.status} {e.method} {e.uri} from {[nodes.get(u, u) for u in e.upstreams]}"
         f" at +{e.at - t.began:.3f}s"
