@@ -97,17 +97,26 @@ class Route:
         return tuple(self.pattern.split("/"))
 
     def match(self, parts: list[str]) -> dict[str, str] | None:
-        if len(self.segments) != len(parts):
-            return None
-        params: dict[str, str] = {}
-        for segment, part in zip(self.segments, parts, strict=True):
-            if segment.startswith("{"):
-                if not part:
-                    return None
-                params[segment[1:-1]] = part
-            elif segment != part:
+        return match_segments(self.segments, parts, "{")
+
+
+def match_segments(
+    segments: tuple[str, ...], parts: list[str], opening: str
+) -> dict[str, str] | None:
+    """The path parameters when ``parts`` fit ``segments`` (a parameter is a segment
+    starting with ``opening``, ``{name}`` or ``<name>``, and matches one non-empty
+    part), else None."""
+    if len(segments) != len(parts):
+        return None
+    params: dict[str, str] = {}
+    for segment, part in zip(segments, parts, strict=True):
+        if segment.startswith(opening):
+            if not part:
                 return None
-        return params
+            params[segment[1:-1]] = part
+        elif segment != part:
+            return None
+    return params
 
 
 @attrs.frozen
@@ -159,18 +168,7 @@ class ControlRoute:
         other methods: left to Quart)."""
         if method != self.method:
             return None
-        parts = path.split("/")
-        if len(self.segments) != len(parts):
-            return None
-        params: dict[str, str] = {}
-        for segment, part in zip(self.segments, parts, strict=True):
-            if segment.startswith("<"):
-                if not part:
-                    return None
-                params[segment[1:-1]] = part
-            elif segment != part:
-                return None
-        return params
+        return match_segments(self.segments, path.split("/"), "<")
 
 
 async def quart_view(rt: Runtime, handler: ControlHandler, **params: str) -> Any:
