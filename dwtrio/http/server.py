@@ -107,6 +107,16 @@ def default_max_connections(db_connections: int) -> int:
     return max(1, soft - max(FD_RESERVE, soft // 10) - db_connections)
 
 
+#: How long, at most, idle keep-alive connections stay open once a drain begins.
+DRAIN_LINGER_S = 0.5
+
+
+async def _linger(gate: ConnectionGate, seconds: float) -> None:
+    """Wait ``seconds`` if any connection is open (none: no wait)."""
+    if gate.open:
+        await trio.sleep(seconds)
+
+
 class Connection(TCPServer):
     """Hypercorn's ``TCPServer``, closed as soon as its client has gone.
 
@@ -366,6 +376,13 @@ async def serve_http(
                 if other_errors is not None:
                     raise other_errors from None  # the rest is the shutdown itself
             finally:
+                # The listeners are closed now (new connections are refused, which a
+                # load balancer passes on safely). Idle keep-alive connections are not
+                # closed at once: a request a load balancer sends on one in the instant
+                # it closes gets no answer, and a POST cannot be passed on (a 502). For a
+                # moment they stay open; what arrives on them is answered with
+                # ``Connection: close`` (the server drains), so the balancer drops them.
+                await _linger(gate, DRAIN_LINGER_S)
                 await context.terminated.set()
                 server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
 
