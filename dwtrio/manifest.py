@@ -185,6 +185,7 @@ OPERATIONS: Final[Mapping[str, OperationContract]] = MappingProxyType(
         "terminate": OperationContract(None, _WF, _OUTCOME),
         "repair": OperationContract(None, _WF, _OUTCOME),
         "archive": OperationContract(None, _WF, _OUTCOME),
+        "redrive": OperationContract(None, _WF, _OUTCOME),
     }
 )
 

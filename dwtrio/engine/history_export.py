@@ -64,6 +64,12 @@ def event_entry(event: EventRow) -> dict[str, Any]:
     }
 
 
+def lineage_link(previous_closed_reason: str | None) -> str:
+    """The link between two runs of an instance, from how the earlier one closed: a
+    failed run was redriven (docs/workflow-maintenance.md), any other continued as new."""
+    return "redrive" if previous_closed_reason == "failed" else "continue_as_new"
+
+
 def workflow_block(run: RunHead) -> dict[str, Any]:
     return {
         "instance_id": run.workflow_id,
@@ -245,7 +251,7 @@ async def stream_bundle(
     if run.continued_from_run_id is not None:
         parent_links.append(
             {
-                "link_type": "continue_as_new",
+                "link_type": lineage_link(run.continued_from_closed_reason),
                 "workflow_instance_id": run.workflow_id,
                 "workflow_run_id": run.continued_from_run_id,
             }
@@ -259,7 +265,7 @@ async def stream_bundle(
         yield out.items(
             [
                 {
-                    "link_type": "continue_as_new",
+                    "link_type": lineage_link(run.closed_reason),
                     "workflow_instance_id": run.workflow_id,
                     "workflow_run_id": run.continued_to_run_id,
                 }

@@ -59,6 +59,7 @@ ACCEPTED: Final = {
     "terminate": Verdict.DONE,
     "repair": Verdict.DONE,
     "archive": Verdict.DONE,
+    "redrive": Verdict.ACCEPTED,
 }
 
 
@@ -184,6 +185,8 @@ class _Recorded:
     receipt_extra: dict[str, Any] = attrs.field(factory=dict)
     #: The command's id when the caller needed it before the record (archive's stamp).
     command_id: str | None = None
+    #: The receipt's ``run_id`` when it is not the targeted run (redrive's new run).
+    run_id: str | None = None
 
 
 async def _record(
@@ -201,7 +204,7 @@ async def _record(
     body = CommandReceipt(
         outcome=rec.outcome,
         workflow_id=run.workflow_id,
-        run_id=run.id,
+        run_id=rec.run_id or run.id,
         requested_run_id=target.run_id,
         resolved_run_id=run.id,
         command_id=command_id,

@@ -80,7 +80,7 @@ def operation_for(method: str, segments: list[str]) -> Target | None:
         run, tail = tail[1], tail[2:]
     if len(tail) == 2 and tail[0] in NAMED_COMMANDS:
         return Target(tail[0], wf, run, tail[1] or None)
-    if len(tail) == 1 and tail[0] in RUN_COMMANDS:
+    if len(tail) == 1 and (tail[0] in RUN_COMMANDS or (run is not None and tail[0] == "redrive")):
         return Target(tail[0], wf, run)
     return None
 

@@ -46,7 +46,12 @@ from dwtrio.protocol.worker import (
     WorkerHeartbeat,
     WorkflowTaskLease,
 )
-from dwtrio.protocol.workflow_commands import CloseWorkflow, RepairWorkflow, SignalWorkflow
+from dwtrio.protocol.workflow_commands import (
+    CloseWorkflow,
+    RedriveWorkflow,
+    RepairWorkflow,
+    SignalWorkflow,
+)
 from dwtrio.protocol.workflows import HistoryPageQuery, ListWorkflows, StartWorkflow
 
 Plane = Literal["public", "discovery", "control", "worker", "metrics", "other"]
@@ -443,6 +448,26 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         _COMMAND_ACCEPTED,
     ),
     *_workflow_command("archive", "Archive a closed run", CloseWorkflow, False, _COMMAND_ACCEPTED),
+    _control(
+        "POST",
+        f"{RUN}/redrive",
+        "workflows",
+        "Redrive a failed run: a new run of the instance replays the failed run's completed "
+        "steps from their recorded results and schedules the failed activity anew.",
+        "redriveWorkflowRun",
+        body=RedriveWorkflow,
+        response=answers.CommandReceipt,
+        success=((202, "Redriven: the receipt names the new run (`run_id`, `redrive`)."),),
+        refusals=(
+            (404, "run_not_found: the instance has no such run."),
+            (
+                409,
+                "run_not_failed, run_archived, run_has_parent, execution_deadline_passed, "
+                "unsupported_history, unresolved_step (a receipt), "
+                "historical_run_command_rejected or request_id_conflict.",
+            ),
+        ),
+    ),
     *_workflow_command(
         "signal",
         "Signal a workflow",

@@ -109,6 +109,8 @@ class CommandReceipt(ResponseBody):
     repair: RepairDetails = OMIT
     #: Archive: when the run was archived (the first archive's time on a repeat).
     archived_at: str | None = OMIT
+    #: Redrive: the new run and what it reuses of the failed one.
+    redrive: RedriveDetails = OMIT
 
 
 @attrs.frozen(kw_only=True)
@@ -119,6 +121,20 @@ class RepairDetails(ResponseBody):
     activity_leases_released: int
     missing_workflow_task: str | None
     created_task_id: str | None
+
+
+@attrs.frozen(kw_only=True)
+class RedriveDetails(ResponseBody):
+    """What a redrive started: the new run, and what it carries over from the failed one."""
+
+    source_run_id: str
+    run_id: str
+    run_number: int
+    #: Steps of the failed run the new run replays from their recorded results.
+    reused_steps: int
+    #: The failed activity step scheduled anew (null: the workflow code itself failed).
+    retried_step_sequence: int | None
+    task_id: str
 
 
 @attrs.frozen(kw_only=True)

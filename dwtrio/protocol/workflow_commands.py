@@ -67,6 +67,17 @@ class RepairWorkflow:
     )
 
 
+@attrs.frozen(kw_only=True)
+class RedriveWorkflow:
+    """``POST /api/workflows/{wf}/runs/{run}/redrive``; unknown fields are ignored."""
+
+    request_id: str | None = attrs.field(
+        default=None,
+        converter=_empty_to_none,
+        validator=[max_length(REQUEST_ID_MAX_LENGTH), no_nul],
+    )
+
+
 def operation_name_errors(name: str, field: str) -> dict[str, list[str]]:
     """The §5.6 checks on a signal/query/update name taken from the path."""
     label = field.replace("_", " ")

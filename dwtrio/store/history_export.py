@@ -54,6 +54,8 @@ class RunHead:
     archive_reason: str | None
     continued_from_run_id: str | None
     continued_to_run_id: str | None
+    #: Why the previous run closed: ``continued`` (continue-as-new) or ``failed`` (redrive).
+    continued_from_closed_reason: str | None
     current_run_id: str | None
     run_count: int
 

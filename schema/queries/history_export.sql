@@ -17,6 +17,8 @@ SELECT r.id, r.workflow_id, r.namespace, r.run_number, r.workflow_type, r.busine
        r.continued_from_run_id,
        (SELECT n.id FROM workflow_runs n WHERE n.continued_from_run_id = r.id
          ORDER BY n.run_number LIMIT 1) AS continued_to_run_id,
+       (SELECT p.closed_reason FROM workflow_runs p WHERE p.id = r.continued_from_run_id)
+           AS continued_from_closed_reason,
        i.current_run_id, i.run_count
   FROM workflow_runs r
   JOIN workflow_instances i ON i.workflow_id = r.workflow_id
