@@ -20,7 +20,7 @@ from dwtrio.engine.redrive import plan_redrive
 from dwtrio.store.history import EventRow
 from dwtrio.store.pool import connect_once
 
-from conftest import CP, WP, RunningServer, StartServer
+from conftest import ADMIN_TOKEN, CP, WP, RunningServer, StartServer
 
 NON_RETRYABLE = {"message": "card declined", "type": "Declined", "non_retryable": True}
 
@@ -290,6 +290,18 @@ async def test_refusals_of_runs_that_cannot_be_carried_over(c: Client, db_dsn: s
     assert body["reason"] == "run_has_parent"
     body = await c.command(redrive_path("rd-parent", parent), {}, 409)
     assert body["reason"] == "run_not_failed"
+
+
+async def test_roles_are_those_of_the_other_workflow_commands(start_server: StartServer) -> None:
+    server = await start_server(worker_token="tok-worker", operator_token="tok-operator")
+    for token, status, reason in (
+        ("tok-worker", 403, "forbidden"),
+        ("tok-operator", 404, "instance_not_found"),
+        (ADMIN_TOKEN, 404, "instance_not_found"),
+    ):
+        async with server.client(token, **CP) as cc:
+            r = await cc.post(redrive_path("rd-role", "r1"), json={})
+        assert r.status_code == status and r.json()["reason"] == reason, r.text
 
 
 def _event(seq: int, kind: str, **payload: Any) -> EventRow:
