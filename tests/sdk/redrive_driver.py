@@ -5,7 +5,8 @@
 Scenarios: ``activity`` (the second of two activities fails for good, so the run
 fails; the activity is fixed and ``Client.redrive_workflow`` continues the run:
 the first activity must not run again) and ``code`` (the workflow code raises after
-its activity; the code is fixed and ``WorkflowHandle.redrive`` continues the run).
+its activity; the code is fixed and ``WorkflowHandle.redrive`` continues the run) and
+``steps`` (an activity, a timer and a side effect replay before the retried activity).
 The worker counts every activity execution. Runs in its own process (the SDK is
 asyncio; the test process runs Trio). Every wait is bounded.
 """
@@ -26,6 +27,8 @@ from driver_support import print_result, running
 CALLS: Counter[str] = Counter()
 #: What the test "deploys" between the failure and the redrive.
 FIXED = {"charge": False, "code": False}
+#: Side effects evaluated, in this worker process (a replayed one is not).
+EFFECTS: list[str] = []
 
 
 @activity.defn(name="reserve")
@@ -59,6 +62,23 @@ class RedriveCode:
         return f"{reserved}, shipped"
 
 
+def _token() -> str:
+    EFFECTS.append("token")
+    return f"tok-{len(EFFECTS)}"
+
+
+@workflow.defn(name="redrive-steps")
+class RedriveSteps:
+    """An activity, a timer and a side effect before the step that fails."""
+
+    def run(self, ctx, item):  # type: ignore[no-untyped-def]
+        reserved = yield ctx.schedule_activity("reserve", [item])
+        yield ctx.start_timer(1)
+        token = yield ctx.side_effect(_token)
+        charged = yield ctx.schedule_activity("charge", [item])
+        return f"{reserved}, {token}, {charged}"
+
+
 def _result(r: Any) -> dict[str, Any]:
     """What the SDK parsed (WorkflowCommandResult), with the raw body's redrive details."""
     fields = dataclasses.asdict(r)
@@ -77,7 +97,7 @@ def _worker(client: Client, queue: str) -> Worker:
     return Worker(
         client,
         task_queue=queue,
-        workflows=[RedriveOrder, RedriveCode],
+        workflows=[RedriveOrder, RedriveCode, RedriveSteps],
         activities=[reserve, charge],
         poll_timeout=5,
     )
@@ -147,11 +167,30 @@ async def code_scenario(url: str, token: str) -> dict[str, Any]:
         return out
 
 
+async def steps_scenario(url: str, token: str) -> dict[str, Any]:
+    async with Client(url, token=token, namespace="default") as client:
+        queue = f"q-{uuid.uuid4().hex[:8]}"
+        out: dict[str, Any] = {}
+        async with running(_worker(client, queue)):
+            workflow_id, failed_run, failure = await _failed_run(client, "redrive-steps", queue)
+            out.update(workflow_id=workflow_id, failed_run_id=failed_run, failure=failure)
+            FIXED["charge"] = True
+            redriven = await client.redrive_workflow(workflow_id, failed_run)
+            out["redriven"] = _result(redriven)
+            handle = client.get_workflow_handle(workflow_id, run_id=redriven.run_id)
+            out["result"] = await client.get_result(handle, timeout=30.0, poll_interval=0.1)
+        out["calls_after"] = dict(CALLS)
+        out["effects"] = len(EFFECTS)
+        return out
+
+
 async def main(scenario: str, url: str, token: str) -> dict[str, Any]:
     if scenario == "activity":
         return await activity_scenario(url, token)
     if scenario == "code":
         return await code_scenario(url, token)
+    if scenario == "steps":
+        return await steps_scenario(url, token)
     raise SystemExit(f"unknown scenario {scenario!r}")
 
 

@@ -88,3 +88,19 @@ async def test_handle_redrive_after_the_workflow_code_failed(sdk_server: Running
     assert redriven["redrive"]["retried_step_sequence"] is None
     assert out["result"] == "reserved book, shipped"
     assert out["calls_after"] == {"reserve": 1}
+
+
+async def test_timers_and_side_effects_replay_from_the_failed_run(
+    sdk_server: RunningServer,
+) -> None:
+    out = await run_driver(sdk_server, DRIVER, "steps")
+    assert "card declined for book" in out["failure"]
+    details = out["redriven"]["redrive"]
+    assert details["reused_steps"] == 3 and details["retried_step_sequence"] == 4
+    # The side effect's recorded value is reused, not evaluated again.
+    assert out["result"] == "reserved book, tok-1, charged book"
+    assert out["effects"] == 1
+    assert out["calls_after"] == {"reserve": 1, "charge": 2}
+    new = await history(sdk_server, out["workflow_id"], out["redriven"]["run_id"])
+    reused = [e["event_type"] for e in new if e["payload"].get("reused_from_run_id")]
+    assert "TimerFired" in reused and "SideEffectRecorded" in reused
