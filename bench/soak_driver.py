@@ -25,18 +25,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 import sys
-import time
 import uuid
-from typing import Any, TextIO
+from typing import Any
 
 from durable_workflow import Client, Worker, activity, workflow
 
+from bench.sdk_processes import paced, serve, start_logged
+
 #: Worker long-poll timeout (seconds).
 POLL_TIMEOUT_S = 10
-#: A failed signal is sent again under the same request id, this many times at most.
-SIGNAL_TRIES = 6
 #: Kinds by ``i % 4``.
 KINDS = ("greeter", "waiter", "greeter", "parent")
 TYPES = {"greeter": "soak-greeter", "waiter": "soak-waiter", "parent": "soak-parent"}
@@ -100,25 +98,7 @@ class Parent:
         return {"child": greeting}
 
 
-class Counting(logging.Handler):
-    """What the SDK logs at WARNING or above: a count, and the first few messages."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.count = 0
-        self.first: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
-        if len(self.first) < 8:
-            self.first.append(record.getMessage()[:300])
-
-
 async def run_worker(url: str, queue: str, max_seconds: float) -> dict[str, Any]:
-    logged = Counting()
-    logging.getLogger("durable_workflow").addHandler(logged)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with Client(url, token="soak", namespace="default") as client:
         worker = Worker(
             client,
@@ -127,62 +107,7 @@ async def run_worker(url: str, queue: str, max_seconds: float) -> dict[str, Any]
             activities=[greet],
             poll_timeout=POLL_TIMEOUT_S,
         )
-        runner = asyncio.create_task(worker.run())
-        stopped = asyncio.create_task(asyncio.wait_for(stop.wait(), max_seconds))
-        await asyncio.wait([runner, stopped], return_when=asyncio.FIRST_COMPLETED)
-        survived = not runner.done()  # the run loop only ends on its own when it failed
-        await worker.stop()
-        results = await asyncio.gather(runner, stopped, return_exceptions=True)
-    return {
-        "worker_id": worker.worker_id,
-        "survived": survived,
-        "run_error": repr(results[0]) if isinstance(results[0], BaseException) else None,
-        "warnings": logged.count,
-        "first_warnings": logged.first,
-    }
-
-
-async def send_signal(client: Client, workflow_id: str, item: str) -> dict[str, Any]:
-    """The SDK retries a failed request a few times; if it still fails, the signal goes
-    again under the same request id (the server answers a repeat from its receipt)."""
-    errors = []
-    for attempt in range(1, SIGNAL_TRIES + 1):
-        try:
-            await client.signal_workflow(
-                workflow_id, "add", args=[item], request_id=f"{workflow_id}-signal"
-            )
-        except Exception as exc:
-            errors.append(f"{type(exc).__name__}: {exc}"[:300])
-            await asyncio.sleep(1)
-            continue
-        return {"signal_tries": attempt, "signal_errors": errors}
-    return {"signal_tries": SIGNAL_TRIES, "signal_errors": errors, "signal_failed": True}
-
-
-async def start_one(client: Client, queue: str, i: int, prefix: str, out: TextIO) -> None:
-    kind = KINDS[i % len(KINDS)]
-    name = f"n{i}"
-    line: dict[str, Any] = {
-        "workflow_id": f"{prefix}-{i:07d}",
-        "kind": kind,
-        "name": name,
-        "sent_at": time.time(),
-    }
-    try:
-        await client.start_workflow(
-            workflow_type=TYPES[kind],
-            workflow_id=line["workflow_id"],
-            task_queue=queue,
-            input=[name],
-            duplicate_policy="use-existing",  # a retried start gets the run it created
-        )
-    except Exception as exc:  # recorded: the soak's books say what became of it
-        line["error"] = f"{type(exc).__name__}: {exc}"[:300]
-    line["answered_at"] = time.time()
-    if kind == "waiter" and "error" not in line:
-        line.update(await send_signal(client, line["workflow_id"], signal_item(name)))
-    out.write(json.dumps(line) + "\n")
-    out.flush()
+        return await serve([worker], max_seconds)
 
 
 async def load(
@@ -190,20 +115,28 @@ async def load(
 ) -> dict[str, Any]:
     prefix = f"soak-{uuid.uuid4().hex[:8]}"
     count = int(seconds * per_second)
-    began = time.monotonic()
     clients = [Client(url, token="soak", namespace="default") for url in urls]
     try:
         with open(path, "w") as out:
-            tasks = []
-            for i in range(count):
-                await asyncio.sleep(max(0.0, began + i / per_second - time.monotonic()))
-                client = clients[i % len(clients)]
-                tasks.append(asyncio.create_task(start_one(client, queue, i, prefix, out)))
-            await asyncio.gather(*tasks)
+
+            async def start(i: int) -> None:
+                kind, name = KINDS[i % len(KINDS)], f"n{i}"
+                await start_logged(
+                    clients[i % len(clients)],
+                    out,
+                    workflow_id=f"{prefix}-{i:07d}",
+                    workflow_type=TYPES[kind],
+                    task_queue=queue,
+                    kind=kind,
+                    name=name,
+                    signal_item=signal_item(name) if kind == "waiter" else None,
+                )
+
+            took = await paced(count, per_second, start)
     finally:
         for client in clients:
             await client.aclose()
-    return {"prefix": prefix, "count": count, "seconds": time.monotonic() - began}
+    return {"prefix": prefix, "count": count, "seconds": took}
 
 
 def main() -> None:

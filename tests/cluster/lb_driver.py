@@ -22,16 +22,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 import sys
-import time
 import uuid
-from typing import Any, TextIO
+from typing import Any
 
 from durable_workflow import Client, Worker, activity, workflow
 
+from bench.sdk_processes import paced, serve, start_logged
+
 POLL_TIMEOUT_S = 10
-SIGNAL_TRIES = 6
 
 
 @activity.defn(name="greet")
@@ -92,87 +91,11 @@ async def register(url: str, token: str, queue: str, worker_id: str) -> dict[str
             await asyncio.gather(runner, return_exceptions=True)
 
 
-class Counting(logging.Handler):
-    """What the SDK logs at WARNING or above: a count, and the first few messages."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.count = 0
-        self.first: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
-        if len(self.first) < 8:
-            self.first.append(record.getMessage()[:300])
-
-
 async def run_worker(
     url: str, token: str, queue: str, max_seconds: float, poll_timeout: float
 ) -> dict[str, Any]:
-    logged = Counting()
-    logging.getLogger("durable_workflow").addHandler(logged)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with Client(url, token=token, namespace="default") as client:
-        worker = make_worker(client, queue, poll_timeout=poll_timeout)
-        runner = asyncio.create_task(worker.run())
-        with_timeout = asyncio.create_task(asyncio.wait_for(stop.wait(), max_seconds))
-        await asyncio.wait([runner, with_timeout], return_when=asyncio.FIRST_COMPLETED)
-        survived = not runner.done()  # the run loop only ends on its own when it failed
-        await worker.stop()
-        results = await asyncio.gather(runner, with_timeout, return_exceptions=True)
-    return {
-        "worker_id": worker.worker_id,
-        "survived": survived,
-        "run_error": repr(results[0]) if isinstance(results[0], BaseException) else None,
-        "warnings": logged.count,
-        "first_warnings": logged.first,
-    }
-
-
-async def send_signal(client: Client, workflow_id: str, item: str) -> dict[str, Any]:
-    """What a careful application does: the SDK retries a failed request a few times; if
-    it still fails, send the signal again under the same request id (the server answers a
-    repeat from its receipt), up to SIGNAL_TRIES times a second apart."""
-    errors = []
-    for attempt in range(1, SIGNAL_TRIES + 1):
-        try:
-            await client.signal_workflow(
-                workflow_id, "add", args=[item], request_id=f"{workflow_id}-signal"
-            )
-        except Exception as exc:
-            errors.append(f"{type(exc).__name__}: {exc}"[:300])
-            await asyncio.sleep(1)
-            continue
-        return {"signal_tries": attempt, "signal_errors": errors, "signalled_at": time.time()}
-    return {"signal_tries": SIGNAL_TRIES, "signal_errors": errors, "signal_failed": True}
-
-
-async def start_one(client: Client, queue: str, i: int, prefix: str, out: TextIO) -> None:
-    waiter = i % 4 == 3
-    workflow_id = f"{prefix}-{i:05d}"
-    line: dict[str, Any] = {
-        "workflow_id": workflow_id,
-        "kind": "waiter" if waiter else "greeter",
-        "name": f"n{i}",
-        "sent_at": time.time(),
-    }
-    try:
-        await client.start_workflow(
-            workflow_type="lb-waiter" if waiter else "lb-greeter",
-            workflow_id=workflow_id,
-            task_queue=queue,
-            input=[f"n{i}"],
-            duplicate_policy="use-existing",  # a retried start gets the run it created
-        )
-    except Exception as exc:  # recorded: the test checks what happened to it
-        line["error"] = f"{type(exc).__name__}: {exc}"[:300]
-    line["answered_at"] = time.time()
-    if waiter and "error" not in line:
-        line["signal"] = f"s{i}"
-        line.update(await send_signal(client, workflow_id, f"s{i}"))
-    out.write(json.dumps(line) + "\n")
-    out.flush()
+        return await serve([make_worker(client, queue, poll_timeout=poll_timeout)], max_seconds)
 
 
 async def load(
@@ -180,15 +103,24 @@ async def load(
 ) -> dict[str, Any]:
     prefix = f"lb-{uuid.uuid4().hex[:8]}"
     count = int(seconds * per_second)
-    began = time.monotonic()
     async with Client(url, token=token, namespace="default") as client:
         with open(path, "w") as out:
-            tasks = []
-            for i in range(count):
-                await asyncio.sleep(max(0.0, began + i / per_second - time.monotonic()))
-                tasks.append(asyncio.create_task(start_one(client, queue, i, prefix, out)))
-            await asyncio.gather(*tasks)
-    return {"prefix": prefix, "count": count, "seconds": time.monotonic() - began}
+
+            async def start(i: int) -> None:
+                waiter = i % 4 == 3
+                await start_logged(
+                    client,
+                    out,
+                    workflow_id=f"{prefix}-{i:05d}",
+                    workflow_type="lb-waiter" if waiter else "lb-greeter",
+                    task_queue=queue,
+                    kind="waiter" if waiter else "greeter",
+                    name=f"n{i}",
+                    signal_item=f"s{i}" if waiter else None,
+                )
+
+            took = await paced(count, per_second, start)
+    return {"prefix": prefix, "count": count, "seconds": took}
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import trio
 
 from conftest import CP, RunningServer, StartServer
 
-DRIVER = Path(__file__).with_name("two_nodes_driver.py")
+DRIVER = Path(__file__).with_name("signal_flow_driver.py")
 TOKEN = "two-node-token"
 COUNT = 5
 

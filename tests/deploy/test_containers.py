@@ -59,7 +59,7 @@ pytestmark = [pytest.mark.sdk, pytest.mark.slow]
 
 HERE = Path(__file__).resolve().parent
 STAND_INS = HERE / "images"
-DRIVER = HERE / "compose_driver.py"
+DRIVER = HERE.parent / "cluster" / "signal_flow_driver.py"
 DOCKERFILE = REPO_ROOT / "compose" / "Dockerfile"
 SINGLE = REPO_ROOT / "compose" / "single" / "compose.yaml"
 CLUSTER = REPO_ROOT / "compose" / "small-cluster" / "compose.yaml"
@@ -441,7 +441,7 @@ def stack(podman: Podman, file: Path, env: Mapping[str, str], name: str) -> Iter
 
 def run_driver(url: str, count: int) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, str(DRIVER), url, TOKEN, str(count)],
+        [sys.executable, str(DRIVER), url, url, TOKEN, str(count)],
         capture_output=True,
         text=True,
         timeout=180,

@@ -32,7 +32,9 @@ import time
 from typing import Any, TextIO
 
 from durable_workflow import Client, Worker, activity, workflow
-from workload import RETRY, RUNS, Child, Counting, Greeter, Parent, Waiter, flaky_greet, greet
+from workload import RETRY, RUNS, Child, Greeter, Parent, Waiter, flaky_greet, greet
+
+from bench.sdk_processes import serve
 
 VICTIM_ACTIVITY_S = 30.0
 VICTIM_TASK_S = 30.0
@@ -96,10 +98,6 @@ class SlowTask:
 async def run(
     url: str, token: str, queue: str, slow_queue: str, max_seconds: float, poll_timeout: float
 ) -> dict[str, Any]:
-    logged = Counting()
-    logging.getLogger("durable_workflow").addHandler(logged)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with Client(url, token=token, namespace="default") as client:
         workers = [
             Worker(
@@ -119,37 +117,21 @@ async def run(
         ]
         # A rescuer serves the slow queue only from SIGUSR1 on, so that it cannot take
         # the work before the victim does.
-        go = asyncio.Event()
+        go, stop = asyncio.Event(), asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, go.set)
         if victim():
             go.set()
 
         async def slow_worker() -> None:
-            await go.wait()
-            await workers[1].run()
+            gates = [asyncio.create_task(go.wait()), asyncio.create_task(stop.wait())]
+            await asyncio.wait(gates, return_when=asyncio.FIRST_COMPLETED)
+            for gate in gates:
+                gate.cancel()
+            if not stop.is_set():
+                await workers[1].run()
 
-        runners = [asyncio.create_task(workers[0].run()), asyncio.create_task(slow_worker())]
-        stopped = asyncio.create_task(asyncio.wait_for(stop.wait(), max_seconds))
-        await asyncio.wait([*runners, stopped], return_when=asyncio.FIRST_COMPLETED)
-        survived = not any(r.done() for r in runners)
-        for w in workers:
-            await w.stop()
-        if not go.is_set():
-            runners[1].cancel()
-        results = await asyncio.gather(*runners, stopped, return_exceptions=True)
-    errors = [
-        repr(r)
-        for r in results[:-1]
-        if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
-    ]
-    return {
-        "worker_id": workers[0].worker_id,
-        "worker_ids": [w.worker_id for w in workers],
-        "survived": survived,
-        "run_error": errors[0] if errors else None,
-        "warnings": logged.count,
-        "first_warnings": logged.first,
-    }
+        runners = [workers[0].run(), slow_worker()]
+        return await serve(workers, max_seconds, runners=runners, stop=stop)
 
 
 def main() -> None:

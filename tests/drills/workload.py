@@ -24,7 +24,8 @@ sent and answered (its latency sample), and the error if it failed; a waiter's l
 also has its signal's tries and times. Every result follows from the input alone
 (``mix.expected_output``). Both activities allow ``mix.MAX_ATTEMPTS`` attempts.
 
-Runs in its own process (the SDK is asyncio); of the tests it imports only ``mix.py``.
+Runs in its own process (the SDK is asyncio); of the tests it imports only ``mix.py``,
+and what every SDK process shares from ``bench/sdk_processes.py``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -43,8 +43,8 @@ from durable_workflow import Client, Worker, activity, workflow
 from durable_workflow.workflow import ActivityRetryPolicy
 from mix import KINDS, MAX_ATTEMPTS, TYPES, signal_item
 
-POLL_TIMEOUT_S = 10
-SIGNAL_TRIES = 6
+from bench.sdk_processes import paced, serve, start_logged
+
 RETRY = ActivityRetryPolicy(max_attempts=MAX_ATTEMPTS, backoff_seconds=[1, 1])
 
 
@@ -131,33 +131,9 @@ class Parent:
         return {"child": greeting}
 
 
-class Counting(logging.Handler):
-    """What the SDK logs at WARNING or above: a count, and the first few messages; the
-    failures of flaky-greet's first attempts (by design) are counted apart."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.count = 0
-        self.by_design = 0
-        self.first: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, FailsByDesign):
-            self.by_design += 1
-            return
-        self.count += 1
-        if len(self.first) < 8:
-            self.first.append(record.getMessage()[:300])
-
-
 async def run_worker(
     url: str, token: str, queue: str, max_seconds: float, poll_timeout: float
 ) -> dict[str, Any]:
-    logged = Counting()
-    logging.getLogger("durable_workflow").addHandler(logged)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with Client(url, token=token, namespace="default") as client:
         worker = Worker(
             client,
@@ -166,71 +142,7 @@ async def run_worker(
             activities=[greet, flaky_greet],
             poll_timeout=poll_timeout,
         )
-        runner = asyncio.create_task(worker.run())
-        stopped = asyncio.create_task(asyncio.wait_for(stop.wait(), max_seconds))
-        await asyncio.wait([runner, stopped], return_when=asyncio.FIRST_COMPLETED)
-        survived = not runner.done()  # the run loop only ends on its own when it failed
-        await worker.stop()
-        results = await asyncio.gather(runner, stopped, return_exceptions=True)
-    return {
-        "worker_id": worker.worker_id,
-        "survived": survived,
-        "run_error": repr(results[0]) if isinstance(results[0], BaseException) else None,
-        "warnings": logged.count,
-        "failures_by_design": logged.by_design,
-        "first_warnings": logged.first,
-    }
-
-
-async def send_signal(client: Client, workflow_id: str, item: str) -> dict[str, Any]:
-    """What a careful application does: the SDK retries a failed request a few times; if
-    it still fails, send the signal again under the same request id (the server answers
-    a repeat from its receipt), up to SIGNAL_TRIES times a second apart."""
-    errors = []
-    sent_at = time.time()
-    for attempt in range(1, SIGNAL_TRIES + 1):
-        try:
-            await client.signal_workflow(
-                workflow_id, "add", args=[item], request_id=f"{workflow_id}-signal"
-            )
-        except Exception as exc:
-            errors.append(f"{type(exc).__name__}: {exc}"[:300])
-            await asyncio.sleep(1)
-            continue
-        return {
-            "signal_tries": attempt,
-            "signal_errors": errors,
-            "signal_sent_at": sent_at,
-            "signalled_at": time.time(),
-        }
-    return {"signal_tries": SIGNAL_TRIES, "signal_errors": errors, "signal_failed": True}
-
-
-async def start_one(client: Client, queue: str, i: int, prefix: str, out: TextIO) -> None:
-    kind = KINDS[i % len(KINDS)]
-    name = f"n{i}"
-    line: dict[str, Any] = {
-        "workflow_id": f"{prefix}-{i:05d}",
-        "kind": kind,
-        "name": name,
-        "sent_at": time.time(),
-    }
-    try:
-        await client.start_workflow(
-            workflow_type=TYPES[kind],
-            workflow_id=line["workflow_id"],
-            task_queue=queue,
-            input=[name],
-            duplicate_policy="use-existing",  # a retried start gets the run it created
-        )
-    except Exception as exc:  # recorded: the books say what became of it
-        line["error"] = f"{type(exc).__name__}: {exc}"[:300]
-    line["answered_at"] = time.time()
-    if kind == "waiter" and "error" not in line:
-        line["signal"] = signal_item(name)
-        line.update(await send_signal(client, line["workflow_id"], signal_item(name)))
-    out.write(json.dumps(line) + "\n")
-    out.flush()
+        return await serve([worker], max_seconds, by_design=(FailsByDesign,))
 
 
 async def load(
@@ -238,15 +150,24 @@ async def load(
 ) -> dict[str, Any]:
     prefix = f"drill-{uuid.uuid4().hex[:8]}"
     count = int(seconds * per_second)
-    began = time.monotonic()
     async with Client(url, token=token, namespace="default") as client:
         with open(path, "w") as out:
-            tasks = []
-            for i in range(count):
-                await asyncio.sleep(max(0.0, began + i / per_second - time.monotonic()))
-                tasks.append(asyncio.create_task(start_one(client, queue, i, prefix, out)))
-            await asyncio.gather(*tasks)
-    return {"prefix": prefix, "count": count, "seconds": time.monotonic() - began}
+
+            async def start(i: int) -> None:
+                kind, name = KINDS[i % len(KINDS)], f"n{i}"
+                await start_logged(
+                    client,
+                    out,
+                    workflow_id=f"{prefix}-{i:05d}",
+                    workflow_type=TYPES[kind],
+                    task_queue=queue,
+                    kind=kind,
+                    name=name,
+                    signal_item=signal_item(name) if kind == "waiter" else None,
+                )
+
+            took = await paced(count, per_second, start)
+    return {"prefix": prefix, "count": count, "seconds": took}
 
 
 def main() -> None:

@@ -1,10 +1,14 @@
-"""The official SDK against two dwtrio nodes: workers on node A, the client on node B.
+"""The official SDK across nodes: a worker polls one address, a client starts, signals and
+waits on another (the same one behind a load balancer or for a single container).
 
-    python two_nodes_driver.py <url_a> <url_b> <token> <count>
+    python signal_flow_driver.py <worker_url> <client_url> <token> <count>
 
-Starts ``count`` workflows through node B that sleep, wait for a signal (sent
-through node B) and run an activity on a worker polling node A. Prints one
-JSON line with every result. Runs in its own process (the SDK is asyncio).
+Starts ``count`` workflows through ``client_url``. Each sleeps a second (a durable
+timer), waits for a signal the driver sends through ``client_url``, and runs an activity
+on the worker polling ``worker_url``, so every kind of wake (timer, signal, activity,
+completion) has to reach a poll that another node may hold. Prints one JSON line: the
+server's health as the SDK reads it, the workflow ids and their results. Runs in its own
+process (the SDK is asyncio).
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ def shout(name: str) -> str:
     return name.upper()
 
 
-@workflow.defn(name="two-node-flow")
-class TwoNodeFlow:
+@workflow.defn(name="signal-flow")
+class SignalFlow:
     def __init__(self) -> None:
         self.items: list[str] = []
 
@@ -39,30 +43,31 @@ class TwoNodeFlow:
         return {"loud": loud, "items": list(self.items), "ok": ok}
 
 
-async def main(url_a: str, url_b: str, token: str, count: int) -> dict[str, Any]:
-    queue = f"q-{uuid.uuid4().hex[:8]}"
+async def main(worker_url: str, client_url: str, token: str, count: int) -> dict[str, Any]:
+    queue = f"flow-{uuid.uuid4().hex[:8]}"
     async with (
-        Client(url_a, token=token, namespace="default") as worker_client,
-        Client(url_b, token=token, namespace="default") as client,
+        Client(worker_url, token=token, namespace="default", timeout=15) as worker_client,
+        Client(client_url, token=token, namespace="default", timeout=15) as client,
     ):
+        health = await client.health()
         worker = Worker(
             worker_client,
             task_queue=queue,
-            workflows=[TwoNodeFlow],
+            workflows=[SignalFlow],
             activities=[shout],
             poll_timeout=5,
         )
         runner = asyncio.create_task(worker.run())
         try:
-            handles = []
-            for i in range(count):
-                handle = await client.start_workflow(
-                    workflow_type="two-node-flow",
-                    workflow_id=f"two-node-{uuid.uuid4().hex}",
+            handles = [
+                await client.start_workflow(
+                    workflow_type="signal-flow",
+                    workflow_id=f"flow-{uuid.uuid4().hex}",
                     task_queue=queue,
                     input=[f"n{i}"],
                 )
-                handles.append(handle)
+                for i in range(count)
+            ]
             for i, handle in enumerate(handles):
                 await client.signal_workflow(handle.workflow_id, "add", args=[f"s{i}"])
             results = await asyncio.gather(
@@ -71,7 +76,7 @@ async def main(url_a: str, url_b: str, token: str, count: int) -> dict[str, Any]
         finally:
             await worker.stop()
             await asyncio.gather(runner, return_exceptions=True)
-        return {"results": results, "workflow_ids": [h.workflow_id for h in handles]}
+    return {"health": health, "workflow_ids": [h.workflow_id for h in handles], "results": results}
 
 
 if __name__ == "__main__":
