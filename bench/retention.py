@@ -4,8 +4,8 @@ Bulk-loads ``--run-count`` closed runs (default 100k) into the default namespace
 SQL, each closed 400 days ago and carrying ``--events`` history events (default
 20) plus one of every row that hangs off a run (a workflow and an activity task,
 an activity execution and attempt, a timer, start/signal/update commands with
-their signal and update rows, a failure, a child call and a search-attribute
-row), VACUUM ANALYZEs, then starts one dwtrio with the retention loop idle.
+their signal and update rows, a failure, a child call, a search-attribute
+row and a closed stream with one item), VACUUM ANALYZEs, then starts one dwtrio with the retention loop idle.
 
 In that one server run it measures:
 
@@ -101,6 +101,13 @@ WITH g AS (
                                       status)
     SELECT 'cc-' || k, 'run-' || k, 'wf-' || k, 4, 'child-' || k, 'bench', 'q', 'completed'
       FROM g
+), streams AS (
+    INSERT INTO workflow_streams (run_id, stream_name, namespace, workflow_id, status,
+                                  last_offset, total_items)
+    SELECT 'run-' || k, 'out', $1, 'wf-' || k, 'closed', 0, 1 FROM g
+), stream_items AS (
+    INSERT INTO workflow_stream_items (run_id, stream_name, item_offset, origin)
+    SELECT 'run-' || k, 'out', 0, 'bench' FROM g
 )
 INSERT INTO workflow_search_attributes (run_id, key, namespace, value_double)
 SELECT 'run-' || k, 'Score', $1, i FROM g
@@ -120,6 +127,8 @@ RUN_TABLES: tuple[tuple[str, str], ...] = (
     ("workflow_failures", "run_id"),
     ("child_workflow_calls", "parent_run_id"),
     ("workflow_search_attributes", "run_id"),
+    ("workflow_streams", "run_id"),
+    ("workflow_stream_items", "run_id"),
 )
 
 

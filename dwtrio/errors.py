@@ -319,6 +319,44 @@ class RequestIdConflictError(DwtrioError):
     http_status = 409
 
 
+# --- workflow streams ------------------------------------------------------------------
+class InvalidStreamNameError(DwtrioError):
+    """The stream name is invalid: 1 to 191 characters, letters, digits, '.', '_', ':'
+    and '-', starting with a letter or digit."""
+
+    reason = "invalid_stream_name"
+    http_status = 400
+
+
+class StreamNotFoundError(DwtrioError):
+    """The run has no stream of this name."""
+
+    reason = "stream_not_found"
+    http_status = 404
+
+
+class StreamClosedError(DwtrioError):
+    """The stream is closed: it takes no more items."""
+
+    reason = "stream_closed"
+    http_status = 409
+
+
+class StreamErroredError(DwtrioError):
+    """The stream was closed with an error: it takes no more items."""
+
+    reason = "stream_errored"
+    http_status = 409
+
+
+class StreamFullError(DwtrioError):
+    """The stream's pending-items cap is reached: its readers have not caught up. Nothing
+    of this append was written; the body says ``pending_items`` and ``max_pending_items``."""
+
+    reason = "stream_full"
+    http_status = 429
+
+
 # --- schedules -------------------------------------------------------------------------
 class ScheduleNotFoundError(DwtrioError):
     """No live schedule has this id in this namespace."""

@@ -762,6 +762,8 @@ class Features:
     history_retention: bool = False
     payload_codec_envelope: bool = False
     payload_codec_envelope_responses: bool = False
+    #: Durable workflow streams: GET/POST .../runs/{run}/streams (docs/workflow-streams.md).
+    workflow_streams: bool = False
     #: Workflow-task commands the engine applies; see IMPLEMENTED_WORKFLOW_TASK_COMMANDS.
     workflow_task_commands: tuple[str, ...] = attrs.field(
         default=IMPLEMENTED_WORKFLOW_TASK_COMMANDS, converter=_command_tuple
@@ -805,6 +807,7 @@ def capabilities(settings: Settings, features: Features) -> dict[str, Any]:
         "invocable_carrier_contract": False,
         "payload_codecs": list(PAYLOAD_CODECS),
         "response_compression": response_compression(settings),
+        "workflow_streams": features.workflow_streams,
     }
 
 
@@ -869,6 +872,7 @@ SERVER_FEATURES = Features(
     workflow_tasks=True,
     history_export=True,
     history_retention=True,
+    workflow_streams=True,
     search_attributes=True,
     continue_as_new=True,
     child_workflows=True,

@@ -37,6 +37,7 @@ from dwtrio.http import (
     workflow_commands,
     workflow_debug,
     workflow_maintenance,
+    workflow_streams,
     workflow_tasks,
     workflows,
 )
@@ -99,6 +100,7 @@ def create_quart_app(rt: Runtime) -> QuartTrio:
         workflow_commands,
         workflow_maintenance,
         workflow_debug,
+        workflow_streams,
         schedules,
         search_attributes,
         workers_admin,

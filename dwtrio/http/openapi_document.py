@@ -52,6 +52,16 @@ from dwtrio.protocol.workflow_commands import (
     RepairWorkflow,
     SignalWorkflow,
 )
+from dwtrio.protocol.workflow_streams import (
+    MAX_ITEMS_PER_READ,
+    MAX_WAIT_SECONDS,
+    AppendStreamItems,
+    CloseStream,
+    StreamAppended,
+    StreamDescription,
+    StreamList,
+    StreamPage,
+)
 from dwtrio.protocol.workflows import HistoryPageQuery, ListWorkflows, StartWorkflow
 
 Plane = Literal["public", "discovery", "control", "worker", "metrics", "other"]
@@ -207,6 +217,12 @@ _HISTORY_LIMIT = (
 _OPERATOR = ("operator", "admin")
 _ADMIN = ("admin",)
 _WORKER = ("worker",)
+
+
+_STREAM_REFUSALS: Final = (
+    (400, "invalid_stream_name: not a stream name."),
+    (404, "instance_not_found (no such run), stream_not_found (no such stream)."),
+)
 
 
 def _control(
@@ -448,6 +464,66 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         _COMMAND_ACCEPTED,
     ),
     *_workflow_command("archive", "Archive a closed run", CloseWorkflow, False, _COMMAND_ACCEPTED),
+    # workflow streams (docs/workflow-streams.md)
+    _control(
+        "GET",
+        f"{RUN}/streams",
+        "workflow streams",
+        "List a run's durable streams, by name.",
+        "listWorkflowStreams",
+        response=StreamList,
+    ),
+    _control(
+        "GET",
+        f"{RUN}/streams/{{stream_name}}",
+        "workflow streams",
+        "Describe one stream: status, offsets, pending items.",
+        "describeWorkflowStream",
+        response=StreamDescription,
+        refusals=_STREAM_REFUSALS,
+    ),
+    _control(
+        "GET",
+        f"{RUN}/streams/{{stream_name}}/items",
+        "workflow streams",
+        "Read items from an offset on, waiting up to `wait_seconds` for the first "
+        "(`terminal`: the stream is closed and this page reached its end).",
+        "readWorkflowStreamItems",
+        response=StreamPage,
+        query_extra=(
+            ("from", {"type": "integer", "minimum": 0, "description": "First offset wanted."}),
+            ("max_items", {"type": "integer", "minimum": 1, "maximum": MAX_ITEMS_PER_READ}),
+            ("wait_seconds", {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_SECONDS}),
+        ),
+        refusals=_STREAM_REFUSALS,
+    ),
+    _control(
+        "POST",
+        f"{RUN}/streams/{{stream_name}}/items",
+        "workflow streams",
+        "Append items, in order, each at the next offset (the first append opens the "
+        "stream); an `idempotency_key` already there is not appended again.",
+        "appendWorkflowStreamItems",
+        body=AppendStreamItems,
+        response=StreamAppended,
+        refusals=(
+            (400, "invalid_stream_name: not a stream name."),
+            (404, "instance_not_found: no such run."),
+            (409, "stream_closed, stream_errored: the stream takes no more items."),
+            (429, "stream_full: the pending-items cap is reached; nothing was appended."),
+        ),
+    ),
+    _control(
+        "POST",
+        f"{RUN}/streams/{{stream_name}}/close",
+        "workflow streams",
+        "Close a stream, or mark it errored with an `error_reason` (closing again "
+        "changes nothing).",
+        "closeWorkflowStream",
+        body=CloseStream,
+        response=StreamDescription,
+        refusals=_STREAM_REFUSALS,
+    ),
     _control(
         "POST",
         f"{RUN}/redrive",

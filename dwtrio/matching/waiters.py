@@ -61,6 +61,8 @@ from typing import Any
 import attrs
 import trio
 
+from dwtrio.protocol.workflow_streams import STREAM, stream_key
+
 #: (namespace, task_queue, kind): kind is "workflow", "activity" or "query" for
 #: task queues, "answer" for a control-plane call waiting for a worker's reply.
 QueueKey = tuple[str, str, str]
@@ -75,6 +77,11 @@ HISTORY = "history"
 
 def history_key(run_id: str) -> QueueKey:
     return ("", run_id, HISTORY)
+
+
+#: Kinds whose wake sets every watcher of the key instead of waking one poller: history
+#: wakes, and a run's stream getting items or closing (``protocol.workflow_streams.stream_key``).
+BROADCAST_KINDS = frozenset({HISTORY, STREAM})
 
 
 @attrs.frozen
@@ -257,8 +264,8 @@ class WaiterSet:
     _wakes_sent: int = 0
     _wakes_unclaimed: int = 0
     _sync_matches: int = 0
-    #: History long-polls by run id (:meth:`watch_history`).
-    _history_watchers: dict[str, set[Wakeup]] = attrs.field(factory=dict)
+    #: History and stream long-polls by wake key (:meth:`watch_history`, :meth:`watch_stream`).
+    _watchers: dict[QueueKey, set[Wakeup]] = attrs.field(factory=dict)
 
     def _state(self, key: QueueKey) -> QueueState:
         queue = self._queues.get(key)
@@ -422,21 +429,33 @@ class WaiterSet:
         (a wake of :func:`history_key`, from this process or through the wake bus) or
         the server drains. Enter it before reading the history, so that events
         committed between the read and the wait are not missed."""
+        with self._watch(history_key(run_id)) as wakeup:
+            yield wakeup
+
+    @contextmanager
+    def watch_stream(self, run_id: str, stream_name: str) -> Iterator[Wakeup]:
+        """Like :meth:`watch_history`, for a run's stream: set when it gets items or is
+        closed (a wake of :func:`stream_key`), or the server drains."""
+        with self._watch(stream_key(run_id, stream_name)) as wakeup:
+            yield wakeup
+
+    @contextmanager
+    def _watch(self, key: QueueKey) -> Iterator[Wakeup]:
         wakeup = Wakeup()
-        watchers = self._history_watchers.setdefault(run_id, set())
+        watchers = self._watchers.setdefault(key, set())
         watchers.add(wakeup)
         try:
             yield wakeup
         finally:
             watchers.discard(wakeup)
             if not watchers:
-                self._history_watchers.pop(run_id, None)
+                self._watchers.pop(key, None)
 
     def wake(self, key: QueueKey, count: int = 1) -> int:
         """Wake up to ``count`` parked waiters on ``key``; returns how many were woken.
-        A history key wakes every watcher of its run."""
-        if key[2] == HISTORY:
-            watchers = self._history_watchers.get(key[1], ())
+        A history or stream key wakes every watcher of its key."""
+        if key[2] in BROADCAST_KINDS:
+            watchers = self._watchers.get(key, ())
             for wakeup in watchers:
                 wakeup.set()
             return len(watchers)
@@ -464,7 +483,7 @@ class WaiterSet:
             for waiter in queue.waiters:
                 waiter.event.set()
                 waiter.event.consumed = True  # nobody to pass it on to
-        for watchers in self._history_watchers.values():
+        for watchers in self._watchers.values():
             for wakeup in watchers:
                 wakeup.set()
 
