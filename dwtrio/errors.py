@@ -282,6 +282,20 @@ class WorkflowIdReservedError(DwtrioError):
     http_status = 409
 
 
+class ActivityIdReservedError(DwtrioError):
+    """This standalone activity id is already used in another namespace."""
+
+    reason = "activity_id_reserved_in_namespace"
+    http_status = 409
+
+
+class ActivityNotFoundError(DwtrioError):
+    """No standalone activity has this id in this namespace."""
+
+    reason = "activity_not_found"
+    http_status = 404
+
+
 class InstanceNotFoundError(DwtrioError):
     """The workflow instance does not exist in this namespace."""
 

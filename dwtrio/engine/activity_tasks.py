@@ -5,7 +5,9 @@ returned in an ``Outcome``. An activity execution keeps one task row across its
 attempts; each claim creates a new attempt (``activity_attempt_id``) and records
 ``ActivityStarted``. Terminal results wake the workflow, subject to the
 parallel-group rule: a member of a group wakes it only once every member of
-the outermost group in its path has settled.
+the outermost group in its path has settled. The activity of a standalone
+activity's host run (``protocol/activities.py``) wakes nothing: its terminal
+outcome closes that run (:func:`close_host_run`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import attrs
 
 from dwtrio import payloads, wire
 from dwtrio.engine import admission, claims
+from dwtrio.engine.closing import close_run
 from dwtrio.engine.outcome import Outcome
 from dwtrio.engine.wakes import request_wake
 from dwtrio.errors import (
@@ -27,6 +30,7 @@ from dwtrio.errors import (
     TaskMismatchError,
     TaskNotFoundError,
 )
+from dwtrio.protocol.activities import HOST_WORKFLOW_TYPE
 from dwtrio.protocol.admission import BLOCKED, Blocked, Throttled
 from dwtrio.protocol.commands import ScheduleActivity
 from dwtrio.protocol.ids import new_id
@@ -66,9 +70,12 @@ async def schedule(
     arguments: str,
     seq: int,
     outcome: Outcome,
+    *,
+    activity_class: str | None = None,
 ) -> tuple[NewEvent, str]:
     """Create the execution and its ready task (handed to a parked poll if one takes it,
-    ``store/offers.py``); returns (ActivityScheduled, task id)."""
+    ``store/offers.py``); returns (ActivityScheduled, task id). ``activity_class`` is a
+    standalone activity's label, kept with the timeouts in the execution's options."""
     execution_id = new_id()
     queue = command.queue or run.task_queue
     task_id = new_id()
@@ -82,7 +89,9 @@ async def schedule(
         task_queue=queue,
         arguments=arguments,
         retry_policy=command.retry_policy,
-        options=command.timeouts,
+        options=command.timeouts
+        if activity_class is None
+        else {**command.timeouts, "activity_class": activity_class},
         parallel=command.parallel or None,
         schedule_to_start_s=command.timeouts.get("schedule_to_start_timeout"),
         schedule_to_close_s=command.timeouts.get("schedule_to_close_timeout"),
@@ -390,6 +399,53 @@ async def wake_after_settling(
     return await request_wake(conn, run, outcome)
 
 
+def is_host_run(run: LockedRun) -> bool:
+    """Whether ``run`` is the host run of a standalone activity (no workflow code)."""
+    return run.workflow_type == HOST_WORKFLOW_TYPE
+
+
+async def close_host_run(
+    conn: Conn,
+    run: LockedRun,
+    outcome: Outcome,
+    *,
+    result: str | None = None,
+    failure: dict[str, Any] | None = None,
+    reason: str = "failed",
+) -> None:
+    """The activity of a standalone activity's host run settled: the run closes with its
+    outcome instead of being woken. Without ``failure`` it completed with ``result`` (the
+    run's output, ``WorkflowCompleted``); with it (the terminal activity event's payload)
+    the run failed, closed for ``reason`` (``failed`` or ``timed_out``), ``WorkflowFailed``
+    carrying the activity's failure."""
+    if failure is None:
+        event = NewEvent(
+            event_type="WorkflowCompleted", payload={"output": result, "payload_codec": "avro"}
+        )
+        status = reason = "completed"
+    else:
+        keys = (
+            "failure_id",
+            "failure_category",
+            "non_retryable",
+            "exception_type",
+            "exception_class",
+            "message",
+            "exception",
+        )
+        event = NewEvent(
+            event_type="WorkflowFailed",
+            payload={
+                "source_kind": "activity_execution",
+                "source_id": failure.get("activity_execution_id"),
+                **{k: failure[k] for k in keys if k in failure},
+            },
+        )
+        status = "failed"
+    await append_events(conn, run.id, [event])
+    await close_run(conn, run, outcome, status=status, reason=reason, output=result)
+
+
 # --- complete, fail, heartbeat --------------------------------------------------------
 async def complete_at_once(
     conn: Conn, namespace: str, task_id: str, req: CompleteActivityTask
@@ -397,7 +453,8 @@ async def complete_at_once(
     """:func:`complete` as one statement (``Store.autocommit``, one round trip instead
     of five): fence, ActivityCompleted and wake, all or nothing
     (``activities.complete_activity_call``). None for a step with parallel metadata,
-    whose wake depends on its group: nothing was written, run :func:`complete`."""
+    whose wake depends on its group, and for the activity of a standalone activity's
+    host run, which closes that run: nothing was written, run :func:`complete`."""
     done = await activities.complete_activity_call(
         conn,
         task_id=task_id,
@@ -444,7 +501,11 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteActivi
         payload=payload,
     )
     outcome = Outcome()
-    next_task = await wake_after_settling(conn, fenced.run, fenced.execution.parallel, outcome)
+    next_task = None
+    if is_host_run(fenced.run):
+        await close_host_run(conn, fenced.run, outcome, result=result)
+    else:
+        next_task = await wake_after_settling(conn, fenced.run, fenced.execution.parallel, outcome)
     outcome.body = _report(task_id, req, "completed", next_task_id=next_task)
     return outcome
 
@@ -558,7 +619,11 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailActivityTask) 
     )
     await append_events(conn, fenced.run.id, [NewEvent(event_type="ActivityFailed", payload=final)])
     await tasks.complete_task(conn, task_id, receipt=None)
-    next_task = await wake_after_settling(conn, fenced.run, fenced.execution.parallel, outcome)
+    next_task = None
+    if is_host_run(fenced.run):
+        await close_host_run(conn, fenced.run, outcome, failure=final)
+    else:
+        next_task = await wake_after_settling(conn, fenced.run, fenced.execution.parallel, outcome)
     outcome.body = _report(task_id, req, "failed", next_task_id=next_task)
     return outcome
 

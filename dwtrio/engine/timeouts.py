@@ -23,6 +23,8 @@ from typing import Any
 
 from dwtrio import wire
 from dwtrio.engine.activity_tasks import (
+    close_host_run,
+    is_host_run,
     retry_decision,
     schedule_retry,
     step_fields,
@@ -269,7 +271,8 @@ async def _record_timed_out(
     kind: str,
     outcome: Outcome,
 ) -> None:
-    """Close the execution as timed out, record ``ActivityTimedOut`` and wake the workflow."""
+    """Close the execution as timed out, record ``ActivityTimedOut`` and wake the workflow
+    (or close a standalone activity's host run, failed for ``timed_out``)."""
     failure = _failure(kind, common["message"])
     deadline = execution.deadline_at(kind)
     payload = {
@@ -285,7 +288,10 @@ async def _record_timed_out(
     )
     await append_events(conn, run.id, [NewEvent(event_type="ActivityTimedOut", payload=payload)])
     await tasks.complete_task(conn, task.task_id, receipt=None)
-    await wake_after_settling(conn, run, execution.parallel, outcome)
+    if is_host_run(run):
+        await close_host_run(conn, run, outcome, failure=payload, reason="timed_out")
+    else:
+        await wake_after_settling(conn, run, execution.parallel, outcome)
 
 
 def _failure(kind: str, message: str) -> dict[str, Any]:

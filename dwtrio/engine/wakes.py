@@ -11,6 +11,7 @@ pollers after commit, unless a poll parked in this process is handed the task
 from __future__ import annotations
 
 from dwtrio.engine.outcome import Outcome
+from dwtrio.protocol.activities import HOST_WORKFLOW_TYPE
 from dwtrio.protocol.ids import new_id
 from dwtrio.store import tasks
 from dwtrio.store.offers import offer_task
@@ -34,8 +35,11 @@ def offer_workflow_task(run: LockedRun, task_id: str, outcome: Outcome) -> None:
 
 
 async def request_wake(conn: Conn, run: LockedRun, outcome: Outcome) -> str | None:
-    """Apply a wake to a locked run (one statement); returns the id of a task it created."""
-    if not run.is_open:
+    """Apply a wake to a locked run (one statement); returns the id of a task it created.
+
+    A standalone activity's host run is never woken: it has no workflow code (a signal
+    to it is recorded and nothing runs it; its activity's outcome closes it)."""
+    if not run.is_open or run.workflow_type == HOST_WORKFLOW_TYPE:
         return None
     created = await tasks.wake_run(conn, run, task_id=new_id())
     if created is not None:

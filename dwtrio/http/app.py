@@ -13,6 +13,7 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from dwtrio.http import (
+    activities,
     activity_tasks,
     build_ids,
     cluster,
@@ -95,6 +96,7 @@ def create_quart_app(rt: Runtime) -> QuartTrio:
         cluster,
         namespaces,
         workflows,
+        activities,
         queries,
         updates,
         workflow_commands,

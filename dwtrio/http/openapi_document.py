@@ -23,6 +23,7 @@ import attrs
 
 from dwtrio.protocol import responses as answers
 from dwtrio.protocol import schedules as schedule_models
+from dwtrio.protocol.activities import ListActivities, StartActivity
 from dwtrio.protocol.build_ids import BuildIdRolloutChange
 from dwtrio.protocol.namespaces import CreateNamespace, SetExternalStorage, UpdateNamespace
 from dwtrio.protocol.queries import CompleteQueryTask, FailQueryTask, QueryWorkflow
@@ -585,6 +586,40 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         False,
         _COMMAND_ACCEPTED,
         response=answers.CommandReceipt,
+    ),
+    # standalone activities
+    _control(
+        "POST",
+        "/api/activities",
+        "activities",
+        "Start a standalone activity: an activity run by workers without a workflow, "
+        "recorded in a host run of type `dw.standalone_activity`.",
+        "startActivity",
+        body=StartActivity,
+        response=answers.ActivityStarted,
+        success=((201, "Started."),),
+        refusals=(
+            (409, "activity_id_reserved_in_namespace: the id belongs to another namespace."),
+        ),
+    ),
+    _control(
+        "GET",
+        "/api/activities",
+        "activities",
+        "List standalone activities, newest first (offset page tokens).",
+        "listActivities",
+        query=ListActivities,
+        response=answers.ActivityList,
+    ),
+    _control(
+        "GET",
+        "/api/activities/{activity_id}",
+        "activities",
+        "Describe a standalone activity: its host run, its execution and, once it "
+        "completed, its result envelope.",
+        "describeActivity",
+        response=answers.ActivityView,
+        refusals=((404, "activity_not_found: no standalone activity has this id here."),),
     ),
     # schedules
     _control(

@@ -788,3 +788,81 @@ class RepairPassReport(ResponseBody):
     command_contract_failures: list[RepairFailure]
     existing_task_failures: list[RepairFailure]
     missing_run_failures: list[RepairFailure]
+
+
+@attrs.frozen(kw_only=True)
+class ActivityStarted(ResponseBody):
+    """``POST /api/activities`` (201): the standalone activity and its host run."""
+
+    activity_id: str
+    activity_execution_id: str
+    workflow_id: str
+    workflow_run_id: str
+    workflow_type: str
+    activity_type: str
+    activity_class: str
+    task_queue: str
+    namespace: str
+    status: str
+    payload_codec: str
+    started_at: str | None
+    schedule_to_start_deadline_at: str | None
+    schedule_to_close_deadline_at: str | None
+    command_status: str
+    command_source: str
+
+
+@attrs.frozen(kw_only=True)
+class ActivityView(ResponseBody):
+    """``GET /api/activities/{id}``: the host run and its activity execution in one view;
+    ``result`` is the payload envelope once the activity completed, else null."""
+
+    activity_id: str
+    workflow_id: str
+    workflow_run_id: str
+    workflow_type: str
+    namespace: str
+    activity_type: str | None
+    activity_class: str | None
+    activity_execution_id: str | None
+    activity_status: str | None
+    attempt_count: int | None
+    task_queue: str
+    business_key: str | None
+    status: str
+    status_bucket: str
+    closed_reason: str | None
+    started_at: str | None
+    closed_at: str | None
+    last_progress_at: str | None
+    compatibility: str | None
+    payload_codec: str | None
+    schedule_to_start_deadline_at: str | None
+    schedule_to_close_deadline_at: str | None
+    last_heartbeat_at: str | None
+    result: dict[str, Any] | None
+
+
+@attrs.frozen(kw_only=True)
+class ListedActivity(ResponseBody):
+    """One standalone activity in ``GET /api/activities``."""
+
+    activity_id: str
+    workflow_run_id: str
+    activity_type: str | None
+    activity_class: str | None
+    task_queue: str
+    status: str
+    status_bucket: str
+    business_key: str | None
+    started_at: str | None
+    closed_at: str | None
+
+
+@attrs.frozen(kw_only=True)
+class ActivityList(ResponseBody):
+    """``GET /api/activities``: a page, newest first."""
+
+    activities: list[ListedActivity]
+    activity_count: int
+    next_page_token: str | None

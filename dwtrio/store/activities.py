@@ -125,7 +125,8 @@ class ActivityCompletion:
     """What ``complete_activity_call`` found (the fence's columns, as in
     :class:`LockedActivityCall`) and did: ``completed`` (with ``woken_task_id``, the
     workflow task its wake created), or nothing, the fence having refused the call or
-    the step being in a parallel group (``grouped``)."""
+    the step being in a parallel group or a standalone activity's host run (``grouped``:
+    the transaction path settles it)."""
 
     id: str
     state: str
@@ -409,7 +410,7 @@ async def complete_activity_call(
     wake_task_id: str,
 ) -> ActivityCompletion | None:
     """Fence, complete and wake in one statement (``dwtrio_complete_activity_call``,
-    migration 0010): the attempt, execution and task close, ActivityCompleted
+    migrations 0010 and 0012): the attempt, execution and task close, ActivityCompleted
     (``event_id``) is recorded and the run woken (``wake_task_id`` if that creates its
     workflow task), unless the fence refuses or the step is grouped. None: no activity
     task ``task_id`` in ``namespace``."""

@@ -377,8 +377,9 @@ UPDATE workflow_tasks
  WHERE id = :task_id;
 
 -- name: complete_activity_call
--- A completion in one round trip, fence, ActivityCompleted and wake: see migration 0010
--- (dwtrio_complete_activity_call). No row: no activity task of this id in the namespace.
+-- A completion in one round trip, fence, ActivityCompleted and wake: see migrations 0010
+-- and 0012 (dwtrio_complete_activity_call; a standalone activity's host run is answered
+-- grouped, as a parallel step). No row: no activity task of this id in the namespace.
 SELECT id, state, activity_attempt_id, attempt_id, attempt_task_id, attempt_number,
        attempt_status, attempt_lease_owner, run_id, run_namespace, run_task_queue, run_status,
        grouped, completed, woken_task_id
