@@ -48,6 +48,7 @@ from dwtrio.engine.workflow_commands import (
     _retained,
 )
 from dwtrio.errors import RunNotFoundError
+from dwtrio.protocol.activities import HOST_WORKFLOW_TYPE
 from dwtrio.protocol.ids import new_id
 from dwtrio.protocol.responses import RedriveDetails
 from dwtrio.store import history, redrive
@@ -224,6 +225,12 @@ def _refusal(run: LockedRun, source: RedriveSource, instance: RedriveInstance) -
         return Refusal(
             reason=RUN_NOT_FAILED,
             message=f"Run {run.id!r} is {state}; only a failed run can be redriven.",
+        )
+    if run.workflow_type == HOST_WORKFLOW_TYPE:
+        # No workflow code would replay it: its only step is the activity.
+        return Refusal(
+            reason=UNSUPPORTED_HISTORY,
+            message=f"Run {run.id!r} hosts a standalone activity; start a new one instead.",
         )
     if source.archived:
         return Refusal(

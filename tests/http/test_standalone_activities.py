@@ -410,3 +410,21 @@ async def test_roles(server: RunningServer) -> None:
         async with server.client(None, **CP) as c:
             r = await c.request(method, path, json=body)
         assert_error(r, 401, "unauthorized")
+
+
+async def test_a_failed_host_run_is_not_redriven(h: Http) -> None:
+    started = await h.start(activity_id="sa-rd")
+    task = await h.poll()
+    assert task is not None
+    await h.act(task, "fail", failure={"message": "no", "type": "Oops"})
+    run_id = started["workflow_run_id"]
+    r = await h.cc.post(f"/api/workflows/sa-rd/runs/{run_id}/redrive", json={})
+    assert r.status_code == 409, r.text
+    body = r.json()
+    assert body["command_status"] == "rejected"
+    assert body["rejection_reason"] == "unsupported_history"
+    assert "standalone activity" in body["message"]
+    # Nothing new: the failed host run stays current, and no workflow task appeared.
+    d = await h.describe("sa-rd")
+    assert d["workflow_run_id"] == run_id and d["status"] == "failed"
+    assert await h.poll("workflow", timeout=0) is None
