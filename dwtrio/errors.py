@@ -623,6 +623,38 @@ class WorkerNotRegisteredError(WorkerPlaneError):
     http_status = 404
 
 
+class WorkerRegistrationFenceError(WorkerPlaneError):
+    """A fenced deregistration was refused; it changed nothing. Its body names the
+    worker id and the registration token, and says ``retryable: false``."""
+
+    def __init__(self, message: str | None = None, **fields: Any) -> None:
+        fields.setdefault("retryable", False)
+        super().__init__(message, **fields)
+
+
+class WorkerRegistrationTokenNotFoundError(WorkerRegistrationFenceError):
+    """No incarnation of this worker id has this registration token (or its receipt
+    was pruned)."""
+
+    reason = "worker_registration_token_not_found"
+    http_status = 404
+
+
+class WorkerRegistrationLostAuthorityError(WorkerRegistrationFenceError):
+    """The registration token is no longer the worker's current registration: a newer
+    registration (or an unfenced deregistration) replaced it."""
+
+    reason = "worker_registration_lost_authority"
+    http_status = 409
+
+
+class WorkerRegistrationReceiptExpiredError(WorkerRegistrationFenceError):
+    """The deregistration receipt of this token is older than the receipt window."""
+
+    reason = "worker_registration_receipt_expired"
+    http_status = 410
+
+
 class QueryTaskNotFoundError(WorkerPlaneError):
     """No such query task in this namespace (or its caller stopped waiting)."""
 

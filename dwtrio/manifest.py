@@ -60,6 +60,7 @@ __all__ = [
     "TOPOLOGY_SCHEMA",
     "TOPOLOGY_VERSION",
     "UPDATE_WAIT_STAGES",
+    "WORKER_DEREGISTRATION_RECEIPT_RETENTION_S",
     "WORKER_PROTOCOL_HEADER",
     "Features",
     "OperationContract",
@@ -76,6 +77,7 @@ __all__ = [
     "structural_limits",
     "supported_workflow_task_commands",
     "topology",
+    "worker_deregistration_fencing",
     "worker_server_capabilities",
 ]
 
@@ -337,10 +339,10 @@ IMPLEMENTED_WORKFLOW_TASK_COMMANDS: Final[tuple[str, ...]] = commands.IMPLEMENTE
 
 #: ``server_capabilities`` keys that change SDK behaviour strictly (a wrong
 #: shape aborts worker start or breaks every payload call). dwtrio implements
-#: none of them, so they are never emitted.
+#: none of these, so they are never emitted (``worker_deregistration_fencing``,
+#: which it implements, is emitted by :func:`worker_server_capabilities`).
 NEVER_ADVERTISED_WORKER_CAPABILITIES: Final[frozenset[str]] = frozenset(
     {
-        "worker_deregistration_fencing",
         "activity_lease_renewal",
         "query_task_authority",
         "runtime_external_payload_transport",
@@ -352,6 +354,22 @@ NEVER_ADVERTISED_WORKER_CAPABILITIES: Final[frozenset[str]] = frozenset(
 )
 
 RESPONSE_COMPRESSION_ENCODINGS: Final[tuple[str, ...]] = ("gzip", "deflate")
+
+#: How long a fenced worker deregistration's receipt is answered again
+#: (``worker_deregistration_fencing.receipt_retention_seconds``).
+WORKER_DEREGISTRATION_RECEIPT_RETENTION_S: Final = 600
+
+
+def worker_deregistration_fencing() -> dict[str, Any]:
+    """``server_capabilities.worker_deregistration_fencing``: registrations answer a
+    ``registration_token`` and the SDK worker deregisters with it at the endpoint named
+    (the SDK checks every field; a wrong one aborts worker start)."""
+    return {
+        "supported": True,
+        "schema": "durable-workflow.v2.worker-deregistration.v1",
+        "endpoint": "/worker/registrations/{workerId}/deregister",
+        "receipt_retention_seconds": WORKER_DEREGISTRATION_RECEIPT_RETENTION_S,
+    }
 
 
 def response_compression(settings: Settings) -> list[str]:
@@ -384,6 +402,7 @@ def worker_server_capabilities(
     child_workflow_timeouts: bool = False,
     parent_close_policy: bool = False,
     non_retryable_failures: bool = False,
+    deregistration_fencing: bool = False,
 ) -> dict[str, Any]:
     """``worker_protocol.server_capabilities``, also sent on every worker response.
 
@@ -411,6 +430,8 @@ def worker_server_capabilities(
     }
     if "upsert_memo" in advertised:
         capabilities["workflow_memo_updates"] = {"supported": True}
+    if deregistration_fencing:
+        capabilities["worker_deregistration_fencing"] = worker_deregistration_fencing()
     return capabilities
 
 
@@ -772,6 +793,8 @@ class Features:
     poll_request_idempotency: bool = False
     #: Queries are routed to workers as query tasks (``Client.query_workflow`` needs it).
     query_tasks: bool = False
+    #: Registrations answer a registration_token; POST .../deregister removes only that one.
+    worker_deregistration_fencing: bool = False
 
     @workflow_task_commands.validator
     def _check_commands(self, _attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
@@ -824,6 +847,7 @@ def worker_capabilities(settings: Settings, features: Features) -> dict[str, Any
         child_workflow_timeouts=features.child_workflow_timeouts,
         parent_close_policy=features.parent_close_policy,
         non_retryable_failures=features.non_retryable_failures,
+        deregistration_fencing=features.worker_deregistration_fencing,
     )
 
 
@@ -892,4 +916,5 @@ SERVER_FEATURES = Features(
     schedules=True,
     schedule_jitter=True,
     schedule_max_runs=True,
+    worker_deregistration_fencing=True,
 )

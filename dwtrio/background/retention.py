@@ -1,4 +1,5 @@
-"""The retention loop: every ``DW_RETENTION_INTERVAL_SECONDS``, prune expired runs.
+"""The retention loop: every ``DW_RETENTION_INTERVAL_SECONDS``, prune expired runs
+(and fenced-deregistration receipts past their 600 s window).
 
 One tick is one batch (``DW_RETENTION_BATCH_SIZE`` runs, one transaction) of
 ``engine.retention.prune_pass`` over every namespace, the same pass
@@ -17,8 +18,10 @@ import trio
 
 from dwtrio.background.periodic import RUN_AGAIN_NOW, run_periodically
 from dwtrio.engine.retention import prune_pass
+from dwtrio.manifest import WORKER_DEREGISTRATION_RECEIPT_RETENTION_S
 from dwtrio.protocol.responses import RetentionPassReport
 from dwtrio.runtime import Runtime
+from dwtrio.store import workers
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,15 @@ async def prune_once(rt: Runtime) -> RetentionPassReport:
     """One batch of expired runs, in every namespace."""
     batch = rt.settings.retention_batch_size
     return await prune_pass(rt.store, namespace=None, limit=batch, batch_size=batch)
+
+
+async def prune_deregistration_receipts(rt: Runtime) -> int:
+    """One batch of fenced-deregistration receipts past their window, in every namespace."""
+    return await rt.store.transaction(
+        workers.prune_incarnations,
+        WORKER_DEREGISTRATION_RECEIPT_RETENTION_S,
+        rt.settings.retention_batch_size,
+    )
 
 
 async def run_retention_loop(
@@ -40,6 +52,7 @@ async def run_retention_loop(
 
     async def tick() -> float | None:
         report = await prune_once(rt)
+        receipts = await prune_deregistration_receipts(rt)
         beat.handled(report.pruned)
         if report.processed:
             log.info(
@@ -50,7 +63,8 @@ async def run_retention_loop(
                 report.failed,
                 extra={"action": "retention"},
             )
-        return RUN_AGAIN_NOW if report.processed >= rt.settings.retention_batch_size else None
+        batch = rt.settings.retention_batch_size
+        return RUN_AGAIN_NOW if max(report.processed, receipts) >= batch else None
 
     await run_periodically(
         "retention",

@@ -39,6 +39,7 @@ from dwtrio.protocol.worker import (
     CompleteWorkflowTask,
     FailActivityTask,
     FailWorkflowTask,
+    FencedDeregistration,
     HeartbeatActivityTask,
     HistoryPage,
     ListWorkersQuery,
@@ -885,6 +886,19 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         summary="Deregister a worker.",
         operation_id="deregisterWorker",
         roles=_WORKER,
+    ),
+    _worker(
+        "registrations/{worker_id}/deregister",
+        "Deregister the registration a `registration_token` names (fenced), or answer its "
+        "receipt again within `receipt_retention_seconds`.",
+        "deregisterWorkerRegistration",
+        FencedDeregistration,
+        response=answers.WorkerDeregistered,
+        refusals=(
+            (404, "worker_registration_token_not_found: no registration of this worker has it."),
+            (409, "worker_registration_lost_authority: a newer registration replaced it."),
+            (410, "worker_registration_receipt_expired: its receipt window has passed."),
+        ),
     ),
     _worker(
         "workflow-tasks/poll",

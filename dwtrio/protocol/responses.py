@@ -282,10 +282,13 @@ class WorkerList(ResponseBody):
 
 @attrs.frozen(kw_only=True)
 class WorkerDeregistered(ResponseBody):
-    """A deregistration: ``DELETE /api/workers/{id}`` and the worker plane's
-    ``DELETE /api/worker/registrations/{id}`` (the leases given back)."""
+    """A deregistration: ``DELETE /api/workers/{id}``, the worker plane's
+    ``DELETE /api/worker/registrations/{id}`` and its fenced
+    ``POST .../{id}/deregister`` (the leases given back)."""
 
     worker_id: str
+    #: The incarnation removed: fenced deregistration only (its receipt).
+    registration_token: str = OMIT
     outcome: str
     recovered_workflow_task_count: int
     recovered_activity_task_count: int

@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from dwtrio.protocol.validators import between, max_length, not_blank, one_of
+from dwtrio.protocol.validators import between, matches, max_length, not_blank, one_of
 from dwtrio.protocol.workflows import no_nul
 
 
@@ -35,6 +35,16 @@ class RegisterWorker:
     max_concurrent_workflow_tasks: int = attrs.field(default=100, validator=between(1))
     max_concurrent_activity_tasks: int = attrs.field(default=100, validator=between(1))
     max_concurrent_worker_sessions: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class FencedDeregistration:
+    """``POST /api/worker/registrations/{worker_id}/deregister``: the token the
+    registration to remove was answered with."""
+
+    registration_token: str = attrs.field(
+        validator=matches("[a-f0-9]{32}", "must be 32 lowercase hexadecimal characters")
+    )
 
 
 @attrs.frozen(kw_only=True)

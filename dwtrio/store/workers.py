@@ -31,12 +31,35 @@ class Registration:
     max_concurrent_activity_tasks: int
     max_concurrent_worker_sessions: int | None
     heartbeat_interval_seconds: int | None
+    #: This registration's incarnation (fenced deregistration names it).
+    registration_token: str
 
 
 @attrs.frozen
 class PollerTypes:
     supported_workflow_types: list[str]
     supported_activity_types: list[str]
+
+
+@attrs.frozen
+class RegistrationFence:
+    """A locked registration row: its current incarnation and stored status."""
+
+    registration_token: str | None
+    status: str
+
+
+@attrs.frozen
+class Incarnation:
+    """One incarnation (``worker_registration_incarnations``): a token and its receipt."""
+
+    token: str
+    #: active, superseded or deregistered.
+    status: str
+    recovered_workflow_task_count: int | None
+    recovered_activity_task_count: int | None
+    #: Finished longer ago than the receipt window.
+    expired: bool
 
 
 @attrs.frozen
@@ -74,9 +97,18 @@ _DEREGISTER_WORKER = query("deregister_worker")
 _RELEASE_WORKER_WORKFLOW_TASKS = query("release_worker_workflow_tasks")
 _LIST_WORKERS = query("list_workers", WorkerRow)
 _GET_WORKER = query("get_worker", WorkerRow)
+_RETIRE_WORKER_INCARNATIONS = query("retire_worker_incarnations")
+_INSERT_WORKER_INCARNATION = query("insert_worker_incarnation")
+_LOCK_WORKER_REGISTRATION_TOKEN = query("lock_worker_registration_token", RegistrationFence)
+_LOCK_WORKER_INCARNATION = query("lock_worker_incarnation", Incarnation)
+_FINISH_WORKER_INCARNATION = query("finish_worker_incarnation")
+_COUNT_INCARNATION_ACTIVITY_RECOVERIES = query("count_incarnation_activity_recoveries")
+_PRUNE_WORKER_INCARNATIONS = query("prune_worker_incarnations")
 
 
 async def register(conn: Conn, reg: Registration) -> None:
+    """Upsert the registration and start its new incarnation (the earlier one, if any,
+    is superseded)."""
     await _UPSERT_WORKER_REGISTRATION.execute(
         conn,
         namespace=reg.namespace,
@@ -97,6 +129,13 @@ async def register(conn: Conn, reg: Registration) -> None:
         max_concurrent_activity_tasks=reg.max_concurrent_activity_tasks,
         max_concurrent_worker_sessions=reg.max_concurrent_worker_sessions,
         heartbeat_interval_seconds=reg.heartbeat_interval_seconds,
+        registration_token=reg.registration_token,
+    )
+    await _RETIRE_WORKER_INCARNATIONS.execute(
+        conn, namespace=reg.namespace, worker_id=reg.worker_id, keep_token=reg.registration_token
+    )
+    await _INSERT_WORKER_INCARNATION.execute(
+        conn, token=reg.registration_token, namespace=reg.namespace, worker_id=reg.worker_id
     )
 
 
@@ -129,9 +168,14 @@ async def heartbeat(
 
 
 async def deregister(conn: Conn, namespace: str, worker_id: str) -> list[str] | None:
-    """Deregister and release its workflow-task leases; returns their queues, or None if unknown."""
+    """Deregister and release its workflow-task leases; returns their queues, or None if
+    unknown. Its active incarnation is superseded (a fenced deregistration then marks
+    its own one deregistered)."""
     if await _DEREGISTER_WORKER.fetchrow(conn, namespace=namespace, worker_id=worker_id) is None:
         return None
+    await _RETIRE_WORKER_INCARNATIONS.execute(
+        conn, namespace=namespace, worker_id=worker_id, keep_token=None
+    )
     rows = await _RELEASE_WORKER_WORKFLOW_TASKS.fetch(
         conn, namespace=namespace, worker_id=worker_id
     )
@@ -157,3 +201,37 @@ async def get_worker(
     return await _GET_WORKER.one(
         conn, namespace=namespace, worker_id=worker_id, stale_after_s=stale_after_s
     )
+
+
+async def lock_registration_fence(
+    conn: Conn, namespace: str, worker_id: str
+) -> RegistrationFence | None:
+    """Lock the registration row (None: not registered); take it before the incarnation."""
+    return await _LOCK_WORKER_REGISTRATION_TOKEN.one(conn, namespace=namespace, worker_id=worker_id)
+
+
+async def lock_incarnation(
+    conn: Conn, namespace: str, worker_id: str, token: str, retention_s: int
+) -> Incarnation | None:
+    """Lock the worker id's incarnation ``token`` (None: no such incarnation)."""
+    return await _LOCK_WORKER_INCARNATION.one(
+        conn, namespace=namespace, worker_id=worker_id, token=token, retention_s=retention_s
+    )
+
+
+async def finish_incarnation(conn: Conn, token: str, recovered_workflow_task_count: int) -> None:
+    """Record the fenced deregistration of incarnation ``token`` (its receipt)."""
+    await _FINISH_WORKER_INCARNATION.execute(
+        conn, token=token, recovered_workflow_task_count=recovered_workflow_task_count
+    )
+
+
+async def count_activity_recoveries(conn: Conn, token: str, recovered: int) -> None:
+    """Add activity leases given back after the receipt committed to it."""
+    await _COUNT_INCARNATION_ACTIVITY_RECOVERIES.execute(conn, token=token, recovered=recovered)
+
+
+async def prune_incarnations(conn: Conn, retention_s: int, limit: int) -> int:
+    """Delete up to ``limit`` receipts past their window; how many went."""
+    rows = await _PRUNE_WORKER_INCARNATIONS.fetch(conn, retention_s=retention_s, limit=limit)
+    return len(rows)

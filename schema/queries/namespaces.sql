@@ -70,7 +70,7 @@ SELECT schedule_id FROM schedules WHERE namespace = :namespace AND status <> 'de
 -- name: purge_namespace
 -- Delete what a deleted namespace owned: its workflow instances (every run and
 -- everything under them cascades), registered search attributes, worker
--- registrations and build-id rollouts; say how many runs, attributes and
+-- registrations (and their incarnations) and build-id rollouts; say how many runs, attributes and
 -- registrations went. Schedules are soft-deleted beforehand, by the schedule rules.
 -- (Every data-modifying CTE runs to completion whether or not the SELECT reads it.)
 WITH runs AS (
@@ -81,6 +81,8 @@ WITH runs AS (
     DELETE FROM search_attribute_definitions WHERE namespace = :namespace RETURNING 1
 ), registrations AS (
     DELETE FROM worker_registrations WHERE namespace = :namespace RETURNING 1
+), incarnations AS (
+    DELETE FROM worker_registration_incarnations WHERE namespace = :namespace
 ), rollouts AS (
     DELETE FROM build_id_rollouts WHERE namespace = :namespace
 )

@@ -1,17 +1,19 @@
 -- name: upsert_worker_registration
 -- Register (or re-register) a worker; a re-registration reactivates it: status draining
--- while its cohort (namespace, task queue, build id) is draining, else active.
+-- while its cohort (namespace, task queue, build id) is draining, else active. Its
+-- registration_token is the new incarnation's (the upsert locks the row first, as a
+-- fenced deregistration does).
 INSERT INTO worker_registrations (
     namespace, worker_id, task_queue, runtime, sdk_version, build_id,
     supported_workflow_types, supported_activity_types, workflow_definition_fingerprints,
     workflow_command_contracts, capabilities, capability_manifest, task_slots, process_metrics,
     max_concurrent_workflow_tasks, max_concurrent_activity_tasks, max_concurrent_worker_sessions,
-    heartbeat_interval_seconds, status, last_heartbeat_at)
+    heartbeat_interval_seconds, registration_token, status, last_heartbeat_at)
 VALUES (:namespace, :worker_id, :task_queue, :runtime, :sdk_version, :build_id,
         :supported_workflow_types, :supported_activity_types, :workflow_definition_fingerprints,
         :workflow_command_contracts, :capabilities, :capability_manifest, :task_slots,
         :process_metrics, :max_concurrent_workflow_tasks, :max_concurrent_activity_tasks,
-        :max_concurrent_worker_sessions, :heartbeat_interval_seconds,
+        :max_concurrent_worker_sessions, :heartbeat_interval_seconds, :registration_token,
         CASE WHEN EXISTS (SELECT 1 FROM build_id_rollouts b
                            WHERE b.namespace = :namespace AND b.task_queue = :task_queue
                              AND b.build_id = :build_id AND b.drain_intent = 'draining')
@@ -29,6 +31,7 @@ ON CONFLICT (namespace, worker_id) DO UPDATE SET
     max_concurrent_activity_tasks = EXCLUDED.max_concurrent_activity_tasks,
     max_concurrent_worker_sessions = EXCLUDED.max_concurrent_worker_sessions,
     heartbeat_interval_seconds = EXCLUDED.heartbeat_interval_seconds,
+    registration_token = EXCLUDED.registration_token,
     status = EXCLUDED.status, deregistered_at = NULL, last_heartbeat_at = now(),
     updated_at = now();
 
@@ -120,3 +123,58 @@ SELECT worker_id, namespace, task_queue, runtime, sdk_version, build_id,
        created_at, updated_at
   FROM worker_registrations
  WHERE namespace = :namespace AND worker_id = :worker_id;
+
+-- name: retire_worker_incarnations
+-- The worker id's active incarnations other than :keep_token (NULL: all of them) are
+-- superseded: a newer registration, or an unfenced deregistration, replaced them.
+UPDATE worker_registration_incarnations
+   SET status = 'superseded', finished_at = now(), updated_at = now()
+ WHERE namespace = :namespace AND worker_id = :worker_id AND status = 'active'
+   AND (:keep_token::text IS NULL OR token <> :keep_token);
+
+-- name: insert_worker_incarnation
+-- A registration's new incarnation, active and bound to the registration row.
+INSERT INTO worker_registration_incarnations (token, namespace, worker_id)
+VALUES (:token, :namespace, :worker_id);
+
+-- name: lock_worker_registration_token
+-- Lock a worker's registration row (before its incarnation, the order registration
+-- takes too); its current token and stored status. No row: not registered.
+SELECT registration_token, status
+  FROM worker_registrations
+ WHERE namespace = :namespace AND worker_id = :worker_id
+   FOR UPDATE;
+
+-- name: lock_worker_incarnation
+-- Lock one incarnation of a worker id by its token; expired says its receipt window
+-- (:retention_s after it finished) has passed.
+SELECT token, status, recovered_workflow_task_count, recovered_activity_task_count,
+       (finished_at IS NOT NULL
+        AND finished_at <= now() - make_interval(secs => :retention_s)) AS expired
+  FROM worker_registration_incarnations
+ WHERE token = :token AND namespace = :namespace AND worker_id = :worker_id
+   FOR UPDATE;
+
+-- name: finish_worker_incarnation
+-- The fenced deregistration of this incarnation committed: its receipt.
+UPDATE worker_registration_incarnations
+   SET status = 'deregistered', recovered_workflow_task_count = :recovered_workflow_task_count,
+       recovered_activity_task_count = 0, finished_at = now(), updated_at = now()
+ WHERE token = :token;
+
+-- name: count_incarnation_activity_recoveries
+-- Add the activity leases a fenced deregistration gave back after its commit.
+UPDATE worker_registration_incarnations
+   SET recovered_activity_task_count = recovered_activity_task_count + :recovered,
+       updated_at = now()
+ WHERE token = :token AND status = 'deregistered';
+
+-- name: prune_worker_incarnations
+-- Delete up to :limit receipts whose window (:retention_s after they finished) passed.
+DELETE FROM worker_registration_incarnations
+ WHERE token IN (SELECT token FROM worker_registration_incarnations
+                  WHERE finished_at <= now() - make_interval(secs => :retention_s)
+                  ORDER BY finished_at
+                  LIMIT :limit
+                    FOR UPDATE SKIP LOCKED)
+RETURNING token;

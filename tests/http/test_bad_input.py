@@ -428,6 +428,14 @@ CASES = [
         "worker_not_found",
     ),
     Case(
+        "nul-path-fenced-registration",
+        "POST",
+        "/api/worker/registrations/w1%00/deregister",
+        fixed({"registration_token": "a" * 32}),
+        404,
+        "worker_not_found",  # the plane's guard: no row can hold a NUL
+    ),
+    Case(
         "nul-path-namespace", "GET", "/api/namespaces/de%00fault", None, 404, "namespace_not_found"
     ),
     Case(

@@ -512,6 +512,7 @@ MATRIX: list[tuple[str, str, list[str], int | None]] = [
     ("PUT", "/api/namespaces/default/external-storage", ["admin"], 200),
     ("POST", WORKER_ROUTE, ["worker"], 404),
     ("POST", "/api/worker/register", ["worker"], None),
+    ("POST", "/api/worker/registrations/x/deregister", ["worker"], 422),
     ("GET", "/api/workflows", ["operator", "admin"], None),
     ("GET", WORKFLOW_ROUTE, ["operator", "admin"], 404),
     ("GET", "/api/schedules", ["operator", "admin"], None),

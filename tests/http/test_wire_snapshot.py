@@ -28,6 +28,8 @@ Q = "snap-queue"
 
 ULID = re.compile(r"\b[0-9a-hjkmnp-tv-z]{26}\b")
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
+#: A worker registration's fencing token (32 lowercase hex characters, random).
+REGISTRATION_TOKEN = re.compile(r"\b[0-9a-f]{32}\b")
 
 
 def mask(value: Any, port: str) -> Any:
@@ -37,6 +39,7 @@ def mask(value: Any, port: str) -> Any:
         return [mask(v, port) for v in value]
     if isinstance(value, str):
         value = TIMESTAMP.sub("<ts>", ULID.sub("<id>", value))
+        value = REGISTRATION_TOKEN.sub("<token>", value)
         return value.replace(port, "<port>")
     return value
 
@@ -217,6 +220,13 @@ async def play(rec: Recorder) -> None:
         )
     await call("empty poll", "POST", "/api/worker/activity-tasks/poll", plane=WP, json=poll)
     await call("deregister", "DELETE", "/api/worker/registrations/snap-worker", plane=WP)
+    fence = "/api/worker/registrations/snap-worker/deregister"
+    again = await call("register again", "POST", "/api/worker/register", plane=WP, json=worker)
+    token = {"registration_token": again["registration_token"]}
+    await call("fenced deregister", "POST", fence, plane=WP, json=token)
+    await call("fenced deregister replayed", "POST", fence, plane=WP, json=token)
+    unknown = {"registration_token": "0" * 32}
+    await call("fenced deregister unknown token", "POST", fence, plane=WP, json=unknown)
     # Refusals, each in its documented envelope.
     await call("unknown route", "GET", "/api/nothing-here", plane=CP)
     await call("no version header", "GET", "/api/workflows/snap-1")

@@ -12,6 +12,7 @@ to a few seconds and elapsed times are measured with ``trio.current_time()``.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -235,6 +236,8 @@ def register_body(worker_id: str = "w1", **extra: Any) -> dict[str, Any]:
 # --- 1. registration, heartbeat, deregistration ----------------------------------------
 async def test_register_and_reregister_update_the_supported_types(h: Harness) -> None:
     body = await h.post("/api/worker/register", register_body(), 201)
+    token = body.pop("registration_token")
+    assert re.fullmatch("[0-9a-f]{32}", token)  # this registration's incarnation
     assert strip(body) == {
         "worker_id": "w1",
         "registered": True,
@@ -247,6 +250,7 @@ async def test_register_and_reregister_update_the_supported_types(h: Harness) ->
         "/api/worker/register", register_body(supported_workflow_types=["a", "b"]), 201
     )
     assert body["registered"] is True
+    assert body["registration_token"] != token  # every registration is a new one
     task = await h.poll_wf("w1")
     assert task is not None and task["workflow_type"] == "b"
 

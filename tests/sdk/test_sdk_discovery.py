@@ -180,6 +180,9 @@ async def test_worker_starts_registers_and_polls(start_server: StartServer, auth
     )
     failed = [x for x in r["responses"] if int(x.rsplit(" ", 1)[1]) >= 400]
     assert failed == [], failed
-    # stop() cancels the long-polls and deregisters the worker.
-    assert r["responses"][-1] == "DELETE /api/worker/registrations/sdk-driver-worker -> 200"
+    # stop() cancels the long-polls and deregisters the worker, fenced by the
+    # registration_token its registration was answered with.
+    assert (
+        r["responses"][-1] == "POST /api/worker/registrations/sdk-driver-worker/deregister -> 200"
+    )
     assert r["stop_s"] < 15

@@ -59,6 +59,7 @@ ALL_ON = Features(
     workflow_task_commands=manifest.KNOWN_WORKFLOW_TASK_COMMANDS,
     poll_request_idempotency=True,
     query_tasks=True,
+    worker_deregistration_fencing=True,
 )
 
 
@@ -241,13 +242,25 @@ def test_unknown_command_is_refused() -> None:
 # --- capabilities ------------------------------------------------------------------------
 
 
+def test_deregistration_fencing_is_advertised_with_the_sdk_contract() -> None:
+    """SDK 2.12.0 Worker._register refuses to start unless every field is exactly this."""
+    caps = make_info(features=ALL_ON)["worker_protocol"]["server_capabilities"]
+    assert caps["worker_deregistration_fencing"] == {
+        "supported": True,
+        "schema": "durable-workflow.v2.worker-deregistration.v1",
+        "endpoint": "/worker/registrations/{workerId}/deregister",
+        "receipt_retention_seconds": 600,
+    }
+    assert "worker_deregistration_fencing" not in worker_server_capabilities(make_settings())
+    assert manifest.SERVER_FEATURES.worker_deregistration_fencing is True
+
+
 @pytest.mark.parametrize("features", [Features(), ALL_ON], ids=["today", "all-on"])
 def test_strict_capabilities_never_appear(features: Features) -> None:
     info = make_info(features=features)
     keys = set(walk_keys(info))
     assert not keys & NEVER_ADVERTISED_WORKER_CAPABILITIES
     assert {
-        "worker_deregistration_fencing",
         "activity_lease_renewal",
         "query_task_authority",
         "runtime_external_payload_transport",
