@@ -30,6 +30,7 @@ from dwtrio.errors import (
     RequestIdConflictError,
     RetryableStoreError,
 )
+from dwtrio.protocol.activities import HOST_WORKFLOW_TYPE
 from dwtrio.protocol.ids import new_id
 from dwtrio.protocol.responses import UpdateRejected
 from dwtrio.store import runs, tasks, updates
@@ -41,6 +42,8 @@ from dwtrio.store.updates import UpdateView
 
 ANSWER_KIND = "update_answer"
 COMMAND_SOURCE = "control_plane"
+#: The refusal of an update to a standalone activity's host run (docs/standalone-activities.md).
+STANDALONE_ACTIVITY = "standalone_activity"
 RUN_CLOSED_MESSAGE = "The workflow run closed before the update completed."
 #: Attempts to pin the current run of an instance while runs roll over.
 CURRENT_RUN_ATTEMPTS = 3
@@ -187,12 +190,18 @@ async def _retained(conn: Conn, req: UpdateRequest) -> UpdateView | None:
     return view
 
 
-def _rejected(req: UpdateRequest, run: LockedRun) -> Outcome:
+def _rejected(req: UpdateRequest, run: LockedRun, reason: str = "run_not_active") -> Outcome:
+    if reason == STANDALONE_ACTIVITY:
+        message = "The run hosts a standalone activity; it has no update handlers."
+        outcome = "rejected_standalone_activity"
+    else:
+        message = f"The workflow run is {run.status}; it no longer accepts updates."
+        outcome = "rejected_not_active"
     return Outcome(
         verdict=Verdict.REJECTED,
         body=UpdateRejected(
-            message=f"The workflow run is {run.status}; it no longer accepts updates.",
-            outcome="rejected_not_active",
+            message=message,
+            outcome=outcome,
             workflow_id=req.workflow_id,
             run_id=run.id,
             requested_run_id=req.run_id,
@@ -201,8 +210,8 @@ def _rejected(req: UpdateRequest, run: LockedRun) -> Outcome:
             workflow_type=run.workflow_type,
             command_status="rejected",
             command_source=COMMAND_SOURCE,
-            reason="run_not_active",
-            rejection_reason="run_not_active",
+            reason=reason,
+            rejection_reason=reason,
             validation_errors=[],
             update_name=req.update_name,
             update_status="rejected",
@@ -224,6 +233,9 @@ async def submit(conn: Conn, req: UpdateRequest) -> Submitted:
         return Submitted(update=retained, retained=True)
     if not run.is_open:
         return Submitted(update=None, outcome=_rejected(req, run))
+    if run.workflow_type == HOST_WORKFLOW_TYPE:
+        # No workflow code would run its handler: refused, nothing recorded.
+        return Submitted(update=None, outcome=_rejected(req, run, STANDALONE_ACTIVITY))
     command_id, update_id = new_id(), new_id()
     await updates.insert_update_command(
         conn,

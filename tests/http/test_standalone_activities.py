@@ -216,13 +216,18 @@ async def test_a_passed_deadline_fails_the_host_run(h: Http) -> None:
     assert await h.poll(timeout=0) is None and await h.poll("workflow", timeout=0) is None
 
 
-async def test_cancel_and_signal_go_through_the_workflow_routes(h: Http) -> None:
+async def test_cancel_signal_and_update_through_the_workflow_routes(h: Http) -> None:
     await h.start(activity_id="sa-c")
     task = await h.poll()
     assert task is not None
     # A signal is recorded; nothing runs the host run, so no workflow task appears.
     r = await h.cc.post("/api/workflows/sa-c/signal/nudge", json={"input": []})
     assert r.status_code in (200, 202), r.text
+    assert await h.poll("workflow", timeout=0) is None
+    # An update has no handler to run: refused, and no workflow task either.
+    r = await h.cc.post("/api/workflows/sa-c/update/set", json={"input": []})
+    err = assert_error(r, 409, "standalone_activity")
+    assert err["outcome"] == "rejected_standalone_activity" and err["run_status"] == "running"
     assert await h.poll("workflow", timeout=0) is None
     r = await h.cc.post("/api/workflows/sa-c/cancel", json={"reason": "changed my mind"})
     assert r.status_code == 200, r.text
