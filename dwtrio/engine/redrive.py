@@ -40,12 +40,12 @@ from dwtrio import payloads, wire
 from dwtrio.engine.outcome import Outcome, Verdict
 from dwtrio.engine.wakes import create_workflow_task
 from dwtrio.engine.workflow_commands import (
+    Recorded,
     Target,
-    _check_scope,
-    _lock_target,
-    _record,
-    _Recorded,
-    _retained,
+    check_scope,
+    find_retained,
+    lock_target,
+    record_command,
 )
 from dwtrio.errors import RunNotFoundError
 from dwtrio.protocol.activities import HOST_WORKFLOW_TYPE
@@ -248,9 +248,9 @@ async def redrive_workflow(conn: Conn, cmd: RedriveCommand) -> Outcome:
     """Start a new run that continues a failed one (202), or refuse (409)."""
     target = cmd.target
     assert target.run_id is not None  # the route names the run
-    run = await _lock_target(conn, target)
+    run = await lock_target(conn, target)
     intent = {"run_id": target.run_id}
-    if (retained := await _retained(conn, target, "redrive", intent)) is not None:
+    if (retained := await find_retained(conn, target, "redrive", intent)) is not None:
         return retained
     if target.run_id != run.id and not await redrive.run_in_instance(
         conn, run_id=target.run_id, workflow_id=target.workflow_id, namespace=target.namespace
@@ -260,7 +260,7 @@ async def redrive_workflow(conn: Conn, cmd: RedriveCommand) -> Outcome:
             workflow_id=target.workflow_id,
             run_id=target.run_id,
         )
-    _check_scope(target, run)
+    check_scope(target, run)
     source = await redrive.get_redrive_source(conn, run.id)
     instance = await redrive.lock_instance_for_redrive(conn, run.workflow_id)
     refusal = _refusal(run, source, instance)
@@ -270,7 +270,7 @@ async def redrive_workflow(conn: Conn, cmd: RedriveCommand) -> Outcome:
         else plan_redrive(await _read_history(conn, run.id), source.last_step_sequence)
     )
     if isinstance(plan, Refusal):
-        rec = _Recorded(
+        rec = Recorded(
             command_type="redrive",
             intent=intent,
             accepted=False,
@@ -278,7 +278,7 @@ async def redrive_workflow(conn: Conn, cmd: RedriveCommand) -> Outcome:
             rejection_reason=plan.reason,
             rejection_message=plan.message,
         )
-        body, _ = await _record(conn, target, run, rec)
+        body, _ = await record_command(conn, target, run, rec)
         return Outcome(body=body, verdict=Verdict.REJECTED)
 
     outcome = Outcome(verdict=Verdict.ACCEPTED)
@@ -340,7 +340,7 @@ async def redrive_workflow(conn: Conn, cmd: RedriveCommand) -> Outcome:
         retried_step_sequence=plan.retried_step_sequence,
         task_id=task_id,
     )
-    rec = _Recorded(
+    rec = Recorded(
         command_type="redrive",
         intent=intent,
         accepted=True,
@@ -349,6 +349,6 @@ async def redrive_workflow(conn: Conn, cmd: RedriveCommand) -> Outcome:
         command_id=command_id,
         run_id=new_run_id,
     )
-    body, _ = await _record(conn, target, run, rec)
+    body, _ = await record_command(conn, target, run, rec)
     outcome.body = body
     return outcome

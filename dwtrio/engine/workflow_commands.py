@@ -93,7 +93,7 @@ class CloseCommand:
 
 
 # --- shared steps ------------------------------------------------------------------------
-async def _lock_target(conn: Conn, target: Target) -> LockedRun:
+async def lock_target(conn: Conn, target: Target) -> LockedRun:
     """Lock the instance's current run.
 
     Raises:
@@ -116,7 +116,7 @@ async def _lock_target(conn: Conn, target: Target) -> LockedRun:
     raise RetryableStoreError("The workflow's current run changed during the command; retry.")
 
 
-def _check_scope(target: Target, run: LockedRun) -> None:
+def check_scope(target: Target, run: LockedRun) -> None:
     """A run-targeted command must name the current run (checked after retained receipts).
 
     Raises:
@@ -132,7 +132,7 @@ def _check_scope(target: Target, run: LockedRun) -> None:
         )
 
 
-async def _retained(
+async def find_retained(
     conn: Conn, target: Target, command_type: str, intent: dict[str, Any]
 ) -> Outcome | None:
     """The receipt already given for ``target.request_id``, or None when the key is new.
@@ -168,7 +168,7 @@ async def _retained(
 
 
 @attrs.frozen(kw_only=True)
-class _Recorded:
+class Recorded:
     """What a command row needs beyond the target and run."""
 
     command_type: str
@@ -189,8 +189,8 @@ class _Recorded:
     run_id: str | None = None
 
 
-async def _record(
-    conn: Conn, target: Target, run: LockedRun, rec: _Recorded
+async def record_command(
+    conn: Conn, target: Target, run: LockedRun, rec: Recorded
 ) -> tuple[CommandReceipt, int | None]:
     """Insert the command row with its receipt.
 
@@ -248,12 +248,12 @@ async def _record(
 async def signal_workflow(conn: Conn, cmd: SignalCommand) -> Outcome:
     """Record a signal, append ``SignalReceived`` and wake the run (202), or refuse it (409)."""
     target = cmd.target
-    run = await _lock_target(conn, target)
+    run = await lock_target(conn, target)
     intent = {"signal_name": cmd.signal_name, "arguments": cmd.arguments, "run_id": target.run_id}
-    if (retained := await _retained(conn, target, "signal", intent)) is not None:
+    if (retained := await find_retained(conn, target, "signal", intent)) is not None:
         return retained
-    _check_scope(target, run)
-    rec = _Recorded(
+    check_scope(target, run)
+    rec = Recorded(
         command_type="signal",
         intent=intent,
         accepted=run.is_open,
@@ -261,7 +261,7 @@ async def signal_workflow(conn: Conn, cmd: SignalCommand) -> Outcome:
         payload=cmd.arguments,
         signal_name=cmd.signal_name,
     )
-    body, wait_sequence = await _record(conn, target, run, rec)
+    body, wait_sequence = await record_command(conn, target, run, rec)
     if not run.is_open:
         return Outcome(body=body, verdict=Verdict.REJECTED)
     signal_id = new_id()
@@ -305,20 +305,20 @@ async def close_workflow(conn: Conn, cmd: CloseCommand) -> Outcome:
     would surface a stored null.
     """
     target = cmd.target
-    run = await _lock_target(conn, target)
+    run = await lock_target(conn, target)
     intent = {"reason": cmd.reason, "run_id": target.run_id}
-    if (retained := await _retained(conn, target, cmd.kind, intent)) is not None:
+    if (retained := await find_retained(conn, target, cmd.kind, intent)) is not None:
         return retained
-    _check_scope(target, run)
+    check_scope(target, run)
     status, requested_event, closing_event = CLOSES[cmd.kind]
-    rec = _Recorded(
+    rec = Recorded(
         command_type=cmd.kind,
         intent=intent,
         accepted=run.is_open,
         outcome=status if run.is_open else REJECTED_NOT_ACTIVE,
         reason=cmd.reason,
     )
-    body, _ = await _record(conn, target, run, rec)
+    body, _ = await record_command(conn, target, run, rec)
     if not run.is_open:
         return Outcome(body=body, verdict=Verdict.REJECTED)
     command_id = body.command_id

@@ -28,12 +28,12 @@ from dwtrio import wire
 from dwtrio.engine.outcome import Outcome, Verdict
 from dwtrio.engine.repair import repair_run
 from dwtrio.engine.workflow_commands import (
+    Recorded,
     Target,
-    _check_scope,
-    _lock_target,
-    _record,
-    _Recorded,
-    _retained,
+    check_scope,
+    find_retained,
+    lock_target,
+    record_command,
 )
 from dwtrio.protocol.ids import new_id
 from dwtrio.protocol.responses import RepairDetails
@@ -63,11 +63,11 @@ class ArchiveCommand:
 async def repair_workflow(conn: Conn, cmd: RepairCommand) -> Outcome:
     """Repair the current run: release its expired leases, give it a missing workflow task."""
     target = cmd.target
-    run = await _lock_target(conn, target)
+    run = await lock_target(conn, target)
     intent = {"run_id": target.run_id}
-    if (retained := await _retained(conn, target, "repair", intent)) is not None:
+    if (retained := await find_retained(conn, target, "repair", intent)) is not None:
         return retained
-    _check_scope(target, run)
+    check_scope(target, run)
     outcome = Outcome(verdict=Verdict.DONE)
     done = await repair_run(conn, run, outcome)
     details = RepairDetails(
@@ -76,14 +76,14 @@ async def repair_workflow(conn: Conn, cmd: RepairCommand) -> Outcome:
         missing_workflow_task=done.missing_task_reason,
         created_task_id=done.created_task_id,
     )
-    rec = _Recorded(
+    rec = Recorded(
         command_type="repair",
         intent=intent,
         accepted=True,
         outcome=REPAIR_DISPATCHED if done.dispatched else REPAIR_NOT_NEEDED,
         receipt_extra={"repair": details},
     )
-    body, _ = await _record(conn, target, run, rec)
+    body, _ = await record_command(conn, target, run, rec)
     outcome.body = body
     if done.dispatched:
         event = {
@@ -109,13 +109,13 @@ async def repair_workflow(conn: Conn, cmd: RepairCommand) -> Outcome:
 async def archive_workflow(conn: Conn, cmd: ArchiveCommand) -> Outcome:
     """Archive the current run when it is closed (200), or refuse an open one (409)."""
     target = cmd.target
-    run = await _lock_target(conn, target)
+    run = await lock_target(conn, target)
     intent = {"reason": cmd.reason, "run_id": target.run_id}
-    if (retained := await _retained(conn, target, "archive", intent)) is not None:
+    if (retained := await find_retained(conn, target, "archive", intent)) is not None:
         return retained
-    _check_scope(target, run)
+    check_scope(target, run)
     if run.is_open:
-        rec = _Recorded(
+        rec = Recorded(
             command_type="archive",
             intent=intent,
             accepted=False,
@@ -126,7 +126,7 @@ async def archive_workflow(conn: Conn, cmd: ArchiveCommand) -> Outcome:
                 "only a closed run can be archived."
             ),
         )
-        body, _ = await _record(conn, target, run, rec)
+        body, _ = await record_command(conn, target, run, rec)
         return Outcome(body=body, verdict=Verdict.REJECTED)
     stamp = await archive.get_run_archive(conn, run_id=run.id)
     archived_at = stamp.archived_at
@@ -135,7 +135,7 @@ async def archive_workflow(conn: Conn, cmd: ArchiveCommand) -> Outcome:
         archived_at = await archive.archive_run(
             conn, run_id=run.id, command_id=command_id, reason=cmd.reason
         )
-    rec = _Recorded(
+    rec = Recorded(
         command_type="archive",
         intent=intent,
         accepted=True,
@@ -144,5 +144,5 @@ async def archive_workflow(conn: Conn, cmd: ArchiveCommand) -> Outcome:
         receipt_extra={"archived_at": wire.iso_z(archived_at)},
         command_id=command_id,
     )
-    body, _ = await _record(conn, target, run, rec)
+    body, _ = await record_command(conn, target, run, rec)
     return Outcome(body=body, verdict=Verdict.DONE)
