@@ -847,7 +847,8 @@ def worker_capabilities(settings: Settings, features: Features) -> dict[str, Any
         child_workflow_timeouts=features.child_workflow_timeouts,
         parent_close_policy=features.parent_close_policy,
         non_retryable_failures=features.non_retryable_failures,
-        deregistration_fencing=features.worker_deregistration_fencing,
+        deregistration_fencing=features.worker_deregistration_fencing
+        and settings.worker_deregistration_fencing,
     )
 
 

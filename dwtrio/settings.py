@@ -352,6 +352,12 @@ class Settings:
         "Seconds without heartbeat before a worker counts as stale and its leases are "
         "recovered (default max(2 x poll timeout, 60); at least 2).",
     )
+    worker_deregistration_fencing: bool = _setting(
+        "DW_WORKER_DEREGISTRATION_FENCING",
+        True,
+        "Advertise fenced worker deregistration in discovery (off while rolling from a "
+        "release without it: docs/rolling-upgrades.md).",
+    )
     history_page_size_default: int = _setting(
         "DW_HISTORY_PAGE_SIZE_DEFAULT", 500, "Default page size of worker history reads."
     )

@@ -255,6 +255,17 @@ def test_deregistration_fencing_is_advertised_with_the_sdk_contract() -> None:
     assert manifest.SERVER_FEATURES.worker_deregistration_fencing is True
 
 
+def test_deregistration_fencing_can_be_left_unadvertised_for_a_rolling_upgrade() -> None:
+    """DW_WORKER_DEREGISTRATION_FENCING=false: discovery does not offer it, so an SDK worker
+    that then registers through a node of a release without it still starts."""
+    settings = make_settings(worker_deregistration_fencing=False)
+    caps = make_info(settings, features=ALL_ON)["worker_protocol"]["server_capabilities"]
+    assert "worker_deregistration_fencing" not in caps
+    # Everything else is advertised as before.
+    on = make_info(features=ALL_ON)["worker_protocol"]["server_capabilities"]
+    assert {k: v for k, v in on.items() if k != "worker_deregistration_fencing"} == caps
+
+
 @pytest.mark.parametrize("features", [Features(), ALL_ON], ids=["today", "all-on"])
 def test_strict_capabilities_never_appear(features: Features) -> None:
     info = make_info(features=features)
