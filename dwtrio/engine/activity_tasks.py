@@ -30,7 +30,6 @@ from dwtrio.errors import (
     TaskMismatchError,
     TaskNotFoundError,
 )
-from dwtrio.protocol.activities import HOST_WORKFLOW_TYPE
 from dwtrio.protocol.admission import BLOCKED, Blocked, Throttled
 from dwtrio.protocol.commands import ScheduleActivity
 from dwtrio.protocol.ids import new_id
@@ -399,11 +398,6 @@ async def wake_after_settling(
     return await request_wake(conn, run, outcome)
 
 
-def is_host_run(run: LockedRun) -> bool:
-    """Whether ``run`` is the host run of a standalone activity (no workflow code)."""
-    return run.workflow_type == HOST_WORKFLOW_TYPE
-
-
 async def close_host_run(
     conn: Conn,
     run: LockedRun,
@@ -502,7 +496,7 @@ async def complete(conn: Conn, namespace: str, task_id: str, req: CompleteActivi
     )
     outcome = Outcome()
     next_task = None
-    if is_host_run(fenced.run):
+    if fenced.run.hosts_standalone_activity:
         await close_host_run(conn, fenced.run, outcome, result=result)
     else:
         next_task = await wake_after_settling(conn, fenced.run, fenced.execution.parallel, outcome)
@@ -620,7 +614,7 @@ async def fail(conn: Conn, namespace: str, task_id: str, req: FailActivityTask) 
     await append_events(conn, fenced.run.id, [NewEvent(event_type="ActivityFailed", payload=final)])
     await tasks.complete_task(conn, task_id, receipt=None)
     next_task = None
-    if is_host_run(fenced.run):
+    if fenced.run.hosts_standalone_activity:
         await close_host_run(conn, fenced.run, outcome, failure=final)
     else:
         next_task = await wake_after_settling(conn, fenced.run, fenced.execution.parallel, outcome)

@@ -48,7 +48,6 @@ from dwtrio.engine.workflow_commands import (
     record_command,
 )
 from dwtrio.errors import RunNotFoundError
-from dwtrio.protocol.activities import HOST_WORKFLOW_TYPE
 from dwtrio.protocol.ids import new_id
 from dwtrio.protocol.responses import RedriveDetails
 from dwtrio.store import history, redrive
@@ -226,7 +225,7 @@ def _refusal(run: LockedRun, source: RedriveSource, instance: RedriveInstance) -
             reason=RUN_NOT_FAILED,
             message=f"Run {run.id!r} is {state}; only a failed run can be redriven.",
         )
-    if run.workflow_type == HOST_WORKFLOW_TYPE:
+    if run.hosts_standalone_activity:
         # No workflow code would replay it: its only step is the activity.
         return Refusal(
             reason=UNSUPPORTED_HISTORY,

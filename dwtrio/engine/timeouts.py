@@ -24,7 +24,6 @@ from typing import Any
 from dwtrio import wire
 from dwtrio.engine.activity_tasks import (
     close_host_run,
-    is_host_run,
     retry_decision,
     schedule_retry,
     step_fields,
@@ -288,7 +287,7 @@ async def _record_timed_out(
     )
     await append_events(conn, run.id, [NewEvent(event_type="ActivityTimedOut", payload=payload)])
     await tasks.complete_task(conn, task.task_id, receipt=None)
-    if is_host_run(run):
+    if run.hosts_standalone_activity:
         await close_host_run(conn, run, outcome, failure=payload, reason="timed_out")
     else:
         await wake_after_settling(conn, run, execution.parallel, outcome)

@@ -30,7 +30,6 @@ from dwtrio.errors import (
     RequestIdConflictError,
     RetryableStoreError,
 )
-from dwtrio.protocol.activities import HOST_WORKFLOW_TYPE
 from dwtrio.protocol.ids import new_id
 from dwtrio.protocol.responses import UpdateRejected
 from dwtrio.store import runs, tasks, updates
@@ -233,7 +232,7 @@ async def submit(conn: Conn, req: UpdateRequest) -> Submitted:
         return Submitted(update=retained, retained=True)
     if not run.is_open:
         return Submitted(update=None, outcome=_rejected(req, run))
-    if run.workflow_type == HOST_WORKFLOW_TYPE:
+    if run.hosts_standalone_activity:
         # No workflow code would run its handler: refused, nothing recorded.
         return Submitted(update=None, outcome=_rejected(req, run, STANDALONE_ACTIVITY))
     command_id, update_id = new_id(), new_id()

@@ -11,7 +11,6 @@ pollers after commit, unless a poll parked in this process is handed the task
 from __future__ import annotations
 
 from dwtrio.engine.outcome import Outcome
-from dwtrio.protocol.activities import HOST_WORKFLOW_TYPE
 from dwtrio.protocol.ids import new_id
 from dwtrio.store import tasks
 from dwtrio.store.offers import offer_task
@@ -39,7 +38,7 @@ async def request_wake(conn: Conn, run: LockedRun, outcome: Outcome) -> str | No
 
     A standalone activity's host run is never woken: it has no workflow code (a signal
     to it is recorded and nothing runs it; its activity's outcome closes it)."""
-    if not run.is_open or run.workflow_type == HOST_WORKFLOW_TYPE:
+    if not run.is_open or run.hosts_standalone_activity:
         return None
     created = await tasks.wake_run(conn, run, task_id=new_id())
     if created is not None:

@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from dwtrio import payloads
+from dwtrio.protocol.activities import HOST_WORKFLOW_TYPE
 from dwtrio.store.pool import Conn
 from dwtrio.store.queries import query
 
@@ -33,6 +34,12 @@ class LockedRun:
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
+
+    @property
+    def hosts_standalone_activity(self) -> bool:
+        """The host run of a standalone activity (docs/standalone-activities.md): no
+        workflow code runs it, so it is never woken; its activity's outcome closes it."""
+        return self.workflow_type == HOST_WORKFLOW_TYPE
 
     @classmethod
     def inserted(
